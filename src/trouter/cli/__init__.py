@@ -1,0 +1,33 @@
+"""The ``trouter`` command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from trouter.cli import (
+    eval_cmd,
+    models_cmd,
+    serve_cmd,
+    synth_cmd,
+    taxonomy_cmd,
+    train_cmd,
+)
+
+app = typer.Typer(
+    help="trouter: task-aware LLM routing (evaluate, synthesise, train, route, serve).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+for module in (eval_cmd, train_cmd, taxonomy_cmd, synth_cmd, serve_cmd, models_cmd):
+    module.register(app)
+
+
+@app.command("routers")
+def list_routers() -> None:
+    """List the registered router names."""
+    from trouter.routers import ROUTERS, make_router
+
+    make_router("oracle")  # importing trouter.routers registers the built-ins
+    for name in sorted(ROUTERS):
+        doc = (ROUTERS[name].__doc__ or "").strip().splitlines()
+        typer.echo(f"{name:16s} {doc[0] if doc else ''}")

@@ -1,0 +1,85 @@
+"""Reference routers that every report shows: oracle, random, best-single, cheapest."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trouter.data.dataset import RoutingDataset
+from trouter.routers.base import Prediction, Queries, Router, query_texts, register
+
+
+class _ConstantRouter(Router):
+    """Predicts the same per-model performance and cost for every query."""
+
+    query_independent = True
+
+    def _constant(self, queries: Queries, perf: np.ndarray, cost: np.ndarray) -> Prediction:
+        n = len(query_texts(queries))
+        return Prediction(self._require_fitted(), np.tile(perf, (n, 1)), np.tile(cost, (n, 1)))
+
+
+@register("best-single")
+class BestSingleRouter(_ConstantRouter):
+    """Mean training performance and cost per model: routes every query to the one model
+    with the best mean utility under the requested weights."""
+
+    def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
+        self.models_ = train.model_names
+        self.mean_performance_ = np.nanmean(train.performance, axis=0)
+        self.mean_cost_ = np.nanmean(train.normalised_cost, axis=0)
+        return self
+
+    def predict(self, queries: Queries) -> Prediction:
+        return self._constant(queries, self.mean_performance_, self.mean_cost_)
+
+
+@register("cheapest")
+class CheapestRouter(_ConstantRouter):
+    """Always the model with the lowest mean training cost, whatever the weights."""
+
+    def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
+        self.models_ = train.model_names
+        mean_cost = np.nanmean(train.normalised_cost, axis=0)
+        self.mean_cost_ = mean_cost
+        # A performance score that only the cheapest model has makes it win for any weights.
+        self.performance_ = (mean_cost == mean_cost.min()).astype(float)
+        return self
+
+    def predict(self, queries: Queries) -> Prediction:
+        cost = np.where(self.performance_ > 0, 0.0, 1.0)
+        return self._constant(queries, self.performance_, cost)
+
+
+@register("random")
+class RandomRouter(Router):
+    """Uniformly random model per query, reproducible from the seed and the query text."""
+
+    def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
+        self.models_ = train.model_names
+        return self
+
+    def predict(self, queries: Queries) -> Prediction:
+        models = self._require_fitted()
+        texts = query_texts(queries)
+        rng = np.random.default_rng(self.seed)
+        scores = rng.random((len(texts), len(models)))
+        # Utility is then (w_perf - w_cost) * score + w_cost: increasing in the score for any
+        # weights that value performance or saving cost, so argmax is a uniform random pick.
+        return Prediction(models, scores, 1.0 - scores)
+
+
+@register("oracle")
+class OracleRouter(Router):
+    """Reads the true test labels: the upper bound every router is measured against."""
+
+    needs_labels = True
+
+    def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
+        self.models_ = train.model_names
+        return self
+
+    def predict(self, queries: Queries) -> Prediction:
+        if not isinstance(queries, RoutingDataset):
+            raise TypeError("the oracle routes only labelled queries (a RoutingDataset)")
+        self._require_fitted()
+        return Prediction(queries.model_names, queries.performance, queries.normalised_cost)
