@@ -36,13 +36,18 @@ def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    rows.append(json.loads(line))
+            lines = fh.readlines()
     except FileNotFoundError as err:
         raise MalformedDataError(f"{path}: file not found") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MalformedDataError(f"{path}: line {number}: {err}") from err
+    except UnicodeDecodeError as err:
+        raise MalformedDataError(f"{path}: not UTF-8 text: {err}") from err
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise MalformedDataError(f"{path}: line {number}: {err}") from err
     return rows
 
 
