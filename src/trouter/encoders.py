@@ -6,7 +6,8 @@ import hashlib
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,7 +37,19 @@ class TextEncoder:
         self._vectors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._model = None
+        self._local = threading.local()
         self._load_shards()
+
+    @contextmanager
+    def transient(self) -> Iterator[None]:
+        """In this block (this thread) new texts are encoded but not cached: a server must not
+        write a disk shard and keep a vector for every request it sees."""
+        previous = getattr(self._local, "transient", False)
+        self._local.transient = True
+        try:
+            yield
+        finally:
+            self._local.transient = previous
 
     def _load_shards(self) -> None:
         for shard in sorted(self.cache_path.glob("*.npz")):
@@ -72,6 +85,9 @@ class TextEncoder:
                     convert_to_numpy=True,
                     show_progress_bar=show_progress,
                 ).astype(np.float32)
+                if getattr(self._local, "transient", False):
+                    fresh = dict(zip(new_keys, vectors, strict=True))
+                    return np.stack([fresh[k] if k in fresh else self._vectors[k] for k in keys])
                 self._write_shard(new_keys, vectors)
                 self._vectors.update(zip(new_keys, vectors, strict=True))
             if not keys:
