@@ -1,9 +1,150 @@
-"""CLI commands (filled in by the module's owner)."""
+"""``trouter eval``: evaluate routers on a benchmark suite and report the method's metrics."""
 
 from __future__ import annotations
 
+import json
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+
+#: Routers shown in every report, whatever was requested: the bounds and the chance level.
+ALWAYS = ("oracle", "best-single", "random")
+
+
+class Setting(StrEnum):
+    in_domain = "in-domain"
+    cold_start = "cold-start"
+    synthetic = "synthetic"
+
+
+def parse_params(items: list[str], routers: list[str]) -> dict[str, dict[str, Any]]:
+    """``router.key=value`` items -> {router: {key: value}}; values are JSON or plain strings."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        head, sep, raw = item.partition("=")
+        router, dot, key = head.partition(".")
+        if not sep or not dot or not router or not key:
+            raise typer.BadParameter(
+                f"{item!r} is not router.key=value (e.g. knn.k=10)", param_hint="--param"
+            )
+        if router not in routers:
+            raise typer.BadParameter(
+                f"{item!r} sets a parameter of {router!r}, which is not evaluated; "
+                f"routers: {', '.join(routers)}",
+                param_hint="--param",
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(router, {})[key] = value
+    return params
+
+
+def parse_routers(spec: str) -> list[str]:
+    """The requested routers plus :data:`ALWAYS`; unknown names are a usage error."""
+    from trouter.routers import ROUTERS
+
+    requested = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in requested if name not in ROUTERS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown router(s) {', '.join(unknown)}; registered: {', '.join(sorted(ROUTERS))}",
+            param_hint="--routers",
+        )
+    return list(dict.fromkeys([*ALWAYS, *requested]))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN -> null, so that the record file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add ``eval`` to the top-level app."""
+
+    @app.command("eval")
+    def eval_command(
+        suite: str = typer.Option(..., "--suite", help="Benchmark suite, e.g. routerbench."),
+        setting: Setting = typer.Option(Setting.in_domain, "--setting", help="Evaluation setting."),
+        routers: str = typer.Option(
+            "",
+            "--routers",
+            help="Comma-separated router names; oracle, best-single and random are always added.",
+        ),
+        scenario: str = typer.Option(
+            "all",
+            "--scenario",
+            help="all, a comma list of scenario names, or perf:cost weights such as 0.7:-0.3.",
+        ),
+        seeds: int = typer.Option(1, "--seeds", min=1, help="Run seeds 0..N-1."),
+        json_path: Path | None = typer.Option(None, "--json", help="Write the records here."),
+        plot: Path | None = typer.Option(None, "--plot", help="Write cost-quality curves (PNG)."),
+        train_file: Path | None = typer.Option(
+            None, "--train-file", help="Labelled JSONL to train on (synthetic setting)."
+        ),
+        param: list[str] = typer.Option(
+            [], "--param", help="Router hyper-parameter router.key=value (repeatable)."
+        ),
+        limit: int | None = typer.Option(
+            None, "--limit", min=1, help="At most N rows per split (deterministic), for quick runs."
+        ),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    ) -> None:
+        """Fit and score routers; print mean ± std over seeds per router and scenario."""
+        from trouter.config import DataNotFoundError, MalformedDataError
+        from trouter.data.suites import SUITES
+        from trouter.evaluation.harness import run_experiment
+        from trouter.evaluation.plots import plot_curves
+        from trouter.evaluation.report import rich_tables, summarise
+        from trouter.evaluation.scenarios import resolve_scenarios
+
+        if suite not in SUITES:
+            raise typer.BadParameter(
+                f"unknown suite {suite!r}; choose from {', '.join(SUITES)}", param_hint="--suite"
+            )
+        try:
+            scenarios = resolve_scenarios(scenario)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--scenario") from err
+        names = parse_routers(routers)
+        params = parse_params(param, names)
+        if setting is Setting.synthetic and train_file is None:
+            raise typer.BadParameter("the synthetic setting needs --train-file")
+        if train_file is not None and not train_file.is_file():
+            raise typer.BadParameter(f"{train_file} does not exist", param_hint="--train-file")
+
+        console = Console()
+        try:
+            records = run_experiment(
+                suite,
+                setting.value,
+                names,
+                scenarios,
+                list(range(seeds)),
+                train_file=train_file,
+                router_params=params,
+                progress=progress,
+                limit=limit,
+            )
+        except (DataNotFoundError, MalformedDataError, ValueError, KeyError) as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(1) from err
+        for table in rich_tables(summarise(records)):
+            console.print(table)
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(_json_safe(records), indent=1))
+            console.print(f"records: {json_path} ({len(records)})")
+        if plot is not None:
+            console.print(f"cost-quality curves: {plot_curves(records, plot)}")

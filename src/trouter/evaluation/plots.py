@@ -1,0 +1,71 @@
+"""Cost-quality curves of evaluation records as a PNG (matplotlib, headless Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from trouter.evaluation.metrics import aiq  # noqa: E402
+from trouter.evaluation.report import headline_records  # noqa: E402
+
+#: Reference routers drawn with a fixed, recognisable style.
+STYLES = {
+    "oracle": {"color": "black", "marker": "*", "markersize": 9, "linestyle": "--"},
+    "best-single": {"color": "dimgray", "marker": "s", "markersize": 6, "linestyle": ":"},
+    "random": {"color": "silver", "marker": "x", "markersize": 6, "linestyle": ""},
+}
+
+
+def mean_curves(records: list[dict]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Per (suite, setting) and router, the cost-quality curve averaged over seeds.
+
+    Each record of a run carries the same curve for every scenario, so one per seed is used.
+    """
+    per_seed: dict[tuple[str, str], dict[str, dict[int, list]]] = {}
+    for record in headline_records(records):
+        run = (record["suite"], record["setting"])
+        per_seed.setdefault(run, {}).setdefault(record["router"], {})[record["seed"]] = record[
+            "curve"
+        ]
+    return {
+        run: {router: np.mean(list(seeds.values()), axis=0) for router, seeds in routers.items()}
+        for run, routers in per_seed.items()
+    }
+
+
+def plot_curves(records: list[dict], path: str | Path) -> Path:
+    """Write one panel per (suite, setting): a line per router, oracle and best-single marked."""
+    curves = mean_curves(records)
+    if not curves:
+        raise ValueError("no records with cost-quality curves to plot")
+    fig, axes = plt.subplots(
+        1, len(curves), figsize=(6.5 * len(curves), 5), squeeze=False, constrained_layout=True
+    )
+    for ax, ((suite, setting), routers) in zip(axes[0], curves.items(), strict=True):
+        for router, curve in routers.items():
+            style = STYLES.get(router, {"marker": "o", "markersize": 4, "linestyle": "-"})
+            ax.plot(
+                curve[:, 0],
+                curve[:, 1],
+                label=f"{router} (AIQ {aiq(curve):.3f})",
+                linewidth=1.5,
+                **style,
+            )
+        # Routed costs often sit far below 1; zoom on them but keep the zero-cost edge in view.
+        ax.set_xlim(left=0.0)
+        ax.set_xlabel("mean normalised cost of the chosen models")
+        ax.set_ylabel("mean performance")
+        ax.set_title(f"{suite} · {setting}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,164 @@
+"""Summaries of evaluation records: mean ± std over seeds, as Rich and markdown tables.
+
+The headline row of a (suite, setting, router, scenario) is the whole-test-set record
+(``task="all"``) or, for leave-one-task-out runs, the mean over held-out tasks
+(``task="mean"``); per-task records stay in the JSON for drill-down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from rich.table import Table
+
+#: Fields summarised as mean ± std over seeds.
+SUMMARY_FIELDS = ("utility", "performance", "cost", "raw_cost", "gap_closed", "aiq")
+HEADLINE_TASKS = ("all", "mean")
+
+
+def headline_records(records: Iterable[dict]) -> list[dict]:
+    """The records that stand for a whole run (not the per-task breakdown)."""
+    return [r for r in records if r.get("task", "all") in HEADLINE_TASKS]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    std = float(np.std(finite, ddof=1)) if finite.size > 1 else 0.0
+    return float(np.mean(finite)), std
+
+
+def summarise(records: Iterable[dict]) -> list[dict]:
+    """One row per (suite, setting, router, scenario): mean and std over seeds.
+
+    Rows keep the order in which routers and scenarios first appear in ``records``.
+    Each row has ``<field>_mean`` and ``<field>_std`` for :data:`SUMMARY_FIELDS`, the
+    number of seeds, and the mean selection share per model.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for record in headline_records(records):
+        key = (record["suite"], record["setting"], record["router"], record["scenario"])
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (suite, setting, router, scenario), group in groups.items():
+        row: dict = {
+            "suite": suite,
+            "setting": setting,
+            "router": router,
+            "scenario": scenario,
+            "seeds": len({r["seed"] for r in group}),
+        }
+        for field in SUMMARY_FIELDS:
+            row[f"{field}_mean"], row[f"{field}_std"] = _mean_std([r[field] for r in group])
+        models = list(group[0]["selection"])
+        row["selection"] = {m: float(np.mean([r["selection"][m] for r in group])) for m in models}
+        rows.append(row)
+    return rows
+
+
+def fmt(mean: float, std: float, digits: int = 3) -> str:
+    """``mean ± std`` with a fixed number of decimals; ``n/a`` when undefined."""
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fmt_usd(mean: float, std: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.4g} ± {std:.2g}"
+
+
+def _top_model(selection: dict[str, float]) -> str:
+    if not selection:
+        return ""
+    model = max(selection, key=selection.get)
+    return f"{model} ({selection[model]:.0%})"
+
+
+def rich_tables(rows: list[dict]) -> list[Table]:
+    """One Rich table per (suite, setting): a row per scenario x router."""
+    tables = []
+    for (suite, setting), block in _by_run(rows).items():
+        seeds = max(r["seeds"] for r in block)
+        title = f"{suite} · {setting} · mean ± std over {seeds} seed(s)"
+        if setting == "cold-start":
+            title += " · mean over held-out tasks"
+        table = Table(title=title)
+        for column in (
+            "scenario",
+            "router",
+            "utility",
+            "performance",
+            "norm. cost",
+            "raw cost USD",
+            "gap closed",
+            "AIQ",
+            "most chosen",
+        ):
+            table.add_column(
+                column,
+                justify="left" if column in ("scenario", "router", "most chosen") else "right",
+            )
+        previous = None
+        for row in block:
+            table.add_row(
+                row["scenario"] if row["scenario"] != previous else "",
+                row["router"],
+                fmt(row["utility_mean"], row["utility_std"]),
+                fmt(row["performance_mean"], row["performance_std"]),
+                fmt(row["cost_mean"], row["cost_std"]),
+                _fmt_usd(row["raw_cost_mean"], row["raw_cost_std"]),
+                fmt(row["gap_closed_mean"], row["gap_closed_std"], 2),
+                fmt(row["aiq_mean"], row["aiq_std"]),
+                _top_model(row["selection"]),
+                end_section=False,
+            )
+            previous = row["scenario"]
+        tables.append(table)
+    return tables
+
+
+def markdown_tables(rows: list[dict]) -> str:
+    """README-ready markdown: per (suite, setting), a table per scenario and one of AIQ."""
+    out = []
+    for (suite, setting), block in _by_run(rows).items():
+        seeds = max(r["seeds"] for r in block)
+        note = " (mean over held-out tasks)" if setting == "cold-start" else ""
+        out.append(f"### {suite} · {setting}{note} · mean ± std over {seeds} seed(s)\n")
+        scenarios = list(dict.fromkeys(r["scenario"] for r in block))
+        for scenario in scenarios:
+            out.append(f"**{scenario}**\n")
+            out.append("| router | utility | performance | norm. cost | gap closed |")
+            out.append("|---|---:|---:|---:|---:|")
+            for row in (r for r in block if r["scenario"] == scenario):
+                out.append(
+                    f"| {row['router']} | {fmt(row['utility_mean'], row['utility_std'])} "
+                    f"| {fmt(row['performance_mean'], row['performance_std'])} "
+                    f"| {fmt(row['cost_mean'], row['cost_std'])} "
+                    f"| {fmt(row['gap_closed_mean'], row['gap_closed_std'], 2)} |"
+                )
+            out.append("")
+        out.append("**AIQ** (area under the cost–quality hull, normalised cost in [0, 1])\n")
+        out.append("| router | AIQ |")
+        out.append("|---|---:|")
+        first = scenarios[0]
+        for row in (r for r in block if r["scenario"] == first):
+            out.append(f"| {row['router']} | {fmt(row['aiq_mean'], row['aiq_std'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _by_run(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows grouped by (suite, setting), each block sorted by scenario then router order."""
+    blocks: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        blocks.setdefault((row["suite"], row["setting"]), []).append(row)
+    for key, block in blocks.items():
+        scenario_order = {s: i for i, s in enumerate(dict.fromkeys(r["scenario"] for r in block))}
+        router_order = {s: i for i, s in enumerate(dict.fromkeys(r["router"] for r in block))}
+        blocks[key] = sorted(
+            block, key=lambda r: (scenario_order[r["scenario"]], router_order[r["router"]])
+        )
+    return blocks
