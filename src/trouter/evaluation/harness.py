@@ -257,7 +257,8 @@ def mean_over_tasks(records: list[dict]) -> list[dict]:
             groups.setdefault(key, []).append(record)
     means = {}
     for key, group in groups.items():
-        mean = {k: v for k, v in group[0].items() if k not in ("curve", "selection")}
+        per_fold = ("curve", "selection", "n_train", "n_validation")
+        mean = {k: v for k, v in group[0].items() if k not in per_fold}
         mean["task"] = "mean"
         mean["n_tasks"] = len(group)
         for field in MEAN_FIELDS:

@@ -1,0 +1,97 @@
+"""End-to-end ``trouter eval`` on a small deterministic slice of a real suite."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trouter.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def cold_start_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path, str]:
+    out = tmp_path_factory.mktemp("eval")
+    result = runner.invoke(
+        app,
+        [
+            "eval", "--suite", "routerbench", "--setting", "cold-start",
+            "--routers", "cheapest", "--scenario", "all", "--seeds", "2", "--limit", "24",
+            "--json", str(out / "records.json"), "--plot", str(out / "curves.png"),
+            "--no-progress",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "records.json").read_text()), out, result.output
+
+
+def test_records_cover_every_router_task_scenario_and_seed(cold_start_run) -> None:
+    records, _, _ = cold_start_run
+    routers = {r["router"] for r in records}
+    assert routers == {"oracle", "best-single", "random", "cheapest"}
+    tasks = {r["task"] for r in records}
+    assert "mean" in tasks and len(tasks) >= 3
+    assert {r["scenario"] for r in records} == {"performance-first", "balanced", "cost-first"}
+    assert {r["seed"] for r in records} == {0, 1}
+    for record in records:
+        assert record["setting"] == "cold-start" and record["suite"] == "routerbench"
+        assert 0 <= record["performance"] <= 1 and 0 <= record["cost"] <= 1
+        assert record["raw_cost"] > 0
+        assert sum(record["selection"].values()) == pytest.approx(1.0)
+        assert len(record["curve"]) == 21
+        if record["task"] != "mean":
+            assert record["n_test"] + record["masked_rows"] <= 24
+
+
+def test_oracle_beats_every_router(cold_start_run) -> None:
+    records, _, _ = cold_start_run
+    oracle = {(r["task"], r["scenario"], r["seed"]): r["utility"]
+              for r in records if r["router"] == "oracle"}  # fmt: skip
+    for record in records:
+        key = (record["task"], record["scenario"], record["seed"])
+        assert record["utility"] <= oracle[key] + 1e-12, record["router"]
+
+
+def test_outputs_table_plot_and_markdown(cold_start_run, capsys) -> None:
+    records, out, output = cold_start_run
+    assert "routerbench · cold-start" in output and "best-single" in output
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    script = runpy.run_path(str(ROOT / "scripts" / "results_tables.py"))
+    assert script["main"]([str(out / "records.json")]) == 0
+    markdown = capsys.readouterr().out
+    assert markdown.count("| router | utility | performance | norm. cost | gap closed |") == 3
+    assert "| 1.00 ± 0.00 |" in markdown  # the oracle closes the whole gap
+
+
+def test_in_domain_with_a_weight_pair() -> None:
+    result = runner.invoke(
+        app,
+        ["eval", "--suite", "routerbench", "--setting", "in-domain", "--scenario", "0.7:-0.3",
+         "--limit", "20", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "0.7:-0.3" in result.output and "random" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--suite", "nope"], "unknown suite"),
+        (["--suite", "routerbench", "--routers", "knn,zzz"], "zzz"),
+        (["--suite", "routerbench", "--scenario", "greedy"], "unknown scenario"),
+        (["--suite", "routerbench", "--param", "random.seedless"], "router.key=value"),
+        (["--suite", "routerbench", "--setting", "synthetic"], "--train-file"),
+        (["--suite", "routerbench", "--setting", "sideways"], "sideways"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["eval", *args, "--no-progress"])
+    assert result.exit_code == 2
+    assert message in result.output
