@@ -1,0 +1,207 @@
+"""Forwarding one chat completion to a pool model through LiteLLM, streamed or not.
+
+The proxy needs two things the batch LLM client does not do: relay a token stream as it
+arrives, and classify every failure so the caller can decide between falling back to the
+next model (timeouts, connection errors, 5xx, malformed replies) and passing the error
+through to the user (429, 4xx caused by the request itself). Everything is async so one
+process can hold hundreds of upstream calls open at once.
+
+API keys come from the environment variable each pool entry names; they are passed to
+LiteLLM only and scrubbed from any error text that is returned or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
+
+import litellm  # noqa: E402
+
+litellm.suppress_debug_info = True
+
+#: Key used for endpoints that need none (e.g. a local llama.cpp server): LiteLLM's OpenAI
+#: provider refuses to send a request without some key.
+NO_KEY = "no-key-needed"
+
+
+class Endpoint(Protocol):
+    """The fields of a pool entry (``trouter.llm.pool.ModelEndpoint``) used here."""
+
+    name: str
+    litellm_model: str
+    api_base: str | None
+    api_key_env: str | None
+    input_price_per_mtok: float | None
+    output_price_per_mtok: float | None
+
+
+@dataclass
+class UpstreamError(Exception):
+    """A failed upstream call: ``retryable`` failures may be retried on another model."""
+
+    model: str
+    kind: str  # timeout | connection | server | malformed | rate_limit | auth | bad_request
+    status: int  # the HTTP status to report if this is the final error
+    message: str
+    retryable: bool
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.kind}: {self.message}"
+
+
+def api_key(endpoint: Endpoint) -> str:
+    """The endpoint's key from its environment variable (``NO_KEY`` when it names none)."""
+    if not endpoint.api_key_env:
+        return NO_KEY
+    key = os.environ.get(endpoint.api_key_env)
+    if not key:
+        raise UpstreamError(
+            endpoint.name,
+            "auth",
+            502,
+            f"environment variable {endpoint.api_key_env} (the API key of pool model "
+            f"{endpoint.name}) is not set",
+            retryable=True,
+        )
+    return key
+
+
+def missing_keys(endpoints: list[Endpoint]) -> list[str]:
+    """Pool entries whose key variable is named but unset, as ``model (VAR)`` strings."""
+    return [
+        f"{e.name} ({e.api_key_env})"
+        for e in endpoints
+        if e.api_key_env and not os.environ.get(e.api_key_env)
+    ]
+
+
+def scrub(text: str, endpoints: list[Endpoint]) -> str:
+    """Remove any configured API key from a message before it leaves the process."""
+    for e in endpoints:
+        key = os.environ.get(e.api_key_env) if e.api_key_env else None
+        if key and len(key) >= 4:
+            text = text.replace(key, "***")
+    return text
+
+
+def classify(model: str, err: BaseException) -> UpstreamError:
+    """Map a LiteLLM (or lower-level) exception to an :class:`UpstreamError`."""
+    message = str(getattr(err, "message", None) or err) or type(err).__name__
+    if isinstance(err, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
+        return UpstreamError(model, "timeout", 504, "upstream timed out", True)
+    if isinstance(err, litellm.RateLimitError):
+        return UpstreamError(model, "rate_limit", 429, message, False)
+    if isinstance(err, litellm.APIConnectionError):
+        return UpstreamError(model, "connection", 502, message, True)
+    if isinstance(err, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        return UpstreamError(model, "auth", 502, f"upstream refused the key: {message}", True)
+    if isinstance(err, litellm.NotFoundError):
+        return UpstreamError(model, "server", 502, f"upstream has no such model: {message}", True)
+    status = getattr(err, "status_code", None)
+    if isinstance(err, litellm.BadRequestError | litellm.UnprocessableEntityError) or (
+        isinstance(status, int) and 400 <= status < 500
+    ):
+        return UpstreamError(model, "bad_request", 400, message, False)
+    if isinstance(status, int) and status >= 500:
+        return UpstreamError(model, "server", 502, message, True)
+    return UpstreamError(model, "malformed", 502, f"bad upstream reply: {message}", True)
+
+
+def _call_args(endpoint: Endpoint, messages: list[dict], params: dict, timeout: float) -> dict:
+    args: dict[str, Any] = {
+        "model": endpoint.litellm_model,
+        "messages": messages,
+        "api_key": api_key(endpoint),
+        "timeout": timeout,
+        "max_retries": 0,  # the proxy falls back to another model instead of waiting
+        **params,
+    }
+    if endpoint.api_base:
+        args["api_base"] = endpoint.api_base
+    return args
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    return obj.model_dump(exclude_none=True)
+
+
+async def complete(
+    endpoint: Endpoint, messages: list[dict], params: dict, timeout: float
+) -> dict[str, Any]:
+    """One non-streamed completion as an OpenAI-shaped dict (``model`` = the pool name)."""
+    try:
+        args = _call_args(endpoint, messages, params, timeout)
+        response = await asyncio.wait_for(litellm.acompletion(**args), timeout + 1.0)
+        data = _as_dict(response)
+        if not data.get("choices"):
+            raise ValueError("reply has no choices")
+    except UpstreamError:
+        raise
+    except Exception as err:  # every failure is classified; the caller decides what to do
+        raise classify(endpoint.name, err) from err
+    data["model"] = endpoint.name
+    return data
+
+
+async def open_stream(
+    endpoint: Endpoint, messages: list[dict], params: dict, timeout: float
+) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+    """Start a streamed completion and wait for its first chunk.
+
+    Failing before the first chunk is still recoverable (the caller can try another model);
+    the rest of the stream is returned as an iterator that raises :class:`UpstreamError`
+    if the upstream stalls for ``timeout`` seconds or breaks mid-way.
+    """
+    try:
+        args = _call_args(endpoint, messages, {**params, "stream": True}, timeout)
+        stream = await asyncio.wait_for(litellm.acompletion(**args), timeout + 1.0)
+        iterator = aiter(stream)
+        first = _as_dict(await asyncio.wait_for(anext(iterator), timeout))
+    except UpstreamError:
+        raise
+    except StopAsyncIteration as err:
+        raise UpstreamError(endpoint.name, "malformed", 502, "empty stream", True) from err
+    except Exception as err:
+        raise classify(endpoint.name, err) from err
+    first["model"] = endpoint.name
+
+    async def rest() -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(iterator), timeout)
+                except StopAsyncIteration:
+                    return
+                except Exception as err:
+                    raise classify(endpoint.name, err) from err
+                data = _as_dict(chunk)
+                data["model"] = endpoint.name
+                yield data
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                # closing a broken stream must not mask the real error
+                with contextlib.suppress(Exception):
+                    await close()
+
+    return first, rest()
+
+
+def usage_cost(endpoint: Endpoint, usage: dict[str, Any] | None) -> float | None:
+    """USD cost of a call from its token usage and the pool's prices (None if unknown)."""
+    if not usage:
+        return None
+    prices = (endpoint.input_price_per_mtok, endpoint.output_price_per_mtok)
+    if any(p is None for p in prices):
+        return None
+    tokens_in = usage.get("prompt_tokens") or 0
+    tokens_out = usage.get("completion_tokens") or 0
+    return (tokens_in * prices[0] + tokens_out * prices[1]) / 1e6
