@@ -125,6 +125,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{train_file} does not exist", param_hint="--train-file")
 
         console = Console()
+        if not console.is_terminal:  # piped or captured: no width to fit, keep cells whole
+            console = Console(width=180)
         try:
             records = run_experiment(
                 suite,

@@ -109,6 +109,12 @@ def cold_start_folds(dataset: RoutingDataset, seed: int, validation_fraction: fl
     Training rows are the train and validation rows of the other tasks only; test rows of
     any task never enter training.
     """
+    tasks = sorted(set(dataset.tasks))
+    if len(tasks) < 2:
+        raise ValueError(
+            f"{dataset.name}: leave-one-task-out needs at least 2 tasks, found {tasks}; "
+            "use --setting in-domain for this suite"
+        )
     folds = []
     trainable = dataset.splits != "test"
     for task in sorted(set(dataset.tasks[dataset.splits == "test"])):
