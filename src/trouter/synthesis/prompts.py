@@ -1,0 +1,107 @@
+"""The question-answer generation prompt for one taxonomy leaf, and its reply parser.
+
+The prompt carries the three task profiles of the leaf (domain, subcategory, difficulty)
+and the subcategory's whole difficulty scale, so the generator can aim at *this* level
+rather than a generic one. Each call names its batch number and lists questions already
+kept for the leaf: that steers the model away from repeats and keeps every request
+distinct, so a deterministic or disk-cached generator is never asked the same prompt twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trouter.taxonomy.model import Leaf
+
+#: Most already-kept questions quoted back in a request (older ones are summarised by count).
+AVOID_LIMIT = 12
+AVOID_CHARS = 160
+
+SYSTEM = (
+    "You write evaluation data for language models: realistic user questions of a given task "
+    "type, each with a correct reference answer. You reply with JSON only."
+)
+
+PAIRS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "pairs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+                "required": ["question", "answer"],
+            },
+        }
+    },
+    "required": ["pairs"],
+}
+
+
+def qa_messages(
+    leaf: Leaf, scale: list[str], count: int, batch: int, kept: list[str]
+) -> list[dict[str, str]]:
+    """Ask for ``count`` diverse question-answer pairs of the task type ``leaf``."""
+    domain, sub, diff = leaf.path
+    lines = [
+        f"Domain: {domain.name} - {domain.definition}",
+        f"Subcategory: {sub.name} - {sub.definition} (example: {sub.example})",
+        f"Difficulty: {diff.name} - {diff.definition} (example: {diff.example})",
+        f"The difficulty scale of this subcategory, easiest first: {', '.join(scale)}.",
+        "",
+        f"Batch {batch}: write {count} new question-answer pairs of exactly this task type "
+        f"and difficulty ({diff.name}).",
+        "Make them diverse: different topics, phrasings, lengths and settings; each question "
+        "is self-contained, as a real user would send it (include any text, data or code "
+        "it refers to).",
+        "Each answer is a correct reference answer a grader can compare a model's answer "
+        "against: complete, with the final result stated explicitly.",
+    ]
+    if kept:
+        shown = kept[-AVOID_LIMIT:]
+        earlier = len(kept) - len(shown)
+        lines.append(
+            f"Do not repeat or paraphrase the {len(kept)} questions already written"
+            + (f" ({earlier} earlier ones not shown)" if earlier else "")
+            + ", for instance:"
+        )
+        lines.extend(f"- {' '.join(q.split())[:AVOID_CHARS]}" for q in shown)
+    lines.append(
+        '\nReply with a JSON object {"pairs": [{"question": "...", "answer": "..."}, ...]}.'
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _text(item: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = item.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_pairs(data: Any) -> list[tuple[str, str]]:
+    """``{"pairs": [{"question", "answer"}]}`` (or a bare list) -> [(question, answer)].
+
+    Items missing a question or an answer are skipped; a reply without any usable pair
+    raises ValueError (sent back to the model by ``ask_json``).
+    """
+    items: Any = data
+    if isinstance(data, dict):
+        items = data.get("pairs")
+        if not isinstance(items, list):
+            lists = [v for v in data.values() if isinstance(v, list)]
+            items = lists[0] if len(lists) == 1 else None
+    if not isinstance(items, list):
+        raise ValueError('expected a JSON object with a "pairs" list')
+    pairs = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        question = _text(item, ("question", "q", "query"))
+        answer = _text(item, ("answer", "reference", "reference_answer", "a"))
+        if question and answer:
+            pairs.append((question, answer))
+    if not pairs:
+        raise ValueError('no item has both a non-empty "question" and "answer" string')
+    return pairs

@@ -1,0 +1,242 @@
+"""Synthetic question-answer pairs per taxonomy leaf, deduplicated, written resumably.
+
+For every difficulty leaf the generator is asked for ``per_call`` pairs at a time until
+``per_leaf`` are kept. A new question is rejected when its MiniLM cosine similarity to a
+question already kept for the same leaf exceeds ``dedup_threshold`` (0.9 in the method):
+generators repeat themselves, and near-duplicates would overweight one query in training.
+Rows are appended and flushed one by one; a rerun reads the file back, counts what each
+leaf already has, reloads those questions for deduplication and continues. A leaf that does
+not reach its target within ``max_calls_per_leaf`` calls is given up and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trouter.encoders import get_encoder
+from trouter.synthesis.budget import CallCounter, CostMeter, Progress, SilentProgress
+from trouter.synthesis.llmjson import MalformedOutputError, ask_json, json_schema_format
+from trouter.synthesis.prompts import PAIRS_SCHEMA, parse_pairs, qa_messages
+from trouter.taxonomy.model import Leaf, Taxonomy
+
+
+class QAFileError(ValueError):
+    """The existing QA file cannot be resumed (a damaged row in the middle)."""
+
+
+@dataclass
+class LeafReport:
+    """What happened for one leaf in this run (``kept`` includes rows from earlier runs)."""
+
+    leaf_id: str
+    kept: int = 0
+    added: int = 0
+    calls: int = 0
+    duplicates: int = 0
+    malformed_calls: int = 0
+    gave_up: bool = False
+
+
+@dataclass
+class QAReport:
+    out_path: Path
+    leaves: list[LeafReport] = field(default_factory=list)
+
+    @property
+    def added(self) -> int:
+        return sum(r.added for r in self.leaves)
+
+    @property
+    def given_up(self) -> list[LeafReport]:
+        return [r for r in self.leaves if r.gave_up]
+
+
+def default_max_calls(per_leaf: int, per_call: int) -> int:
+    """Three times the calls a duplicate-free generator needs, plus two for slips."""
+    return 3 * math.ceil(per_leaf / per_call) + 2
+
+
+def row_id(leaf_id: str, question: str) -> str:
+    """Stable id from leaf and question, so reruns and merges never collide or renumber."""
+    return "syn-" + hashlib.sha256(f"{leaf_id}\x00{question}".encode()).hexdigest()[:12]
+
+
+def read_qa_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a QA JSONL file; an incomplete last line (a killed write) is cut off."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        with path.open("r+b") as fh:  # drop the half-written row so appends stay valid
+            fh.truncate(cut)
+        raw = raw[:cut]
+    rows = []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise QAFileError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), str) for k in ("id", "question", "leaf_id")
+        ):
+            raise QAFileError(f"{path}:{number}: expected an object with id, question, leaf_id")
+        rows.append(row)
+    return rows
+
+
+def difficulty_scales(taxonomy: Taxonomy) -> dict[str, list[str]]:
+    """Leaf id -> the difficulty names of its subcategory, in order."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for leaf in taxonomy.leaves():
+        groups[(leaf.domain, leaf.subcategory)].append(leaf.difficulty)
+    return {leaf.id: groups[(leaf.domain, leaf.subcategory)] for leaf in taxonomy.leaves()}
+
+
+class _Writer:
+    """Appends rows and flushes each, so a kill loses at most the row being written."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+async def asynthesize_qa(
+    client: Any,
+    generator_endpoint: Any,
+    taxonomy: Taxonomy,
+    *,
+    out_path: str | Path,
+    per_leaf: int = 40,
+    per_call: int = 8,
+    dedup_threshold: float = 0.9,
+    max_calls_per_leaf: int | None = None,
+    leaf_ids: list[str] | None = None,
+    temperature: float = 0.8,
+    concurrency: int = 8,
+    meter: CostMeter | None = None,
+    progress: Progress | None = None,
+    encoder: Any = None,
+) -> QAReport:
+    """Async :func:`synthesize_qa`; leaves run concurrently, each leaf's calls in sequence."""
+    if per_leaf < 1 or per_call < 1:
+        raise ValueError("per_leaf and per_call must be at least 1")
+    out_path = Path(out_path)
+    meter = meter or CostMeter()
+    progress = progress or SilentProgress()
+    encoder = encoder or get_encoder()
+    max_calls = max_calls_per_leaf or default_max_calls(per_leaf, per_call)
+    leaves = taxonomy.leaves()
+    if leaf_ids is not None:
+        known = {leaf.id for leaf in leaves}
+        unknown = [i for i in leaf_ids if i not in known]
+        if unknown:
+            raise KeyError(f"taxonomy {taxonomy.name!r} has no leaf {unknown[0]!r}")
+        leaves = [leaf for leaf in leaves if leaf.id in set(leaf_ids)]
+    scales = difficulty_scales(taxonomy)
+    existing: dict[str, list[str]] = defaultdict(list)
+    for row in read_qa_rows(out_path):
+        existing[row["leaf_id"]].append(row["question"])
+    generator = getattr(generator_endpoint, "name", str(generator_endpoint))
+    slots = asyncio.Semaphore(concurrency)
+    writer = _Writer(out_path)
+    progress.stage("leaves", len(leaves))
+
+    async def one_leaf(leaf: Leaf) -> LeafReport:
+        kept = list(existing.get(leaf.id, []))
+        report = LeafReport(leaf.id, kept=len(kept))
+        vectors = encoder.encode(kept) if kept else np.zeros((0, 0), dtype=np.float32)
+        counter = CallCounter(meter)
+        async with slots:
+            while len(kept) < per_leaf and counter.calls < max_calls:
+                batch = report.calls + 1
+                before = counter.calls
+                try:
+                    pairs = await ask_json(
+                        client,
+                        generator_endpoint,
+                        qa_messages(leaf, scales[leaf.id], per_call, batch, kept),
+                        parse=parse_pairs,
+                        what=f"QA batch {batch} for leaf {leaf.id!r}",
+                        meter=counter,
+                        temperature=temperature,
+                        max_tokens=max(1024, 400 * per_call),
+                        response_format=json_schema_format("qa_pairs", PAIRS_SCHEMA),
+                        attempts=2,
+                    )
+                except MalformedOutputError as err:
+                    report.malformed_calls += 1
+                    progress.note(str(err))
+                    pairs = []
+                report.calls += 1
+                if counter.calls == before:  # defensive: never loop without spending a call
+                    break
+                if not pairs:
+                    continue
+                candidates = encoder.encode([q for q, _ in pairs])
+                for (question, answer), vector in zip(pairs, candidates, strict=True):
+                    if len(kept) >= per_leaf:
+                        break
+                    if len(vectors) and float(np.max(vectors @ vector)) > dedup_threshold:
+                        report.duplicates += 1
+                        continue
+                    writer.write(
+                        {
+                            "id": row_id(leaf.id, question),
+                            "question": question,
+                            "reference": answer,
+                            "leaf_id": leaf.id,
+                            "generator": generator,
+                        }
+                    )
+                    kept.append(question)
+                    report.added += 1
+                    vectors = vector[None, :] if not len(vectors) else np.vstack([vectors, vector])
+        report.kept = len(kept)
+        if report.kept < per_leaf:
+            report.gave_up = True
+            progress.note(
+                f"leaf {leaf.id!r}: gave up with {report.kept}/{per_leaf} questions after "
+                f"{counter.calls} calls ({report.duplicates} near-duplicates rejected, "
+                f"{report.malformed_calls} unusable replies)"
+            )
+        progress.advance("leaves")
+        return report
+
+    try:
+        reports = await asyncio.gather(*(one_leaf(leaf) for leaf in leaves))
+    finally:
+        writer.close()
+    return QAReport(out_path=out_path, leaves=list(reports))
+
+
+def synthesize_qa(
+    client: Any, generator_endpoint: Any, taxonomy: Taxonomy, **options: Any
+) -> QAReport:
+    """Generate ``per_leaf`` deduplicated QA pairs for every leaf into ``out_path`` (JSONL).
+
+    Options are those of :func:`asynthesize_qa`: ``out_path`` (required), ``per_leaf``
+    (40), ``per_call`` (8), ``dedup_threshold`` (0.9), ``max_calls_per_leaf`` (3x the
+    minimum + 2), ``leaf_ids`` (a subset), ``temperature``, ``concurrency``, ``meter``
+    (cost ceiling), ``progress``, ``encoder``. Rows: ``{"id", "question", "reference",
+    "leaf_id", "generator"}``. Rerunning on the same file resumes without duplicates.
+    """
+    return asyncio.run(asynthesize_qa(client, generator_endpoint, taxonomy, **options))
