@@ -133,8 +133,8 @@ def check_cost(path: Path, column: str, values: np.ndarray) -> np.ndarray:
 
 
 def score_value(path: Path, where: str, model: str, value: object) -> float:
-    """One JSON score -> float in [0, 1]; null -> NaN (masked)."""
-    if value is None:
+    """One JSON score -> float in [0, 1]; null (or a NaN literal) -> NaN (masked)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         return float("nan")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedDataError(f"{path}, {where}: score of {model!r} is {value!r}, not a number")
