@@ -11,7 +11,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trouter.evaluation.metrics import aiq  # noqa: E402
 from trouter.evaluation.report import headline_records  # noqa: E402
 
 #: Reference routers drawn with a fixed, recognisable style.
@@ -22,19 +21,25 @@ STYLES = {
 }
 
 
-def mean_curves(records: list[dict]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """Per (suite, setting) and router, the cost-quality curve averaged over seeds.
+def mean_curves(records: list[dict]) -> dict[tuple[str, str], dict[str, tuple[np.ndarray, float]]]:
+    """Per (suite, setting) and router: the cost-quality curve and AIQ averaged over seeds.
 
-    Each record of a run carries the same curve for every scenario, so one per seed is used.
+    Each record of a run carries the same curve and AIQ for every scenario, so one record
+    per seed is used. The AIQ is the records' own (for cold-start, the mean of per-task
+    areas), so the legend matches the tables.
     """
-    per_seed: dict[tuple[str, str], dict[str, dict[int, list]]] = {}
+    per_seed: dict[tuple[str, str], dict[str, dict[int, dict]]] = {}
     for record in headline_records(records):
         run = (record["suite"], record["setting"])
-        per_seed.setdefault(run, {}).setdefault(record["router"], {})[record["seed"]] = record[
-            "curve"
-        ]
+        per_seed.setdefault(run, {}).setdefault(record["router"], {})[record["seed"]] = record
     return {
-        run: {router: np.mean(list(seeds.values()), axis=0) for router, seeds in routers.items()}
+        run: {
+            router: (
+                np.mean([r["curve"] for r in seeds.values()], axis=0),
+                float(np.mean([r["aiq"] for r in seeds.values()])),
+            )
+            for router, seeds in routers.items()
+        }
         for run, routers in per_seed.items()
     }
 
@@ -48,12 +53,12 @@ def plot_curves(records: list[dict], path: str | Path) -> Path:
         1, len(curves), figsize=(6.5 * len(curves), 5), squeeze=False, constrained_layout=True
     )
     for ax, ((suite, setting), routers) in zip(axes[0], curves.items(), strict=True):
-        for router, curve in routers.items():
+        for router, (curve, area) in routers.items():
             style = STYLES.get(router, {"marker": "o", "markersize": 4, "linestyle": "-"})
             ax.plot(
                 curve[:, 0],
                 curve[:, 1],
-                label=f"{router} (AIQ {aiq(curve):.3f})",
+                label=f"{router} (AIQ {area:.3f})",
                 linewidth=1.5,
                 **style,
             )
