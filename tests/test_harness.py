@@ -98,8 +98,8 @@ def test_oracle_bounds_every_router_and_gap_anchors() -> None:
     for scenario in SCENARIOS:
         rows = {r["router"]: r for r in records if r["scenario"] == scenario}
         for name, row in rows.items():
-            assert row["utility"] <= rows["oracle"]["utility"] + 1e-12, (scenario, name)
-            assert row["aiq"] <= rows["oracle"]["aiq"] + 1e-12, name
+            assert row["utility"] <= rows["oracle"]["utility"] + 1e-9, (scenario, name)
+            assert row["aiq"] <= rows["oracle"]["aiq"] + 1e-9, name
             assert sum(row["selection"].values()) == pytest.approx(1.0)
             assert row["n_test"] == 29 and row["masked_rows"] == 2
         assert rows["oracle"]["gap_closed"] == pytest.approx(1.0)
