@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 SEPARATOR = " > "
 LEVELS = ("domain", "subcategory", "difficulty level", "preference")
+PLURALS = ("domains", "subcategories", "difficulty levels", "preferences")
 #: Most children a node of each level may have (index = level of the parent; None = no cap).
 MAX_CHILDREN = (10, 5, 6, 0)
 REQUIRED_FIELDS = ("name", "definition", "example")
@@ -258,7 +259,7 @@ def _check_node(node: Any, level: int, path: tuple[str, ...]) -> None:
             f"{where}: too deep; a preference (level 4, the last level) cannot have children"
         )
     if len(children) > cap:
-        raise TaxonomyError(f"{where}: {len(children)} {LEVELS[level + 1]}s, at most {cap} allowed")
+        raise TaxonomyError(f"{where}: {len(children)} {PLURALS[level + 1]}, at most {cap} allowed")
     if children:
         _check_siblings(children, level + 1, path)
 
