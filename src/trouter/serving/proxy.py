@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from trouter.llm.pool import Pool
 from trouter.serving import upstream
 from trouter.serving.api import RoutingService, resolve_policy
 from trouter.serving.batching import RouteBatcher
@@ -155,9 +156,9 @@ def _validation_message(err: ValidationError) -> str:
 
 
 def create_app(
-    service: RoutingService, pool: Any, settings: ProxySettings | None = None
+    service: RoutingService, pool: Pool, settings: ProxySettings | None = None
 ) -> FastAPI:
-    """The proxy app for a routing service and the pool (``trouter.llm.pool.Pool``) serving it.
+    """The proxy app for a routing service and the pool serving it.
 
     Refuses to start when a pool entry names a key variable that is not set.
     """
@@ -324,7 +325,7 @@ def create_app(
         for name in candidates:
             t0 = time.perf_counter()
             try:
-                first, rest = await upstream.open_stream(
+                head, rest = await upstream.open_stream(
                     endpoints[name], messages, params, settings.upstream_timeout_s
                 )
             except upstream.UpstreamError as err:
@@ -333,7 +334,7 @@ def create_app(
                 continue
             metrics.upstream_latency.labels(model=name).observe(time.perf_counter() - t0)
             metrics.record_answer(req.model, name, routed=req.model in POLICY_MODELS)
-            body = _relay(name, first, rest, wants_usage)
+            body = _relay(name, head, rest, wants_usage)
             return StreamingResponse(
                 body,
                 media_type="text/event-stream",
@@ -341,18 +342,25 @@ def create_app(
             )
         raise _final_error(errors)
 
-    async def _relay(name: str, first: dict, rest, wants_usage: bool):
+    async def _relay(name: str, head: list[dict], rest, wants_usage: bool):
         usage = None
+
+        def event(chunk: dict) -> str | None:
+            nonlocal usage
+            usage = chunk.get("usage") or usage
+            if not wants_usage:
+                if not chunk.get("choices"):
+                    return None  # the usage-only chunk the client did not ask for
+                chunk.pop("usage", None)
+            return f"data: {json.dumps(chunk)}\n\n"
+
         try:
-            chunk: dict | None = first
-            iterator = aiter(rest)
-            while chunk is not None:
-                usage = chunk.get("usage") or usage
-                if wants_usage or chunk.get("choices"):
-                    if not wants_usage:
-                        chunk.pop("usage", None)
-                    yield f"data: {json.dumps(chunk)}\n\n"
-                chunk = await anext(iterator, None)
+            for chunk in head:
+                if (line := event(chunk)) is not None:
+                    yield line
+            async for chunk in rest:
+                if (line := event(chunk)) is not None:
+                    yield line
         except upstream.UpstreamError as err:
             metrics.upstream_errors.labels(model=err.model, kind=err.kind).inc()
             log.warning("upstream stream %s", upstream.scrub(str(err), list(endpoints.values())))

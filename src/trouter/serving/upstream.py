@@ -6,8 +6,9 @@ next model (timeouts, connection errors, 5xx, malformed replies) and passing the
 through to the user (429, 4xx caused by the request itself). Everything is async so one
 process can hold hundreds of upstream calls open at once.
 
-API keys come from the environment variable each pool entry names; they are passed to
-LiteLLM only and scrubbed from any error text that is returned or logged.
+API keys come from the environment variable each pool entry names (read at call time by
+``ModelEndpoint.api_key()``); they are passed to LiteLLM only and scrubbed from any error text
+that is returned or logged.
 """
 
 from __future__ import annotations
@@ -17,28 +18,15 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
 
 import litellm  # noqa: E402
 
+from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint  # noqa: E402
+
 litellm.suppress_debug_info = True
-
-#: Key used for endpoints that need none (e.g. a local llama.cpp server): LiteLLM's OpenAI
-#: provider refuses to send a request without some key.
-NO_KEY = "no-key-needed"
-
-
-class Endpoint(Protocol):
-    """The fields of a pool entry (``trouter.llm.pool.ModelEndpoint``) used here."""
-
-    name: str
-    litellm_model: str
-    api_base: str | None
-    api_key_env: str | None
-    input_price_per_mtok: float | None
-    output_price_per_mtok: float | None
 
 
 @dataclass
@@ -55,33 +43,18 @@ class UpstreamError(Exception):
         return f"{self.model}: {self.kind}: {self.message}"
 
 
-def api_key(endpoint: Endpoint) -> str:
-    """The endpoint's key from its environment variable (``NO_KEY`` when it names none)."""
-    if not endpoint.api_key_env:
-        return NO_KEY
-    key = os.environ.get(endpoint.api_key_env)
-    if not key:
-        raise UpstreamError(
-            endpoint.name,
-            "auth",
-            502,
-            f"environment variable {endpoint.api_key_env} (the API key of pool model "
-            f"{endpoint.name}) is not set",
-            retryable=True,
-        )
-    return key
-
-
-def missing_keys(endpoints: list[Endpoint]) -> list[str]:
+def missing_keys(endpoints: list[ModelEndpoint]) -> list[str]:
     """Pool entries whose key variable is named but unset, as ``model (VAR)`` strings."""
-    return [
-        f"{e.name} ({e.api_key_env})"
-        for e in endpoints
-        if e.api_key_env and not os.environ.get(e.api_key_env)
-    ]
+    missing = []
+    for endpoint in endpoints:
+        try:
+            endpoint.api_key()
+        except MissingAPIKeyError:
+            missing.append(f"{endpoint.name} ({endpoint.api_key_env})")
+    return missing
 
 
-def scrub(text: str, endpoints: list[Endpoint]) -> str:
+def scrub(text: str, endpoints: list[ModelEndpoint]) -> str:
     """Remove any configured API key from a message before it leaves the process."""
     for e in endpoints:
         key = os.environ.get(e.api_key_env) if e.api_key_env else None
@@ -113,11 +86,11 @@ def classify(model: str, err: BaseException) -> UpstreamError:
     return UpstreamError(model, "malformed", 502, f"bad upstream reply: {message}", True)
 
 
-def _call_args(endpoint: Endpoint, messages: list[dict], params: dict, timeout: float) -> dict:
+def _call_args(endpoint: ModelEndpoint, messages: list[dict], params: dict, timeout: float) -> dict:
     args: dict[str, Any] = {
         "model": endpoint.litellm_model,
         "messages": messages,
-        "api_key": api_key(endpoint),
+        "api_key": endpoint.api_key(),
         "timeout": timeout,
         "max_retries": 0,  # the proxy falls back to another model instead of waiting
         **params,
@@ -134,7 +107,7 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 async def complete(
-    endpoint: Endpoint, messages: list[dict], params: dict, timeout: float
+    endpoint: ModelEndpoint, messages: list[dict], params: dict, timeout: float
 ) -> dict[str, Any]:
     """One non-streamed completion as an OpenAI-shaped dict (``model`` = the pool name)."""
     try:
@@ -143,8 +116,8 @@ async def complete(
         data = _as_dict(response)
         if not data.get("choices"):
             raise ValueError("reply has no choices")
-    except UpstreamError:
-        raise
+    except MissingAPIKeyError as err:
+        raise UpstreamError(endpoint.name, "auth", 502, str(err), True) from err
     except Exception as err:  # every failure is classified; the caller decides what to do
         raise classify(endpoint.name, err) from err
     data["model"] = endpoint.name
@@ -152,39 +125,47 @@ async def complete(
 
 
 async def open_stream(
-    endpoint: Endpoint, messages: list[dict], params: dict, timeout: float
-) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
-    """Start a streamed completion and wait for its first chunk.
+    endpoint: ModelEndpoint, messages: list[dict], params: dict, timeout: float
+) -> tuple[list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
+    """Start a streamed completion and read it up to its first real delta.
 
-    Failing before the first chunk is still recoverable (the caller can try another model);
-    the rest of the stream is returned as an iterator that raises :class:`UpstreamError`
-    if the upstream stalls for ``timeout`` seconds or breaks mid-way.
+    Failing before anything is relayed is still recoverable (the caller can try another
+    model), so the head of the stream is read here: a stream that ends before any delta
+    carries a role, content or tool call is malformed (LiteLLM turns an unparseable reply into
+    an empty "stop" chunk). Returns the head chunks and an iterator over the rest, which
+    raises :class:`UpstreamError` if the upstream stalls for ``timeout`` s or breaks mid-way.
     """
+
+    async def next_chunk() -> dict[str, Any] | None:
+        try:
+            chunk = await asyncio.wait_for(anext(iterator), timeout)
+        except StopAsyncIteration:
+            return None
+        except Exception as err:
+            raise classify(endpoint.name, err) from err
+        data = _as_dict(chunk)
+        data["model"] = endpoint.name
+        return data
+
     try:
         args = _call_args(endpoint, messages, {**params, "stream": True}, timeout)
         stream = await asyncio.wait_for(litellm.acompletion(**args), timeout + 1.0)
-        iterator = aiter(stream)
-        first = _as_dict(await asyncio.wait_for(anext(iterator), timeout))
-    except UpstreamError:
-        raise
-    except StopAsyncIteration as err:
-        raise UpstreamError(endpoint.name, "malformed", 502, "empty stream", True) from err
+    except MissingAPIKeyError as err:
+        raise UpstreamError(endpoint.name, "auth", 502, str(err), True) from err
     except Exception as err:
         raise classify(endpoint.name, err) from err
-    first["model"] = endpoint.name
+    iterator = aiter(stream)
+    head: list[dict[str, Any]] = []
+    while not any(_has_delta(chunk) for chunk in head):
+        chunk = await next_chunk()
+        if chunk is None:
+            raise UpstreamError(endpoint.name, "malformed", 502, "stream without content", True)
+        head.append(chunk)
 
     async def rest() -> AsyncIterator[dict[str, Any]]:
         try:
-            while True:
-                try:
-                    chunk = await asyncio.wait_for(anext(iterator), timeout)
-                except StopAsyncIteration:
-                    return
-                except Exception as err:
-                    raise classify(endpoint.name, err) from err
-                data = _as_dict(chunk)
-                data["model"] = endpoint.name
-                yield data
+            while (chunk := await next_chunk()) is not None:
+                yield chunk
         finally:
             close = getattr(iterator, "aclose", None)
             if close is not None:
@@ -192,16 +173,15 @@ async def open_stream(
                 with contextlib.suppress(Exception):
                     await close()
 
-    return first, rest()
+    return head, rest()
 
 
-def usage_cost(endpoint: Endpoint, usage: dict[str, Any] | None) -> float | None:
+def _has_delta(chunk: dict[str, Any]) -> bool:
+    return any(choice.get("delta") for choice in chunk.get("choices") or [])
+
+
+def usage_cost(endpoint: ModelEndpoint, usage: dict[str, Any] | None) -> float | None:
     """USD cost of a call from its token usage and the pool's prices (None if unknown)."""
     if not usage:
         return None
-    prices = (endpoint.input_price_per_mtok, endpoint.output_price_per_mtok)
-    if any(p is None for p in prices):
-        return None
-    tokens_in = usage.get("prompt_tokens") or 0
-    tokens_out = usage.get("completion_tokens") or 0
-    return (tokens_in * prices[0] + tokens_out * prices[1]) / 1e6
+    return endpoint.cost(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
