@@ -203,6 +203,10 @@ def test_show_cli(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     assert "Mathematics" in shown.output and "Arithmetic Word Problems" in shown.output
 
+    domains_only = runner.invoke(app, ["taxonomy", "show", "--depth", "1"])
+    assert domains_only.exit_code == 0
+    assert "Programming (5)" in domains_only.output and "Algebra" not in domains_only.output
+
     listed = runner.invoke(app, ["taxonomy", "show", "--leaves"])
     assert listed.exit_code == 0
     assert listed.output.splitlines() == Taxonomy.default().leaf_ids()

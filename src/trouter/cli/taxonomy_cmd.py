@@ -25,8 +25,9 @@ def _load(file: Path | None) -> Taxonomy:
         raise typer.Exit(1) from None
 
 
-def build_tree(taxonomy: Taxonomy, definitions: bool = False) -> Tree:
-    """A Rich tree: domains, subcategories, difficulty levels (and preferences)."""
+def build_tree(taxonomy: Taxonomy, definitions: bool = False, depth: int = 4) -> Tree:
+    """A Rich tree: domains, subcategories, difficulty levels (and preferences), down to
+    ``depth`` levels (1 = domains only)."""
     leaves = len(taxonomy.leaves())
     root = Tree(f"[bold]{taxonomy.name}[/bold]  ({len(taxonomy.domains)} domains, {leaves} leaves)")
     styles = ("bold cyan", "green", "yellow", "magenta")
@@ -35,7 +36,11 @@ def build_tree(taxonomy: Taxonomy, definitions: bool = False) -> Tree:
         label = f"[{styles[level]}]{node.name}[/{styles[level]}]"
         if definitions:
             label += f" [dim]- {node.definition}[/dim]"
+        if level + 1 >= depth and node.children:
+            label += f" [dim]({len(node.children)})[/dim]"
         branch = parent.add(label)
+        if level + 1 >= depth:
+            return
         for child in node.children:
             add(branch, child, level + 1)
 
@@ -53,6 +58,9 @@ def show(
     definitions: bool = typer.Option(
         False, "--definitions", "-d", help="Show each node's one-sentence definition."
     ),
+    depth: int = typer.Option(
+        4, "--depth", min=1, max=4, help="Levels to show: 1 domains ... 4 preferences."
+    ),
 ) -> None:
     """Print the taxonomy as a tree (or its leaf ids with --leaves)."""
     taxonomy = _load(file)
@@ -60,7 +68,7 @@ def show(
         for leaf_id in taxonomy.leaf_ids():
             typer.echo(leaf_id)
         return
-    Console().print(build_tree(taxonomy, definitions))
+    Console().print(build_tree(taxonomy, definitions, depth))
 
 
 @taxonomy_app.command("assign")
