@@ -1,0 +1,375 @@
+"""The one LLM client: LiteLLM calls with our retries, a concurrency limit, cost and a cache.
+
+Labelling, taxonomy building and QA synthesis all call LLMs through :class:`LLMClient`, so
+they share one policy for what a failure means:
+
+- 429, 5xx, timeouts, dropped connections and unparseable response bodies are transient:
+  retried with exponential backoff and jitter (a ``Retry-After`` header is honoured).
+- Other 4xx (bad request, auth, unknown model) are the caller's problem: raised at once.
+- LiteLLM's and the OpenAI SDK's own retries are switched off so these rules are the only ones.
+
+Every completion reports tokens, latency and cost (explicit pool prices first, then LiteLLM's
+price map; ``cost_usd=None`` with a ``cost_note`` when the model has no known price). Answers
+are cached on disk (:mod:`trouter.llm.cache`), so an interrupted run resumes for free; a
+cache hit is marked ``cached=True`` and costs 0. API keys are read from the environment per
+call, passed to LiteLLM only, and scrubbed from error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import litellm
+
+from trouter.llm.cache import CompletionCache, cache_key
+from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint
+
+litellm.suppress_debug_info = True
+litellm.set_verbose = False
+for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between attempts, whatever the backoff or a Retry-After header says.
+MAX_BACKOFF_S = 60.0
+
+Messages = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer and its accounting. ``model`` is the pool name, not the LiteLLM name."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_s: float
+    model: str
+    cached: bool = False
+    attempts: int = 1
+    cost_note: str | None = None
+
+
+class LLMError(Exception):
+    """A call that failed for good (after retries, or at once for non-transient errors).
+
+    ``kind`` is one of timeout, connection, rate_limit, server, malformed, auth,
+    bad_request, not_found, missing_key, other.
+    """
+
+    def __init__(
+        self, model: str, kind: str, message: str, status: int | None = None, attempts: int = 1
+    ) -> None:
+        self.model, self.kind, self.message = model, kind, message
+        self.status, self.attempts = status, attempts
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.status})" if self.status else ""
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{self.model}: {self.kind}{status}{tries}: {self.message}"
+
+
+@dataclass
+class LLMCall:
+    """One request for :meth:`LLMClient.amap`."""
+
+    endpoint: ModelEndpoint
+    messages: Messages
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = field(default=None)
+
+
+@dataclass
+class ClientStats:
+    """Totals since the client was made (the CLI shows them)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    http_attempts: int = 0
+    failures: int = 0
+    spent_usd: float = 0.0
+
+
+def _classify(err: Exception) -> tuple[str, int | None, bool]:
+    """(kind, HTTP status, retryable) for an exception raised by ``litellm.acompletion``."""
+    status = getattr(err, "status_code", None)
+    status = status if isinstance(status, int) else None
+    text = str(err)
+    if isinstance(err, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
+        return "timeout", status, True
+    if isinstance(err, litellm.RateLimitError) or status == 429:
+        return "rate_limit", 429, True
+    if "Connection error" in text or isinstance(err, litellm.APIConnectionError):
+        return "connection", status, True
+    if isinstance(err, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        return "auth", status, False
+    if isinstance(err, litellm.NotFoundError):
+        return "not_found", status, False
+    if isinstance(err, litellm.BadRequestError):
+        return "bad_request", status, False
+    if status is not None and status >= 500:
+        kind = "malformed" if ("Expecting value" in text or "JSONDecodeError" in text) else "server"
+        return kind, status, True
+    if status is not None and 400 <= status < 500:
+        return "bad_request", status, False
+    if isinstance(err, ValueError | KeyError | TypeError | AttributeError):
+        return "malformed", status, True  # an unusable response body
+    return "other", status, False
+
+
+def _retry_after(err: Exception) -> float | None:
+    """Seconds from a ``Retry-After`` header on the error's response, if any."""
+    headers: Any = getattr(err, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(err, "response", None)
+        headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None  # an HTTP-date form; fall back to our own backoff
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return " ".join(text.split())[:500]
+
+
+class LLMClient:
+    """Calls pool models through LiteLLM; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout_s: float = 60.0,
+        backoff_base_s: float = 0.5,
+        use_cache: bool = True,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.backoff_base_s = backoff_base_s
+        self.stats = ClientStats()
+        self.cache: CompletionCache | None = None
+        if use_cache:
+            if cache_dir is None:
+                from trouter.config import cache_dir as default_cache_dir
+
+                cache_dir = default_cache_dir()
+            self.cache = CompletionCache(Path(cache_dir) / "llm_cache.sqlite")
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._unpriced_warned: set[str] = set()
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """One semaphore per event loop (``complete()`` runs each call in a fresh loop)."""
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(id(loop))
+        if sem is None:
+            self._semaphores = {id(loop): asyncio.Semaphore(self.max_concurrency)}
+            sem = self._semaphores[id(loop)]
+        return sem
+
+    async def acomplete(
+        self,
+        endpoint: ModelEndpoint,
+        messages: Messages,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Completion:
+        """One chat completion; raises :class:`LLMError` when it fails for good."""
+        self.stats.calls += 1
+        key = cache_key(
+            endpoint.litellm_model,
+            endpoint.api_base,
+            messages,
+            temperature,
+            max_tokens,
+            response_format,
+            extra,
+        )
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.cache_hits += 1
+                return Completion(
+                    text=hit["text"],
+                    input_tokens=int(hit.get("input_tokens", 0)),
+                    output_tokens=int(hit.get("output_tokens", 0)),
+                    cost_usd=0.0,
+                    latency_s=0.0,
+                    model=endpoint.name,
+                    cached=True,
+                    cost_note="cache hit (the original call cost "
+                    f"{hit.get('cost_usd') if hit.get('cost_usd') is not None else 'unknown'})",
+                )
+        try:
+            api_key = endpoint.api_key()
+        except MissingAPIKeyError as err:
+            self.stats.failures += 1
+            raise LLMError(endpoint.name, "missing_key", str(err)) from None
+        request: dict[str, Any] = {
+            "model": endpoint.litellm_model,
+            "messages": messages,
+            "temperature": temperature,
+            "api_key": api_key,
+            "timeout": self.timeout_s,
+            "num_retries": 0,  # retries are ours
+            "max_retries": 0,  # ... and not the OpenAI SDK's either
+        }
+        if endpoint.api_base:
+            request["api_base"] = endpoint.api_base
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        if response_format is not None:
+            request["response_format"] = response_format
+        request.update(extra or {})
+        async with self._semaphore():
+            completion = await self._with_retries(endpoint, request, api_key)
+        self.stats.spent_usd += completion.cost_usd or 0.0
+        if self.cache is not None:
+            value = asdict(completion)
+            for transient in ("cached", "attempts", "model"):
+                value.pop(transient)
+            self.cache.put(key, value)
+        return completion
+
+    async def _with_retries(
+        self, endpoint: ModelEndpoint, request: dict[str, Any], api_key: str
+    ) -> Completion:
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.http_attempts += 1
+            started = time.perf_counter()
+            try:
+                response = await asyncio.wait_for(
+                    litellm.acompletion(**request), timeout=self.timeout_s + 5.0
+                )
+                latency = time.perf_counter() - started
+                return self._completion(endpoint, request["messages"], response, latency, attempt)
+            except Exception as err:  # classified below; nothing escapes unclassified
+                kind, status, retryable = _classify(err)
+                message = _scrub(str(err), api_key)
+                if not retryable or attempt > self.max_retries:
+                    self.stats.failures += 1
+                    raise LLMError(endpoint.name, kind, message, status, attempt) from None
+                delay = self.backoff_base_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                hinted = _retry_after(err)
+                if hinted is not None:
+                    delay = max(delay, hinted)
+                delay = min(delay, MAX_BACKOFF_S)
+                log.info("%s: %s, retry %d in %.2fs", endpoint.name, kind, attempt, delay)
+                await asyncio.sleep(delay)
+
+    def _completion(
+        self,
+        endpoint: ModelEndpoint,
+        messages: Messages,
+        response: Any,
+        latency: float,
+        attempts: int,
+    ) -> Completion:
+        """Text, tokens and cost from a LiteLLM ``ModelResponse``; ValueError if unusable."""
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise ValueError("the response has no choices")
+        text = choices[0].message.content
+        if text is None:
+            text = ""
+        usage = getattr(response, "usage", None)
+        tin = int(getattr(usage, "prompt_tokens", 0) or 0)
+        tout = int(getattr(usage, "completion_tokens", 0) or 0)
+        note = None
+        if usage is None or (tin == 0 and tout == 0):
+            tin = litellm.token_counter(model=endpoint.litellm_model, messages=messages)
+            tout = litellm.token_counter(model=endpoint.litellm_model, text=text)
+            note = "token counts estimated (the server reported no usage)"
+        cost, cost_note = self._cost(endpoint, response, tin, tout)
+        return Completion(
+            text=text,
+            input_tokens=tin,
+            output_tokens=tout,
+            cost_usd=cost,
+            latency_s=latency,
+            model=endpoint.name,
+            attempts=attempts,
+            cost_note="; ".join(n for n in (note, cost_note) if n) or None,
+        )
+
+    def _cost(
+        self, endpoint: ModelEndpoint, response: Any, tin: int, tout: int
+    ) -> tuple[float | None, str | None]:
+        """Explicit pool prices, else LiteLLM's cost function, else the price map, else None."""
+        if endpoint.price_source == "pool":
+            return endpoint.cost(tin, tout), None
+        try:
+            cost = litellm.completion_cost(
+                completion_response=response, model=endpoint.litellm_model
+            )
+            if cost is not None:
+                return float(cost), "priced by litellm.completion_cost"
+        except Exception:  # unknown to LiteLLM: fall through to the price map
+            pass
+        if endpoint.priced:
+            return endpoint.cost(tin, tout), "priced from LiteLLM's price map"
+        if endpoint.name not in self._unpriced_warned:
+            self._unpriced_warned.add(endpoint.name)
+            log.warning(
+                "pool model %r (%s) has no price in the pool file or LiteLLM's price map; "
+                "its cost is recorded as unknown",
+                endpoint.name,
+                endpoint.litellm_model,
+            )
+        return None, "no price known for this model"
+
+    async def amap(self, calls: Sequence[LLMCall]) -> list[Completion | LLMError]:
+        """Run calls concurrently (at most ``max_concurrency`` at once), in input order."""
+
+        async def one(call: LLMCall) -> Completion | LLMError:
+            try:
+                return await self.acomplete(
+                    call.endpoint,
+                    call.messages,
+                    temperature=call.temperature,
+                    max_tokens=call.max_tokens,
+                    response_format=call.response_format,
+                    extra=call.extra,
+                )
+            except LLMError as err:
+                return err
+
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    def complete(self, endpoint: ModelEndpoint, messages: Messages, **kwargs: Any) -> Completion:
+        """Blocking :meth:`acomplete` (not from inside a running event loop)."""
+        return asyncio.run(self.acomplete(endpoint, messages, **kwargs))
+
+    def complete_many(self, calls: Sequence[LLMCall]) -> list[Completion | LLMError]:
+        """Blocking :meth:`amap`."""
+        return asyncio.run(self.amap(calls))
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
