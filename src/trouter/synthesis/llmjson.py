@@ -67,6 +67,26 @@ def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
 
 
+#: Pool names whose server rejected a ``response_format`` once; they are asked in plain text.
+_SCHEMA_REJECTED: set[str] = set()
+
+
+def schema_supported(endpoint: Any) -> bool:
+    """Whether to send a JSON-schema ``response_format`` to this endpoint.
+
+    Only where LiteLLM knows the model supports structured output: a server that does not
+    would either reject the request or ignore it, and the text extraction copes anyway.
+    """
+    if getattr(endpoint, "name", None) in _SCHEMA_REJECTED:
+        return False
+    try:
+        import litellm
+
+        return bool(litellm.supports_response_schema(model=endpoint.litellm_model))
+    except Exception:  # unknown model or provider: treat as unsupported
+        return False
+
+
 async def ask_json(
     client: Any,
     endpoint: Any,
@@ -77,25 +97,27 @@ async def ask_json(
     meter: CostMeter | CallCounter,
     temperature: float = 0.0,
     max_tokens: int = 2048,
-    response_format: dict[str, Any] | None = None,
+    schema: tuple[str, dict[str, Any]] | None = None,
     attempts: int = DEFAULT_ATTEMPTS,
 ) -> T:
-    """Call the LLM until ``parse(extract_json(reply))`` succeeds, at most ``attempts`` times.
+    """Call the LLM until ``parse(extract_json(reply))`` succeeds; give up after ``attempts``
+    unusable fresh replies (replies replayed from the cache do not count).
 
     ``parse`` raises ``ValueError`` (or ``KeyError``/``TypeError``) with a message written
-    for the model: it is sent back verbatim as the reason the reply was rejected.
+    for the model: it is sent back verbatim as the reason the reply was rejected. ``schema``
+    (name, JSON schema) becomes a ``response_format`` where the endpoint supports one; a
+    server that rejects it (HTTP 400) is asked again without, once and for the whole run.
     """
     conversation = list(messages)
     last_error = ""
     last_text = ""
-    for _attempt in range(attempts):
+    failures = 0  # fresh (not cached) unusable replies; cached ones were paid for earlier
+    attempt = 0
+    while failures < attempts and attempt < 3 * attempts:
+        attempt += 1
         meter.check()
-        completion = await client.acomplete(
-            endpoint,
-            conversation,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            response_format=response_format,
+        completion = await _complete(
+            client, endpoint, conversation, temperature, max_tokens, schema
         )
         meter.add(completion)
         last_text = completion.text or ""
@@ -103,19 +125,44 @@ async def ask_json(
             return parse(extract_json(last_text))
         except (ValueError, KeyError, TypeError) as err:
             last_error = str(err) or type(err).__name__
+        failures += not getattr(completion, "cached", False)
+        # the attempt number keeps every retry distinct, so a response cache replays an
+        # earlier run's failed chain for free and then reaches a fresh call
         conversation = [
             *messages,
             {"role": "assistant", "content": last_text},
             {
                 "role": "user",
                 "content": (
-                    f"Your reply could not be used: {last_error}. Reply again with only the "
-                    "corrected JSON, following the requested format exactly."
+                    f"Your reply could not be used (attempt {attempt}): {last_error}. Reply "
+                    "again with only the corrected JSON, following the requested format "
+                    "exactly."
                 ),
             },
         ]
     preview = " ".join(last_text.split())[:200]
     raise MalformedOutputError(
         f"{what}: model {getattr(endpoint, 'name', endpoint)!r} returned unusable output "
-        f"{attempts} times; last error: {last_error}; last reply began: {preview!r}"
+        f"{failures} times; last error: {last_error}; last reply began: {preview!r}"
     )
+
+
+async def _complete(client, endpoint, messages, temperature, max_tokens, schema) -> Any:
+    response_format = None
+    if schema is not None and schema_supported(endpoint):
+        response_format = json_schema_format(*schema)
+    try:
+        return await client.acomplete(
+            endpoint,
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            response_format=response_format,
+        )
+    except Exception as err:
+        if response_format is None or getattr(err, "kind", None) != "bad_request":
+            raise
+        _SCHEMA_REJECTED.add(endpoint.name)
+        return await client.acomplete(
+            endpoint, messages, temperature=temperature, max_tokens=max_tokens
+        )

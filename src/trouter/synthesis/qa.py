@@ -24,7 +24,7 @@ import numpy as np
 
 from trouter.encoders import get_encoder
 from trouter.synthesis.budget import CallCounter, CostMeter, Progress, SilentProgress
-from trouter.synthesis.llmjson import MalformedOutputError, ask_json, json_schema_format
+from trouter.synthesis.llmjson import MalformedOutputError, ask_json
 from trouter.synthesis.prompts import PAIRS_SCHEMA, parse_pairs, qa_messages
 from trouter.taxonomy.model import Leaf, Taxonomy
 
@@ -179,7 +179,7 @@ async def asynthesize_qa(
                         meter=counter,
                         temperature=temperature,
                         max_tokens=max(1024, 400 * per_call),
-                        response_format=json_schema_format("qa_pairs", PAIRS_SCHEMA),
+                        schema=("qa_pairs", PAIRS_SCHEMA),
                         attempts=2,
                     )
                 except MalformedOutputError as err:

@@ -29,7 +29,7 @@ from typing import Any
 
 from trouter.synthesis.budget import CallCounter, CostMeter, Progress, SilentProgress
 from trouter.synthesis.checkpoint import Checkpoint, CheckpointError
-from trouter.synthesis.llmjson import ask_json, json_schema_format
+from trouter.synthesis.llmjson import ask_json
 from trouter.taxonomy import prompts
 from trouter.taxonomy.model import MAX_CHILDREN, SEPARATOR, TaskProfile, Taxonomy, TaxonomyNode
 from trouter.taxonomy.prompts import LevelSpec, parse_choice, parse_node_set, same_nodes
@@ -167,7 +167,7 @@ class TaxonomyBuilder:
             what=what,
             meter=meter,
             temperature=temp,
-            response_format=json_schema_format("reply", schema),
+            schema=("taxonomy_reply", schema),
         )
 
     async def _node_set(
@@ -252,7 +252,12 @@ class TaxonomyBuilder:
             self.progress.advance(stage)
             return nodes
 
-        return list(await asyncio.gather(*(one(spec) for spec in specs)))
+        # siblings finish (and are checkpointed) even when one fails; then the first error
+        results = await asyncio.gather(*(one(spec) for spec in specs), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]
 
     def domain_spec(self, domains: list[TaskProfile], examples: list[str]) -> LevelSpec:
         """Domains: the user's (closed set), the user's plus what covers the examples, or

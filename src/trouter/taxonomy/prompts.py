@@ -86,6 +86,10 @@ class LevelSpec:
     rules: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def plural(self) -> str:
+        return self.level[:-1] + "ies" if self.level.endswith("y") else self.level + "s"
+
+    @property
     def label(self) -> str:
         return f"{self.level} set for {self.where}" if self.where else f"{self.level} set"
 
@@ -109,11 +113,11 @@ def _requirements(spec: LevelSpec) -> str:
     parts: list[str] = []
     if spec.closed:
         parts.append(
-            f"Use exactly these {len(spec.required)} {spec.level}s and no others, with these "
+            f"Use exactly these {len(spec.required)} {spec.plural} and no others, with these "
             "names; keep a definition given here word for word, write the missing ones:"
         )
     elif spec.required:
-        parts.append(f"Keep these {spec.level}s (same names); you may add others:")
+        parts.append(f"Keep these {spec.plural} (same names); you may add others:")
     for node in spec.required:
         definition = node.definition or "(write a definition)"
         parts.append(f"- {node.name}: {definition}")
@@ -124,14 +128,14 @@ def _requirements(spec: LevelSpec) -> str:
         )
         parts.extend(f"- {q}" for q in spec.examples)
     parts.extend(f"Rule: {rule}" for rule in spec.rules)
-    parts.append(f"At most {spec.cap} {spec.level}s.")
+    parts.append(f"At most {spec.cap} {spec.plural}.")
     return "\n".join(parts)
 
 
 def generate_messages(spec: LevelSpec) -> list[dict[str, str]]:
     """Ask for a first node set for one level."""
     context = _context(spec)
-    target = f"the {spec.level}s of this node" if context else f"the top-level {spec.level}s"
+    target = f"the {spec.plural} of this node" if context else f"the top-level {spec.plural}"
     body = (
         f"{context}\n\n" if context else ""
     ) + f"Write {target} of the task taxonomy.\n{_requirements(spec)}\n\n{_NODE_FORMAT}"

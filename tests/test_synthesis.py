@@ -1,0 +1,230 @@
+"""Cold-start synthesis: the taxonomy loop and QA generation, against the stand-in server.
+
+Every LLM call goes through the real client (LiteLLM, HTTP) to the local stand-in, whose
+responder plays the generator; the tests count what the server received.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from standin import StandIn
+
+from trouter.synthesis.budget import CostMeter
+from trouter.synthesis.llmjson import JSONExtractError, MalformedOutputError, extract_json
+from trouter.synthesis.prompts import parse_pairs
+from trouter.taxonomy.builder import LoopRecord, build_taxonomy
+from trouter.taxonomy.model import TaskProfile
+from trouter.taxonomy.prompts import LevelSpec, parse_node_set
+
+
+def nodes_json(*names: str, critique: str | None = None) -> str:
+    body = {
+        "nodes": [
+            {"name": n, "definition": f"Tasks about {n}.", "example": f"A {n} query?"}
+            for n in names
+        ]
+    }
+    if critique is not None:
+        body = {"critique": critique, **body}
+    return json.dumps(body)
+
+
+# ----- parsing (no server) -----------------------------------------------------------------
+def test_extract_json_finds_first_value_in_prose_and_fences():
+    assert extract_json('Sure! ```json\n{"a": [1, 2]}\n``` done') == {"a": [1, 2]}
+    assert extract_json('note {not json} then [{"x": 1}]') == [{"x": 1}]
+    with pytest.raises(JSONExtractError, match="truncated"):
+        extract_json('{"nodes": [{"name": "A"')
+    with pytest.raises(JSONExtractError, match="no JSON"):
+        extract_json("I cannot help with that.")
+
+
+def test_parse_node_set_repairs_what_it_can_and_rejects_the_rest():
+    spec = LevelSpec("subcategory", "Law", cap=2)
+    nodes, notes = parse_node_set(spec, json.loads(nodes_json("A", "a", "B", "C")))
+    assert [n.name for n in nodes] == ["A", "B"]  # duplicate dropped, cap applied
+    assert any("duplicate" in n for n in notes) and any("dropped C" in n for n in notes)
+    with pytest.raises(ValueError, match="'>'"):
+        parse_node_set(spec, json.loads(nodes_json("A > B")))
+    with pytest.raises(ValueError, match='"definition"'):
+        parse_node_set(spec, {"nodes": [{"name": "A", "example": "x"}]})
+
+
+def test_parse_node_set_keeps_user_domains_verbatim():
+    legal = TaskProfile(name="Legal reasoning", definition="Statutes and cases.", example="")
+    spec = LevelSpec("domain", "", cap=3, required=(legal,), closed=True)
+    nodes, notes = parse_node_set(spec, json.loads(nodes_json("legal reasoning", "Cooking")))
+    assert [(n.name, n.definition) for n in nodes] == [("Legal reasoning", "Statutes and cases.")]
+    assert "Cooking" in notes[0]
+    with pytest.raises(ValueError, match="Legal reasoning"):
+        parse_node_set(spec, json.loads(nodes_json("Cooking")))
+
+
+def test_parse_node_set_preferences_always_offer_no_preference():
+    spec = LevelSpec("preference", "Law > Contracts", cap=2)
+    nodes, _ = parse_node_set(spec, json.loads(nodes_json("Brief", "Detailed", "Cited")))
+    assert [n.name for n in nodes] == ["No explicit preference", "Brief"]
+
+
+def test_parse_pairs_skips_incomplete_items():
+    data = {"pairs": [{"question": "Q1", "answer": "A1"}, {"question": "Q2"}, "junk"]}
+    assert parse_pairs(data) == [("Q1", "A1")]
+    with pytest.raises(ValueError):
+        parse_pairs({"pairs": [{"question": "Q2"}]})
+
+
+# ----- against the stand-in server ---------------------------------------------------------
+LEVEL_NAMES = {
+    "top-level domains": ["Law", "Medicine"],
+    "subcategories": ["Contracts", "Torts"],
+    "difficulty levels": ["Easy", "Hard"],
+}
+
+
+def last_user(messages) -> str:
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
+def first_prompt(messages) -> str:
+    """The step's own prompt (a retry appends the failed reply and the feedback after it)."""
+    return next(m["content"] for m in messages if m["role"] == "user")
+
+
+class TaxonomyGenerator:
+    """Plays the generator: fixed first sets; a critique revises every example once (or
+    every round, with ``always_revise``); the choice goes to the revised set, or always to
+    position A with ``choose_a`` (a position-biased judge)."""
+
+    def __init__(self, always_revise: bool = False, choose_a: bool = False) -> None:
+        self.always_revise = always_revise
+        self.choose_a = choose_a
+
+    def __call__(self, messages, model) -> str:
+        prompt = first_prompt(messages)
+        if "Two candidate versions" in prompt:
+            first = extract_json(prompt.split("Set A:", 1)[1])
+            letter = "A" if self.choose_a or "(revised" in json.dumps(first) else "B"
+            return json.dumps({"reason": "B is vaguer" if letter == "A" else "", "choice": letter})
+        if "Review round" in prompt:
+            current = extract_json(prompt)["nodes"]
+            if self.always_revise or "(revised" not in json.dumps(current):
+                for node in current:
+                    node["example"] += " (revised)"
+            return json.dumps({"critique": "Examples are too short.", "nodes": current})
+        for marker, names in LEVEL_NAMES.items():
+            if f"Write the {marker}" in prompt or f"Write the {marker} of this node" in prompt:
+                return nodes_json(*names)
+        raise AssertionError(f"unexpected prompt: {prompt[:200]}")
+
+
+@pytest.fixture
+def server():
+    """A stand-in OpenAI-compatible server on loopback, playing the generator."""
+    with StandIn() as running:
+        yield running
+
+
+@pytest.fixture
+def client(tmp_path):
+    from trouter.llm import LLMClient
+
+    llm = LLMClient(cache_dir=tmp_path / "llm-cache", backoff_base_s=0.01)
+    yield llm
+    llm.close()
+
+
+def generator_endpoint(server, name: str = "gen"):
+    from trouter.llm.pool import ModelEndpoint
+
+    return ModelEndpoint(
+        name=name,
+        litellm_model="openai/server-large",
+        api_base=server.base_url,
+        input_price_per_mtok=1.0,
+        output_price_per_mtok=4.0,
+    )
+
+
+SMALL = dict(
+    domains=["Law: questions about legal rules", "Medicine: questions about health"],
+    max_subcategories=2,
+    max_difficulties=3,
+)
+
+
+def test_taxonomy_loop_stops_after_two_unchanged_rounds(server, client):
+    server.responder = TaxonomyGenerator()
+    records: list[LoopRecord] = []
+    meter = CostMeter()
+    taxonomy = build_taxonomy(client, generator_endpoint(server), **SMALL, meter=meter,
+                              records=records)  # fmt: skip
+    assert taxonomy.leaf_ids()[:2] == ["Law > Contracts > Easy", "Law > Contracts > Hard"]
+    assert len(taxonomy.leaves()) == 8
+    # the accepted revision is what was kept, and the user's domain definition won
+    assert taxonomy.domains[0].example.endswith("(revised)")
+    assert taxonomy.domains[0].definition == "questions about legal rules"
+    # per loop: generate, revise (changed) + choose, revise (same), revise (same) = 5 calls
+    assert len(records) == 1 + 2 + 4
+    assert all(r.converged and r.rounds == 3 and r.calls == 5 for r in records)
+    assert server.total_calls == meter.calls == 5 * 7
+    assert meter.spent_usd > 0
+
+
+def test_choose_order_is_randomised_with_the_seed(server, client, tmp_path):
+    server.responder = TaxonomyGenerator(always_revise=True, choose_a=True)
+    runs = {}
+    for label, seed in (("first", 0), ("again", 0), ("other", 1)):
+        records: list[LoopRecord] = []
+        taxonomy = build_taxonomy(
+            client, generator_endpoint(server), **SMALL, seed=seed, max_rounds_upper=6,
+            max_rounds_lower=6, records=records,
+        )  # fmt: skip
+        runs[label] = ({r.label: r.order for r in records}, taxonomy)
+    orders = [o for order in runs["first"][0].values() for o in order]
+    assert {"revised-first", "current-first"} <= set(orders)  # both positions occur
+    assert runs["first"][0] == runs["again"][0]  # same seed, same presentation order
+    assert runs["first"][1] == runs["again"][1]
+    assert runs["first"][0] != runs["other"][0]  # another seed, another order
+    # with a judge that always picks A, the order alone decides how often revisions win
+    for order in runs["first"][0].values():
+        assert order[-2:] == ["current-first", "current-first"] or len(order) == 6
+
+
+def test_malformed_output_is_retried_then_reported_and_the_run_resumes(server, client, tmp_path):
+    good = TaxonomyGenerator()
+    flaky = {"left": 1}
+
+    def broken_medicine(messages, model):
+        prompt = first_prompt(messages)
+        if "Domain: Medicine" in prompt and "Write the subcategories" in prompt:
+            return "Sure, here are the subcategories: Cardiology, Oncology."
+        if "Domain: Law" in prompt and "Write the subcategories" in prompt and flaky["left"]:
+            flaky["left"] -= 1
+            return '{"nodes": [{"name": "Contracts", "definition": "Deals."'  # truncated
+        return good(messages, model)
+
+    server.responder = broken_medicine
+    checkpoint = tmp_path / "tax.progress.json"
+    with pytest.raises(MalformedOutputError) as err:
+        build_taxonomy(client, generator_endpoint(server), **SMALL, checkpoint=checkpoint)
+    message = str(err.value)
+    assert "subcategory set for Medicine" in message and "'gen'" in message
+    assert "3 times" in message and "no JSON" in message
+    medicine = [
+        r for r in server.requests if "Domain: Medicine" in first_prompt(r["body"]["messages"])
+    ]
+    assert len(medicine) == 3
+    assert "could not be used" in last_user(medicine[-1]["body"]["messages"])
+    # Law's truncated reply was retried with the error fed back, and then succeeded
+    saved = json.loads(checkpoint.read_text())["items"]
+    assert set(saved) == {"domain|", "subcategory|Law"}
+
+    server.reset()
+    server.responder = good
+    taxonomy = build_taxonomy(client, generator_endpoint(server), **SMALL, checkpoint=checkpoint)
+    prompts = [first_prompt(r["body"]["messages"]) for r in server.requests]
+    assert not any("Write the top-level" in p for p in prompts)  # domains: from the checkpoint
+    assert not any("Domain: Law" in p and "subcategories" in p for p in prompts)
+    assert len(taxonomy.leaves()) == 8
