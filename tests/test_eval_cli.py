@@ -121,7 +121,6 @@ def write_labelled(path: Path, models: list[str], rows_per_leaf: int = 12) -> Pa
 
 
 def test_synthetic_setting_trains_on_labelled_file(tmp_path: Path) -> None:
-    pytest.importorskip("trouter.data.labelled")
     from trouter.data.suites import load_suite
 
     pool = load_suite("routerbench").model_names
@@ -144,7 +143,6 @@ def test_synthetic_setting_trains_on_labelled_file(tmp_path: Path) -> None:
 
 
 def test_synthetic_setting_needs_two_shared_models(tmp_path: Path) -> None:
-    pytest.importorskip("trouter.data.labelled")
     from trouter.data.suites import load_suite
 
     pool = load_suite("routerbench").model_names
