@@ -11,11 +11,12 @@ import json
 import pytest
 from standin import StandIn
 
-from trouter.synthesis.budget import CostMeter
+from trouter.synthesis.budget import BudgetExceededError, CostMeter
 from trouter.synthesis.llmjson import JSONExtractError, MalformedOutputError, extract_json
 from trouter.synthesis.prompts import parse_pairs
+from trouter.synthesis.qa import synthesize_qa
 from trouter.taxonomy.builder import LoopRecord, build_taxonomy
-from trouter.taxonomy.model import TaskProfile
+from trouter.taxonomy.model import TaskProfile, Taxonomy
 from trouter.taxonomy.prompts import LevelSpec, parse_node_set
 
 
@@ -228,3 +229,106 @@ def test_malformed_output_is_retried_then_reported_and_the_run_resumes(server, c
     assert not any("Write the top-level" in p for p in prompts)  # domains: from the checkpoint
     assert not any("Domain: Law" in p and "subcategories" in p for p in prompts)
     assert len(taxonomy.leaves()) == 8
+
+
+# ----- QA synthesis --------------------------------------------------------------------------
+def small_taxonomy() -> Taxonomy:
+    def node(name, children=()):
+        return {"name": name, "definition": f"{name} tasks.", "example": f"A {name} query?",
+                "children": list(children)}  # fmt: skip
+
+    return Taxonomy.from_data(
+        {
+            "name": "t",
+            "domains": [node("Mathematics", [node("Word problems", [node("Easy"), node("Hard")])])],
+        }  # fmt: skip
+    )
+
+
+def gsm8k(data_dir, n: int) -> list[tuple[str, str]]:
+    with open(data_dir / "questions" / "gsm8k_train.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(next(fh)) for _ in range(n)]
+    return [(r["question"], r["answer"].split("####")[-1].strip()) for r in rows]
+
+
+def pairs_json(pairs) -> str:
+    return json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
+
+
+def qa_prompt_fields(messages) -> tuple[str, int]:
+    prompt = first_prompt(messages)
+    difficulty = prompt.split("Difficulty: ", 1)[1].split(" ", 1)[0]
+    batch = int(prompt.split("Batch ", 1)[1].split(":", 1)[0])
+    return difficulty, batch
+
+
+def test_qa_dedup_rejects_repeats_and_paraphrases(server, client, tmp_path, data_dir):
+    originals = gsm8k(data_dir, 20)
+    own = {"Easy": originals[:10], "Hard": originals[10:]}
+
+    def repetitive(messages, model):
+        difficulty, batch = qa_prompt_fields(messages)
+        fresh = own[difficulty][3 * (batch - 1) : 3 * batch]
+        if batch == 1:  # a repeat inside the batch
+            return pairs_json([fresh[0], fresh[1], fresh[0], fresh[2]])
+        earlier = own[difficulty][3 * (batch - 2)]
+        paraphrase = ("Please solve: " + earlier[0] + " Show your work.", earlier[1])
+        return pairs_json([fresh[0], earlier, fresh[1], paraphrase, fresh[2]])
+
+    server.responder = repetitive
+    out = tmp_path / "qa.jsonl"
+    report = synthesize_qa(client, generator_endpoint(server), small_taxonomy(), out_path=out,
+                           per_leaf=8, per_call=5)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for difficulty in ("Easy", "Hard"):
+        kept = [r["question"] for r in rows if r["leaf_id"].endswith(difficulty)]
+        assert kept == [q for q, _ in own[difficulty][:8]]  # originals only, in order
+    # batch 1: the inner repeat; batch 2: a copy and a paraphrase; batch 3: a copy
+    assert [r.duplicates for r in report.leaves] == [4, 4]
+    assert [r.calls for r in report.leaves] == [3, 3] and not report.given_up
+    assert {"id", "question", "reference", "leaf_id", "generator"} == set(rows[0])
+    first = next(r for r in rows if r["question"] == originals[0][0])
+    assert first["generator"] == "gen" and first["reference"] == originals[0][1]
+    assert first["leaf_id"] == "Mathematics > Word problems > Easy"
+    # every request was distinct: batch number, and the kept questions listed to avoid
+    prompts = [first_prompt(r["body"]["messages"]) for r in server.requests]
+    assert len(set(prompts)) == len(prompts) == 6
+    easy_batch2 = next(p for p in prompts if "Difficulty: Easy" in p and "Batch 2:" in p)
+    assert "Do not repeat or paraphrase the 3 questions" in easy_batch2
+    assert originals[2][0][:60] in easy_batch2
+
+
+def test_qa_resumes_after_interruption_without_duplicates(server, client, tmp_path, data_dir):
+    originals = gsm8k(data_dir, 40)
+    cursor = {"Easy": 0, "Hard": 20}
+
+    def sampling(messages, model):  # a sampling generator: new questions on every call
+        difficulty, _ = qa_prompt_fields(messages)
+        start = cursor[difficulty]
+        cursor[difficulty] += 3
+        return pairs_json(originals[start : start + 3])
+
+    server.responder = sampling
+    out = tmp_path / "qa.jsonl"
+    endpoint = generator_endpoint(server)
+    with pytest.raises(BudgetExceededError):
+        synthesize_qa(client, endpoint, small_taxonomy(), out_path=out, per_leaf=7, per_call=3,
+                      meter=CostMeter(max_cost_usd=0.004))  # fmt: skip
+    first_rows = out.read_text().splitlines()
+    assert 0 < len(first_rows) < 14
+    with out.open("a") as fh:  # a kill in the middle of a write
+        fh.write('{"id": "syn-0000", "question": "half a ro')
+    calls_before = server.total_calls
+    report = synthesize_qa(client, endpoint, small_taxonomy(), out_path=out, per_leaf=7,
+                           per_call=3)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert out.read_text().splitlines()[: len(first_rows)] == first_rows
+    assert len(rows) == 14 and len({r["id"] for r in rows}) == 14
+    assert len({r["question"] for r in rows}) == 14
+    assert sorted(r.kept for r in report.leaves) == [7, 7]
+    assert sum(r.added for r in report.leaves) == 14 - len(first_rows)
+    # only the missing questions were asked for: ceil(missing / 3) calls per leaf
+    first_leaves = [json.loads(line)["leaf_id"] for line in first_rows]
+    missing = [7 - first_leaves.count(leaf) for leaf in small_taxonomy().leaf_ids()]
+    assert sorted(missing) != [0, 0]
+    assert server.total_calls - calls_before == sum(-(-m // 3) for m in missing)

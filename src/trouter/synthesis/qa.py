@@ -136,7 +136,8 @@ async def asynthesize_qa(
     progress: Progress | None = None,
     encoder: Any = None,
 ) -> QAReport:
-    """Async :func:`synthesize_qa`; leaves run concurrently, each leaf's calls in sequence."""
+    """Async :func:`synthesize_qa`; leaves run concurrently, each leaf's calls in sequence
+    (a leaf's next request lists the questions it already kept)."""
     if per_leaf < 1 or per_call < 1:
         raise ValueError("per_leaf and per_call must be at least 1")
     out_path = Path(out_path)
@@ -229,14 +230,44 @@ async def asynthesize_qa(
 
 
 def synthesize_qa(
-    client: Any, generator_endpoint: Any, taxonomy: Taxonomy, **options: Any
+    client: Any,
+    generator_endpoint: Any,
+    taxonomy: Taxonomy,
+    *,
+    out_path: str | Path,
+    per_leaf: int = 40,
+    per_call: int = 8,
+    dedup_threshold: float = 0.9,
+    max_calls_per_leaf: int | None = None,
+    leaf_ids: list[str] | None = None,
+    temperature: float = 0.8,
+    concurrency: int = 8,
+    meter: CostMeter | None = None,
+    progress: Progress | None = None,
+    encoder: Any = None,
 ) -> QAReport:
     """Generate ``per_leaf`` deduplicated QA pairs for every leaf into ``out_path`` (JSONL).
 
-    Options are those of :func:`asynthesize_qa`: ``out_path`` (required), ``per_leaf``
-    (40), ``per_call`` (8), ``dedup_threshold`` (0.9), ``max_calls_per_leaf`` (3x the
-    minimum + 2), ``leaf_ids`` (a subset), ``temperature``, ``concurrency``, ``meter``
-    (cost ceiling), ``progress``, ``encoder``. Rows: ``{"id", "question", "reference",
-    "leaf_id", "generator"}``. Rerunning on the same file resumes without duplicates.
+    Rows: ``{"id", "question", "reference", "leaf_id", "generator"}``. Rerunning on the
+    same file resumes without duplicates. ``max_calls_per_leaf`` defaults to
+    :func:`default_max_calls`; ``leaf_ids`` restricts the run to some leaves; ``meter``
+    carries an optional cost ceiling; ``encoder`` defaults to the shared MiniLM encoder.
     """
-    return asyncio.run(asynthesize_qa(client, generator_endpoint, taxonomy, **options))
+    return asyncio.run(
+        asynthesize_qa(
+            client,
+            generator_endpoint,
+            taxonomy,
+            out_path=out_path,
+            per_leaf=per_leaf,
+            per_call=per_call,
+            dedup_threshold=dedup_threshold,
+            max_calls_per_leaf=max_calls_per_leaf,
+            leaf_ids=leaf_ids,
+            temperature=temperature,
+            concurrency=concurrency,
+            meter=meter,
+            progress=progress,
+            encoder=encoder,
+        )
+    )
