@@ -1,9 +1,197 @@
-"""CLI commands (filled in by the module's owner)."""
+"""The cold-start data commands: the ``synth`` sub-app and the top-level ``label`` command.
+
+``synth`` generation commands (``synth taxonomy``, ``synth qa``) are added to
+:data:`synth_app`; ``trouter label`` turns their questions into labelled training data.
+
+Exit codes of ``label``: 0 done, 1 fatal error (bad file, unknown model, unset API key,
+every call failing), 2 usage error (typer), 3 stopped by ``--max-cost`` (finished questions
+are written; rerunning with a higher ceiling resumes where it stopped).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+
+EXIT_FAILED = 1
+EXIT_BUDGET = 3
+
+console = Console(stderr=True)
+
+synth_app = typer.Typer(
+    help="Cold-start synthesis: build a task taxonomy, generate questions per leaf.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _resolve(pool_path: Path, judge: str, models: str | None) -> tuple[list[Any], Any]:
+    """(answering endpoints, judge endpoint) from the pool, errors naming file and model."""
+    from trouter.llm.pool import Pool, PoolConfigError
+
+    try:
+        pool = Pool.load(pool_path)
+    except PoolConfigError as err:
+        raise _fail(str(err)) from None
+    names = [n.strip() for n in models.split(",") if n.strip()] if models else pool.names
+    try:
+        return [pool.endpoint(n) for n in names], pool.endpoint(judge)
+    except KeyError as err:
+        raise _fail(str(err.args[0])) from None
+
+
+def label_command(
+    questions: Path = typer.Option(..., "--questions", help="QA JSONL from `trouter synth qa`."),
+    pool: Path = typer.Option(..., "--pool", help="Pool YAML: the models that answer."),
+    judge: str = typer.Option(..., "--judge", help="Pool model name that scores the answers."),
+    out: Path = typer.Option(..., "--out", help="Labelled JSONL to write (appended, resumed)."),
+    models: str | None = typer.Option(
+        None, "--models", help="Comma-separated pool models that answer (default: all)."
+    ),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", min=0.0, help="Stop before spending more than this many USD."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Estimate calls and cost only."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Concurrent LLM calls."),
+    answer_max_tokens: int = typer.Option(1024, help="Longest answer a pool model may give."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per call attempt."),
+    max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries per call."),
+) -> None:
+    """Every pool model answers every question; the judge scores each answer 1 / 0.5 / 0."""
+    from trouter.config import MalformedDataError
+    from trouter.labelling.run import LabelSettings, done_ids, read_questions
+    from trouter.llm.client import LLMClient
+    from trouter.llm.pool import MissingAPIKeyError
+
+    answering, judge_endpoint = _resolve(pool, judge, models)
+    try:
+        rows = read_questions(questions)
+    except MalformedDataError as err:
+        raise _fail(str(err)) from None
+    settings = LabelSettings(
+        max_cost_usd=max_cost,
+        answer_max_tokens=answer_max_tokens,
+        questions_in_flight=concurrency,
+    )
+    client = LLMClient(max_concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
+    try:
+        done, _ = done_ids(out, repair=not dry_run)
+    except MalformedDataError as err:
+        raise _fail(f"cannot resume from {out}: {err}") from None
+    if dry_run:
+        _dry_run(client, answering, judge_endpoint, rows, done, out, settings)
+        return
+    for endpoint in {e.name: e for e in [*answering, judge_endpoint]}.values():
+        try:
+            endpoint.api_key()
+        except MissingAPIKeyError as err:
+            raise _fail(str(err)) from None
+    todo = len(rows) - len([r for r in rows if r["id"] in done])
+    report = _run_with_bars(client, answering, judge_endpoint, rows, out, settings, todo)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    typer.echo(
+        f"wrote {report.written} questions to {out} ({report.already_done} were already done, "
+        f"{report.masked_cells} masked cells); {report.calls} calls "
+        f"({report.cached_calls} from cache), ${report.spent_usd:.4f}"
+        + (f", {report.unpriced_calls} calls without a price" if report.unpriced_calls else "")
+    )
+    if report.failed:
+        console.print(
+            f"[yellow]warning:[/yellow] {report.failed} questions not written because every call "
+            "for them failed; rerun to retry them",
+            highlight=False,
+        )
+    if report.aborted:
+        raise _fail(report.aborted)
+    if report.stopped_by_budget:
+        raise _fail(
+            f"stopped: the next call would take spending past --max-cost ${max_cost:.4f} "
+            f"(spent ${report.spent_usd:.4f}); {report.abandoned} questions left undone. "
+            "Rerun with a higher --max-cost to continue (finished calls are cached).",
+            EXIT_BUDGET,
+        )
+
+
+def _run_with_bars(
+    client: Any,
+    answering: list[Any],
+    judge: Any,
+    rows: list[dict[str, Any]],
+    out: Path,
+    settings: Any,
+    todo: int,
+) -> Any:
+    """Run :func:`trouter.labelling.run.alabel` under a Rich bar with the running $ total."""
+    import asyncio
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from trouter.labelling.run import alabel
+
+    bars = Progress(
+        TextColumn("labelling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[spent]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    with bars:
+        task = bars.add_task("labelling", total=todo, spent="$0.0000")
+
+        def update(report: Any) -> None:
+            bars.update(
+                task,
+                completed=report.written,
+                spent=f"${report.spent_usd:.4f} | {report.calls} calls",
+            )
+
+        return asyncio.run(alabel(client, answering, judge, rows, out, settings, update))
+
+
+def _dry_run(
+    client: Any,
+    answering: list[Any],
+    judge: Any,
+    rows: list[dict[str, Any]],
+    done: set[str],
+    out: Path,
+    settings: Any,
+) -> None:
+    """Print the forecast of :func:`trouter.labelling.run.estimate`; spends nothing."""
+    from trouter.labelling.run import estimate
+
+    todo = [r for r in rows if r["id"] not in done]
+    forecast = estimate(client, answering, judge, todo, settings)
+    typer.echo(
+        f"dry run: {forecast.questions} questions to label ({len(rows) - len(todo)} already in "
+        f"{out}) with {len(answering)} models and judge {judge.name}\n"
+        f"  {forecast.calls} calls to make ({forecast.cached_calls} more answered from cache)\n"
+        f"  ~{forecast.input_tokens} input + ~{forecast.output_tokens} output tokens "
+        f"(answers assumed {settings.assumed_answer_tokens} tokens)\n"
+        f"  estimated cost ${forecast.cost_usd:.4f}"
+    )
+    if forecast.unpriced_models:
+        typer.echo(f"  no price known for: {', '.join(forecast.unpriced_models)} (counted as $0)")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add the ``synth`` sub-app and the ``label`` command to the top-level app."""
+    app.add_typer(synth_app, name="synth")
+    app.command("label")(label_command)

@@ -46,7 +46,12 @@ Messages = list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class Completion:
-    """One answer and its accounting. ``model`` is the pool name, not the LiteLLM name."""
+    """One answer and its accounting. ``model`` is the pool name, not the LiteLLM name.
+
+    ``cost_usd`` and ``latency_s`` are what this call spent now (0 for a cache hit);
+    ``original_cost_usd`` and ``original_latency_s`` are what answering cost when the call
+    was really made -- the figures a routing label needs, whether or not it came from cache.
+    """
 
     text: str
     input_tokens: int
@@ -57,6 +62,8 @@ class Completion:
     cached: bool = False
     attempts: int = 1
     cost_note: str | None = None
+    original_cost_usd: float | None = None
+    original_latency_s: float | None = None
 
 
 class LLMError(Exception):
@@ -209,21 +216,17 @@ class LLMClient:
             response_format,
             extra,
         )
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.stats.cache_hits += 1
-                return Completion(
-                    text=hit["text"],
-                    input_tokens=int(hit.get("input_tokens", 0)),
-                    output_tokens=int(hit.get("output_tokens", 0)),
-                    cost_usd=0.0,
-                    latency_s=0.0,
-                    model=endpoint.name,
-                    cached=True,
-                    cost_note="cache hit (the original call cost "
-                    f"{hit.get('cost_usd') if hit.get('cost_usd') is not None else 'unknown'})",
-                )
+        hit = self.peek(
+            endpoint,
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            response_format=response_format,
+            extra=extra,
+        )
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return hit
         try:
             api_key = endpoint.api_key()
         except MissingAPIKeyError as err:
@@ -250,10 +253,57 @@ class LLMClient:
         self.stats.spent_usd += completion.cost_usd or 0.0
         if self.cache is not None:
             value = asdict(completion)
-            for transient in ("cached", "attempts", "model"):
+            for transient in ("cached", "attempts", "model", "original_cost_usd"):
                 value.pop(transient)
+            value.pop("original_latency_s")
             self.cache.put(key, value)
         return completion
+
+    def peek(
+        self,
+        endpoint: ModelEndpoint,
+        messages: Messages,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Completion | None:
+        """The cached completion for this request, or None; never calls the model.
+
+        Explicit pool prices are applied to the cached token counts, so editing a price in
+        the pool file changes the recorded cost of cached answers too.
+        """
+        if self.cache is None:
+            return None
+        key = cache_key(
+            endpoint.litellm_model,
+            endpoint.api_base,
+            messages,
+            temperature,
+            max_tokens,
+            response_format,
+            extra,
+        )
+        hit = self.cache.get(key)
+        if hit is None or not isinstance(hit.get("text"), str):
+            return None
+        tin, tout = int(hit.get("input_tokens") or 0), int(hit.get("output_tokens") or 0)
+        original = hit.get("cost_usd")
+        if endpoint.price_source == "pool":
+            original = endpoint.cost(tin, tout)
+        return Completion(
+            text=hit["text"],
+            input_tokens=tin,
+            output_tokens=tout,
+            cost_usd=0.0,
+            latency_s=0.0,
+            model=endpoint.name,
+            cached=True,
+            cost_note="cache hit: nothing spent",
+            original_cost_usd=original,
+            original_latency_s=hit.get("latency_s"),
+        )
 
     async def _with_retries(
         self, endpoint: ModelEndpoint, request: dict[str, Any], api_key: str
@@ -316,6 +366,8 @@ class LLMClient:
             model=endpoint.name,
             attempts=attempts,
             cost_note="; ".join(n for n in (note, cost_note) if n) or None,
+            original_cost_usd=cost,
+            original_latency_s=latency,
         )
 
     def _cost(
