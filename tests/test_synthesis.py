@@ -15,9 +15,17 @@ from trouter.synthesis.budget import BudgetExceededError, CostMeter
 from trouter.synthesis.llmjson import JSONExtractError, MalformedOutputError, extract_json
 from trouter.synthesis.prompts import parse_pairs
 from trouter.synthesis.qa import synthesize_qa
-from trouter.taxonomy.builder import LoopRecord, build_taxonomy
+from trouter.taxonomy.builder import (
+    BuildSettings,
+    LoopRecord,
+    TaxonomyBuilder,
+    TaxonomyBuildError,
+    build_taxonomy,
+    load_example_queries,
+    parse_domain_arg,
+)
 from trouter.taxonomy.model import TaskProfile, Taxonomy
-from trouter.taxonomy.prompts import LevelSpec, parse_node_set
+from trouter.taxonomy.prompts import LevelSpec, generate_messages, parse_node_set
 
 
 def nodes_json(*names: str, critique: str | None = None) -> str:
@@ -74,6 +82,27 @@ def test_parse_pairs_skips_incomplete_items():
     assert parse_pairs(data) == [("Q1", "A1")]
     with pytest.raises(ValueError):
         parse_pairs({"pairs": [{"question": "Q2"}]})
+
+
+def test_domain_inputs_decide_what_the_llm_may_propose(tmp_path):
+    builder = TaxonomyBuilder(None, None, BuildSettings(max_domains=8))
+    seeds = builder.domain_spec([], [])  # no input: the method's six seeds, up to 4 more
+    assert [d.name for d in seeds.required][:2] == ["Mathematics", "Creative Writing"]
+    assert not seeds.closed and seeds.cap == 8
+    legal = parse_domain_arg("Legal reasoning: statutes, contracts and case law")
+    assert legal.definition == "statutes, contracts and case law"
+    assert builder.domain_spec([legal], []).closed  # only the user's domains
+    queries_file = tmp_path / "queries.jsonl"
+    queries_file.write_text('{"question": "Is a verbal contract binding?"}\n\n{"query": "Dose?"}')
+    queries = load_example_queries(queries_file)
+    assert queries == ["Is a verbal contract binding?", "Dose?"]
+    spec = builder.domain_spec([legal], queries)  # the LLM adds domains covering examples
+    assert not spec.closed
+    assert "Is a verbal contract binding?" in generate_messages(spec)[1]["content"]
+    with pytest.raises(TaxonomyBuildError, match="max_domains"):
+        TaxonomyBuilder(None, None, BuildSettings(max_domains=1)).domain_spec([legal, legal], [])
+    with pytest.raises(TaxonomyBuildError, match="max_subcategories"):
+        BuildSettings(max_subcategories=11).check()
 
 
 # ----- against the stand-in server ---------------------------------------------------------
