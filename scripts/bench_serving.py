@@ -94,8 +94,10 @@ def bench_routing(service, label: str, texts: list[str], warmup: int = 5) -> Non
         t0 = time.perf_counter()
         service.route(text)
         head.append(time.perf_counter() - t0)
-    print(f"\n[{label}] {len(texts)} uncached queries, median {int(np.median(tokens))} tokens "
-          f"(torch threads {torch.get_num_threads()})")
+    print(
+        f"\n[{label}] {len(texts)} uncached queries, median {int(np.median(tokens))} tokens "
+        f"(torch threads {torch.get_num_threads()})"
+    )
     print(_line("route() total, single query", total))
     print(_line("  encoder.encode (tokenise + forward + pool)", encode))
     print(_line("  of which tokenisation", tokenise))
@@ -174,62 +176,99 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def bench_proxy(model_dir: Path, questions: list[str], concurrency: int, workdir: Path) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from standin import StandIn  # the same local OpenAI-compatible server the tests use
+STANDIN_MAIN = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from standin import StandIn
+server = StandIn(models=sys.argv[2].split(",")).start()
+print(server.base_url, flush=True)
+threading.Event().wait()
+"""
 
+
+def start_process(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    with log.open("w") as fh:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=fh, text=True)
+
+
+def bench_proxy(model_dir: Path, questions: list[str], concurrency: int, workdir: Path) -> None:
+    """Stand-in, proxy and load generator each in their own process (no shared GIL)."""
+    from trouter.local.server import free_port
     from trouter.serving.api import load
 
     models = load(model_dir).models
-    with StandIn(models=models) as standin:
+    # The same local OpenAI-compatible server the tests use.
+    standin = start_process(
+        [sys.executable, "-c", STANDIN_MAIN, str(ROOT / "tests"), ",".join(models)],
+        workdir / "standin.log",
+    )
+    port = free_port()
+    proxy = None
+    try:
+        base_url = standin.stdout.readline().strip()
+        wait_http(f"{base_url}/models")
         pool_file = workdir / "pool.yaml"
         lines = ["models:"]
         for name in models:
-            lines += [f"  - name: {name}", f"    litellm_model: openai/{name}",
-                      f"    api_base: {standin.base_url}", "    api_key_env: BENCH_KEY",
-                      "    input_price_per_mtok: 1.0", "    output_price_per_mtok: 2.0"]
+            lines += [
+                f"  - name: {name}",
+                f"    litellm_model: openai/{name}",
+                f"    api_base: {base_url}",
+                "    api_key_env: BENCH_KEY",
+                "    input_price_per_mtok: 1.0",
+                "    output_price_per_mtok: 2.0",
+            ]
         pool_file.write_text("\n".join(lines) + "\n")
-        from trouter.local.server import free_port
-
-        port = free_port()
+        command = [
+            sys.executable,
+            "-c",
+            "from trouter.cli import app; app()",
+            "serve",
+            "--model-dir",
+            str(model_dir),
+            "--pool",
+            str(pool_file),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         env = {**os.environ, "BENCH_KEY": "bench-key-not-secret"}
-        proxy = subprocess.Popen(
-            [sys.executable, "-c", "from trouter.cli import app; app()", "serve",
-             "--model-dir", str(model_dir),
-             "--pool", str(pool_file), "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "proxy.log", "w"),
+        proxy = start_process(command, workdir / "proxy.log", env)
+        wait_http(f"http://127.0.0.1:{port}/health")
+        direct_url = f"{base_url}/chat/completions"
+        proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        asyncio.run(
+            load_test(proxy_url, "trouter-balanced", [f"warm-up {i}" for i in range(20)], 20)
         )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health")
-            direct_url = f"{standin.base_url}/chat/completions"
-            proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            warm = questions[:20]
-            asyncio.run(load_test(proxy_url, "trouter-balanced", warm, 20))
-            runs = {
-                "stand-in directly": (direct_url, models[0]),
-                "proxy, pool model by name (no routing)": (proxy_url, models[0]),
-                "proxy, trouter-balanced (routing)": (proxy_url, "trouter-balanced"),
-            }
-            print(f"\n[proxy: {len(questions)} requests, {concurrency} concurrent, loopback]")
-            base = None
-            for label, (url, model) in runs.items():
-                lat, errors, answered, wall = asyncio.run(
-                    load_test(url, model, questions, concurrency))
-                p50, p99 = _pct(lat, 50), _pct(lat, 99)
-                added = "" if base is None else (
-                    f"  added p50 {p50 - base[0]:+8.1f} ms, p99 {p99 - base[1]:+8.1f} ms")
-                base = base or (p50, p99)
-                print(f"{label:40s} errors {len(errors):3d}  p50 {p50:7.1f} ms  "
-                      f"p99 {p99:7.1f} ms  {len(lat) / wall:6.0f} req/s{added}")
-                if errors:
-                    print(f"  errors: {sorted(set(errors))}")
-                if model.startswith("trouter-"):
-                    top = sorted(answered.items(), key=lambda kv: -kv[1])[:3]
-                    print(f"  answered by: {top}")
-            print(f"{'proxy peak RSS':40s} {peak_rss_mib(proxy.pid):.0f} MiB")
-        finally:
-            proxy.terminate()
-            proxy.wait(timeout=30)
+        runs = {
+            "stand-in directly": (direct_url, models[0]),
+            "proxy, pool model by name (no routing)": (proxy_url, models[0]),
+            "proxy, trouter-balanced (routing)": (proxy_url, "trouter-balanced"),
+        }
+        print(f"\n[proxy: {len(questions)} requests, {concurrency} concurrent, loopback]")
+        base = None
+        for label, (url, model) in runs.items():
+            lat, errors, answered, wall = asyncio.run(load_test(url, model, questions, concurrency))
+            p50, p99 = _pct(lat, 50), _pct(lat, 99)
+            added = ""
+            if base is not None:
+                added = f"  added p50 {p50 - base[0]:+7.1f} ms, p99 {p99 - base[1]:+7.1f} ms"
+            base = base or (p50, p99)
+            print(
+                f"{label:40s} errors {len(errors):3d}  p50 {p50:7.1f} ms  "
+                f"p99 {p99:7.1f} ms  {len(lat) / wall:5.0f} req/s{added}"
+            )
+            if errors:
+                print(f"  errors: {sorted(set(errors))}")
+            if model.startswith("trouter-"):
+                print(f"  answered by: {sorted(answered.items(), key=lambda kv: -kv[1])}")
+        print(f"{'proxy peak RSS':40s} {peak_rss_mib(proxy.pid):.0f} MiB")
+    finally:
+        for process in (proxy, standin):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
 
 
 def main() -> None:
@@ -250,8 +289,10 @@ def main() -> None:
         from trouter.serving.api import load
 
         load_avg = os.getloadavg()
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-              f"load average {load_avg[0]:.2f} at start; python {platform.python_version()}")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"load average {load_avg[0]:.2f} at start; python {platform.python_version()}"
+        )
         model_dir = args.model_dir
         if model_dir is None:
             t0 = time.perf_counter()
@@ -266,8 +307,9 @@ def main() -> None:
         rest = gsm8k[args.queries :]
         bench_batched(service, rest[: args.batched_queries], args.batch)
         if not args.skip_proxy:
-            bench_proxy(model_dir, rest[args.batched_queries :][: args.requests],
-                        args.concurrency, workdir)
+            bench_proxy(
+                model_dir, rest[args.batched_queries :][: args.requests], args.concurrency, workdir
+            )
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import litellm  # noqa: E402
 from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint  # noqa: E402
 
 litellm.suppress_debug_info = True
+for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+    logging.getLogger(_name).setLevel(logging.ERROR)  # as trouter.llm.client does
 
 
 @dataclass
@@ -82,7 +85,8 @@ def classify(model: str, err: BaseException) -> UpstreamError:
     ):
         return UpstreamError(model, "bad_request", 400, message, False)
     if isinstance(status, int) and status >= 500:
-        return UpstreamError(model, "server", 502, message, True)
+        unparseable = "Expecting value" in message or "JSONDecodeError" in message
+        return UpstreamError(model, "malformed" if unparseable else "server", 502, message, True)
     return UpstreamError(model, "malformed", 502, f"bad upstream reply: {message}", True)
 
 
@@ -101,9 +105,14 @@ def _call_args(endpoint: ModelEndpoint, messages: list[dict], params: dict, time
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return obj
-    return obj.model_dump(exclude_none=True)
+    """The OpenAI-shaped dict of a LiteLLM response or chunk, without LiteLLM's own fields."""
+    data = obj if isinstance(obj, dict) else obj.model_dump(exclude_none=True)
+    for choice in data.get("choices") or []:
+        choice.pop("provider_specific_fields", None)
+        for part in ("message", "delta"):
+            if isinstance(choice.get(part), dict):
+                choice[part].pop("provider_specific_fields", None)
+    return data
 
 
 async def complete(
