@@ -1,5 +1,6 @@
 """Every built-in router, registered by name on import."""
 
+from trouter.routers import metric_router  # noqa: F401
 from trouter.routers import reference  # noqa: F401
 from trouter.routers.base import ROUTERS, Prediction, Router, make_router, register
 
