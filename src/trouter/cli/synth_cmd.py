@@ -193,5 +193,8 @@ def _dry_run(
 
 def register(app: typer.Typer) -> None:
     """Add the ``synth`` sub-app and the ``label`` command to the top-level app."""
+    from trouter.cli import synth_gen
+
+    synth_gen.register(synth_app)  # synth taxonomy, synth qa
     app.add_typer(synth_app, name="synth")
     app.command("label")(label_command)
