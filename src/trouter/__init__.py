@@ -2,7 +2,15 @@
 
 from trouter.data.dataset import ModelInfo, RoutingDataset
 from trouter.evaluation.scenarios import SCENARIOS, Weights
-from trouter.serving.api import load
 
 __all__ = ["ModelInfo", "RoutingDataset", "SCENARIOS", "Weights", "load"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``trouter.load`` imports the routers (torch) only when used: ``import trouter`` stays light.
+    if name == "load":
+        from trouter.serving.api import load
+
+        return load
+    raise AttributeError(f"module 'trouter' has no attribute {name!r}")
