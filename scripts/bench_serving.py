@@ -76,11 +76,12 @@ def bench_routing(service, label: str, texts: list[str], warmup: int = 5) -> Non
     tokenizer = encoder.model.tokenizer
     for text in texts[:warmup]:
         service.route(f"warm-up {text}")
-    total, encode, tokenise, tokens, head = [], [], [], [], []
+    total, cpu, encode, tokenise, tokens, head = [], [], [], [], [], []
     for text in texts:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         service.route(text)
         total.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         probe = f"{text} "  # a different text: uncached again, same length
         t0 = time.perf_counter()
         with encoder.transient():
@@ -98,7 +99,8 @@ def bench_routing(service, label: str, texts: list[str], warmup: int = 5) -> Non
         f"\n[{label}] {len(texts)} uncached queries, median {int(np.median(tokens))} tokens "
         f"(torch threads {torch.get_num_threads()})"
     )
-    print(_line("route() total, single query", total))
+    print(_line("route() total, single query (wall)", total))
+    print(_line("  the same, CPU time of all threads", cpu))
     print(_line("  encoder.encode (tokenise + forward + pool)", encode))
     print(_line("  of which tokenisation", tokenise))
     print(_line("  router predict + ranking (cached embedding)", head))
@@ -280,7 +282,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--skip-proxy", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for routing.")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="trouter-bench-") as tmp:
         workdir = Path(tmp)
