@@ -30,9 +30,9 @@ def _slice(ds: RoutingDataset, split: str, per_task: int, seed: int) -> RoutingD
 def bench(data_dir: Path) -> dict[str, RoutingDataset]:
     ds = load_suite("routerbench")
     return {
-        "train": _slice(ds, "train", 60, 0),
-        "validation": _slice(ds, "validation", 20, 1),
-        "test": _slice(ds, "test", 40, 2),
+        "train": _slice(ds, "train", 45, 0),
+        "validation": _slice(ds, "validation", 15, 1),
+        "test": _slice(ds, "test", 30, 2),
     }
 
 

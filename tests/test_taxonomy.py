@@ -196,6 +196,38 @@ def test_real_queries_land_in_their_domain(real_queries: dict[str, list[str]]) -
     assert np.array_equal(sharp.argmax(axis=1), weights.argmax(axis=1))
 
 
+#: Benchmark task -> the default taxonomy's domain its queries belong to (unambiguous tasks).
+TASK_DOMAIN = {
+    "gsm8k": "Mathematics",
+    "math": "Mathematics",
+    "mbpp": "Programming",
+    "human_eval": "Programming",
+    "agentverse-logicgrid": "Logic and Puzzles",
+    "commongen": "Commonsense Reasoning",
+    "gpqa": "Science",
+}
+
+
+def test_llmrouter_tasks_land_in_their_domain(data_dir: Path) -> None:
+    per_task: dict[str, list[str]] = {task: [] for task in TASK_DOMAIN}
+    with open(data_dir / "llmrouter" / "default_query_test.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["task_name"] in per_task and len(per_task[row["task_name"]]) < 8:
+                per_task[row["task_name"]].append(row["query"])
+    taxonomy = Taxonomy.default()
+    texts = [q for queries in per_task.values() for q in queries]
+    domains = [leaf.split(" > ")[0] for leaf in assign_top1(taxonomy, texts)]
+    expected = [TASK_DOMAIN[task] for task, queries in per_task.items() for _ in queries]
+    hits = np.array(domains) == np.array(expected)
+    assert hits.mean() >= 0.75, list(zip(expected, domains, strict=True))
+    start = 0
+    for task, queries in per_task.items():
+        share = hits[start : start + len(queries)].mean()
+        assert share >= 0.5, (task, share)
+        start += len(queries)
+
+
 # ----- CLI ---------------------------------------------------------------------------------
 def test_show_cli(tmp_path: Path) -> None:
     runner = CliRunner()
