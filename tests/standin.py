@@ -203,6 +203,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: headers and body go out in separate writes; with Nagle's algorithm each
+    # keep-alive reply waited ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     standin: StandIn  # set on the subclass made in StandIn.start
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
