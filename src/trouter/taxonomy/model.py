@@ -35,7 +35,11 @@ class TaxonomyError(ValueError):
 
 
 class TaskProfile(BaseModel):
-    """One node's description: what the task is and what a typical query looks like."""
+    """One node's description: what the task is and what a typical query looks like.
+
+    Emptiness is not enforced here, so that builders can hold a partial profile (a user's
+    domain before its example is written); a :class:`Taxonomy` rejects empty fields.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
