@@ -171,9 +171,10 @@ async def load_test(url: str, model: str, questions: list[str], concurrency: int
     return latencies, errors, answered, wall
 
 
-def peak_rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident memory of a process, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -238,6 +239,7 @@ def bench_proxy(model_dir: Path, questions: list[str], concurrency: int, workdir
         env = {**os.environ, "BENCH_KEY": "bench-key-not-secret"}
         proxy = start_process(command, workdir / "proxy.log", env)
         wait_http(f"http://127.0.0.1:{port}/health")
+        idle_rss = rss_mib(proxy.pid, "VmRSS")
         direct_url = f"{base_url}/chat/completions"
         proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
         asyncio.run(
@@ -265,7 +267,9 @@ def bench_proxy(model_dir: Path, questions: list[str], concurrency: int, workdir
                 print(f"  errors: {sorted(set(errors))}")
             if model.startswith("trouter-"):
                 print(f"  answered by: {sorted(answered.items(), key=lambda kv: -kv[1])}")
-        print(f"{'proxy peak RSS':40s} {peak_rss_mib(proxy.pid):.0f} MiB")
+        print(
+            f"{'proxy RSS':40s} {idle_rss:.0f} MiB after start, peak {rss_mib(proxy.pid):.0f} MiB"
+        )
     finally:
         for process in (proxy, standin):
             if process is not None:

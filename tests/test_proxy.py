@@ -143,6 +143,23 @@ def test_each_policy_forwards_to_the_model_the_router_predicts(stack, up, questi
     assert sum(up.calls.values()) == 12
 
 
+def test_routing_query_is_the_last_user_message(stack, up, questions):
+    service = stack["service"]
+    picks = {q: service.route(q, scenario="cost-first").model for q in questions}
+    earlier, last = next((a, b) for a in questions for b in questions if picks[a] != picks[b])
+    messages = [
+        {"role": "system", "content": earlier},  # neither the system prompt...
+        {"role": "user", "content": earlier},  # ...nor an earlier turn decides
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": [{"type": "text", "text": last}]},
+    ]
+    raw = stack["client"].chat.completions.with_raw_response.create(
+        model="trouter-cost-first", messages=messages
+    )
+    assert raw.headers["x-trouter-model"] == picks[last]
+    assert up.requests[0]["body"]["messages"] == messages  # forwarded unchanged
+
+
 def test_streaming_relays_chunks_from_the_chosen_model(stack, up, questions):
     expected = stack["service"].route(questions[0], scenario="balanced").model
     raw, stream = ask(stack, "trouter-balanced", questions[0], stream=True)
