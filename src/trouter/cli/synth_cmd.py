@@ -28,7 +28,7 @@ synth_app = typer.Typer(
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -61,6 +61,9 @@ def label_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate calls and cost only."),
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Concurrent LLM calls."),
     answer_max_tokens: int = typer.Option(1024, help="Longest answer a pool model may give."),
+    assumed_answer_tokens: int = typer.Option(
+        300, min=1, help="Answer length assumed by --dry-run and --max-cost projections."
+    ),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds per call attempt."),
     max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries per call."),
 ) -> None:
@@ -78,6 +81,7 @@ def label_command(
     settings = LabelSettings(
         max_cost_usd=max_cost,
         answer_max_tokens=answer_max_tokens,
+        assumed_answer_tokens=assumed_answer_tokens,
         questions_in_flight=concurrency,
     )
     client = LLMClient(max_concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import litellm
 
 from trouter.config import MalformedDataError
 from trouter.data.labelled import check_row
@@ -39,7 +38,13 @@ from trouter.labelling.judge import (
     judge_messages,
     parse_verdict,
 )
-from trouter.llm.client import Completion, LLMClient, LLMError
+from trouter.llm.client import (
+    Completion,
+    LLMClient,
+    LLMError,
+    count_prompt_tokens,
+    supports_response_schema,
+)
 from trouter.llm.pool import ModelEndpoint
 
 QUESTION_FIELDS = ("id", "question", "reference", "leaf_id", "generator")
@@ -55,7 +60,8 @@ class LabelSettings:
     max_cost_usd: float | None = None
     answer_max_tokens: int | None = 1024
     judge_max_tokens: int = 64
-    #: Assumed answer length for estimates (dry run, cost ceiling) when nothing is known.
+    #: Assumed answer length for the dry run, and for the cost ceiling's projection until a
+    #: model has answered (then its mean answer length is used).
     assumed_answer_tokens: int = 300
     #: Questions worked on at once; the client's own limit caps concurrent calls.
     questions_in_flight: int = 8
@@ -163,13 +169,6 @@ def done_ids(path: str | Path, repair: bool = True) -> tuple[set[str], bool]:
     return ids, repaired
 
 
-def _supports_schema(endpoint: ModelEndpoint) -> bool:
-    try:
-        return bool(litellm.supports_response_schema(model=endpoint.litellm_model))
-    except Exception:  # unknown model: plain text, parsed robustly
-        return False
-
-
 class _Labeller:
     """One run's shared state: the client, the judge, the budget and the output file."""
 
@@ -184,16 +183,21 @@ class _Labeller:
     ) -> None:
         self.client, self.models, self.judge = client, models, judge
         self.settings, self.report, self.on_update = settings, report, on_update
-        self.judge_format = JUDGE_RESPONSE_FORMAT if _supports_schema(judge) else None
+        self.judge_format = JUDGE_RESPONSE_FORMAT if supports_response_schema(judge) else None
         self.reserved = 0.0
         self.stopping = False
         self.failed_in_a_row = 0
+        self.output_tokens: dict[str, tuple[int, int]] = {}  # name -> (sum, calls)
 
-    def _estimate(self, endpoint: ModelEndpoint, messages: list[dict[str, Any]], out: int) -> float:
+    def _estimate(self, endpoint: ModelEndpoint, messages: list[dict[str, Any]], cap: int) -> float:
+        """Projected cost of a call: counted prompt tokens, and output tokens as the mean
+        this endpoint has produced so far (the assumed length until it has answered)."""
         if self.settings.max_cost_usd is None or not endpoint.priced:
             return 0.0
-        tokens = litellm.token_counter(model=endpoint.litellm_model, messages=messages)
-        return endpoint.cost(tokens, out) or 0.0
+        seen = self.output_tokens.get(endpoint.name)
+        out = seen[0] / seen[1] if seen else self.settings.assumed_answer_tokens
+        tokens = count_prompt_tokens(endpoint, messages)
+        return endpoint.cost(tokens, int(math.ceil(min(out, cap)))) or 0.0
 
     async def call(
         self, endpoint: ModelEndpoint, messages: list[dict[str, Any]], **params: Any
@@ -204,9 +208,8 @@ class _Labeller:
         hit = self.client.peek(endpoint, messages, **params)
         estimate = 0.0
         if hit is None:
-            out = params.get("max_tokens") or self.settings.assumed_answer_tokens
-            out = min(out, self.settings.assumed_answer_tokens)
-            estimate = self._estimate(endpoint, messages, out)
+            cap = params.get("max_tokens") or self.settings.assumed_answer_tokens
+            estimate = self._estimate(endpoint, messages, cap)
             limit = self.settings.max_cost_usd
             if limit is not None and self.report.spent_usd + self.reserved + estimate > limit:
                 self.stopping = True
@@ -219,6 +222,8 @@ class _Labeller:
             self.reserved -= estimate
         self.report.calls += 1
         self.report.cached_calls += int(completion.cached)
+        total, count = self.output_tokens.get(endpoint.name, (0, 0))
+        self.output_tokens[endpoint.name] = (total + completion.output_tokens, count + 1)
         if completion.cost_usd is None:
             self.report.unpriced_calls += 1
         else:
@@ -372,7 +377,7 @@ def estimate(
     Calls already in the cache are counted apart and cost nothing.
     """
     settings = settings or LabelSettings()
-    judge_format = JUDGE_RESPONSE_FORMAT if _supports_schema(judge) else None
+    judge_format = JUDGE_RESPONSE_FORMAT if supports_response_schema(judge) else None
     assumed = settings.assumed_answer_tokens
     if settings.answer_max_tokens is not None:
         assumed = min(assumed, settings.answer_max_tokens)
@@ -388,7 +393,7 @@ def estimate(
             if hit is not None:
                 result.cached_calls += 1
             else:
-                tin = litellm.token_counter(model=endpoint.litellm_model, messages=messages)
+                tin = count_prompt_tokens(endpoint, messages)
                 _add(result, endpoint, tin, assumed, unpriced)
             judging = judge_messages(q["question"], q["reference"], answer_text)
             verdict = None
@@ -403,7 +408,7 @@ def estimate(
             if verdict is not None:
                 result.cached_calls += 1
                 continue
-            tin = litellm.token_counter(model=judge.litellm_model, messages=judging)
+            tin = count_prompt_tokens(judge, judging)
             _add(result, judge, tin + (0 if hit is not None else assumed), 8, unpriced)
     result.unpriced_models = sorted(unpriced)
     return result

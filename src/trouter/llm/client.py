@@ -151,6 +151,19 @@ def _retry_after(err: Exception) -> float | None:
         return None  # an HTTP-date form; fall back to our own backoff
 
 
+def count_prompt_tokens(endpoint: ModelEndpoint, messages: Messages) -> int:
+    """Prompt tokens by LiteLLM's tokenizer for the model (tiktoken's when it has none)."""
+    return int(litellm.token_counter(model=endpoint.litellm_model, messages=messages))
+
+
+def supports_response_schema(endpoint: ModelEndpoint) -> bool:
+    """Whether LiteLLM knows the backend accepts a JSON-schema ``response_format``."""
+    try:
+        return bool(litellm.supports_response_schema(model=endpoint.litellm_model))
+    except Exception:  # a model LiteLLM does not know: send plain text prompts
+        return False
+
+
 def _scrub(text: str, secret: str | None) -> str:
     if secret and len(secret) >= 4:
         text = text.replace(secret, "***")
