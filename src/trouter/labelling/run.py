@@ -15,7 +15,9 @@ to be interrupted:
   overshoot only by their actual-minus-estimated cost.
 
 A failed call or an unreadable verdict masks the cell (performance null, error recorded);
-it is never a score of 0.
+it is never a score of 0. A question on which *every* call failed carries no information and
+is not written (a rerun retries it); after several such questions in a row the run stops
+(an outage or a wrong endpoint, reported as ``aborted``).
 """
 
 from __future__ import annotations
