@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         )
         uvicorn.run(proxy, host=host, port=port, log_level=log_level)
 
-    @app.command("route")
+    @app.command("route-service")  # `trouter route` is cli/train_cmd.py's
     def route(
         queries: list[str] = typer.Argument(..., help="One or more query texts."),
         model_dir: Path = typer.Option(..., "--model-dir", help="Directory of a trained router."),
