@@ -134,7 +134,7 @@ class KNNRouter(Router):
         self.tuning_ = {metric: tuning_table(candidates[metric]) for metric in METRICS}
         self.k_ = {metric: int(best[metric].params["k"]) for metric in METRICS}
         self.weighting_ = {metric: str(best[metric].params["weighting"]) for metric in METRICS}
-        self.validation_loss_ = float(sum(best[metric].loss for metric in METRICS))
+        self.validation_loss_ = float(np.nansum([best[metric].loss for metric in METRICS]))
 
         index = merge(fit_rows, val_rows) if self.params["refit"] else fit_rows
         self.index_x_ = embed(index)

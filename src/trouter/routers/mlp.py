@@ -94,12 +94,8 @@ def train_masked(
         with torch.no_grad():
             loss = float(masked_loss(net(xv), yv, mv))
         if loss < best_loss - 1e-6:
-            best_loss, best_epoch, best_state, stale = (
-                loss,
-                epoch,
-                copy.deepcopy(net.state_dict()),
-                0,
-            )
+            best_loss, best_epoch, stale = loss, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
         else:
             stale += 1
             if stale >= config.patience:
