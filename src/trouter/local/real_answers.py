@@ -1,0 +1,149 @@
+"""Real benchmark questions answered by a pool, graded programmatically, as a RoutingDataset.
+
+This is the test side of the local cold-start experiment: every pool model answers every
+real GSM8K / HumanEval question through the one :class:`~trouter.llm.LLMClient` (so a rerun
+is answered from the sqlite cache), the answer is graded without a judge (final number;
+HumanEval's own tests in a sandboxed subprocess), and the cost is tokens x the pool's
+prices. Rows are appended to a JSONL file one by one and read back on resume, so a killed
+run loses at most the answer in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trouter.data.dataset import ModelInfo, RoutingDataset
+from trouter.evaluation.real_questions import RealQuestion, grade, load_gsm8k, load_humaneval
+
+#: Output-token caps: enough for a short chain of thought or one function, and no more
+#: (every token is CPU time on a local model).
+MAX_TOKENS = {"gsm8k": 320, "humaneval": 384}
+
+
+def load_real_questions(n_gsm8k: int, n_humaneval: int) -> list[RealQuestion]:
+    """The first ``n`` questions of each benchmark (file order, so small runs are prefixes)."""
+    return load_gsm8k(limit=n_gsm8k) + load_humaneval(limit=n_humaneval)
+
+
+def _read_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a half-written last line from a killed run: answered again
+        done[(row["id"], row["model"])] = row
+    return done
+
+
+async def answer_real_questions(
+    client: Any,
+    pool: Any,
+    questions: Sequence[RealQuestion],
+    out_path: str | Path,
+    on_answer: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every pool model answers every question; one graded JSONL row per (question, model).
+
+    Failed calls are recorded with ``performance: null`` (masked, never scored 0).
+    """
+    from trouter.llm import LLMError
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = _read_done(out_path)
+    rows: list[dict[str, Any]] = []
+    with out_path.open("a", encoding="utf-8") as out:
+        for question in questions:
+            for endpoint in pool.models:
+                key = (question.id, endpoint.name)
+                if key in done:
+                    rows.append(done[key])
+                    if on_answer:
+                        on_answer()
+                    continue
+                row: dict[str, Any] = {"id": question.id, "model": endpoint.name,
+                                       "benchmark": question.benchmark}  # fmt: skip
+                try:
+                    completion = await client.acomplete(
+                        endpoint,
+                        [{"role": "user", "content": question.prompt}],
+                        temperature=0.0,
+                        max_tokens=MAX_TOKENS[question.benchmark],
+                    )
+                except LLMError as err:
+                    row.update(performance=None, cost_usd=None, error=str(err))
+                else:
+                    score = await asyncio.to_thread(grade, question, completion.text)
+                    row.update(
+                        answer=completion.text,
+                        performance=score,
+                        cost_usd=endpoint.cost(completion.input_tokens, completion.output_tokens),
+                        input_tokens=completion.input_tokens,
+                        output_tokens=completion.output_tokens,
+                        latency_s=completion.latency_s,
+                        cached=completion.cached,
+                        error=None,
+                    )
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                rows.append(row)
+                if on_answer:
+                    on_answer()
+    return rows
+
+
+def half_splits(questions: Sequence[RealQuestion], seed: int = 0) -> np.ndarray:
+    """``train`` / ``test`` per question: a fixed-seed half of each benchmark each."""
+    splits = np.empty(len(questions), dtype=object)
+    benchmarks = np.asarray([q.benchmark for q in questions], dtype=object)
+    rng = np.random.default_rng(seed)
+    for benchmark in dict.fromkeys(benchmarks):
+        rows = np.flatnonzero(benchmarks == benchmark)
+        order = rng.permutation(rows)
+        cut = len(rows) // 2
+        splits[order[:cut]] = "train"
+        splits[order[cut:]] = "test"
+    return splits
+
+
+def real_dataset(
+    questions: Sequence[RealQuestion], rows: Sequence[dict[str, Any]], pool: Any, seed: int = 0
+) -> RoutingDataset:
+    """The graded answers as a RoutingDataset (benchmarks gsm8k / humaneval, half splits)."""
+    names = pool.names
+    index = {q.id: i for i, q in enumerate(questions)}
+    performance = np.full((len(questions), len(names)), np.nan)
+    cost = np.full((len(questions), len(names)), np.nan)
+    for row in rows:
+        if row["id"] not in index or row["model"] not in names:
+            continue
+        i, j = index[row["id"]], names.index(row["model"])
+        if row.get("performance") is not None and row.get("cost_usd") is not None:
+            performance[i, j] = float(row["performance"])
+            cost[i, j] = float(row["cost_usd"])
+    benchmarks = np.asarray([q.benchmark for q in questions], dtype=object)
+    return RoutingDataset(
+        name="local-real",
+        query_ids=np.asarray([q.id for q in questions], dtype=object),
+        texts=[q.prompt for q in questions],
+        tasks=benchmarks,
+        benchmarks=benchmarks,
+        models=[
+            ModelInfo(m.name, m.input_price_per_mtok, m.output_price_per_mtok) for m in pool.models
+        ],
+        performance=performance,
+        cost=cost,
+        splits=half_splits(questions, seed),
+        cost_source="tokens x local stand-in prices",
+    )
