@@ -32,13 +32,15 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _resolve(pool_path: Path, judge: str, models: str | None) -> tuple[list[Any], Any]:
-    """(answering endpoints, judge endpoint) from the pool, errors naming file and model."""
-    from trouter.llm.pool import Pool, PoolConfigError
+def _resolve(pool_path: Path | None, judge: str | None, models: str | None) -> tuple[list, Any]:
+    """(answering endpoints, judge endpoint) from the pool, errors naming file and model.
+    Without ``--pool`` the offline local pool is started for the command's duration."""
+    from trouter.local.pool import DEFAULT_JUDGE, command_pool
 
+    judge = judge or DEFAULT_JUDGE
     try:
-        pool = Pool.load(pool_path)
-    except PoolConfigError as err:
+        pool = command_pool(pool_path)
+    except (ValueError, RuntimeError) as err:
         raise _fail(str(err)) from None
     names = [n.strip() for n in models.split(",") if n.strip()] if models else pool.names
     try:
@@ -49,8 +51,12 @@ def _resolve(pool_path: Path, judge: str, models: str | None) -> tuple[list[Any]
 
 def label_command(
     questions: Path = typer.Option(..., "--questions", help="QA JSONL from `trouter synth qa`."),
-    pool: Path = typer.Option(..., "--pool", help="Pool YAML: the models that answer."),
-    judge: str = typer.Option(..., "--judge", help="Pool model name that scores the answers."),
+    pool: Path | None = typer.Option(
+        None, "--pool", help="Pool YAML: the models that answer (default: the offline pool)."
+    ),
+    judge: str | None = typer.Option(
+        None, "--judge", help="Pool model that scores the answers (default: offline Qwen-1.5B)."
+    ),
     out: Path = typer.Option(..., "--out", help="Labelled JSONL to write (appended, resumed)."),
     models: str | None = typer.Option(
         None, "--models", help="Comma-separated pool models that answer (default: all)."
@@ -64,14 +70,16 @@ def label_command(
     assumed_answer_tokens: int = typer.Option(
         300, min=1, help="Answer length assumed by --dry-run and --max-cost projections."
     ),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per call attempt."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Seconds per call attempt (60; 1800 for local servers)."
+    ),
     max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries per call."),
 ) -> None:
     """Every pool model answers every question; the judge scores each answer 1 / 0.5 / 0."""
     from trouter.config import MalformedDataError
     from trouter.labelling.run import LabelSettings, done_ids, read_questions
-    from trouter.llm.client import LLMClient
     from trouter.llm.pool import MissingAPIKeyError
+    from trouter.local.pool import make_client
 
     answering, judge_endpoint = _resolve(pool, judge, models)
     try:
@@ -84,7 +92,13 @@ def label_command(
         assumed_answer_tokens=assumed_answer_tokens,
         questions_in_flight=concurrency,
     )
-    client = LLMClient(max_concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
+    timeouts = {"timeout_s": timeout} if timeout is not None else {}
+    client = make_client(  # long timeouts for local servers (trouter.local.pool)
+        [*answering, judge_endpoint],
+        max_concurrency=concurrency,
+        max_retries=max_retries,
+        **timeouts,
+    )
     try:
         done, _ = done_ids(out, repair=not dry_run)
     except MalformedDataError as err:

@@ -135,9 +135,16 @@ def offline_pool(
         yield pool_from_running(running)
 
 
+def _endpoints(pool: Any) -> list[Any]:
+    """The endpoints of a Pool, a list of endpoints, or one endpoint."""
+    if isinstance(pool, list | tuple):
+        return list(pool)
+    return list(getattr(pool, "models", None) or [pool])
+
+
 def is_local(pool: Any) -> bool:
-    """True when every endpoint of ``pool`` (a Pool or one endpoint) is on loopback."""
-    endpoints = getattr(pool, "models", None) or [pool]
+    """True when every endpoint of ``pool`` (a Pool, endpoints, or one) is on loopback."""
+    endpoints = _endpoints(pool)
     bases = [getattr(m, "api_base", None) or "" for m in endpoints]
     return all(b.startswith(("http://127.0.0.1", "http://localhost")) for b in bases)
 
@@ -178,7 +185,7 @@ def register_schema_support(pool: Any) -> None:
     """
     from trouter.llm.client import litellm  # after trouter.llm set the offline price map
 
-    endpoints = getattr(pool, "models", None) or [pool]
+    endpoints = _endpoints(pool)
     litellm.register_model(
         {
             e.litellm_model: {
