@@ -1,5 +1,11 @@
 """trouter: task-aware LLM routing."""
 
+import os
+
+# Before anything imports LiteLLM: use its bundled price map instead of fetching one.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
 from trouter.data.dataset import ModelInfo, RoutingDataset
 from trouter.evaluation.scenarios import SCENARIOS, Weights
 
