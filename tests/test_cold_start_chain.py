@@ -153,7 +153,7 @@ def test_cold_start_chain(world, tmp_path, monkeypatch):
                 "--param", "patience=8", "--out", str(router)])  # fmt: skip
         poem = "Write a short poem about a harbour at sunrise."
         result = invoke(["route", unseen_math[0][0], poem, "--model-dir", str(router),
-                         "--scenario", "performance-first"])  # fmt: skip
+                         "--scenario", "performance-first", "--json"])  # fmt: skip
     decisions = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert len(decisions) == 2
     assert [d["model"] for d in decisions] == ["calc", "bard"]

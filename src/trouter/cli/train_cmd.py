@@ -1,9 +1,304 @@
-"""CLI commands (filled in by the module's owner)."""
+"""``trouter train`` (fit a router and save it) and ``trouter route`` (use a saved router).
+
+Exit codes: 0 success; 1 a run failed (data missing or malformed, fit error); 2 bad usage or
+bad input (unknown router or parameter, empty or non-UTF-8 queries, no trained router).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import typer
 
+#: Longest query passed to the encoder. MiniLM reads only its first 256 word pieces, so
+#: cutting a longer text changes nothing in the embedding; it only bounds tokeniser time.
+MAX_QUERY_CHARS = 100_000
+PREVIEW_CHARS = 200
 
+
+class InputError(ValueError):
+    """A query or the stdin stream cannot be routed; the message says which and why."""
+
+
+# ----- helpers shared by both commands ------------------------------------------------------
+def parse_router_params(items: list[str]) -> dict[str, Any]:
+    """``key=value`` items -> {key: value}; values are parsed as JSON, else kept as text."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(
+                f"{item!r} is not key=value (e.g. lr=0.001)", param_hint="--param"
+            )
+        try:
+            params[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip()] = raw
+    return params
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    return typer.Exit(code)
+
+
+def validation_mse(router, validation) -> float:
+    """Masked MSE of predicted performance plus that of normalised cost (any router)."""
+    prediction = router.predict(list(validation.texts))
+    data = validation.select_models(prediction.models)
+    total = 0.0
+    for pred, true in (
+        (prediction.performance, data.performance),
+        (prediction.cost, data.normalised_cost),
+    ):
+        seen = ~np.isnan(true)
+        if seen.any():
+            total += float(np.mean((np.asarray(pred)[seen] - true[seen]) ** 2))
+    return total
+
+
+def check_query(text: str, where: str) -> str:
+    """The query to encode, or an InputError for text that cannot be routed."""
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        raise InputError(f"{where} is not valid UTF-8")
+    if not text.strip():
+        raise InputError(f"{where} is empty (or only whitespace); there is nothing to route")
+    if len(text) > MAX_QUERY_CHARS:
+        typer.secho(
+            f"warning: {where} has {len(text):,} characters; routing on the first "
+            f"{MAX_QUERY_CHARS:,} (the encoder reads only the first 256 tokens anyway)",
+            err=True,
+            fg="yellow",
+        )
+        return text[:MAX_QUERY_CHARS]
+    return text
+
+
+def parse_stdin(raw: bytes) -> list[str]:
+    """Queries from stdin: JSONL objects with a "query" field, or one plain query per line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"stdin is not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})"
+        ) from None
+    queries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        query = line
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"stdin line {number} is not valid JSON: {err.msg}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("query"), str):
+                raise InputError(f'stdin line {number}: expected {{"query": "<text>"}}')
+            query = record["query"]
+        queries.append(check_query(query, f"stdin line {number}"))
+    if not queries:
+        raise InputError("stdin holds no queries (give one per line, text or JSONL)")
+    return queries
+
+
+def resolve_weights(scenario: str | None, weights: str | None):
+    from trouter.evaluation.scenarios import SCENARIOS, Weights
+
+    if scenario and weights:
+        raise typer.BadParameter("give --scenario or --weights, not both", param_hint="--weights")
+    if weights:
+        perf, sep, cost = weights.partition(":")
+        try:
+            return f"{weights}", Weights(performance=float(perf), cost=float(cost))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{weights!r} is not perf:cost (e.g. 0.7:-0.3)", param_hint="--weights"
+            ) from None
+    name = scenario or "balanced"
+    if name not in SCENARIOS:
+        raise typer.BadParameter(
+            f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}",
+            param_hint="--scenario",
+        )
+    return name, SCENARIOS[name]
+
+
+def _route_records(router, queries: list[str], weights) -> list[dict[str, Any]]:
+    prediction = router.predict(queries)
+    utility = prediction.utility(weights)
+    chosen = prediction.choose(weights)
+    posterior = router.posterior(queries) if hasattr(router, "posterior") else None
+    records = []
+    for i, query in enumerate(queries):
+        record: dict[str, Any] = {
+            "index": i,
+            "query_preview": query[:PREVIEW_CHARS],
+            "model": prediction.models[chosen[i]],
+            "scores": [
+                {
+                    "model": name,
+                    "performance": round(float(prediction.performance[i, j]), 4),
+                    "cost": round(float(prediction.cost[i, j]), 4),
+                    "utility": round(float(utility[i, j]), 4),
+                }
+                for j, name in enumerate(prediction.models)
+            ],
+        }
+        if posterior is not None:
+            top = int(np.argmax(posterior[i]))
+            record["task_type"] = router.leaf_ids_[top]
+            record["task_probability"] = round(float(posterior[i, top]), 4)
+        records.append(record)
+    return records
+
+
+def _print_table(record: dict[str, Any], label: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"query {record['index'] + 1}: {record['query_preview'][:60]!r} -> {record['model']}"
+    table = Table(title=title, caption=label)
+    for column in ("model", "pred. performance", "pred. norm. cost", "utility"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in record["scores"]:
+        style = "bold green" if row["model"] == record["model"] else None
+        table.add_row(
+            row["model"],
+            f"{row['performance']:.3f}",
+            f"{row['cost']:.3f}",
+            f"{row['utility']:.3f}",
+            style=style,
+        )
+    console = Console()
+    console.print(table)
+    if "task_type" in record:
+        console.print(f"task type: {record['task_type']} (q = {record['task_probability']:.2f})")
+    console.print(f"chosen model: [bold]{record['model']}[/bold]")
+
+
+# ----- commands --------------------------------------------------------------------------
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add ``train`` and ``route`` to the top-level app."""
+
+    @app.command("train")
+    def train_command(
+        router: str = typer.Option(..., "--router", help="Router name (see `trouter routers`)."),
+        out: Path = typer.Option(..., "--out", help="Folder to save the trained router in."),
+        suite: str | None = typer.Option(None, "--suite", help="Train on a benchmark suite."),
+        train_file: Path | None = typer.Option(
+            None, "--train-file", help="Train on a labelled JSONL file (from `trouter label`)."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed for the validation carve and the fit."),
+        param: list[str] = typer.Option(
+            [], "--param", help="Router hyper-parameter key=value (repeatable)."
+        ),
+    ) -> None:
+        """Fit a router on a suite's train split or a labelled file, and save it."""
+        from trouter.config import DataNotFoundError, MalformedDataError
+        from trouter.routers import make_router
+
+        if (suite is None) == (train_file is None):
+            raise typer.BadParameter("give exactly one of --suite or --train-file")
+        params = parse_router_params(param)
+        try:
+            model = make_router(router, seed=seed, **params)
+        except KeyError as err:
+            raise _fail(str(err.args[0]), 2) from None
+        except (TypeError, ValueError) as err:
+            raise _fail(f"bad parameters for {router!r}: {err}", 2) from None
+        try:
+            if suite is not None:
+                from trouter.data.suites import load_suite
+
+                data = load_suite(suite, seed=seed)
+            else:
+                from trouter.data.labelled import load_labelled
+
+                if not train_file.is_file():
+                    raise _fail(f"--train-file {train_file} does not exist", 2)
+                data = load_labelled(train_file, seed=seed)
+        except KeyError as err:
+            raise _fail(str(err.args[0]), 2) from None
+        except (DataNotFoundError, MalformedDataError) as err:
+            raise _fail(str(err), 1) from None
+        train, validation = data.split("train"), data.split("validation")
+        if len(train) == 0:
+            raise _fail(f"{data.name}: no training rows", 1)
+        typer.echo(
+            f"training {router} on {data.name}: {len(train)} train / {len(validation)} "
+            f"validation rows, {len(train.models)} models"
+        )
+        start = time.perf_counter()
+        try:
+            model.fit(train, validation if len(validation) else None)
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            raise _fail(f"fitting {router} failed: {err}", 1) from None
+        typer.echo(f"fit in {time.perf_counter() - start:.1f} s")
+        if len(validation):
+            typer.echo(
+                f"validation MSE (performance + cost): {validation_mse(model, validation):.4f}"
+            )
+        if hasattr(model, "task_accuracy"):
+            history = model.history_
+            typer.echo(
+                f"validation loss (objective): {history['init_val_loss']:.4f} at init -> "
+                f"{history['best_val_loss']:.4f} after {history['epochs']} epochs"
+            )
+            if "selected" in history:
+                typer.echo(f"selected variant (by validation MSE): {history['selected']}")
+            accuracy = model.task_accuracy(validation) if len(validation) else None
+            typer.echo(
+                "task-type top-1 accuracy (validation): "
+                + (f"{accuracy:.3f}" if accuracy is not None else "n/a (no leaf labels)")
+            )
+        typer.echo(f"saved to {model.save(out)}")
+
+    @app.command("route")
+    def route_command(
+        query: list[str] | None = typer.Argument(
+            None, help="One or more queries; omit to read them from stdin (text lines or JSONL)."
+        ),
+        model_dir: Path = typer.Option(..., "--model-dir", help="A folder from `trouter train`."),
+        scenario: str | None = typer.Option(
+            None, "--scenario", help="performance-first, balanced (default) or cost-first."
+        ),
+        weights: str | None = typer.Option(None, "--weights", help="perf:cost, e.g. 0.7:-0.3."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per query."),
+    ) -> None:
+        """Route queries with a trained router: the chosen model and every model's scores."""
+        from trouter.routers.base import Router
+
+        label, chosen_weights = resolve_weights(scenario, weights)
+        try:
+            if query:
+                queries = [
+                    check_query(text, "the query" if len(query) == 1 else f"query {i + 1}")
+                    for i, text in enumerate(query)
+                ]
+            else:
+                stdin = sys.stdin.buffer
+                if sys.stdin.isatty():
+                    raise InputError("give a query argument or pipe queries on stdin")
+                queries = parse_stdin(stdin.read())
+        except InputError as err:
+            raise _fail(str(err), 2) from None
+        try:
+            router = Router.load(model_dir)
+        except (FileNotFoundError, KeyError) as err:
+            raise _fail(f"--model-dir {model_dir}: {err}", 2) from None
+        records = _route_records(router, queries, chosen_weights)
+        for record in records:
+            if as_json:
+                typer.echo(json.dumps({**record, "weights": label}))
+            else:
+                _print_table(
+                    record,
+                    f"weights: {label} ({chosen_weights.performance:g} x "
+                    f"performance {chosen_weights.cost:+g} x cost)",
+                )
+        sys.stdout.flush()

@@ -362,13 +362,17 @@ class TRouter(_TRouterBase):
 
 #: Settings every TRouter+ candidate shares: a learning rate that converges within the epoch
 #: budget on a few thousand rows (1e-4 underfits there), decoders that start at the
-#: training means, and early stopping on the routing targets (MSE) rather than the ELBO.
+#: training means, early stopping on the routing targets (MSE) rather than the ELBO, and a
+#: narrower pair scorer (128 wide): scoring B x K pairs dominates the fit time and the
+#: posterior, supervised by a one-hot prior, needs little capacity. (The last is a fit-time
+#: choice, not a validated one.)
 PLUS_BASE: dict[str, Any] = {
     "lr": 3e-3,
     "max_epochs": 20,
     "patience": 3,
     "stop_on": "mse",
     "mean_init": True,
+    "scorer_hidden": 128,
 }
 #: TRouter+ candidates; ``fit`` keeps the one with the lowest validation MSE.
 PLUS_CANDIDATES: dict[str, dict[str, Any]] = {
