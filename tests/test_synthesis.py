@@ -69,6 +69,9 @@ def test_parse_node_set_keeps_user_domains_verbatim():
     assert "Cooking" in notes[0]
     with pytest.raises(ValueError, match="Legal reasoning"):
         parse_node_set(spec, json.loads(nodes_json("Cooking")))
+    # a small generator shortens the name it was told to keep (seen with Qwen2.5-1.5B)
+    nodes, notes = parse_node_set(spec, json.loads(nodes_json("Legal", "Cooking")))
+    assert [n.name for n in nodes] == ["Legal reasoning"] and "took 'Legal'" in notes[0]
 
 
 def test_parse_node_set_preferences_always_offer_no_preference():

@@ -13,6 +13,7 @@ model, which :func:`trouter.synthesis.llmjson.ask_json` feeds back on the retry.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,6 +253,7 @@ def parse_node_set(spec: LevelSpec, data: Any) -> tuple[list[TaskProfile], list[
                 example=_field(item, "example", ("example_query", "example query"), index),
             )
         )
+    nodes = _rename_to_required(spec, nodes, notes)
     by_key = {n.name.casefold(): n for n in nodes}
     missing = [r.name for r in spec.required if r.name.casefold() not in by_key]
     if missing:
@@ -301,6 +303,41 @@ def parse_node_set(spec: LevelSpec, data: Any) -> tuple[list[TaskProfile], list[
     if len(nodes) < minimum:
         raise ValueError(f"the set needs at least {minimum} {spec.level}(s)")
     return nodes, notes
+
+
+def _rename_to_required(
+    spec: LevelSpec, nodes: list[TaskProfile], notes: list[str]
+) -> list[TaskProfile]:
+    """Map near-miss names onto the required ones ("Legal" for "Legal reasoning").
+
+    Small generators shorten or rephrase names they were told to keep; the user's name is
+    what counts, so a node whose name contains, or is contained in, a missing required
+    name (or is close to it) takes that name. Each node is claimed at most once.
+    """
+    present = {n.name.casefold() for n in nodes}
+    renamed = list(nodes)
+    for given in spec.required:
+        want = given.name.casefold()
+        if want in present:
+            continue
+        free = [i for i, n in enumerate(renamed) if n.name.casefold() not in _required_keys(spec)]
+        scores = {i: _closeness(renamed[i].name.casefold(), want) for i in free}
+        best = max(scores, key=scores.__getitem__, default=None)
+        if best is not None and scores[best] >= 0.75:
+            notes.append(f"{spec.label}: took {renamed[best].name!r} as {given.name!r}")
+            renamed[best] = renamed[best].model_copy(update={"name": given.name})
+            present.add(want)
+    return renamed
+
+
+def _closeness(have: str, want: str) -> float:
+    if have in want or want in have:
+        return 1.0
+    return difflib.SequenceMatcher(None, have, want).ratio()
+
+
+def _required_keys(spec: LevelSpec) -> set[str]:
+    return {r.name.casefold() for r in spec.required}
 
 
 def parse_choice(data: Any) -> str:
