@@ -67,16 +67,17 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _generator(pool_path: Path, name: str) -> tuple[Any, Any]:
-    """The pool entry called ``name`` and the pool, with errors naming file and model."""
-    from trouter.llm.pool import Pool
+def _generator(pool_path: Path | None, name: str | None) -> tuple[Any, Any]:
+    """The pool entry called ``name`` and the pool, with errors naming file and model.
+    Without ``--pool`` the offline local pool is started for the command's duration."""
+    from trouter.local.pool import DEFAULT_GENERATOR, command_pool
 
     try:
-        pool = Pool.load(pool_path)
-    except (OSError, ValueError) as err:
+        pool = command_pool(pool_path)
+    except (OSError, ValueError, RuntimeError) as err:
         raise _fail(str(err)) from None
     try:
-        return pool, pool.get(name)
+        return pool, pool.get(name or DEFAULT_GENERATOR)
     except KeyError as err:
         raise _fail(str(err.args[0] if err.args else err)) from None
 
@@ -89,8 +90,12 @@ def _price(endpoint: Any):
 
 
 def taxonomy_command(
-    generator: str = typer.Option(..., "--generator", help="Generator model (a pool name)."),
-    pool: Path = typer.Option(..., "--pool", help="Pool YAML that defines the generator."),
+    generator: str | None = typer.Option(
+        None, "--generator", help="Generator model (a pool name); default: offline Qwen-1.5B."
+    ),
+    pool: Path | None = typer.Option(
+        None, "--pool", help="Pool YAML that defines the generator; default: the offline pool."
+    ),
     out: Path = typer.Option(..., "--out", help="Where to write the taxonomy JSON."),
     domain: list[str] = typer.Option(
         [], "--domain", help='A domain to include, "Name: definition" (repeatable).'
@@ -110,6 +115,7 @@ def taxonomy_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate calls and cost only."),
 ) -> None:
     """Build a task taxonomy with the generator LLM (resumes from OUT.progress.json)."""
+    from trouter.llm.client import LLMError
     from trouter.synthesis.estimate import estimate_taxonomy
     from trouter.synthesis.llmjson import MalformedOutputError
     from trouter.taxonomy.builder import (
@@ -152,12 +158,13 @@ def taxonomy_command(
         return
     checkpoint = out.with_name(out.name + ".progress.json")
     meter = CostMeter(max_cost_usd=max_cost)
+    records: list[Any] = []
     with _bars() as bars:
         progress = BarProgress(bars, meter)
         try:
             taxonomy = _run(
                 abuild_taxonomy(
-                    _client(),
+                    _client(endpoint),
                     endpoint,
                     domains=profiles,
                     example_queries=queries,
@@ -166,15 +173,23 @@ def taxonomy_command(
                     meter=meter,
                     progress=progress,
                     checkpoint=checkpoint,
+                    records=records,
                 )
             )
         except BudgetExceededError as err:
             raise _fail(f"{err} (progress kept in {checkpoint})", EXIT_BUDGET) from None
-        except (TaxonomyBuildError, MalformedOutputError) as err:
-            raise _fail(f"{err} (finished levels kept in {checkpoint})") from None
+        except (TaxonomyBuildError, MalformedOutputError, LLMError) as err:
+            raise _fail(f"{err} (finished node sets kept in {checkpoint})") from None
     taxonomy.save(out)
     checkpoint.unlink(missing_ok=True)
     leaves = taxonomy.leaves()
+    if records:
+        rounds = sum(r.rounds for r in records) / len(records)
+        unstable = [r.label for r in records if not r.converged]
+        typer.echo(
+            f"{len(records)} node sets refined, {rounds:.1f} rounds on average"
+            + (f"; stopped at the round cap: {', '.join(unstable)}" if unstable else "")
+        )
     typer.echo(
         f"wrote {out}: {len(taxonomy.domains)} domains, {len(leaves)} leaves; {meter.summary()}"
     )
@@ -182,8 +197,12 @@ def taxonomy_command(
 
 def qa_command(
     taxonomy: Path = typer.Option(..., "--taxonomy", help="Taxonomy JSON (synth taxonomy)."),
-    generator: str = typer.Option(..., "--generator", help="Generator model (a pool name)."),
-    pool: Path = typer.Option(..., "--pool", help="Pool YAML that defines the generator."),
+    generator: str | None = typer.Option(
+        None, "--generator", help="Generator model (a pool name); default: offline Qwen-1.5B."
+    ),
+    pool: Path | None = typer.Option(
+        None, "--pool", help="Pool YAML that defines the generator; default: the offline pool."
+    ),
     out: Path = typer.Option(..., "--out", help="QA JSONL to write (appended; resumes)."),
     per_leaf: int = typer.Option(40, "--per-leaf", help="Questions kept per leaf."),
     per_call: int = typer.Option(8, "--per-call", help="Questions asked for per call."),
@@ -194,6 +213,7 @@ def qa_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate calls and cost only."),
 ) -> None:
     """Generate deduplicated question-answer pairs for every taxonomy leaf."""
+    from trouter.llm.client import LLMError
     from trouter.synthesis.estimate import estimate_qa
     from trouter.synthesis.qa import QAFileError, asynthesize_qa, default_max_calls
     from trouter.taxonomy.model import Taxonomy, TaxonomyError
@@ -221,7 +241,7 @@ def qa_command(
         try:
             report = _run(
                 asynthesize_qa(
-                    _client(),
+                    _client(endpoint),
                     endpoint,
                     tax,
                     out_path=out,
@@ -236,8 +256,8 @@ def qa_command(
             )
         except BudgetExceededError as err:
             raise _fail(f"{err} (rows so far are in {out})", EXIT_BUDGET) from None
-        except QAFileError as err:
-            raise _fail(str(err)) from None
+        except (QAFileError, LLMError) as err:
+            raise _fail(f"{err} (rows so far are in {out})") from None
     kept = sum(r.kept for r in report.leaves)
     typer.echo(
         f"wrote {out}: {report.added} new rows, {kept} in total over {len(report.leaves)} "
@@ -250,10 +270,10 @@ def qa_command(
         )
 
 
-def _client() -> Any:
-    from trouter.llm import LLMClient
+def _client(endpoint: Any) -> Any:
+    from trouter.local.pool import make_client
 
-    return LLMClient()
+    return make_client(endpoint)  # long timeouts when the endpoint is a local server
 
 
 def _run(coroutine: Any) -> Any:
