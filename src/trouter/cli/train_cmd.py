@@ -164,7 +164,10 @@ def _print_table(record: dict[str, Any], label: str) -> None:
     title = f"query {record['index'] + 1}: {record['query_preview'][:60]!r} -> {record['model']}"
     table = Table(title=title, caption=label)
     for column in ("model", "pred. performance", "pred. norm. cost", "utility"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        if column == "model":
+            table.add_column(column, overflow="fold")  # model names are long; keep them whole
+        else:
+            table.add_column(column, justify="right")
     for row in record["scores"]:
         style = "bold green" if row["model"] == record["model"] else None
         table.add_row(

@@ -385,7 +385,8 @@ DEFAULT_PLUS_CANDIDATES = "mixture,residual"
 
 @register("trouter+")
 class TRouterPlus(_TRouterBase):
-    """TRouter+ : TRouter with a query residual, tuned lr and prior, picked on validation."""
+    """TRouter+: TRouter with mean-initialised decoders, lr 3e-3 and an optional query
+    residual; the variant with the lowest validation MSE is kept."""
 
     def __init__(self, seed: int = 0, candidates: str | None = None, **params: Any) -> None:
         if candidates is not None:
