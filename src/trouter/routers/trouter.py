@@ -98,6 +98,17 @@ def _column_means(y: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, 0.5))
 
 
+def _batched(
+    net: TRouterNet, x: torch.Tensor, e: torch.Tensor, rows: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net(x, e)`` in chunks of queries: the pair grid is rows x K x hidden floats, which
+    for a whole test split (10k+ queries x ~200 task types) would need gigabytes."""
+    if len(x) <= rows:
+        return net(x, e)
+    parts = [net(chunk, e) for chunk in x.split(rows)]
+    return torch.cat([p for p, _ in parts]), torch.cat([q for _, q in parts])
+
+
 def _load_taxonomy(path: str | None):
     from trouter.taxonomy.model import Taxonomy
 
@@ -118,7 +129,7 @@ class _TRouterBase(Router):
         net = self._require_net()
         with torch.no_grad():
             x = torch.from_numpy(self._embed(query_texts(queries)))
-            return net.log_posterior(x, self._task_tensor()).exp().numpy()
+            return _batched(net, x, self._task_tensor())[1].exp().numpy()
 
     def task_accuracy(self, dataset: RoutingDataset) -> float | None:
         """Top-1 task-type accuracy (argmax q vs ``dataset.leaf_ids``) on rows with a known
@@ -272,7 +283,7 @@ class _TRouterBase(Router):
     ) -> tuple[float, float]:
         """(full loss = MSE perf + MSE cost + lambda KL, MSE perf + MSE cost) on ``data``."""
         m = net.n_models
-        pred, log_q = net(data.x, e)
+        pred, log_q = _batched(net, data.x, e)
         mse = masked_mse(pred[:, :m], data.y[:, :m]) + masked_mse(pred[:, m:], data.y[:, m:])
         kl = kl_prior_posterior(data.prior, log_q)
         return float(mse + config.lambda_kl * kl), float(mse)
@@ -282,7 +293,7 @@ class _TRouterBase(Router):
         m = len(self.models_)
         with torch.no_grad():
             x = torch.from_numpy(self._embed(query_texts(queries)))
-            pred, _ = net(x, self._task_tensor())
+            pred, _ = _batched(net, x, self._task_tensor())
         out = pred.numpy().astype(float)
         return Prediction(list(self.models_), out[:, :m], out[:, m:])
 
