@@ -93,6 +93,24 @@ def test_a_file_changed_after_verification_is_refused(local_index):
         verified_path(model)
 
 
+# ----- llama.cpp specifics that need no server ---------------------------------------------
+def test_json_schema_is_sent_in_llama_cpp_dialect_only_to_local_catalogue_models():
+    from trouter.llm.pool import ModelEndpoint
+    from trouter.local.pool import backend_response_format, client_options
+
+    schema = {"type": "object", "properties": {"score": {"type": "number"}}}
+    openai_style = {"type": "json_schema", "json_schema": {"name": "v", "schema": schema}}
+    local = ModelEndpoint(
+        name=SMOKE_MODEL, litellm_model=f"openai/{SMOKE_MODEL}", api_base="http://127.0.0.1:9/v1"
+    )
+    standin = ModelEndpoint(name="x", litellm_model="openai/x", api_base="http://127.0.0.1:9/v1")
+    remote = ModelEndpoint(name="r", litellm_model=f"openai/{SMOKE_MODEL}")
+    assert backend_response_format(local, openai_style) == {"type": "json_object", "schema": schema}
+    for other in (standin, remote):
+        assert backend_response_format(other, openai_style) is openai_style
+    assert client_options([local])["timeout_s"] > 60 and client_options([local, standin]) == {}
+
+
 # ----- a real llama.cpp server (SmolLM2) -----------------------------------------------------
 llama_cpp = pytest.importorskip(
     "llama_cpp.server", reason="llama-cpp-python[server] is not installed (extra 'local')"
@@ -119,13 +137,17 @@ def test_offline_pool_is_keyless_priced_and_written_as_a_loadable_yaml(
     smol_running, smol_pool, tmp_path
 ):
     from trouter.llm.pool import Pool
-    from trouter.local.pool import client_options, is_local, write_pool_yaml
+    from trouter.local.pool import all_llama_cpp, client_options, is_local, write_pool_yaml
 
     (endpoint,) = smol_pool.models
     price = get_local_model(SMOKE_MODEL).price_per_mtok
     assert endpoint.litellm_model == f"openai/{SMOKE_MODEL}" and endpoint.api_key_env is None
     assert endpoint.cost(1_000_000, 0) == pytest.approx(price)
-    assert is_local(smol_pool) and client_options(smol_pool)["timeout_s"] >= 600
+    assert (
+        is_local(smol_pool)
+        and all_llama_cpp(smol_pool)
+        and client_options(smol_pool)["timeout_s"] >= 600
+    )
     loaded = Pool.load(write_pool_yaml(smol_running, tmp_path / "pool.yaml"))
     assert loaded.get(SMOKE_MODEL) == endpoint
 

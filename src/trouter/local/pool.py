@@ -149,10 +149,16 @@ def is_local(pool: Any) -> bool:
     return all(b.startswith(("http://127.0.0.1", "http://localhost")) for b in bases)
 
 
-def client_options(pool: Any) -> dict[str, Any]:  # a Pool or one endpoint
+def all_llama_cpp(pool: Any) -> bool:
+    """True when every endpoint of ``pool`` is a local llama.cpp catalogue model."""
+    return all(is_llama_cpp(e) for e in _endpoints(pool))
+
+
+def client_options(pool: Any) -> dict[str, Any]:
     """``LLMClient`` keyword arguments suited to ``pool``: long timeout, low concurrency
-    when it is local (servers queue requests; a queued request must not time out)."""
-    if not is_local(pool):
+    when it is served by local llama.cpp (requests queue; a queued one must not time out).
+    Other pools (remote providers, a stand-in on loopback) keep the client's defaults."""
+    if not all_llama_cpp(pool):
         return {}
     return {"timeout_s": LOCAL_TIMEOUT_S, "max_concurrency": 2}
 
@@ -205,7 +211,7 @@ def make_client(pool: Any, **overrides: Any) -> Any:
     """The one ``LLMClient`` for ``pool`` (shared sqlite cache, local-friendly timeouts)."""
     from trouter.llm import LLMClient
 
-    if is_local(pool):
+    if any(is_llama_cpp(e) for e in _endpoints(pool)):
         register_schema_support(pool)
     return LLMClient(**{**client_options(pool), **overrides})
 
