@@ -31,7 +31,7 @@ def real_questions(n: int) -> tuple[list[str], list[str]]:
     return gsm8k, humaneval
 
 
-def synthetic_set(n_real: int = 30, n_val: int = 8) -> RoutingDataset:
+def synthetic_set(n_real: int = 20, n_val: int = 8) -> RoutingDataset:
     """A synthetic-style labelled set: every default leaf's example query plus real
     GSM8K / HumanEval questions under their obvious leaves. The math specialist is right on
     mathematics, the code specialist on programming, the generalist half the time; the last
@@ -74,9 +74,9 @@ def test_training_lowers_validation_loss_on_routerbench_slice() -> None:
     suite = load_suite("routerbench", seed=0)
     rng = np.random.default_rng(0)
     train = suite.split("train")
-    train = train.subset(np.sort(rng.choice(len(train), 200, replace=False)))
+    train = train.subset(np.sort(rng.choice(len(train), 128, replace=False)))
     validation = suite.split("validation").subset(np.arange(60))
-    router = make_router("trouter", seed=0, max_epochs=3).fit(train, validation)
+    router = make_router("trouter", seed=0, max_epochs=2).fit(train, validation)
     history = router.history_
     assert history["epochs"] >= 1
     assert history["best_val_loss"] < history["init_val_loss"]
@@ -123,6 +123,7 @@ def test_save_load_gives_identical_predictions(fitted_plus: Router, synthetic, t
 
 def test_seeded_fits_are_deterministic(synthetic: RoutingDataset) -> None:
     train, validation = synthetic.split("train"), synthetic.split("validation")
+    train = train.subset(np.arange(0, len(train), 3))
 
     def fit(seed: int) -> np.ndarray:
         router = make_router("trouter", seed=seed, max_epochs=2).fit(train, validation)
