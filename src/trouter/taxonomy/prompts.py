@@ -133,13 +133,28 @@ def _requirements(spec: LevelSpec) -> str:
     return "\n".join(parts)
 
 
+def _target(spec: LevelSpec) -> str:
+    """What to write, naming the parent: small models otherwise repeat the parent node."""
+    if not spec.parents:
+        return f"Write the top-level {spec.plural} of the task taxonomy."
+    parent = spec.parents[-1].name
+    if spec.level == "subcategory":
+        return f"Write the subcategories of the domain {parent!r}: kinds of {parent} task."
+    if spec.level == "difficulty level":
+        return (
+            f"Write the difficulty levels of the subcategory {parent!r}: an ordered scale such "
+            f"as Easy, Medium, Hard, each node one level, saying what makes a {parent} task "
+            "that hard. Do not repeat the subcategory itself as a node."
+        )
+    return f"Write the {spec.plural} a user may have for {parent!r} tasks."
+
+
 def generate_messages(spec: LevelSpec) -> list[dict[str, str]]:
     """Ask for a first node set for one level."""
     context = _context(spec)
-    target = f"the {spec.plural} of this node" if context else f"the top-level {spec.plural}"
-    body = (
-        f"{context}\n\n" if context else ""
-    ) + f"Write {target} of the task taxonomy.\n{_requirements(spec)}\n\n{_NODE_FORMAT}"
+    body = (f"{context}\n\n" if context else "") + (
+        f"{_target(spec)}\n{_requirements(spec)}\n\n{_NODE_FORMAT}"
+    )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body}]
 
 
