@@ -41,10 +41,10 @@ def _line(label: str, values: list[float]) -> str:
     return f"{label:44s} p50 {_pct(values, 50):8.2f} ms   p99 {_pct(values, 99):8.2f} ms"
 
 
-def gsm8k_questions(limit: int) -> list[str]:
+def gsm8k_questions(split: str, limit: int) -> list[str]:
     from trouter.config import data_dir
 
-    path = data_dir() / "questions" / "gsm8k_test.jsonl"
+    path = data_dir() / "questions" / f"gsm8k_{split}.jsonl"
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line)["question"] for line, _ in zip(fh, range(limit), strict=False)]
 
@@ -312,15 +312,13 @@ def main() -> None:
         service = load(model_dir)
         print(f"router {service.router_name} from {model_dir}, {len(service.models)} models")
 
-        gsm8k = gsm8k_questions(args.queries + args.batched_queries + args.requests + 50)
-        bench_routing(service, "GSM8K test questions", gsm8k[: args.queries])
+        single = gsm8k_questions("test", args.queries)
+        bench_routing(service, "GSM8K test questions", single)
         bench_routing(service, "RouterBench test prompts", routerbench_test_queries(args.queries))
-        rest = gsm8k[args.queries :]
-        bench_batched(service, rest[: args.batched_queries], args.batch)
+        many = gsm8k_questions("train", args.batched_queries + args.requests)
+        bench_batched(service, many[: args.batched_queries], args.batch)
         if not args.skip_proxy:
-            bench_proxy(
-                model_dir, rest[args.batched_queries :][: args.requests], args.concurrency, workdir
-            )
+            bench_proxy(model_dir, many[args.batched_queries :], args.concurrency, workdir)
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -46,17 +46,27 @@ def register(app: typer.Typer) -> None:
         max_attempts: int = typer.Option(3, help="Upstream calls per request, fallbacks included."),
         timeout: float = typer.Option(60.0, help="Upstream timeout in seconds."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
+        torch_threads: int = typer.Option(
+            1, help="Threads for the query encoder (0 = torch's default: one per core)."
+        ),
     ) -> None:
         """Serve an OpenAI-compatible /v1/chat/completions that routes each request.
 
         Use model trouter-balanced, trouter-cost-first or trouter-performance-first to route,
         or a pool model's name to call it directly. Keys are read from the environment
         variables named in the pool (api_key_env) and never logged.
+
+        The encoder runs on one thread by default: the event loop needs a core too, and on a
+        busy machine two spinning torch threads made routing several times slower (see
+        scripts/bench_serving.py).
         """
+        import torch
         import uvicorn
 
         from trouter.serving.proxy import ProxySettings, create_app
 
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
         service, pool_obj = _load(model_dir, pool, allow_partial_pool)
         settings = ProxySettings(
             max_body_bytes=max_body_bytes, max_attempts=max_attempts, upstream_timeout_s=timeout
