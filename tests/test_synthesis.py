@@ -59,6 +59,11 @@ def test_parse_node_set_repairs_what_it_can_and_rejects_the_rest():
         parse_node_set(spec, json.loads(nodes_json("A > B")))
     with pytest.raises(ValueError, match='"definition"'):
         parse_node_set(spec, {"nodes": [{"name": "A", "example": "x"}]})
+    # a child that repeats its parent (a 1.5B generator did this for difficulty levels)
+    law = TaskProfile(name="Law", definition="Legal tasks.", example="Is it legal?")
+    child = LevelSpec("subcategory", "Law", cap=3, parents=(law,))
+    with pytest.raises(ValueError, match="like the node above it"):
+        parse_node_set(child, json.loads(nodes_json("law", "Contracts")))
 
 
 def test_parse_node_set_keeps_user_domains_verbatim():

@@ -73,6 +73,17 @@ _NODE_FORMAT = (
 )
 
 
+def _node_format(spec: LevelSpec) -> str:
+    """The reply format; for difficulty levels with a filled-in skeleton of a scale."""
+    if spec.level != "difficulty level":
+        return _NODE_FORMAT
+    return _NODE_FORMAT.replace(
+        '[{"name": ..., "definition": ..., "example": ...}, ...]}.',
+        '[{"name": "Easy", "definition": ..., "example": ...}, {"name": "Medium", ...}, '
+        '{"name": "Hard", ...}]} (other level names or another number of levels are fine).',
+    )
+
+
 @dataclass(frozen=True)
 class LevelSpec:
     """What one run of the loop must produce: which level, under which parent, which rules."""
@@ -153,7 +164,7 @@ def generate_messages(spec: LevelSpec) -> list[dict[str, str]]:
     """Ask for a first node set for one level."""
     context = _context(spec)
     body = (f"{context}\n\n" if context else "") + (
-        f"{_target(spec)}\n{_requirements(spec)}\n\n{_NODE_FORMAT}"
+        f"{_target(spec)}\n{_requirements(spec)}\n\n{_node_format(spec)}"
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body}]
 
@@ -176,7 +187,7 @@ def critique_messages(
         "return the revised set (return the same set unchanged if it needs no change).\n"
         + _requirements(spec)
         + "\n\n"
-        + _NODE_FORMAT.replace('{"nodes"', '{"critique": "...", "nodes"', 1)
+        + _node_format(spec).replace('{"nodes"', '{"critique": "...", "nodes"', 1)
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body}]
 
@@ -257,6 +268,11 @@ def parse_node_set(spec: LevelSpec, data: Any) -> tuple[list[TaskProfile], list[
         name = _field(item, "name", ("title",), index)
         if ">" in name:
             raise ValueError(f"node {index} name {name!r} contains '>'")
+        if any(name.casefold() == parent.name.casefold() for parent in spec.parents):
+            raise ValueError(
+                f"node {index} is named {name!r} like the node above it; write {spec.plural} "
+                f"of {spec.parents[-1].name!r}, not {spec.parents[-1].name!r} itself"
+            )
         if name.casefold() in seen:
             notes.append(f"{spec.label}: dropped duplicate {spec.level} {name!r}")
             continue
