@@ -369,3 +369,36 @@ def test_qa_resumes_after_interruption_without_duplicates(server, client, tmp_pa
     missing = [7 - first_leaves.count(leaf) for leaf in small_taxonomy().leaf_ids()]
     assert sorted(missing) != [0, 0]
     assert server.total_calls - calls_before == sum(-(-m // 3) for m in missing)
+
+
+def test_cli_dry_run_spends_nothing_and_max_cost_stops_with_exit_3(server, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from trouter.cli import app
+
+    monkeypatch.setenv("TROUTER_CACHE_DIR", str(tmp_path / "cache"))
+    server.responder = TaxonomyGenerator()
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        f"models:\n  - name: gen\n    litellm_model: openai/standin-large\n"
+        f"    api_base: {server.base_url}\n    input_price_per_mtok: 1.0\n"
+        f"    output_price_per_mtok: 4.0\n"
+    )
+    out = tmp_path / "taxonomy.json"
+    args = ["synth", "taxonomy", "--generator", "gen", "--pool", str(pool), "--out", str(out),
+            "--domain", "Law: legal rules", "--domain", "Medicine: health",
+            "--max-subcategories", "2", "--max-difficulties", "3"]  # fmt: skip
+    runner = CliRunner()
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "calls" in dry.stdout and "$" in dry.stdout
+    assert server.total_calls == 0
+    stopped = runner.invoke(app, [*args, "--max-cost", "0.002"])
+    assert stopped.exit_code == 3, stopped.output
+    assert "cost ceiling reached" in stopped.output and not out.exists()
+    assert (tmp_path / "taxonomy.json.progress.json").exists()
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert len(Taxonomy.load(out).leaves()) == 8
+    assert not (tmp_path / "taxonomy.json.progress.json").exists()
+    missing = runner.invoke(app, [*args[:3], "nope", *args[4:]])
+    assert missing.exit_code == 1 and "'nope' is not in the pool" in missing.output
