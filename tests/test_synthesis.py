@@ -118,6 +118,7 @@ LEVEL_NAMES = {
     "top-level domains": ["Law", "Medicine"],
     "subcategories": ["Contracts", "Torts"],
     "difficulty levels": ["Easy", "Hard"],
+    "preferences": ["Concise answer", "Step by step"],
 }
 
 
@@ -152,7 +153,7 @@ class TaxonomyGenerator:
                     node["example"] += " (revised)"
             return json.dumps({"critique": "Examples are too short.", "nodes": current})
         for marker, names in LEVEL_NAMES.items():
-            if f"Write the {marker}" in prompt or f"Write the {marker} of this node" in prompt:
+            if f"Write the {marker}" in prompt:
                 return nodes_json(*names)
         raise AssertionError(f"unexpected prompt: {prompt[:200]}")
 
@@ -208,6 +209,17 @@ def test_taxonomy_loop_stops_after_two_unchanged_rounds(server, client):
     assert all(r.converged and r.rounds == 3 and r.calls == 5 for r in records)
     assert server.total_calls == meter.calls == 5 * 7
     assert meter.spent_usd > 0
+
+
+def test_preferences_are_built_per_subcategory_and_offer_no_preference(server, client):
+    server.responder = TaxonomyGenerator()
+    records: list[LoopRecord] = []
+    taxonomy = build_taxonomy(client, generator_endpoint(server), **SMALL,
+                              include_preferences=True, records=records)  # fmt: skip
+    assert sum(r.label.startswith("preference set") for r in records) == 4  # one per subcategory
+    for leaf in taxonomy.leaves():
+        names = [p.name for p in leaf.preferences]
+        assert names == ["No explicit preference", "Concise answer", "Step by step"]
 
 
 def test_choose_order_is_randomised_with_the_seed(server, client, tmp_path):
