@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -83,24 +82,3 @@ def register(app: typer.Typer) -> None:
             f"from {model_dir}; listening on http://{host}:{port}/v1"
         )
         uvicorn.run(proxy, host=host, port=port, log_level=log_level)
-
-    @app.command("route-service")  # `trouter route` is cli/train_cmd.py's
-    def route(
-        queries: list[str] = typer.Argument(..., help="One or more query texts."),
-        model_dir: Path = typer.Option(..., "--model-dir", help="Directory of a trained router."),
-        scenario: str = typer.Option(None, help="balanced, cost-first or performance-first."),
-        budget: float = typer.Option(None, help="Max predicted normalised cost in [0, 1]."),
-        pool: Path = typer.Option(None, "--pool", help="Only route to models of this pool."),
-        allow_partial_pool: bool = typer.Option(False),
-    ) -> None:
-        """Print the routing decision for each query as one JSON line."""
-        from trouter.serving.api import RoutingRequestError
-
-        service, _ = _load(model_dir, pool, allow_partial_pool)
-        try:
-            results = service.route(queries, scenario=scenario, budget=budget)
-        except RoutingRequestError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
-        for result in results:
-            typer.echo(json.dumps(result.to_dict()))
