@@ -81,4 +81,6 @@ def register(app: typer.Typer) -> None:
             f"routing among {len(service.models)} models with {service.router_name} "
             f"from {model_dir}; listening on http://{host}:{port}/v1"
         )
-        uvicorn.run(proxy, host=host, port=port, log_level=log_level)
+        # Keep idle client connections longer than uvicorn's 5 s default: under load a client
+        # reusing a connection the server just closed sees a reset (ReadError) instead of a reply.
+        uvicorn.run(proxy, host=host, port=port, log_level=log_level, timeout_keep_alive=75)
