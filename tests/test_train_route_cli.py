@@ -113,8 +113,9 @@ def test_route_bad_input_exits_2_with_message(model_dir, args, stdin, message) -
 
 
 def test_route_huge_query_is_truncated_with_warning(model_dir: Path) -> None:
-    result = run(["route", "--model-dir", str(model_dir), "--json"],
-                 input=(UNSEEN_MATH + " ") * 800)  # fmt: skip
+    huge = (UNSEEN_MATH + " ") * 1000
+    assert len(huge) > 100_000
+    result = run(["route", "--model-dir", str(model_dir), "--json"], input=huge)
     assert result.exit_code == 0, result.output
     assert "warning" in result.stderr and "characters" in result.stderr
     assert json.loads(result.stdout)["model"] == "mathstral"
