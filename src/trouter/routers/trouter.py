@@ -11,9 +11,7 @@ task type counts, and a soft task-type prior.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -22,45 +20,15 @@ import torch
 from trouter.data.dataset import RoutingDataset
 from trouter.encoders import get_encoder
 from trouter.routers.base import Prediction, Queries, Router, query_texts, register
-from trouter.routers.trouter_model import TRouterNet, kl_prior_posterior, masked_mse
-
-
-@dataclass(frozen=True)
-class TRouterConfig:
-    """Hyper-parameters of one TRouter fit. Defaults are the paper's reference settings."""
-
-    taxonomy: str | None = None  # taxonomy JSON path; None = the packaged default
-    prior: str = "top1"  # labeller prior for rows without leaf ids: "top1" or "soft"
-    tau: float = 0.07
-    lambda_kl: float = 1.0
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    batch_size: int = 64
-    max_epochs: int = 20
-    patience: int = 3
-    hidden: int = 256
-    scorer_hidden: int = 256
-    decoder_hidden: int = 128
-    dropout: float = 0.1
-    residual: bool = False  # TRouter+: query-specific correction of the mixture
-    mean_init: bool = False  # TRouter+: decoders start at the training mean per model
-    stop_on: str = "loss"  # early-stopping criterion: "loss" (full objective) or "mse"
-
-    def __post_init__(self) -> None:
-        if self.prior not in ("top1", "soft"):
-            raise ValueError(f"prior must be 'top1' or 'soft', got {self.prior!r}")
-        if self.stop_on not in ("loss", "mse"):
-            raise ValueError(f"stop_on must be 'loss' or 'mse', got {self.stop_on!r}")
-        if self.tau <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1:
-            raise ValueError("tau, lr, batch_size and max_epochs must be positive")
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TRouterConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise TypeError(f"unknown TRouter parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+from trouter.routers.trouter_model import (
+    TRouterConfig,
+    TRouterNet,
+    batched_forward,
+    column_means,
+    kl_prior_posterior,
+    masked_mse,
+    single_thread,
+)
 
 
 @dataclass
@@ -71,42 +39,6 @@ class _Arrays:
     y: torch.Tensor
     prior: torch.Tensor
     labels: np.ndarray  # index of the leaf the data names per row, -1 where none
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """Train on one intra-op thread, then restore the caller's setting.
-
-    The step's tensors are small enough that a second thread buys little, while on a shared
-    2-core machine two threads per process oversubscribe the cores and are several times
-    slower; one thread also makes the float summation order, hence the fit, reproducible
-    across machines.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _column_means(y: torch.Tensor) -> torch.Tensor:
-    """Mean of each target column over its observed cells (0.5 where none is observed)."""
-    observed = ~torch.isnan(y)
-    total = torch.nan_to_num(y).sum(dim=0)
-    count = observed.sum(dim=0)
-    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, 0.5))
-
-
-def _batched(
-    net: TRouterNet, x: torch.Tensor, e: torch.Tensor, rows: int = 512
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``net(x, e)`` in chunks of queries: the pair grid is rows x K x hidden floats, which
-    for a whole test split (10k+ queries x ~200 task types) would need gigabytes."""
-    if len(x) <= rows:
-        return net(x, e)
-    parts = [net(chunk, e) for chunk in x.split(rows)]
-    return torch.cat([p for p, _ in parts]), torch.cat([q for _, q in parts])
 
 
 def _load_taxonomy(path: str | None):
@@ -129,7 +61,7 @@ class _TRouterBase(Router):
         net = self._require_net()
         with torch.no_grad():
             x = torch.from_numpy(self._embed(query_texts(queries)))
-            return _batched(net, x, self._task_tensor())[1].exp().numpy()
+            return batched_forward(net, x, self._task_tensor())[1].exp().numpy()
 
     def task_accuracy(self, dataset: RoutingDataset) -> float | None:
         """Top-1 task-type accuracy (argmax q vs ``dataset.leaf_ids``) on rows with a known
@@ -209,7 +141,7 @@ class _TRouterBase(Router):
         self, config: TRouterConfig, train: _Arrays, val: _Arrays, seed: int
     ) -> tuple[TRouterNet, dict[str, Any]]:
         """One training run with early stopping; returns the best-on-validation network."""
-        with _single_thread():
+        with single_thread():
             return self._train_loop(config, train, val, seed)
 
     def _train_loop(
@@ -229,7 +161,7 @@ class _TRouterBase(Router):
             residual=config.residual,
         )
         if config.mean_init:
-            net.decoders.start_at(_column_means(train.y))
+            net.decoders.start_at(column_means(train.y))
         optimiser = torch.optim.AdamW(
             net.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -283,7 +215,7 @@ class _TRouterBase(Router):
     ) -> tuple[float, float]:
         """(full loss = MSE perf + MSE cost + lambda KL, MSE perf + MSE cost) on ``data``."""
         m = net.n_models
-        pred, log_q = _batched(net, data.x, e)
+        pred, log_q = batched_forward(net, data.x, e)
         mse = masked_mse(pred[:, :m], data.y[:, :m]) + masked_mse(pred[:, m:], data.y[:, m:])
         kl = kl_prior_posterior(data.prior, log_q)
         return float(mse + config.lambda_kl * kl), float(mse)
@@ -293,7 +225,7 @@ class _TRouterBase(Router):
         m = len(self.models_)
         with torch.no_grad():
             x = torch.from_numpy(self._embed(query_texts(queries)))
-            pred, _ = _batched(net, x, self._task_tensor())
+            pred, _ = batched_forward(net, x, self._task_tensor())
         out = pred.numpy().astype(float)
         return Prediction(list(self.models_), out[:, :m], out[:, m:])
 

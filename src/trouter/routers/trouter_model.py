@@ -9,11 +9,18 @@ Scoring all B x K (query, task) pairs with an MLP on the concatenation is the ex
 part. The first layer of ``s`` is linear, so ``W [h; g] = W_h h + W_g g``: both halves are
 computed once per query and once per task and broadcast-added, and only the two small
 hidden layers run on the B x K grid.
+
+Also here: :class:`TRouterConfig` (the hyper-parameters) and the small torch helpers the
+router wrappers in ``trouter.py`` use (thread pinning, chunked inference, target means).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -159,3 +166,77 @@ def kl_prior_posterior(prior: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor
     """
     log_p = torch.log(prior.clamp_min(1e-12))
     return (prior * (log_p - log_q)).sum(dim=-1).mean()
+
+
+@dataclass(frozen=True)
+class TRouterConfig:
+    """Hyper-parameters of one TRouter fit. Defaults are the paper's reference settings."""
+
+    taxonomy: str | None = None  # taxonomy JSON path; None = the packaged default
+    prior: str = "top1"  # labeller prior for rows without leaf ids: "top1" or "soft"
+    tau: float = 0.07
+    lambda_kl: float = 1.0
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    max_epochs: int = 20
+    patience: int = 3
+    hidden: int = 256
+    scorer_hidden: int = 256
+    decoder_hidden: int = 128
+    dropout: float = 0.1
+    residual: bool = False  # TRouter+: query-specific correction of the mixture
+    mean_init: bool = False  # TRouter+: decoders start at the training mean per model
+    stop_on: str = "loss"  # early-stopping criterion: "loss" (full objective) or "mse"
+
+    def __post_init__(self) -> None:
+        if self.prior not in ("top1", "soft"):
+            raise ValueError(f"prior must be 'top1' or 'soft', got {self.prior!r}")
+        if self.stop_on not in ("loss", "mse"):
+            raise ValueError(f"stop_on must be 'loss' or 'mse', got {self.stop_on!r}")
+        if self.tau <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1:
+            raise ValueError("tau, lr, batch_size and max_epochs must be positive")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TRouterConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise TypeError(f"unknown TRouter parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Train on one intra-op thread, then restore the caller's setting.
+
+    The step's tensors are small enough that a second thread buys little, while on a shared
+    2-core machine two threads per process oversubscribe the cores and are several times
+    slower; one thread also makes the float summation order, hence the fit, reproducible
+    across machines.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def column_means(y: torch.Tensor) -> torch.Tensor:
+    """Mean of each target column over its observed cells (0.5 where none is observed)."""
+    observed = ~torch.isnan(y)
+    total = torch.nan_to_num(y).sum(dim=0)
+    count = observed.sum(dim=0)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, 0.5))
+
+
+def batched_forward(
+    net: TRouterNet, x: torch.Tensor, e: torch.Tensor, rows: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net(x, e)`` in chunks of queries: the pair grid is rows x K x hidden floats, which
+    for a whole test split (10k+ queries x ~200 task types) would need gigabytes."""
+    if len(x) <= rows:
+        return net(x, e)
+    parts = [net(chunk, e) for chunk in x.split(rows)]
+    return torch.cat([p for p, _ in parts]), torch.cat([q for _, q in parts])
