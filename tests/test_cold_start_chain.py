@@ -157,3 +157,4 @@ def test_cold_start_chain(world, tmp_path, monkeypatch):
     decisions = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert len(decisions) == 2
     assert [d["model"] for d in decisions] == ["calc", "bard"]
+    assert [d["task_type"].split(" > ")[0] for d in decisions] == ["Arithmetic", "Poetry"]
