@@ -1,4 +1,4 @@
-"""``trouter serve`` (the OpenAI-compatible routing proxy) and ``trouter route`` (one-off)."""
+"""``trouter serve``: the OpenAI-compatible routing proxy (one-off routing is ``trouter route``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _load(model_dir: Path, pool_file: Path | None, allow_partial_pool: bool):
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` and ``route`` to the top-level app."""
+    """Add ``serve`` to the top-level app."""
 
     @app.command("serve")
     def serve(
