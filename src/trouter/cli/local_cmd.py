@@ -153,7 +153,7 @@ def quickstart(
 ) -> None:
     """The offline demo: fetch the local models, synthesise, label, train, test on real
     questions, print the table (no flags, no keys). Measured on a shared, busy 2-core CPU:
-    about an hour the first time (~200 local LLM calls); a rerun answers from the LLM
+    about an hour the first time (~70 local LLM calls); a rerun answers from the LLM
     cache in under 2 minutes."""
     _run_or_exit("quick", out, None)
 
