@@ -1,6 +1,6 @@
 """Turn `trouter eval --json` record files into README markdown tables.
 
-Usage: python scripts/results_tables.py results/a.json results/b.json > results.md
+Usage: python scripts/results_tables.py [--compact] results/a.json results/b.json > results.md
 
 Per (suite, setting) and scenario: utility, performance, normalised cost and gap closed as
 mean ± std over seeds (cold-start rows are the mean over held-out tasks), then AIQ.
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from trouter.evaluation.report import markdown_tables, summarise
+from trouter.evaluation.report import compact_markdown, markdown_tables, summarise
 
 
 def load_records(paths: list[str]) -> list[dict]:
@@ -33,10 +33,12 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    records = load_records(argv)
+    compact = argv[0] == "--compact"
+    records = load_records(argv[1:] if compact else argv)
     if not records:
         raise SystemExit("no records in the given files")
-    print(markdown_tables(summarise(records)))
+    rows = summarise(records)
+    print(compact_markdown(rows) if compact else markdown_tables(rows))
     return 0
 
 

@@ -162,3 +162,37 @@ def _by_run(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
             block, key=lambda r: (scenario_order[r["scenario"]], router_order[r["router"]])
         )
     return blocks
+
+
+def compact_markdown(rows: list[dict]) -> str:
+    """One table per (suite, setting): utility per scenario, balanced gap closed, AIQ.
+
+    Scenarios other than the three named ones are left out; the full tables keep them.
+    """
+    scenarios = ("performance-first", "balanced", "cost-first")
+    lines: list[str] = []
+    for (suite, setting), run_rows in _by_run(rows).items():
+        cell = {(r["router"], r["scenario"]): r for r in run_rows}
+        routers = list(dict.fromkeys(r["router"] for r in run_rows))
+        seeds = max(r["seeds"] for r in run_rows)
+        lines += [
+            f"**{suite} · {setting}** (utility, mean ± std over {seeds} seed(s))",
+            "",
+            "| router | performance-first | balanced | cost-first | gap closed (bal.) | AIQ |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for router in routers:
+            utilities = [
+                fmt(cell[(router, s)]["utility_mean"], cell[(router, s)]["utility_std"])
+                if (router, s) in cell
+                else "–"
+                for s in scenarios
+            ]
+            balanced = cell.get((router, "balanced"))
+            gap = (
+                fmt(balanced["gap_closed_mean"], balanced["gap_closed_std"], 2) if balanced else "–"
+            )
+            aiq = fmt(balanced["aiq_mean"], balanced["aiq_std"]) if balanced else "–"
+            lines.append(f"| {router} | {' | '.join(utilities)} | {gap} | {aiq} |")
+        lines.append("")
+    return "\n".join(lines)
