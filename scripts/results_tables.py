@@ -23,6 +23,8 @@ def load_records(paths: list[str]) -> list[dict]:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise SystemExit(f"{path}: cannot read records: {err}") from err
+        if isinstance(data, dict) and "records" in data:  # a local cold-start results.json
+            data = data["records"]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise SystemExit(f"{path}: expected a JSON list of records (trouter eval --json)")
         records.extend(data)
