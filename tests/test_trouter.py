@@ -31,7 +31,7 @@ def real_questions(n: int) -> tuple[list[str], list[str]]:
     return gsm8k, humaneval
 
 
-def synthetic_set(n_real: int = 20, n_val: int = 8) -> RoutingDataset:
+def synthetic_set(n_real: int = 40, n_val: int = 8) -> RoutingDataset:
     """A synthetic-style labelled set: every default leaf's example query plus real
     GSM8K / HumanEval questions under their obvious leaves. The math specialist is right on
     mathematics, the code specialist on programming, the generalist half the time; the last
