@@ -51,8 +51,12 @@ class RoutingDataset:
         self.splits = np.asarray(self.splits, dtype=object)
         self.performance = np.asarray(self.performance, dtype=float)
         self.cost = np.asarray(self.cost, dtype=float)
-        for label, arr in (("query_ids", self.query_ids), ("tasks", self.tasks),
-                           ("benchmarks", self.benchmarks), ("splits", self.splits)):
+        for label, arr in (
+            ("query_ids", self.query_ids),
+            ("tasks", self.tasks),
+            ("benchmarks", self.benchmarks),
+            ("splits", self.splits),
+        ):
             if arr.shape != (n,):
                 raise ValueError(f"{self.name}: {label} has shape {arr.shape}, expected ({n},)")
         for label, arr in (("performance", self.performance), ("cost", self.cost)):
@@ -164,7 +168,7 @@ class RoutingDataset:
                 continue
             low, high = finite.min(), finite.max()
             span = high - low
-            normalised[rows] = (block - low) / span if span > 0 else np.where(
-                np.isnan(block), np.nan, 0.0
+            normalised[rows] = (
+                (block - low) / span if span > 0 else np.where(np.isnan(block), np.nan, 0.0)
             )
         return normalised

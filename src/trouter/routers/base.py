@@ -110,8 +110,12 @@ class Router(ABC):
             raise RuntimeError(f"router {self.name!r} is not fitted; call fit() before save()")
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"router": self.name, "seed": self.seed, "params": self.params,
-                "models": self.models_}
+        meta = {
+            "router": self.name,
+            "seed": self.seed,
+            "params": self.params,
+            "models": self.models_,
+        }
         with open(path / "state.pkl.tmp", "wb") as fh:
             pickle.dump(self.get_state(), fh)
         (path / "state.pkl.tmp").replace(path / "state.pkl")
