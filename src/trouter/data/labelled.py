@@ -16,7 +16,6 @@ real benchmark suite.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ import numpy as np
 
 from trouter.config import DataNotFoundError, MalformedDataError
 from trouter.data.dataset import ModelInfo, RoutingDataset
+from trouter.data.jsonl import iter_json_objects
 
 if TYPE_CHECKING:
     from trouter.taxonomy.model import Taxonomy
@@ -91,22 +91,14 @@ def read_labelled(path: str | Path) -> list[dict[str, Any]]:
         raise DataNotFoundError(f"labelled file {path} does not exist")
     rows: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MalformedDataError(f"{where}: not valid JSON ({err.msg})") from None
-            check_row(row, where)
-            if row["id"] in first_line:
-                raise MalformedDataError(
-                    f"{where}: id {row['id']!r} repeats line {first_line[row['id']]}"
-                )
-            first_line[row["id"]] = number
-            rows.append(row)
+    for where, number, row in iter_json_objects(path):
+        check_row(row, where)
+        if row["id"] in first_line:
+            raise MalformedDataError(
+                f"{where}: id {row['id']!r} repeats line {first_line[row['id']]}"
+            )
+        first_line[row["id"]] = number
+        rows.append(row)
     return rows
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from trouter.config import MalformedDataError
+from trouter.data.jsonl import iter_json_objects
 from trouter.data.labelled import check_row
 from trouter.labelling.judge import (
     JUDGE_RESPONSE_FORMAT,
@@ -112,30 +113,14 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as err:
-        raise MalformedDataError(f"cannot read questions file {path}: {err}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MalformedDataError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise MalformedDataError(f"{where}: expected a JSON object")
-            for key in QUESTION_FIELDS:
-                if not isinstance(row.get(key), str):
-                    raise MalformedDataError(f"{where}: field {key!r} must be a string")
-            if row["id"] in seen:
-                raise MalformedDataError(
-                    f"{where}: id {row['id']!r} repeats line {seen[row['id']]}"
-                )
-            seen[row["id"]] = number
-            rows.append({key: row[key] for key in QUESTION_FIELDS})
+    for where, number, row in iter_json_objects(path):
+        for key in QUESTION_FIELDS:
+            if not isinstance(row.get(key), str):
+                raise MalformedDataError(f"{where}: field {key!r} must be a string")
+        if row["id"] in seen:
+            raise MalformedDataError(f"{where}: id {row['id']!r} repeats line {seen[row['id']]}")
+        seen[row["id"]] = number
+        rows.append({key: row[key] for key in QUESTION_FIELDS})
     return rows
 
 
