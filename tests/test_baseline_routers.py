@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slices import routerbench_slices
 
 from trouter.data.dataset import RoutingDataset
-from trouter.data.suites import load_suite
 from trouter.routers import Prediction, Router, make_router
 from trouter.routers.tuning import (
     Candidate,
@@ -27,24 +27,9 @@ ROUTERS = {
 }
 
 
-def _slice(ds: RoutingDataset, split: str, per_task: int, seed: int) -> RoutingDataset:
-    """``per_task`` random rows of each task from one split (a stratified small slice)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for task in sorted(set(ds.tasks)):
-        idx = np.flatnonzero((ds.splits == split) & (ds.tasks == task))
-        rows.extend(rng.choice(idx, size=min(per_task, len(idx)), replace=False))
-    return ds.subset(np.sort(np.array(rows)))
-
-
 @pytest.fixture(scope="module")
 def bench(data_dir: Path) -> dict[str, RoutingDataset]:
-    ds = load_suite("routerbench")
-    return {
-        "train": _slice(ds, "train", 100, 0),
-        "validation": _slice(ds, "validation", 30, 1),
-        "test": _slice(ds, "test", 40, 2),
-    }
+    return routerbench_slices(train=100, validation=30, test=40)
 
 
 @pytest.fixture(scope="module")

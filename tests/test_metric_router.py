@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slices import routerbench_slices
 
 from trouter.data.dataset import RoutingDataset
 from trouter.data.suites import load_suite
@@ -16,24 +17,9 @@ from trouter.routers.tuning import validation_loss
 from trouter.taxonomy.assign import leaf_similarity
 
 
-def _slice(ds: RoutingDataset, split: str, per_task: int, seed: int) -> RoutingDataset:
-    """``per_task`` random rows of each task from one split (a stratified small slice)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for task in sorted(set(ds.tasks)):
-        idx = np.flatnonzero((ds.splits == split) & (ds.tasks == task))
-        rows.extend(rng.choice(idx, size=min(per_task, len(idx)), replace=False))
-    return ds.subset(np.sort(np.array(rows)))
-
-
 @pytest.fixture(scope="module")
 def bench(data_dir: Path) -> dict[str, RoutingDataset]:
-    ds = load_suite("routerbench")
-    return {
-        "train": _slice(ds, "train", 45, 0),
-        "validation": _slice(ds, "validation", 15, 1),
-        "test": _slice(ds, "test", 30, 2),
-    }
+    return routerbench_slices(train=45, validation=15, test=30)
 
 
 @pytest.fixture(scope="module")
