@@ -158,3 +158,33 @@ def test_labelled_rows_skip_questions_not_answered_by_every_model():
     rows = labelled_rows(questions, answers, ["a", "b"])
     assert [r["id"] for r in rows] == ["q1"]
     assert rows[0]["results"]["b"]["error"] == "timeout" and rows[0]["benchmark"] == "gsm8k"
+
+
+def test_failed_calls_are_asked_again_on_resume(standin, tmp_path):  # noqa: F811
+    from trouter.evaluation.real_questions import RealQuestion
+    from trouter.local.real_answers import answer_real_questions
+
+    standin.responder = lambda messages, model: "#### 4"
+    pool = Pool.from_dict(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "litellm_model": "openai/m",
+                    "api_base": standin.base_url,
+                    "input_price_per_mtok": 1.0,
+                    "output_price_per_mtok": 1.0,
+                }
+            ]
+        }  # fmt: skip
+    )
+    client = LLMClient(cache_dir=tmp_path / "cache", max_retries=1, backoff_base_s=0.01)
+    questions = [RealQuestion(f"q{i}", "synthetic", f"What is 2 + 2? ({i})", "4",
+                              {"format": "number"}) for i in range(2)]  # fmt: skip
+    out = tmp_path / "answers.jsonl"
+    standin.fail_next(2, status=503)  # the first question's call and its one retry
+    first = asyncio.run(answer_real_questions(client, pool, questions, out))
+    assert [r["performance"] for r in first] == [None, 1.0]
+    second = asyncio.run(answer_real_questions(client, pool, questions, out))
+    assert [r["performance"] for r in second] == [1.0, 1.0]
+    assert len(out.read_text().splitlines()) == 3  # the failure stays on record, superseded

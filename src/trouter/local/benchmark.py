@@ -106,11 +106,11 @@ async def build_real(
 def export_real(out_dir: str | Path, n_gsm8k: int = REAL_GSM8K,
                 n_humaneval: int = REAL_HUMANEVAL) -> dict[str, Any]:  # fmt: skip
     """Rewrite ``real.jsonl`` from the answers recorded so far, without calling any model."""
-    from trouter.local.real_answers import read_answer_rows
+    from trouter.local.real_answers import latest_rows, read_answer_rows
 
     out = Path(out_dir)
     questions = interleaved_real_questions(n_gsm8k, n_humaneval)
-    answers = read_answer_rows(out / "real_answers.jsonl")
+    answers = list(latest_rows(read_answer_rows(out / "real_answers.jsonl")).values())
     models = list(dict.fromkeys(row["model"] for row in answers))
     rows = labelled_rows(questions, answers, models)
     write_labelled(rows, out / "real.jsonl")

@@ -52,8 +52,16 @@ def read_answer_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def latest_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last recorded row per (question, model): a retried call supersedes its failure."""
+    return {(row["id"], row["model"]): row for row in rows}
+
+
 def _read_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(row["id"], row["model"]): row for row in read_answer_rows(path)}
+    """Answered (question, model) pairs; a failed call (server down, timeout) is asked
+    again on the next run rather than kept as a masked cell forever."""
+    latest = latest_rows(read_answer_rows(path))
+    return {key: row for key, row in latest.items() if not row.get("error")}
 
 
 async def answer_real_questions(
@@ -75,6 +83,7 @@ async def answer_real_questions(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(out_path)
     todo = [(q, e) for q in questions for e in pool.models if (q.id, e.name) not in done]
+    # a call still failing this time is recorded again; ``done`` then holds that failure
     for _ in range(len(questions) * len(pool.models) - len(todo)):
         if on_answer:
             on_answer()

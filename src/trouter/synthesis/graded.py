@@ -35,21 +35,35 @@ LETTERS = "ABCD"
 NUMBER_ONLY = re.compile(r"^\s*-?\d[\d,]*(?:\.\d+)?\s*$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_]\w*$")
 
+#: A numeric answer *type* keeps a small generator from writing prose into the answer:
+#: servers that compile the schema into a grammar (llama.cpp) enforce it. (String length
+#: caps would too, but llama.cpp expands them into grammars too large to parse.)
+_TEXT = {"type": "string"}
 _ITEM_FIELDS: dict[str, dict[str, Any]] = {
     "number": {
-        "question": {"type": "string"},
-        "solution": {"type": "string"},
-        "answer": {"type": "string"},
+        "question": _TEXT,
+        "solution": _TEXT,
+        "answer": {"type": "number"},
     },
     "code": {
-        "question": {"type": "string"},
-        "function_name": {"type": "string"},
-        "solution": {"type": "string"},
-        "tests": {"type": "array", "items": {"type": "string"}},
+        "question": _TEXT,
+        "function_name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "solution": _TEXT,
+        "tests": {
+            "type": "array",
+            "items": _TEXT,
+            "minItems": 2,
+            "maxItems": 5,
+        },
     },
     "choice": {
-        "question": {"type": "string"},
-        "options": {"type": "array", "items": {"type": "string"}},
+        "question": _TEXT,
+        "options": {
+            "type": "array",
+            "items": _TEXT,
+            "minItems": 4,
+            "maxItems": 4,
+        },
         "answer": {"type": "string", "enum": list(LETTERS)},
     },
 }
@@ -76,14 +90,11 @@ def answer_format(leaf: Leaf) -> str | None:
     return FORMAT_BY_DOMAIN.get(leaf.domain)
 
 
-def items_schema(fmt: str) -> dict[str, Any]:
+def items_schema(fmt: str, count: int = 8) -> dict[str, Any]:
     fields = _ITEM_FIELDS[fmt]
     item = {"type": "object", "properties": fields, "required": list(fields)}
-    return {
-        "type": "object",
-        "properties": {"items": {"type": "array", "items": item}},
-        "required": ["items"],
-    }
+    items = {"type": "array", "items": item, "minItems": 1, "maxItems": count}
+    return {"type": "object", "properties": {"items": items}, "required": ["items"]}
 
 
 def graded_messages(
@@ -122,7 +133,12 @@ def _parse_one(item: dict[str, Any], fmt: str) -> dict[str, Any] | None:
     if not question:
         return None
     if fmt == "number":
-        answer = str(item.get("answer") or "").strip().replace(",", "")
+        raw = item.get("answer")
+        if isinstance(raw, bool):
+            return None
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        answer = str(raw if raw is not None else "").strip().replace(",", "")
         if not NUMBER_ONLY.match(answer):
             return None
         return {"question": question, "reference": answer, "format": fmt,
