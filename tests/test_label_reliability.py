@@ -219,3 +219,32 @@ def test_max_cost_spends_at_least_80_percent_and_never_more(tmp_path, data_dir, 
             assert in_rows <= spent + 1e-6 and spent <= limit, (share, in_rows, spent, limit)
             assert spent >= 0.8 * limit, (share, spent, limit)
             assert in_rows >= 0.7 * limit  # the money went into written rows
+
+
+# ----- torn lines are repaired *and reported* ------------------------------------------------
+def test_label_reports_the_torn_line_it_repairs(setup):  # noqa: F811
+    _server, _world, questions, pool, out = setup
+    first = questions.read_text().splitlines()[0]
+    out.write_text(first[: len(first) // 2])  # what a kill mid-write leaves
+    result = run_label(*label_args(questions, pool, out))
+    assert result.exit_code == 0, result.output
+    assert "cut a torn last line off" in result.output
+    assert len(read_labelled(out)) == 10
+
+
+def test_qa_and_taxonomy_files_name_bad_bytes_and_torn_tails(tmp_path: Path):
+    from trouter.synthesis.qa import QAFileError, read_qa_rows
+    from trouter.taxonomy.model import Taxonomy, TaxonomyError
+
+    qa = tmp_path / "qa.jsonl"
+    row = {"id": "a", "question": "q?", "leaf_id": "L", "reference": "r", "generator": "g"}
+    qa.write_bytes((json.dumps(row) + "\n").encode() + b'{"id": "b", "quest')
+    rows, torn = read_qa_rows(qa)
+    assert torn and len(rows) == 1 and qa.read_bytes().endswith(b"\n")
+    qa.write_bytes((json.dumps(row) + "\n").encode() + b'{"id": "\xff"}\n')
+    with pytest.raises(QAFileError, match=r"qa.jsonl:2: not UTF-8 text \(byte 0xff"):
+        read_qa_rows(qa)
+    taxonomy = tmp_path / "taxonomy.json"
+    taxonomy.write_bytes(b'{\n  "name": "caf\xe9"\n}\n')
+    with pytest.raises(TaxonomyError, match=r"taxonomy.json:2: not UTF-8 text \(byte 0xe9"):
+        Taxonomy.load(taxonomy)
