@@ -135,7 +135,7 @@ async def build_synthetic(
             spec_for=graded_spec,
             progress=progress,
         )
-        qa_rows = [r for r in read_qa_rows(out / "synthetic_qa.jsonl") if "format" in r]
+        qa_rows = [r for r in read_qa_rows(out / "synthetic_qa.jsonl")[0] if "format" in r]
         answers = await answer_real_questions(
             client, pool, [as_question(r) for r in qa_rows], out / "synthetic_answers.jsonl",
             in_flight=in_flight,
