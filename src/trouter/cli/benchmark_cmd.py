@@ -18,7 +18,9 @@ console = Console(stderr=True)
 
 def local_pool(
     stage: str = typer.Argument(
-        ..., help="real (answer + grade real questions) | synthetic (generate + answer) | export"
+        ...,
+        help="real (answer + grade real questions) | synthetic (generate + answer) | "
+        "export (rewrite the labelled files) | eval (train on synthetic, test on real)",
     ),
     out: Path = typer.Option(Path("results/local-pool"), "--out", help="Release folder."),
     pool: Path | None = typer.Option(
@@ -28,6 +30,7 @@ def local_pool(
     n_gsm8k: int = typer.Option(236, "--gsm8k", min=0, help="GSM8K test questions."),
     n_humaneval: int = typer.Option(164, "--humaneval", min=0, help="HumanEval problems."),
     per_leaf: int = typer.Option(16, "--per-leaf", min=1, help="Synthetic questions per leaf."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Evaluation seeds 0..N-1."),
 ) -> None:
     """Build the local-pool benchmark release; resumable at any point."""
     from trouter.local.benchmark import build_real, export_real
@@ -35,6 +38,9 @@ def local_pool(
     from trouter.local.synthetic import build_synthetic
     from trouter.taxonomy.model import Taxonomy
 
+    if stage == "eval":
+        _evaluate(out, seeds)
+        return
     if stage == "export":
         counts = export_real(out, n_gsm8k, n_humaneval)
         console.print(f"real.jsonl: {counts['complete_rows']} complete rows", highlight=False)
@@ -58,6 +64,26 @@ def local_pool(
                                 announce=lambda text: bars.console.print(text, highlight=False))
             )  # fmt: skip
     console.print(f"{stage}: {counts}", highlight=False)
+
+
+def _evaluate(out: Path, seeds: int) -> None:
+    """Run the evaluation, write ``results.json`` and ``table.md``, print the table."""
+    import json
+
+    from rich.markdown import Markdown
+
+    from trouter.evaluation.report import compact_markdown, learning_curve_markdown, summarise
+    from trouter.local.pool_eval import evaluate_release
+
+    records = evaluate_release(
+        out, seeds=range(seeds), on_fold=lambda text: console.print(text, highlight=False)
+    )
+    rows = summarise(records)
+    table = compact_markdown(rows) + "\n" + learning_curve_markdown(rows)
+    slim = [{k: v for k, v in r.items() if k != "curve"} for r in records]
+    (out / "results.json").write_text(json.dumps({"summary": rows, "records": slim}, indent=1))
+    (out / "table.md").write_text(table)
+    console.print(Markdown(table))
 
 
 def _bars() -> Progress:

@@ -1,0 +1,127 @@
+"""The local-pool cold-start evaluation: routers trained on synthetic rows, tested on real ones.
+
+One dataset holds both files of the release (``synthetic.jsonl`` and ``real.jsonl``), so
+cost is min-max normalised per benchmark (synthetic, gsm8k, humaneval) over all their rows,
+as the method defines. The real rows are split once, with a constant seed, into a train
+half and a test half per benchmark; every figure is scored on the same real test half.
+
+Folds per run seed (the test split never informs any choice):
+
+- ``synthetic`` / ``synthetic-filtered``: fit on the synthetic rows (all of them, or only
+  those passing both generator-quality filters), validation carved from them;
+- ``few-shot``: the synthetic rows plus K real train-half rows drawn with the seed (nested
+  prefixes: the 10 are the first 10 of the 25), validation carved from those K only;
+- ``in-domain``: the real train half alone (the reference a labelled user would have).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trouter.data.dataset import RoutingDataset, task_order
+from trouter.evaluation.folds import Fold, make_fold
+
+BASELINES = ("oracle", "best-single", "random", "cheapest")
+SYNTHETIC_ROUTERS = ("knn", "mlp", "cluster", "metric-router", "trouter", "trouter+", "auto")
+IN_DOMAIN_ROUTERS = ("knn", "auto")
+SHOTS = (0, 10, 25, 50, 100)
+#: The real rows' train/test halves use one constant seed, so every run seed and every K
+#: is scored on the same test questions.
+SPLIT_SEED = 0
+VALIDATION_FRACTION = 0.15
+
+
+def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray]:
+    """Both files as one dataset, and a boolean mask of synthetic rows passing both filters.
+
+    Splits: synthetic rows ``synthetic``; real rows ``train`` / ``test`` (half per benchmark).
+    """
+    from trouter.data.labelled import load_labelled, read_labelled
+
+    directory = Path(directory)
+    synthetic = read_labelled(directory / "synthetic.jsonl")
+    real = read_labelled(directory / "real.jsonl")
+    with tempfile.TemporaryDirectory(prefix="trouter-local-pool-") as tmp:
+        merged = Path(tmp) / "local-pool.jsonl"
+        merged.write_text("".join(json.dumps(row) + "\n" for row in [*synthetic, *real]))
+        dataset = load_labelled(merged)
+    n_syn = len(synthetic)
+    splits = np.empty(len(dataset), dtype=object)
+    splits[:n_syn] = "synthetic"
+    rng = np.random.default_rng(SPLIT_SEED)
+    benchmarks = dataset.benchmarks
+    for benchmark in dict.fromkeys(benchmarks[n_syn:]):
+        rows = n_syn + np.flatnonzero(benchmarks[n_syn:] == benchmark)
+        order = rng.permutation(rows)
+        splits[order[: len(rows) // 2]] = "train"
+        splits[order[len(rows) // 2 :]] = "test"
+    filtered = np.zeros(len(dataset), dtype=bool)
+    filtered[:n_syn] = [bool(r.get("self_consistent") and r.get("discriminative")) for r in synthetic]
+    return replace(dataset, name="local-pool", splits=splits), filtered
+
+
+def _train_rows(dataset: RoutingDataset, rows: np.ndarray, seed: int) -> RoutingDataset:
+    """``rows`` as training rows with a validation split carved from them (stratified)."""
+    part = dataset.subset(rows)
+    part = replace(part, splits=np.full(len(part), "train", dtype=object))
+    return part.with_validation(VALIDATION_FRACTION, seed)
+
+
+def _concat_train(parts: Sequence[RoutingDataset], dataset: RoutingDataset, rows) -> RoutingDataset:
+    """One training dataset from parts that were each carved (keeps their splits)."""
+    merged = dataset.subset(np.concatenate(rows))
+    return replace(merged, splits=np.concatenate([p.splits for p in parts]))
+
+
+def local_pool_folds(
+    dataset: RoutingDataset, filtered: np.ndarray, seed: int, shots: Sequence[int] = SHOTS
+) -> list[tuple[str, Fold]]:
+    """(setting, fold) pairs for one seed; see the module docstring."""
+    test = dataset.split("test")
+    synthetic = np.flatnonzero(dataset.splits == "synthetic")
+    real_train = task_order(np.flatnonzero(dataset.splits == "train"), "local-pool", seed)
+    folds = [("synthetic", make_fold("real", _train_rows(dataset, synthetic, seed), test, 0))]
+    kept = np.flatnonzero((dataset.splits == "synthetic") & filtered)
+    if len(kept) >= 10:
+        folds.append(
+            ("synthetic-filtered", make_fold("real", _train_rows(dataset, kept, seed), test, 0))
+        )
+    base = _train_rows(dataset, synthetic, seed)
+    for k in shots:
+        if k == 0 or k > len(real_train):
+            continue
+        shots_rows = real_train[:k]
+        own = _train_rows(dataset, shots_rows, seed)
+        train = _concat_train([base, own], dataset, [synthetic, shots_rows])
+        folds.append(("few-shot", make_fold("real", train, test, k)))
+    folds.append(("in-domain", make_fold("real", _train_rows(dataset, real_train, seed), test)))
+    return folds
+
+
+def evaluate_release(
+    directory: str | Path,
+    seeds: Sequence[int] = (0, 1, 2),
+    shots: Sequence[int] = SHOTS,
+    on_fold: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Records (one per router x scenario x fold x seed) for the whole evaluation."""
+    from trouter.evaluation.harness import evaluate_fold
+    from trouter.evaluation.scenarios import SCENARIOS
+
+    dataset, filtered = load_release(directory)
+    records: list[dict[str, Any]] = []
+    for seed in seeds:
+        for setting, fold in local_pool_folds(dataset, filtered, seed, shots):
+            if on_fold:
+                on_fold(f"seed {seed} {setting} K={fold.shots}")
+            learned = IN_DOMAIN_ROUTERS if setting == "in-domain" else SYNTHETIC_ROUTERS
+            context = {"suite": "local-pool", "setting": setting}
+            records += evaluate_fold(fold, [*BASELINES, *learned], SCENARIOS, seed, None, context)
+    return records
