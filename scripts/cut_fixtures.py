@@ -93,6 +93,8 @@ def cut_llmrouter(src_dir: Path, out_dir: Path) -> None:
         scored = json.loads((src_dir / f"dcrouter_{split}.json").read_text(encoding="utf-8"))
         kept = sample(scored, per_task, key=lambda r: task_of[r["question"]], seed=split)
         texts = {r["question"] for r in kept}
+        # plus a few queries of every task, also those without scores in this split
+        texts |= {q["query"] for q in sample(queries, 8, key=lambda q: q["task_name"], seed=split)}
         write_json(out_dir / f"dcrouter_{split}.json", kept)
         write_jsonl(out_dir / f"default_query_{split}.jsonl", [q for q in queries
                                                                if q["query"] in texts])  # fmt: skip
