@@ -151,6 +151,9 @@ class Taxonomy(BaseModel):
             raise TaxonomyError(f"taxonomy file {path} does not exist") from None
         except OSError as err:
             raise TaxonomyError(f"cannot read taxonomy file {path}: {err}") from None
+        except UnicodeDecodeError as err:
+            message = f"{path}: not UTF-8 text ({err.reason} at byte {err.start})"
+            raise TaxonomyError(message) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
