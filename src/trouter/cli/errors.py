@@ -32,6 +32,8 @@ EXPECTED_TYPES = (
     ("trouter.taxonomy.builder", "TaxonomyBuildError"),
     ("trouter.serving.api", "PoolMismatchError"),
     ("trouter.cli.train_cmd", "InputError"),
+    ("trouter.data.output_lock", "OutputLockedError"),
+    ("trouter.data.jsonl", "OutputWriteError"),
     ("filelock", "Timeout"),
 )
 #: OS errors that mean "the machine or a path is not as the command needs", not a bug.
