@@ -13,15 +13,6 @@ from trouter.cli.errors import ExpectedErrorsGroup, user_message
 from trouter.config import DataNotFoundError
 
 
-def test_non_utf8_taxonomy_file_is_a_short_error(tmp_path) -> None:
-    bad = tmp_path / "taxonomy.json"
-    bad.write_bytes(b"\xff\xfe not text")
-    result = CliRunner().invoke(app, ["taxonomy", "assign", "--taxonomy", str(bad), "What is 2+2?"])
-    assert result.exit_code == 1, result.output  # the command's own exit code for this
-    assert f"{bad}: not UTF-8 text" in " ".join(result.output.split())
-    assert "Traceback" not in result.output
-
-
 def test_os_errors_that_a_user_can_fix_are_expected() -> None:
     full = OSError(errno.ENOSPC, "No space left on device", "/data/out.jsonl")
     assert user_message(full) == "No space left on device: /data/out.jsonl"

@@ -4,7 +4,8 @@ Each file goes to ``<name>.part`` beside its target, resumes from the bytes alre
 with an HTTP ``Range`` request (a server that ignores it sends the whole file and the part
 starts over), is checked against the size and SHA-256 in :mod:`trouter.data.sources`, and
 only then renamed over the target. A file that fails the check is deleted and named in
-the error. A lock per target file keeps two fetches from writing the same file.
+the error. A lock per target file (under ``.fetch-locks/``) keeps two fetches from writing the same
+file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from trouter.config import TrouterError
 from trouter.data.sources import SUITE_PREFIXES, DataFile, suite_files
 
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+LOCKS = ".fetch-locks"
 
 
 class DataFetchError(TrouterError):
@@ -154,7 +156,9 @@ def fetch_files(
             target = root / item.path
             target.parent.mkdir(parents=True, exist_ok=True)
             start = done
-            with FileLock(target.with_name(f".{target.name}.lock")):
+            lock = root / LOCKS / f"{item.path}.lock"  # kept apart: never read as data
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(lock):
                 # another fetch may have finished this file while we waited for the lock
                 error = (
                     None
