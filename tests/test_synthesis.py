@@ -311,6 +311,19 @@ def qa_prompt_fields(messages) -> tuple[str, int]:
     return difficulty, batch
 
 
+def sampling_generator(originals):
+    """A sampling generator: three new GSM8K questions per call, from a range per difficulty."""
+    cursor = {"Easy": 0, "Hard": 20}
+
+    def sampling(messages, model):
+        difficulty, _ = qa_prompt_fields(messages)
+        start = cursor[difficulty]
+        cursor[difficulty] += 3
+        return pairs_json(originals[start : start + 3])
+
+    return sampling
+
+
 def test_qa_dedup_rejects_repeats_and_paraphrases(server, client, tmp_path, data_dir):
     originals = gsm8k(data_dir, 20)
     own = {"Easy": originals[:10], "Hard": originals[10:]}
@@ -348,16 +361,7 @@ def test_qa_dedup_rejects_repeats_and_paraphrases(server, client, tmp_path, data
 
 
 def test_qa_resumes_after_interruption_without_duplicates(server, client, tmp_path, data_dir):
-    originals = gsm8k(data_dir, 40)
-    cursor = {"Easy": 0, "Hard": 20}
-
-    def sampling(messages, model):  # a sampling generator: new questions on every call
-        difficulty, _ = qa_prompt_fields(messages)
-        start = cursor[difficulty]
-        cursor[difficulty] += 3
-        return pairs_json(originals[start : start + 3])
-
-    server.responder = sampling
+    server.responder = sampling_generator(gsm8k(data_dir, 40))
     out = tmp_path / "qa.jsonl"
     endpoint = generator_endpoint(server)
     with pytest.raises(BudgetExceededError):
@@ -423,16 +427,7 @@ def test_qa_full_disk_leaves_no_torn_row_and_resumes(server, client, tmp_path, d
     import trouter.data.jsonl as jsonl
     from trouter.data.jsonl import OutputWriteError
 
-    originals = gsm8k(data_dir, 40)
-    cursor = {"Easy": 0, "Hard": 20}
-
-    def sampling(messages, model):
-        difficulty, _ = qa_prompt_fields(messages)
-        start = cursor[difficulty]
-        cursor[difficulty] += 3
-        return pairs_json(originals[start : start + 3])
-
-    server.responder = sampling
+    server.responder = sampling_generator(gsm8k(data_dir, 40))
     out = tmp_path / "qa.jsonl"
     real_write, written = os.write, []
 
