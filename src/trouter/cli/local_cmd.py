@@ -162,5 +162,8 @@ def quickstart(
 
 
 def register(app: typer.Typer) -> None:
+    from trouter.cli import benchmark_cmd
+
+    benchmark_cmd.register(experiment_app)
     app.add_typer(experiment_app, name="experiment")
     app.command("quickstart")(quickstart)
