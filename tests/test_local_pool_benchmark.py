@@ -188,3 +188,65 @@ def test_failed_calls_are_asked_again_on_resume(standin, tmp_path):  # noqa: F81
     second = asyncio.run(answer_real_questions(client, pool, questions, out))
     assert [r["performance"] for r in second] == [1.0, 1.0]
     assert len(out.read_text().splitlines()) == 3  # the failure stays on record, superseded
+
+
+def _release(tmp_path, n_syn=40, n_real=60):
+    """A small release in the real file format, with scores a router can learn: the strong
+    model is right on questions about trains, the weak one only on questions about apples."""
+    from trouter.local.benchmark import write_labelled
+
+    def row(i, kind, leaf, benchmark):
+        topic = WORDS[i % 2]  # apples / trains
+        scores = {"strong": 1.0 if topic == "trains" or i % 3 else 0.0,
+                  "weak": 1.0 if topic == "apples" else 0.0}  # fmt: skip
+        return {
+            "id": f"{kind}-{i}", "question": f"How many {topic} are in set {i}?",
+            "reference": "1", "leaf_id": leaf, "generator": "strong", "benchmark": benchmark,
+            "self_consistent": scores["strong"] == 1.0, "discriminative": len(set(scores.values())) > 1,
+            "results": {m: {"performance": s, "cost_usd": 1e-4 if m == "strong" else 1e-5}
+                        for m, s in scores.items()},
+        }  # fmt: skip
+
+    leaves = LEAVES[:3]
+    write_labelled([row(i, "syn", leaves[i % 3], "synthetic") for i in range(n_syn)],
+                   tmp_path / "synthetic.jsonl")  # fmt: skip
+    write_labelled([row(i, "real", "", ("gsm8k", "humaneval")[i % 2]) for i in range(n_real)],
+                   tmp_path / "real.jsonl")  # fmt: skip
+
+
+def test_local_pool_folds_never_train_on_the_real_test_half(tmp_path):
+    from trouter.local.pool_eval import load_release, local_pool_folds
+
+    _release(tmp_path)
+    dataset, filtered = load_release(tmp_path)
+    assert (dataset.splits == "test").sum() == 30 and filtered.sum() > 0
+    test_ids = set(dataset.split("test").query_ids)
+    folds = local_pool_folds(dataset, filtered, seed=1, shots=(0, 10, 25))
+    assert [s for s, _ in folds] == ["synthetic", "synthetic-filtered", "few-shot", "few-shot",
+                                     "in-domain"]  # fmt: skip
+    few = [f for s, f in folds if s == "few-shot"]
+    real_ids = [{i for i in f.train.query_ids if i.startswith("real")} |
+                {i for i in f.validation.query_ids if i.startswith("real")} for f in few]
+    assert [len(r) for r in real_ids] == [10, 25] and real_ids[0] < real_ids[1]  # nested shots
+    for _setting, fold in folds:
+        seen = set(fold.train.query_ids) | set(fold.validation.query_ids)
+        assert not seen & test_ids
+        assert set(fold.test.query_ids) == test_ids
+
+
+def test_local_pool_eval_command_writes_records(tmp_path):
+    from typer.testing import CliRunner
+
+    from trouter.cli import app
+
+    _release(tmp_path)
+    result = CliRunner().invoke(app, ["experiment", "local-pool", "eval", "--out",
+                                      str(tmp_path), "--seeds", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    settings = {r["setting"] for r in records}
+    assert settings == {"synthetic", "synthetic-filtered", "few-shot", "in-domain"}
+    routers = {r["router"] for r in records if r["setting"] == "synthetic"}
+    assert {"oracle", "best-single", "random", "cheapest", "auto", "knn"} <= routers
+    oracle = [r["utility"] for r in records if r["router"] == "oracle"]
+    assert all(r["utility"] <= max(oracle) + 1e-9 for r in records)
