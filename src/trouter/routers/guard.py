@@ -16,15 +16,18 @@ member only where out-of-fold evidence shows that the member wins there:
      folds inside the training tasks, where each held-out task keeps K seeded rows in the
      fit, exactly the situation of the real held-out task. Tasks with too few rows to hold
      out (the target task's own K shots) are spread over the folds at random.
-2. **Decision**, per weights and per cell: for each candidate (every member, and the mean
-   of the members' predictions) the paired per-row utility difference against best-single's
-   choice on the same evidence rows; a candidate qualifies if the bootstrap lower bound
-   (``1 - confidence`` quantile) of its mean difference is above ``margin`` and, for a new
-   task, its mean difference is not negative on any held-out task with ``min_rows`` rows in
-   the cell; the qualifying candidate with the highest mean difference wins. A cell with
-   fewer than ``min_rows`` evidence rows takes the decision made on all evidence rows.
-   Where nothing qualifies the fallback is the global best-single model for the weights, so
-   the guard is as safe as best-single wherever the evidence is thin.
+2. **Decision**, per weights: each candidate (every member, the mean of the members'
+   predictions, and a stack: per model a ridge regression of the truth on the members'
+   out-of-fold predictions, itself cross-fitted) is scored by its paired per-row utility
+   gain on the evidence rows. On all rows, the default is best-single and a candidate
+   replaces it only if the bootstrap lower bound (``1 - confidence`` quantile) of its mean
+   gain over best-single is above ``margin`` and, for a new task, its mean gain is not
+   negative on any held-out task with ``min_rows`` rows; the qualifying candidate with the
+   highest mean gain wins. Then per cell (k-means clusters of the training embeddings), that
+   global choice is the default, and the same test decides whether another candidate, or
+   best-single, replaces it in the cell; a cell with fewer than ``min_rows`` evidence rows
+   keeps the global choice. So learned routing is used where the evidence says it wins, and
+   the global best-single model for the weights everywhere else.
 3. **Routing.** The final members and best-single are fitted on all rows; a query's cell
    says which of them chooses its model.
 
@@ -87,6 +90,24 @@ def bootstrap_lower(diff: np.ndarray, confidence: float, n_boot: int, seed: int)
     idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
     means = diff[idx].mean(axis=1)  # (n_boot, candidates)
     return np.quantile(means, 1.0 - confidence, axis=0)
+
+
+def stack_weights(inputs: np.ndarray, truth: np.ndarray, ridge: float = 1.0) -> np.ndarray:
+    """Per model j: ridge weights (members + intercept) of ``truth[:, j]`` on the members'
+    predictions ``inputs[:, :, j]``; shape (models, members + 1)."""
+    n_members, n, m = inputs.shape
+    out = np.zeros((m, n_members + 1))
+    for j in range(m):
+        a = np.concatenate([inputs[:, :, j].T, np.ones((n, 1))], axis=1)
+        out[j] = np.linalg.solve(a.T @ a + ridge * np.eye(n_members + 1), a.T @ truth[:, j])
+    return out
+
+
+def stack_apply(weights: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """Stacked predictions (rows, models) in [0, 1] from member predictions (members, rows,
+    models) and :func:`stack_weights`."""
+    combined = np.einsum("knj,jk->nj", inputs, weights[:, :-1]) + weights[:, -1]
+    return np.clip(combined, 0.0, 1.0)
 
 
 def _utility_choice(perf: np.ndarray, cost: np.ndarray, weights: Weights) -> np.ndarray:
@@ -170,6 +191,8 @@ class GuardedRouter(Router):
         )
         self.evidence_cells_ = nearest(x[rows], self.centroids_)
         self._evidence_x = x[rows]  # for diagnostics; not part of the saved state
+        if n_members > 1:
+            self._fit_stack(fold[rows])
 
         self._members = [self._member(n).fit(train, validation) for n in self.member_names]
         self._best_single = make_router("best-single").fit(train, validation)
@@ -177,19 +200,46 @@ class GuardedRouter(Router):
         self._cache = {}
         return self
 
+    def _fit_stack(self, evidence_fold: np.ndarray) -> None:
+        """Stacking: per model and metric, a ridge regression of the truth on the members'
+        out-of-fold predictions. Its own evidence is cross-fitted (weights learned on the
+        other folds), so it competes with the members on equal terms."""
+        members = slice(0, len(self.member_names))
+        truths = (self.true_perf_, self.true_cost_)
+        inputs = (self.evidence_perf_[members], self.evidence_cost_[members])
+        self.stack_evidence_ = np.stack([np.full(t.shape, np.nan) for t in truths])
+        for g in np.unique(evidence_fold):
+            mine = evidence_fold == g
+            for i, (x, t) in enumerate(zip(inputs, truths, strict=True)):
+                weights = stack_weights(x[:, ~mine], t[~mine])
+                self.stack_evidence_[i][mine] = stack_apply(weights, x[:, mine])
+        self.stack_weights_ = np.stack(
+            [stack_weights(x, t) for x, t in zip(inputs, truths, strict=True)]
+        )
+
     # ----- decisions ---------------------------------------------------------------------
     @property
     def candidate_names(self) -> list[str]:
-        """Candidates in decision order: members, then their mean when there are several."""
-        return self.member_names + (["mean"] if len(self.member_names) > 1 else [])
+        """Candidates in decision order: members, then (with several) their mean and stack."""
+        return self.member_names + (["mean", "stack"] if len(self.member_names) > 1 else [])
 
-    def _candidate_predictions(self, perf: np.ndarray, cost: np.ndarray):
-        """(perf, cost) per candidate from member arrays (members, rows, models)."""
-        out = [(perf[i], cost[i]) for i in range(len(self.member_names))]
-        if len(self.member_names) > 1:
-            out.append(
-                (perf[: len(self.member_names)].mean(0), cost[: len(self.member_names)].mean(0))
-            )
+    def _candidate_predictions(
+        self, perf: np.ndarray, cost: np.ndarray, stacked: np.ndarray | None = None
+    ):
+        """(perf, cost) per candidate from member arrays (members, rows, models); the stack
+        is applied with the final weights unless ``stacked`` (perf, cost) is given."""
+        n = len(self.member_names)
+        out = [(perf[i], cost[i]) for i in range(n)]
+        if n > 1:
+            out.append((perf[:n].mean(0), cost[:n].mean(0)))
+            if stacked is None:
+                stacked = np.stack(
+                    [
+                        stack_apply(w, x[:n])
+                        for w, x in zip(self.stack_weights_, (perf, cost), strict=True)
+                    ]
+                )
+            out.append((stacked[0], stacked[1]))
         return out
 
     def decisions(self, weights: Weights) -> np.ndarray:
@@ -205,36 +255,46 @@ class GuardedRouter(Router):
         diff = np.stack(
             [
                 utility[rows, _utility_choice(p, c, weights)] - base
-                for p, c in self._candidate_predictions(self.evidence_perf_, self.evidence_cost_)
+                for p, c in self._candidate_predictions(
+                    self.evidence_perf_, self.evidence_cost_, getattr(self, "stack_evidence_", None)
+                )
             ],
             axis=1,
         )
+        # column 0 is best-single itself (a zero gain), so that a cell can also fall back
+        diff = np.concatenate([np.zeros((len(diff), 1)), diff], axis=1)
         n_cells = len(self.centroids_)
         out = np.full(n_cells + 1, -1)
-        out[n_cells] = self._decide(diff, self.evidence_tasks_)
+        out[n_cells] = self._decide(diff, self.evidence_tasks_, default=-1)
         for cell in range(n_cells):
             mine = self.evidence_cells_ == cell
             if mine.sum() < self.params["min_rows"]:
                 out[cell] = out[n_cells]
             else:
-                out[cell] = self._decide(diff[mine], self.evidence_tasks_[mine])
+                out[cell] = self._decide(diff[mine], self.evidence_tasks_[mine], out[n_cells])
         self._cache[key] = out
         return out
 
-    def _decide(self, diff: np.ndarray, tasks: np.ndarray) -> int:
-        if len(diff) == 0:
-            return -1
-        mean = diff.mean(axis=0)
-        lower = bootstrap_lower(diff, self.params["confidence"], self.params["n_boot"], self.seed)
+    def _decide(self, diff: np.ndarray, tasks: np.ndarray, default: int) -> int:
+        """The choice for one set of evidence rows: ``default`` unless an alternative beats
+        it there with confidence (and, for a new task, on no held-out task loses).
+
+        ``diff`` (rows, 1 + candidates) is each choice's utility gain over best-single
+        (column 0: best-single, index -1). The default is best-single for the decision on all
+        rows, and that decision for each cell.
+        """
+        gain = diff - diff[:, [default + 1]]
+        mean = gain.mean(axis=0)
+        lower = bootstrap_lower(gain, self.params["confidence"], self.params["n_boot"], self.seed)
         ok = lower > self.params["margin"]
         if self.params["shots"] is not None:  # a new task: no held-out task may lose
             for task in np.unique(tasks):
                 mine = tasks == task
                 if mine.sum() >= self.params["min_rows"]:
-                    ok &= diff[mine].mean(axis=0) >= 0
+                    ok &= gain[mine].mean(axis=0) >= 0
         if not ok.any():
-            return -1
-        return int(np.flatnonzero(ok)[np.argmax(mean[ok])])
+            return default
+        return int(np.flatnonzero(ok)[np.argmax(mean[ok])]) - 1
 
     # ----- routing -----------------------------------------------------------------------
     def predict(self, queries: Queries) -> Prediction:
