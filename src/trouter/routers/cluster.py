@@ -38,8 +38,8 @@ from trouter.routers.tuning import (
 )
 
 METRICS = ("performance", "cost")
-DEFAULT_CLUSTERS = (1, 2, 4, 8, 16, 32, 64)
-DEFAULT_SHRINKAGES = (0.0, 3.0, 10.0, 30.0)
+DEFAULT_CLUSTERS = (1, 4, 16, 64)
+DEFAULT_SHRINKAGES = (0.0, 3.0, 10.0, 30.0, 100.0)
 DEFAULT_PENALTIES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

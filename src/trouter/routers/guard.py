@@ -22,7 +22,8 @@ member only where out-of-fold evidence shows that the member wins there:
    gain on the evidence rows. On all rows, the default is best-single and a candidate
    replaces it only if the bootstrap lower bound (``1 - confidence`` quantile) of its mean
    gain over best-single is above ``margin`` and, for a new task, its mean gain is not
-   negative on any held-out task with ``min_rows`` rows; the qualifying candidate with the
+   negative on any held-out task with ``min_rows`` rows (at least two such tasks are needed:
+   one task says nothing about another); the qualifying candidate with the
    highest mean gain wins. Then per cell (k-means clusters of the training embeddings), that
    global choice is the default, and the same test decides whether another candidate, or
    best-single, replaces it in the cell; a cell with fewer than ``min_rows`` evidence rows
@@ -287,11 +288,14 @@ class GuardedRouter(Router):
         mean = gain.mean(axis=0)
         lower = bootstrap_lower(gain, self.params["confidence"], self.params["n_boot"], self.seed)
         ok = lower > self.params["margin"]
-        if self.params["shots"] is not None:  # a new task: no held-out task may lose
-            for task in np.unique(tasks):
-                mine = tasks == task
-                if mine.sum() >= self.params["min_rows"]:
-                    ok &= gain[mine].mean(axis=0) >= 0
+        if self.params["shots"] is not None:
+            # A new task: the gain must hold on every held-out task with enough rows here,
+            # and there must be at least two such tasks (one task says nothing about a third).
+            enough = [t for t in np.unique(tasks) if (tasks == t).sum() >= self.params["min_rows"]]
+            if len(enough) < 2:
+                return default
+            for task in enough:
+                ok &= gain[tasks == task].mean(axis=0) >= 0
         if not ok.any():
             return default
         return int(np.flatnonzero(ok)[np.argmax(mean[ok])]) - 1

@@ -338,6 +338,7 @@ PLUS_BASE: dict[str, Any] = {
     "stop_on": "mse",
     "mean_init": True,
     "scorer_hidden": 128,
+    "min_steps": 0,  # exactly 20 epochs, as validated before the faithful TRouter's schedule
 }
 #: TRouter+ candidates; ``fit`` keeps the one with the lowest validation MSE.
 PLUS_CANDIDATES: dict[str, dict[str, Any]] = {

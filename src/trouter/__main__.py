@@ -1,0 +1,5 @@
+"""``python -m trouter``: the CLI."""
+
+from trouter.cli import app
+
+app()
