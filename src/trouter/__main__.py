@@ -1,5 +1,5 @@
-"""``python -m trouter``: the CLI."""
+"""``python -m trouter``: the command line."""
 
 from trouter.cli import app
 
-app()
+app(prog_name="trouter")
