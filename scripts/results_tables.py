@@ -1,6 +1,9 @@
 """Turn `trouter eval --json` record files into README markdown tables.
 
-Usage: python scripts/results_tables.py [--compact] results/a.json results/b.json > results.md
+Usage: python scripts/results_tables.py [--compact|--curve] results/a.json ... > results.md
+
+``--curve`` prints the few-shot learning-curve tables (balanced utility per K, and the share of
+each router's own K=all gain over best-single reached at each K).
 
 Per (suite, setting) and scenario: utility, performance, normalised cost and gap closed as
 mean ± std over seeds (cold-start rows are the mean over held-out tasks), then AIQ.
@@ -12,7 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from trouter.evaluation.report import compact_markdown, markdown_tables, summarise
+from trouter.evaluation.report import (
+    compact_markdown,
+    learning_curve_markdown,
+    markdown_tables,
+    summarise,
+)
 
 
 def load_records(paths: list[str]) -> list[dict]:
@@ -35,12 +43,15 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    compact = argv[0] == "--compact"
-    records = load_records(argv[1:] if compact else argv)
+    mode = argv[0] if argv[0] in ("--compact", "--curve") else None
+    records = load_records(argv[1:] if mode else argv)
     if not records:
         raise SystemExit("no records in the given files")
     rows = summarise(records)
-    print(compact_markdown(rows) if compact else markdown_tables(rows))
+    if mode == "--curve":
+        print(learning_curve_markdown(rows))
+    else:
+        print(compact_markdown(rows) if mode == "--compact" else markdown_tables(rows))
     return 0
 
 

@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Reproduce README's routing tables: every suite x setting below, 3 seeds, all scenarios.
+# Reproduce README's routing tables and curves: in-domain and few-shot (K=0 is cold start)
+# for every suite, 3 seeds, all scenarios; records in results/<suite>-<setting>.json.
 # Usage: scripts/run_results.sh [suite ...]   (default: routerbench llmrouter routerdc)
-# Writes runs/<suite>-<setting>.json and .png, then runs/tables.md.
+# An existing non-empty record file is kept (delete it to re-run that table).
+# Then: python scripts/results_tables.py --compact results/*-in-domain.json
+#       python scripts/results_tables.py --curve results/*-few-shot.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUTERS="${ROUTERS:-cheapest,knn,mlp,mf,metric-router,trouter,trouter+}"
+TROUTER="${TROUTER:-trouter}"
+OUT="${OUT:-results}"
+SEEDS="${SEEDS:-3}"
+# In-domain: every router. Few-shot: the fast routers (a fit per held-out task and K).
+IN_DOMAIN="${IN_DOMAIN:-knn,ridge,cluster,mlp,mf,metric-router,trouter,trouter+,auto}"
+FEW_SHOT="${FEW_SHOT:-knn,ridge,cluster,metric-router,auto}"
+SHOTS="${SHOTS:-0,10,25,50,100,all}"
 SUITES=("${@:-routerbench llmrouter routerdc}")
-mkdir -p runs
+mkdir -p "$OUT"
+
+run() {  # run NAME eval-arguments...
+  local out="$OUT/$1"
+  shift
+  if [ -s "${out}.json" ]; then echo "skip ${out} (exists)"; return; fi
+  nice "$TROUTER" eval "$@" --scenario all --seeds "$SEEDS" --json "${out}.json" --no-progress
+}
+
 for suite in ${SUITES[@]}; do
-  for setting in in-domain cold-start; do
-    out="runs/${suite}-${setting}"
-    [ -s "${out}.json" ] && { echo "skip ${out} (exists)"; continue; }
-    trouter eval --suite "$suite" --setting "$setting" --routers "$ROUTERS" \
-      --scenario all --seeds 3 --json "${out}.json" --plot "${out}.png" --no-progress
-  done
+  run "${suite}-in-domain" --suite "$suite" --setting in-domain --routers "$IN_DOMAIN" \
+    --plot "$OUT/${suite}-in-domain.png"
+  run "${suite}-few-shot" --suite "$suite" --setting few-shot --shots "$SHOTS" \
+    --routers "$FEW_SHOT" --curve "$OUT/${suite}-few-shot.png"
 done
-python scripts/results_tables.py runs/*-in-domain.json runs/*-cold-start.json > runs/tables.md
-echo "tables in runs/tables.md"

@@ -34,7 +34,7 @@ def cold_start_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict]
 def test_records_cover_every_router_task_scenario_and_seed(cold_start_run) -> None:
     records, _, _ = cold_start_run
     routers = {r["router"] for r in records}
-    assert routers == {"oracle", "best-single", "random", "cheapest"}
+    assert routers == {"oracle", "dataset-oracle", "best-single", "random", "cheapest"}
     tasks = {r["task"] for r in records}
     assert "mean" in tasks and len(tasks) >= 3
     assert {r["scenario"] for r in records} == {"performance-first", "balanced", "cost-first"}
@@ -154,3 +154,39 @@ def test_synthetic_setting_needs_two_shared_models(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 1
     assert "model-x" in result.output and pool[1] in result.output
+
+
+def test_few_shot_setting_records_shots_and_draws_a_learning_curve(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["eval", "--suite", "routerbench", "--setting", "few-shot", "--shots", "0,5,all",
+         "--routers", "knn", "--scenario", "balanced", "--limit", "30", "--no-progress",
+         "--json", str(tmp_path / "records.json"), "--curve", str(tmp_path / "curve.png")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "records.json").read_text())
+    assert {r["shots"] for r in records} == {0, 5, None}
+    means = [r for r in records if r["task"] == "mean"]
+    assert {r["shots"] for r in means} == {0, 5, None} and all(r["n_tasks"] == 3 for r in means)
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    assert "few-shot K=5" in result.output
+
+
+def test_transfer_setting_tests_on_a_labelled_file(tmp_path: Path) -> None:
+    from trouter.data.suites import load_suite
+
+    pool = load_suite("routerbench").model_names
+    test_file = write_labelled(tmp_path / "test.jsonl", [pool[0], pool[3], "not-in-the-suite"])
+    result = runner.invoke(
+        app,
+        ["eval", "--suite", "routerbench", "--test-file", str(test_file), "--limit", "20",
+         "--scenario", "balanced", "--no-progress", "--json", str(tmp_path / "records.json")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "records.json").read_text())
+    assert {r["setting"] for r in records} == {"transfer"}
+    assert {r["suite"] for r in records} == {"routerbench->test"}
+    assert all(set(r["selection"]) == {pool[0], pool[3]} for r in records)
+    bad = runner.invoke(app, ["eval", "--setting", "few-shot", "--suite", "routerbench",
+                              "--shots", "x", "--no-progress"])  # fmt: skip
+    assert bad.exit_code == 2 and "--shots" in bad.output

@@ -153,7 +153,7 @@ def test_synthetic_fold_uses_the_shared_pool() -> None:
     assert fold.train.model_names == fold.test.model_names == ["small", "large"]
     assert len(fold.validation) == 31
     # Cost is re-normalised over the shared pool: each benchmark spans [0, 1] again.
-    restricted = harness._restrict(suite, ["small", "large"])
+    restricted = harness.restrict(suite, ["small", "large"])
     for bench in ("bench-a", "bench-b"):
         block = restricted.normalised_cost[restricted.benchmarks == bench]
         assert np.nanmin(block) == 0.0 and np.nanmax(block) == 1.0

@@ -76,13 +76,15 @@ def test_training_lowers_validation_loss_on_routerbench_slice() -> None:
     train = suite.split("train")
     train = train.subset(np.sort(rng.choice(len(train), 128, replace=False)))
     validation = suite.split("validation").subset(np.arange(60))
-    router = make_router("trouter", seed=0, max_epochs=2).fit(train, validation)
+    router = make_router("trouter", seed=0, max_epochs=3, min_steps=0).fit(train, validation)
     history = router.history_
-    assert history["epochs"] >= 1
-    assert history["best_val_loss"] < history["init_val_loss"]
+    assert 1 <= history["epochs"] <= 3
+    # Early stopping keeps the checkpoint of lowest validation prediction MSE (not the ELBO);
+    # the decoders start at the training means, so it must beat that start.
     assert history["best_val_mse"] < history["init_val_mse"]
     # The stored figure is the one the saved network reproduces on the validation split.
     again = router.validation_loss(validation)
+    assert again["mse"] == pytest.approx(history["best_val_mse"], rel=1e-5)
     assert again["loss"] == pytest.approx(history["best_val_loss"], rel=1e-5)
     prediction = router.predict(validation)
     assert prediction.performance.shape == (60, len(suite.models))
@@ -145,3 +147,13 @@ def test_bad_parameters_and_foreign_leaves_are_rejected(synthetic: RoutingDatase
     foreign.leaf_ids = np.array(["Cooking > Baking > Hard"] * 10, dtype=object)
     with pytest.raises(ValueError, match="not in the router's taxonomy"):
         make_router("trouter", max_epochs=1).fit(foreign)
+
+
+def test_schedule_gives_small_data_enough_steps() -> None:
+    from trouter.routers.trouter_model import TRouterConfig
+
+    config = TRouterConfig()
+    assert config.schedule(5000) == (20, 3)  # 79 batches x 20 epochs >= 1,500 steps
+    epochs, patience = config.schedule(200)  # 4 batches per epoch
+    assert epochs == 375 and patience == 57
+    assert TRouterConfig(min_steps=0).schedule(200) == (20, 3)

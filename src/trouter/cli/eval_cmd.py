@@ -11,14 +11,38 @@ from typing import Any
 import typer
 from rich.console import Console
 
-#: Routers shown in every report, whatever was requested: the bounds and the chance level.
-ALWAYS = ("oracle", "best-single", "random")
+#: Routers shown in every report, whatever was requested: the bounds (the oracle per query and
+#: per task), the chance level, and the two constant choices.
+ALWAYS = ("oracle", "dataset-oracle", "best-single", "random", "cheapest")
 
 
 class Setting(StrEnum):
     in_domain = "in-domain"
     cold_start = "cold-start"
+    few_shot = "few-shot"
     synthetic = "synthetic"
+    transfer = "transfer"
+
+
+def parse_shots(spec: str) -> list[int | None]:
+    """``0,10,25,all`` -> [0, 10, 25, None]; anything else is a usage error."""
+    shots: list[int | None] = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        if item == "all":
+            shots.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise typer.BadParameter(
+                f"{item!r} is not a number of rows >= 0 or 'all'", param_hint="--shots"
+            )
+        shots.append(value)
+    if not shots:
+        raise typer.BadParameter("give at least one K, e.g. 0,10,25,50,100", param_hint="--shots")
+    return list(dict.fromkeys(shots))
 
 
 def parse_params(items: list[str], routers: list[str]) -> dict[str, dict[str, Any]]:
@@ -75,12 +99,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_command(
-        suite: str = typer.Option(..., "--suite", help="Benchmark suite, e.g. routerbench."),
+        suite: str | None = typer.Option(
+            None,
+            "--suite",
+            help="Benchmark suite, e.g. routerbench (the training source of --setting transfer "
+            "unless --train-file is given).",
+        ),
         setting: Setting = typer.Option(Setting.in_domain, "--setting", help="Evaluation setting."),
         routers: str = typer.Option(
             "",
             "--routers",
-            help="Comma-separated router names; oracle, best-single and random are always added.",
+            help="Comma-separated router names; oracle, dataset-oracle, best-single, random and "
+            "cheapest are always added.",
         ),
         scenario: str = typer.Option(
             "all",
@@ -91,7 +121,22 @@ def register(app: typer.Typer) -> None:
         json_path: Path | None = typer.Option(None, "--json", help="Write the records here."),
         plot: Path | None = typer.Option(None, "--plot", help="Write cost-quality curves (PNG)."),
         train_file: Path | None = typer.Option(
-            None, "--train-file", help="Labelled JSONL to train on (synthetic setting)."
+            None, "--train-file", help="Labelled JSONL to train on (synthetic, transfer)."
+        ),
+        test_file: Path | None = typer.Option(
+            None,
+            "--test-file",
+            help="Labelled JSONL to test on (implies --setting transfer); cost is re-normalised "
+            "over the pool both sources share.",
+        ),
+        shots: str = typer.Option(
+            "0,10,25,50,100",
+            "--shots",
+            help="Few-shot setting: labelled rows K of the held-out task, comma-separated; "
+            "'all' = every train row of the task.",
+        ),
+        curve: Path | None = typer.Option(
+            None, "--curve", help="Few-shot setting: write the learning curve (PNG) here."
         ),
         param: list[str] = typer.Option(
             [], "--param", help="Router hyper-parameter router.key=value (repeatable)."
@@ -105,11 +150,15 @@ def register(app: typer.Typer) -> None:
         from trouter.config import MalformedDataError
         from trouter.data.suites import SUITES
         from trouter.evaluation.harness import run_experiment
-        from trouter.evaluation.plots import plot_curves
+        from trouter.evaluation.plots import plot_curves, plot_learning_curves
         from trouter.evaluation.report import rich_tables, summarise
         from trouter.evaluation.scenarios import resolve_scenarios
 
-        if suite not in SUITES:
+        if test_file is not None:
+            setting = Setting.transfer
+        if suite is None and not (setting is Setting.transfer and train_file is not None):
+            raise typer.BadParameter("give --suite (or --train-file with --test-file)")
+        if suite is not None and suite not in SUITES:
             raise typer.BadParameter(
                 f"unknown suite {suite!r}; choose from {', '.join(SUITES)}", param_hint="--suite"
             )
@@ -119,10 +168,18 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(err), param_hint="--scenario") from err
         names = parse_routers(routers)
         params = parse_params(param, names)
+        shot_list = parse_shots(shots)
         if setting is Setting.synthetic and train_file is None:
             raise typer.BadParameter("the synthetic setting needs --train-file")
-        if train_file is not None and not train_file.is_file():
-            raise typer.BadParameter(f"{train_file} does not exist", param_hint="--train-file")
+        if setting is Setting.transfer and test_file is None:
+            raise typer.BadParameter("the transfer setting needs --test-file")
+        if setting is Setting.transfer and train_file is not None and suite is not None:
+            raise typer.BadParameter("give one training source: --train-file or --suite")
+        for option, path in (("--train-file", train_file), ("--test-file", test_file)):
+            if path is not None and not path.is_file():
+                raise typer.BadParameter(f"{path} does not exist", param_hint=option)
+        if curve is not None and setting is not Setting.few_shot:
+            raise typer.BadParameter("--curve needs --setting few-shot", param_hint="--curve")
 
         console = Console()
         if not console.is_terminal:  # piped or captured: no width to fit, keep cells whole
@@ -138,6 +195,8 @@ def register(app: typer.Typer) -> None:
                 router_params=params,
                 progress=progress,
                 limit=limit,
+                shots=shot_list,
+                test_file=test_file,
             )
         except (MalformedDataError, ValueError, KeyError) as err:  # missing data: exit 2 (cli)
             console.print(f"[red]error:[/red] {err}")
@@ -150,3 +209,5 @@ def register(app: typer.Typer) -> None:
             console.print(f"records: {json_path} ({len(records)})")
         if plot is not None:
             console.print(f"cost-quality curves: {plot_curves(records, plot)}")
+        if curve is not None:
+            console.print(f"learning curve: {plot_learning_curves(records, curve)}")

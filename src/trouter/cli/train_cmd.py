@@ -217,7 +217,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_command(
-        router: str = typer.Option(..., "--router", help="Router name (see `trouter routers`)."),
+        router: str = typer.Option(
+            "auto", "--router", help="Router name (see `trouter routers`); default: auto."
+        ),
         out: Path = typer.Option(..., "--out", help="Folder to save the trained router in."),
         suite: str | None = typer.Option(None, "--suite", help="Train on a benchmark suite."),
         train_file: Path | None = typer.Option(

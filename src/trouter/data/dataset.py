@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -116,17 +117,26 @@ class RoutingDataset:
         return self.subset(self.splits == name)
 
     def select_models(self, names: Sequence[str]) -> RoutingDataset:
-        """Keep only the named models, in the given order."""
+        """Keep only the named models, in the given order.
+
+        When models are dropped, cost is re-normalised per benchmark over the kept models
+        (and this dataset's rows): normalised cost is relative to the pool the routing
+        chooses from, so a cost of 1 is the most expensive *remaining* model. A pure
+        reordering of the same pool keeps the normalisation as it is.
+        """
         missing = [n for n in names if n not in self.model_names]
         if missing:
             raise KeyError(f"{self.name}: unknown models {missing}; pool is {self.model_names}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: model names repeat in {list(names)}")
         cols = [self.model_names.index(n) for n in names]
+        same_pool = len(cols) == len(self.models)
         return replace(
             self,
             models=[self.models[c] for c in cols],
             performance=self.performance[:, cols],
             cost=self.cost[:, cols],
-            normalised_cost=self.normalised_cost[:, cols],
+            normalised_cost=self.normalised_cost[:, cols] if same_pool else None,
         )
 
     def with_validation(self, fraction: float = 0.15, seed: int = 0) -> RoutingDataset:
@@ -172,3 +182,13 @@ class RoutingDataset:
                 (block - low) / span if span > 0 else np.where(np.isnan(block), np.nan, 0.0)
             )
         return normalised
+
+
+def task_order(rows: np.ndarray, task: object, seed: int) -> np.ndarray:
+    """``rows`` in a seeded random order that depends on the task's name.
+
+    Few-shot draws take prefixes of it, so the 10 shots of a task are the first 10 of its 25,
+    and the same task gets the same order wherever it is drawn (evaluation folds, the guard).
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(str(task).encode())])
+    return np.asarray(rows)[rng.permutation(len(rows))]

@@ -4,7 +4,14 @@ One JSON object per line (see CONTRIBUTING.md, "Labelled JSONL")::
 
     {"id", "question", "reference", "leaf_id", "generator",
      "results": {model: {"answer", "performance": float|null, "cost_usd": float|null,
-                         "input_tokens", "output_tokens", "latency_s", "error": str|null}}}
+                         "input_tokens", "output_tokens", "latency_s", "error": str|null}},
+     optional: "benchmark": str, "task": str, "cost_source": str}
+
+``leaf_id`` may be ``""`` or ``null``: the row's task type is *unknown* (a real query, say);
+routers that need one then type it by embedding similarity to the taxonomy leaves.
+``benchmark`` names the source a row comes from (cost is min-max normalised per benchmark;
+default ``"synthetic"``); ``task`` is the group held out by leave-one-task-out (default: the
+leaf's domain, else the benchmark); ``cost_source`` says how ``cost_usd`` was obtained.
 
 ``trouter label`` also records ``judge_cost_usd`` per cell (what judging cost; not part
 of the routing cost). A null performance (failed call, unparseable judge verdict) or a null
@@ -38,6 +45,10 @@ ROW_FIELDS: dict[str, type] = {
     "generator": str,
     "results": dict,
 }
+#: Optional keys (non-empty strings): where a row comes from and how its cost was measured.
+OPTIONAL_FIELDS = ("benchmark", "task", "cost_source")
+DEFAULT_BENCHMARK = "synthetic"
+DEFAULT_COST_SOURCE = "usd-per-call, measured by trouter label (tokens x prices)"
 LEAF_SEPARATOR = " > "
 
 
@@ -66,10 +77,15 @@ def check_row(row: Any, where: str) -> dict[str, Any]:
     for key, kind in ROW_FIELDS.items():
         if key not in row:
             raise MalformedDataError(f"{where}: missing field {key!r}")
+        if key == "leaf_id" and row[key] is None:
+            continue  # an unknown task type
         if not isinstance(row[key], kind):
             raise MalformedDataError(
                 f"{where}: field {key!r} must be a {kind.__name__}, got {type(row[key]).__name__}"
             )
+    for key in OPTIONAL_FIELDS:
+        if key in row and not (isinstance(row[key], str) and row[key].strip()):
+            raise MalformedDataError(f"{where}: optional field {key!r} must be a non-empty string")
     for model, result in row["results"].items():
         if not isinstance(result, dict):
             raise MalformedDataError(f"{where}: results[{model!r}] must be an object")
@@ -122,7 +138,7 @@ def load_labelled(
     if taxonomy is not None:
         known = set(taxonomy.leaf_ids())
         for row in rows:
-            if row["leaf_id"] not in known:
+            if row["leaf_id"] and row["leaf_id"] not in known:
                 raise MalformedDataError(
                     f"{path}: row {row['id']!r} has leaf {row['leaf_id']!r}, which is not a "
                     f"leaf of taxonomy {taxonomy.name!r}"
@@ -149,18 +165,28 @@ def load_labelled(
             'is nothing to learn from. See the "error" fields, fix the pool or judge, and '
             "rerun `trouter label` on a new file"
         )
-    leaf_ids = np.asarray([row["leaf_id"] for row in rows], dtype=object)
+    leaf_ids = np.asarray([row["leaf_id"] or "" for row in rows], dtype=object)
+    benchmarks = [row.get("benchmark", DEFAULT_BENCHMARK) for row in rows]
+    tasks = [
+        row.get("task") or (leaf_domain(leaf) if leaf else bench)
+        for row, leaf, bench in zip(rows, leaf_ids, benchmarks, strict=True)
+    ]
+    sources = list(dict.fromkeys(row.get("cost_source", DEFAULT_COST_SOURCE) for row in rows))
     return RoutingDataset(
         name=path.stem,
         query_ids=np.asarray([row["id"] for row in rows], dtype=object),
         texts=[row["question"] for row in rows],
-        tasks=np.asarray([leaf_domain(leaf) for leaf in leaf_ids], dtype=object),
-        benchmarks=np.full(len(rows), "synthetic", dtype=object),
+        tasks=np.asarray(tasks, dtype=object),
+        benchmarks=np.asarray(benchmarks, dtype=object),
         models=[ModelInfo(name) for name in names],
         performance=performance,
         cost=cost,
-        splits=split_per_leaf(leaf_ids, validation_fraction, seed),
-        cost_source="usd-per-call, measured by trouter label (tokens x prices)",
+        splits=split_per_leaf(
+            np.asarray([leaf or f"task:{t}" for leaf, t in zip(leaf_ids, tasks, strict=True)]),
+            validation_fraction,
+            seed,
+        ),
+        cost_source="; ".join(sources),
         leaf_ids=leaf_ids,
     )
 

@@ -1,30 +1,15 @@
-"""The evaluation harness: build the folds of a setting, fit every router, score it.
+"""The evaluation harness: fit every router on the folds of a setting, score it, aggregate.
 
-Settings
---------
-``in-domain``
-    Fit on the suite's train split, with a validation split carved from train with the run
-    seed; test on the test split.
-``cold-start``
-    Leave one task out: for each task with scorable test rows, fit on the train and
-    validation rows of every *other* task (validation re-carved from them with the run seed)
-    and test on the held-out task's test rows. Test rows are never trained on, so tasks that
-    only have test rows (out-of-distribution tasks) are always held out. One record per task,
-    plus ``task="mean"`` records averaged over tasks.
-``synthetic``
-    Fit on a labelled JSONL file (its own train/validation splits), test on the suite's test
-    split, both restricted to the pool models they share.
-
-Every router is fitted once per (seed, fold) and predicts once; each scenario and each point
-of the cost-quality sweep only re-weights that one prediction. The oracle and best-single
-routers are always evaluated too, since the gap-closed metric is measured between them.
+The settings and their folds are in :mod:`trouter.evaluation.folds`. Every router is fitted
+once per (seed, fold) and predicts once; each scenario and each point of the cost-quality
+sweeps only re-weights that one prediction. The oracle and best-single routers are always
+evaluated too, since the gap-closed metric is measured between them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,150 +19,77 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from trouter.data.dataset import RoutingDataset
 from trouter.evaluation import metrics
+from trouter.evaluation.folds import (  # noqa: F401  (re-exported: the harness's public API)
+    DEFAULT_SHOTS,
+    SETTINGS,
+    Fold,
+    cold_start_folds,
+    few_shot_folds,
+    in_domain_folds,
+    limit_rows,
+    restrict,
+    shared_pool,
+    synthetic_folds,
+    transfer_folds,
+)
 from trouter.evaluation.scenarios import Weights
 from trouter.routers.base import Prediction, make_router
 
-SETTINGS = ("in-domain", "cold-start", "synthetic")
 #: Routers that every experiment includes: the gap-closed metric is defined between them.
 BASELINES = ("oracle", "best-single")
-#: Fields averaged over held-out tasks in the cold-start ``task="mean"`` records; the
-#: remaining numeric fields (counts, USD totals, seconds) are summed instead.
+#: Fields averaged over held-out tasks in the ``task="mean"`` records (cost saved: over the
+#: tasks where it is defined); the remaining numeric fields (counts, USD totals, seconds)
+#: are summed instead.
 MEAN_FIELDS = ("utility", "performance", "cost", "aiq")
+SAVING_FIELDS = tuple(f"cost_saved_{level}" for level in metrics.SAVING_LEVELS)
 SUM_FIELDS = ("raw_cost", "n_test", "masked_rows", "fit_seconds", "predict_seconds")
-
-
-@dataclass
-class Fold:
-    """One train/validation/test partition; ``task`` is the held-out task or ``"all"``."""
-
-    task: str
-    train: RoutingDataset
-    validation: RoutingDataset | None
-    test: RoutingDataset
-    masked_rows: int = 0
-
-
-# ----- data preparation ------------------------------------------------------------------
-def limit_rows(dataset: RoutingDataset, limit: int | None) -> RoutingDataset:
-    """At most ``limit`` rows per split, taken round-robin over tasks in file order.
-
-    Deterministic, and it keeps every task represented, which leave-one-task-out needs.
-    """
-    if limit is None:
-        return dataset
-    if limit < 1:
-        raise ValueError(f"limit must be a positive number of rows per split, got {limit}")
-    keep: list[int] = []
-    for split in np.unique(dataset.splits):
-        rows = np.flatnonzero(dataset.splits == split)
-        tasks = dataset.tasks[rows]
-        rank = np.zeros(len(rows), dtype=int)
-        for task in dict.fromkeys(tasks):
-            mine = tasks == task
-            rank[mine] = np.arange(mine.sum())
-        order = np.lexsort((rows, rank))
-        keep.extend(rows[order[:limit]].tolist())
-    return dataset.subset(np.sort(np.asarray(keep, dtype=int)))
-
-
-def _split_or_none(dataset: RoutingDataset, name: str) -> RoutingDataset | None:
-    part = dataset.split(name)
-    return part if len(part) else None
-
-
-def _fold(task: str, train_rows: RoutingDataset, test: RoutingDataset) -> Fold:
-    train = train_rows.split("train")
-    if len(train) == 0:
-        raise ValueError(f"{train_rows.name}: no training rows for fold {task!r}")
-    scorable, masked = metrics.scorable_rows(test)
-    return Fold(task, train, _split_or_none(train_rows, "validation"), scorable, masked)
-
-
-def in_domain_folds(dataset: RoutingDataset, seed: int, validation_fraction: float) -> list[Fold]:
-    """Fit on train (validation carved from train with ``seed``), test on test."""
-    carved = dataset.with_validation(validation_fraction, seed)
-    train_rows = carved.subset(carved.splits != "test")
-    fold = _fold("all", train_rows, carved.split("test"))
-    if len(fold.test) == 0:
-        raise ValueError(f"{dataset.name}: no test rows without masked cells")
-    return [fold]
-
-
-def cold_start_folds(dataset: RoutingDataset, seed: int, validation_fraction: float) -> list[Fold]:
-    """Leave-one-task-out folds, one per task with scorable test rows, in task order.
-
-    Training rows are the train and validation rows of the other tasks only; test rows of
-    any task never enter training.
-    """
-    tasks = sorted(set(dataset.tasks))
-    if len(tasks) < 2:
-        raise ValueError(
-            f"{dataset.name}: leave-one-task-out needs at least 2 tasks, found {tasks}; "
-            "use --setting in-domain for this suite"
-        )
-    folds = []
-    trainable = dataset.splits != "test"
-    for task in sorted(set(dataset.tasks[dataset.splits == "test"])):
-        test = dataset.subset((dataset.splits == "test") & (dataset.tasks == task))
-        others = dataset.subset(trainable & (dataset.tasks != task))
-        if len(others) == 0:
-            raise ValueError(f"{dataset.name}: no training rows outside task {task!r}")
-        fold = _fold(task, others.with_validation(validation_fraction, seed), test)
-        if len(fold.test):
-            folds.append(fold)
-    if not folds:
-        raise ValueError(f"{dataset.name}: no task has test rows without masked cells")
-    return folds
-
-
-def shared_pool(labelled: RoutingDataset, suite: RoutingDataset) -> list[str]:
-    """Models in both pools, in the suite's order; an error names both pools if < 2."""
-    shared = [name for name in suite.model_names if name in set(labelled.model_names)]
-    if len(shared) < 2:
-        raise ValueError(
-            f"the labelled file and suite {suite.name!r} share {len(shared)} pool model(s) "
-            f"({shared}); need at least 2. Labelled pool: {labelled.model_names}; "
-            f"suite pool: {suite.model_names}"
-        )
-    return shared
-
-
-def _restrict(dataset: RoutingDataset, models: Sequence[str]) -> RoutingDataset:
-    """Keep ``models`` and re-normalise cost over them (the pool the routing chooses from)."""
-    return replace(dataset.select_models(list(models)), normalised_cost=None)
-
-
-def synthetic_folds(labelled: RoutingDataset, suite: RoutingDataset) -> list[Fold]:
-    """Train on the labelled file's own splits, test on the suite's test split."""
-    shared = shared_pool(labelled, suite)
-    fold = _fold("all", _restrict(labelled, shared), _restrict(suite, shared).split("test"))
-    if len(fold.test) == 0:
-        raise ValueError(f"{suite.name}: no test rows without masked cells on the shared pool")
-    return [fold]
+#: Settings whose records are per held-out task and get ``task="mean"`` records.
+PER_TASK_SETTINGS = ("cold-start", "few-shot")
 
 
 # ----- scoring -----------------------------------------------------------------------------
 def _align(prediction: Prediction, names: list[str], n: int, router: str) -> Prediction:
     """Reorder a prediction's columns to the test pool's model order."""
-    missing = [name for name in names if name not in prediction.models]
-    if missing:
-        raise ValueError(f"router {router!r} predicts no scores for test models {missing}")
-    cols = [prediction.models.index(name) for name in names]
     perf, cost = np.asarray(prediction.performance), np.asarray(prediction.cost)
     if perf.shape[0] != n or cost.shape[0] != n:
         raise ValueError(f"router {router!r} returned {perf.shape[0]} rows for {n} queries")
-    return Prediction(names, perf[:, cols], cost[:, cols])
+    try:
+        return prediction.reorder(names)
+    except ValueError as err:
+        raise ValueError(f"router {router!r}: {err} (the test pool)") from None
 
 
 def score_prediction(
-    prediction: Prediction, test: RoutingDataset, scenarios: dict[str, Weights]
-) -> tuple[dict[str, dict], np.ndarray]:
-    """Metrics per scenario and the cost-quality curve of one prediction on ``test``."""
+    prediction: Prediction,
+    test: RoutingDataset,
+    scenarios: dict[str, Weights],
+    top_model: int | None = None,
+) -> tuple[dict[str, dict], np.ndarray, dict[str, float]]:
+    """Metrics per scenario, the cost-quality curve, and the cost saved at X% of the quality
+    of pool model ``top_model`` (empty without one) of one prediction on ``test``."""
     per_scenario = {
         name: metrics.choice_metrics(test, prediction.choose(weights), weights)
         for name, weights in scenarios.items()
     }
-    return per_scenario, metrics.cost_quality_curve(test, prediction.choose)
+    curve = metrics.cost_quality_curve(test, prediction.choose)
+    saved = {} if top_model is None else metrics.savings(test, prediction.choose, top_model)
+    return per_scenario, curve, saved
+
+
+def top_single_model(train: RoutingDataset) -> int:
+    """The pool model with the best mean training performance: the "top model" users know."""
+    return int(np.nanargmax(np.nanmean(train.performance, axis=0)))
+
+
+def fit_params(name: str, fold: Fold, params: dict[str, dict]) -> dict[str, Any]:
+    """A router's parameters for one fold: the user's, plus the fold's deployment situation
+    (``shots``) for routers that simulate it on their own validation evidence."""
+    from trouter.routers.base import ROUTERS
+
+    own = dict(params.get(name, {}))
+    if getattr(ROUTERS.get(name), "deployment_aware", False):
+        own.setdefault("shots", fold.shots)
+    return own
 
 
 def evaluate_fold(
@@ -199,23 +111,24 @@ def evaluate_fold(
         raise ValueError(f"evaluate_fold needs the baseline routers {absent} in the list")
     params = router_params or {}
     test, names = fold.test, fold.test.model_names
-    results: dict[str, tuple[dict[str, dict], np.ndarray, float, float]] = {}
+    top_model = top_single_model(fold.train)
+    results: dict[str, tuple[dict[str, dict], np.ndarray, dict, float, float]] = {}
     for name in routers:
         if on_router:
             on_router(name)
-        router = make_router(name, seed=seed, **params.get(name, {}))
+        router = make_router(name, seed=seed, **fit_params(name, fold, params))
         start = time.perf_counter()
         router.fit(fold.train, fold.validation)
         fitted = time.perf_counter()
         prediction = router.predict(test if router.needs_labels else list(test.texts))
         predicted = time.perf_counter()
         aligned = _align(prediction, names, len(test), name)
-        per_scenario, curve = score_prediction(aligned, test, scenarios)
-        results[name] = (per_scenario, curve, fitted - start, predicted - fitted)
+        per_scenario, curve, saved = score_prediction(aligned, test, scenarios, top_model)
+        results[name] = (per_scenario, curve, saved, fitted - start, predicted - fitted)
 
     records = []
     for name in routers:
-        per_scenario, curve, fit_s, predict_s = results[name]
+        per_scenario, curve, saved, fit_s, predict_s = results[name]
         area = metrics.aiq(curve)
         for scenario, weights in scenarios.items():
             scored = per_scenario[scenario]
@@ -235,6 +148,9 @@ def evaluate_fold(
                     **scored,
                     "gap_closed": gap,
                     "aiq": area,
+                    **saved,
+                    "top_model": names[top_model],
+                    "shots": fold.shots,
                     "curve": curve.tolist(),
                     "n_test": len(test),
                     "masked_rows": fold.masked_rows,
@@ -259,7 +175,7 @@ def mean_over_tasks(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         if record["task"] != "mean":
-            key = (record["router"], record["scenario"], record["seed"])
+            key = (record["router"], record["scenario"], record["seed"], record.get("shots"))
             groups.setdefault(key, []).append(record)
     means = {}
     for key, group in groups.items():
@@ -269,6 +185,11 @@ def mean_over_tasks(records: list[dict]) -> list[dict]:
         mean["n_tasks"] = len(group)
         for field in MEAN_FIELDS:
             mean[field] = float(np.mean([r[field] for r in group]))
+        for field in SAVING_FIELDS:
+            values = [r[field] for r in group if r.get(field) is not None]
+            finite = np.asarray(values, dtype=float)
+            finite = finite[np.isfinite(finite)]
+            mean[field] = float(finite.mean()) if finite.size else float("nan")
         for field in SUM_FIELDS:
             mean[field] = sum(r[field] for r in group)
         models = list(group[0]["selection"])
@@ -276,11 +197,11 @@ def mean_over_tasks(records: list[dict]) -> list[dict]:
         mean["curve"] = np.mean([r["curve"] for r in group], axis=0).tolist()
         mean["aiq_of_mean_curve"] = metrics.aiq(np.asarray(mean["curve"]))
         means[key] = mean
-    for (_router, scenario, seed), mean in means.items():
+    for (_router, scenario, seed, shots), mean in means.items():
         mean["gap_closed"] = metrics.gap_closed(
             mean["utility"],
-            means[("best-single", scenario, seed)]["utility"],
-            means[("oracle", scenario, seed)]["utility"],
+            means[("best-single", scenario, seed, shots)]["utility"],
+            means[("oracle", scenario, seed, shots)]["utility"],
         )
     return list(means.values())
 
@@ -336,8 +257,14 @@ class _Bars:
             self.progress.advance(self.fold_bar)
 
 
+def _load_labelled_file(path: Path, limit: int | None) -> RoutingDataset:
+    from trouter.data.labelled import load_labelled
+
+    return limit_rows(load_labelled(Path(path)), limit)
+
+
 def run_experiment(
-    suite: str,
+    suite: str | None,
     setting: str,
     routers: list[str],
     scenarios: dict[str, Weights],
@@ -347,11 +274,17 @@ def run_experiment(
     progress: bool = True,
     limit: int | None = None,
     validation_fraction: float = 0.15,
+    shots: Sequence[int | None] = DEFAULT_SHOTS,
+    test_file: Path | None = None,
 ) -> list[dict]:
-    """Evaluate ``routers`` on ``suite`` in ``setting`` for every seed: a list of records.
+    """Evaluate ``routers`` in ``setting`` for every seed (and every K of ``shots`` in the
+    few-shot setting): a list of records, each carrying ``shots``.
 
-    ``limit`` keeps at most that many rows per split (see :func:`limit_rows`), for quick
-    runs. The oracle and best-single routers are always added (the gap-closed baseline).
+    ``suite`` is the data of in-domain, cold-start and few-shot runs, the test suite of the
+    synthetic setting (trained on ``train_file``), and in the transfer setting the training
+    source unless ``train_file`` is given (tested on ``test_file``). ``limit`` keeps at most
+    that many rows per split (see :func:`limit_rows`), for quick runs. The oracle and
+    best-single routers are always added (the gap-closed baseline).
     """
     from trouter.data.suites import load_suite
 
@@ -359,36 +292,59 @@ def run_experiment(
         raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
     if not seeds:
         raise ValueError("no seeds given")
-    if setting == "synthetic" and train_file is None:
-        raise ValueError("the synthetic setting needs a labelled train file (--train-file)")
+    if setting == "synthetic" and (train_file is None or suite is None):
+        raise ValueError("the synthetic setting needs a labelled train file and a test suite")
+    if setting == "transfer" and (test_file is None or (train_file is None) == (suite is None)):
+        raise ValueError("the transfer setting needs --test-file and one of --train-file/--suite")
+    if setting not in ("synthetic", "transfer") and suite is None:
+        raise ValueError(f"the {setting} setting needs a suite")
+    if setting == "few-shot" and not shots:
+        raise ValueError("the few-shot setting needs at least one K (--shots)")
     names = _with_baselines(routers)
-    dataset = limit_rows(load_suite(suite, seed=seeds[0]), limit)
-    labelled = None
-    if setting == "synthetic":
-        from trouter.data.labelled import load_labelled
+    if setting == "transfer":
+        source = (
+            _load_labelled_file(train_file, limit)
+            if train_file is not None
+            else limit_rows(load_suite(suite, seed=seeds[0]), limit)
+        )
+        dataset = _load_labelled_file(test_file, limit)
+        run_name = f"{source.name}->{dataset.name}"
+    else:
+        dataset = limit_rows(load_suite(suite, seed=seeds[0]), limit)
+        source = _load_labelled_file(train_file, limit) if setting == "synthetic" else None
+        run_name = suite
+    shot_list: list[int | None] = list(shots) if setting == "few-shot" else [None]
+    pool = max((k for k in shot_list if k is not None), default=0)
 
-        labelled = limit_rows(load_labelled(Path(train_file)), limit)
-
-    def folds_for(seed: int) -> list[Fold]:
+    def folds_for(seed: int, k: int | None) -> list[Fold]:
         if setting == "in-domain":
             return in_domain_folds(dataset, seed, validation_fraction)
         if setting == "cold-start":
             return cold_start_folds(dataset, seed, validation_fraction)
-        return synthetic_folds(labelled, dataset)
+        if setting == "few-shot":
+            return few_shot_folds(dataset, seed, validation_fraction, k, shot_pool=pool)
+        return transfer_folds(source, dataset)
 
-    context = {"suite": suite, "setting": setting}
+    context = {"suite": run_name, "setting": setting}
     records: list[dict] = []
+    runs = [(seed, k) for seed in seeds for k in shot_list]
+    first = folds_for(*runs[0])
+    total = len(first) * len(runs)  # every (seed, K) has the same held-out tasks
     with _Bars(progress, names) as bars:
-        for seed in seeds:
-            folds = folds_for(seed)
-            for fold in folds:
-                bars.start_fold(seed, fold.task, len(folds) * len(seeds))
+        for i, (seed, k) in enumerate(runs):
+            for fold in first if i == 0 else folds_for(seed, k):
+                label = fold.task if setting != "few-shot" else f"{fold.task} · K={_k(k)}"
+                bars.start_fold(seed, label, total)
                 records.extend(
                     evaluate_fold(
                         fold, names, scenarios, seed, router_params, context, bars.start_router
                     )
                 )
                 bars.end_fold()
-    if setting == "cold-start":
+    if setting in PER_TASK_SETTINGS:
         records.extend(mean_over_tasks(records))
     return records
+
+
+def _k(shots: int | None) -> str:
+    return "all" if shots is None else str(shots)

@@ -62,22 +62,22 @@ def cost_quality_curve(
     test: RoutingDataset,
     choose,
     shares: Sequence[float] = DEFAULT_SHARES,
+    usd: bool = False,
 ) -> np.ndarray:
-    """Points (mean normalised cost, mean performance) of the routed choices per cost share.
+    """Points (mean cost, mean performance) of the routed choices per cost share.
 
     ``choose`` maps a :class:`Weights` to one model index per test row, typically
-    ``prediction.choose``; each share ``s`` uses ``Weights.from_cost_share(s)``.
-    Returns an array of shape (len(shares), 2) in the order of ``shares``.
+    ``prediction.choose``; each share ``s`` uses ``Weights.from_cost_share(s)``. Cost is
+    the normalised cost, or raw USD per query with ``usd``. Returns an array of shape
+    (len(shares), 2) in the order of ``shares``.
     """
     points = []
     rows = np.arange(len(test))
+    cost = test.cost if usd else test.normalised_cost
     for share in shares:
         picked = np.asarray(choose(Weights.from_cost_share(share)), dtype=int)
         points.append(
-            (
-                float(np.mean(test.normalised_cost[rows, picked])),
-                float(np.mean(test.performance[rows, picked])),
-            )
+            (float(np.mean(cost[rows, picked])), float(np.mean(test.performance[rows, picked])))
         )
     return np.asarray(points, dtype=float).reshape(-1, 2)
 
@@ -151,3 +151,48 @@ def gap_closed(utility: float, best_single: float, oracle: float) -> float:
     if abs(gap) < 1e-12:
         return float("nan")
     return float((utility - best_single) / gap)
+
+
+#: Cost shares swept for "cost saved": the AIQ grid plus small shares, where a router moves
+#: from the top model to cheaper ones and the 95%-quality point usually lies.
+SAVING_SHARES: tuple[float, ...] = tuple(
+    float(s) for s in np.unique(np.concatenate([DEFAULT_SHARES, np.geomspace(1e-4, 0.05, 12)]))
+)
+#: Quality levels (shares of the top model's performance) reported as ``cost_saved_<X>``.
+SAVING_LEVELS: tuple[int, ...] = (95, 100)
+
+
+def cost_saved(points: np.ndarray, top_performance: float, top_cost: float, level: float) -> float:
+    """Share of the top model's cost saved at ``level`` (e.g. 0.95) of its quality.
+
+    Read off the router's non-decreasing convex hull of (cost, performance) points (a
+    random mix of two routing settings reaches every point between them, RouteLLM's CPT
+    idea): the cheapest hull point whose performance is at least ``level`` times the top
+    single model's, as a saving relative to always calling the top model. NaN when the hull
+    never reaches that quality or the top model costs nothing (no cost data).
+    """
+    if not top_cost > 0 or not np.isfinite(top_cost):
+        return float("nan")
+    target = level * top_performance
+    hull = nondecreasing_hull(points)
+    reached = np.flatnonzero(hull[:, 1] >= target - 1e-12)
+    if len(reached) == 0:
+        return float("nan")
+    i = int(reached[0])
+    if i == 0:
+        cost = hull[0, 0]
+    else:
+        (x0, y0), (x1, y1) = hull[i - 1], hull[i]
+        cost = x0 + (x1 - x0) * (target - y0) / (y1 - y0)
+    return float(1.0 - cost / top_cost)
+
+
+def savings(test: RoutingDataset, choose, top_model: int) -> dict[str, float]:
+    """``cost_saved_<X>`` for every :data:`SAVING_LEVELS` X, against pool model ``top_model``."""
+    points = cost_quality_curve(test, choose, SAVING_SHARES, usd=True)
+    top_performance = float(np.mean(test.performance[:, top_model]))
+    top_cost = float(np.mean(test.cost[:, top_model]))
+    return {
+        f"cost_saved_{level}": cost_saved(points, top_performance, top_cost, level / 100)
+        for level in SAVING_LEVELS
+    }

@@ -14,8 +14,25 @@ import numpy as np
 from rich.table import Table
 
 #: Fields summarised as mean ± std over seeds.
-SUMMARY_FIELDS = ("utility", "performance", "cost", "raw_cost", "gap_closed", "aiq")
+SUMMARY_FIELDS = (
+    "utility",
+    "performance",
+    "cost",
+    "raw_cost",
+    "gap_closed",
+    "aiq",
+    "cost_saved_95",
+    "cost_saved_100",
+)
 HEADLINE_TASKS = ("all", "mean")
+
+
+def run_setting(record: dict) -> str:
+    """The setting a record is summarised under; few-shot runs are one setting per K."""
+    if record["setting"] != "few-shot":
+        return record["setting"]
+    shots = record.get("shots")
+    return f"few-shot K={'all' if shots is None else shots}"
 
 
 def headline_records(records: Iterable[dict]) -> list[dict]:
@@ -40,7 +57,7 @@ def summarise(records: Iterable[dict]) -> list[dict]:
     """
     groups: dict[tuple, list[dict]] = {}
     for record in headline_records(records):
-        key = (record["suite"], record["setting"], record["router"], record["scenario"])
+        key = (record["suite"], run_setting(record), record["router"], record["scenario"])
         groups.setdefault(key, []).append(record)
     rows = []
     for (suite, setting, router, scenario), group in groups.items():
@@ -50,13 +67,19 @@ def summarise(records: Iterable[dict]) -> list[dict]:
             "router": router,
             "scenario": scenario,
             "seeds": len({r["seed"] for r in group}),
+            "shots": group[0].get("shots"),
         }
         for field in SUMMARY_FIELDS:
-            row[f"{field}_mean"], row[f"{field}_std"] = _mean_std([r[field] for r in group])
+            row[f"{field}_mean"], row[f"{field}_std"] = _mean_std([r.get(field) for r in group])
         models = list(group[0]["selection"])
         row["selection"] = {m: float(np.mean([r["selection"][m] for r in group])) for m in models}
         rows.append(row)
     return rows
+
+
+def _pct(row: dict, field: str) -> str:
+    mean, std = row.get(f"{field}_mean", float("nan")), row.get(f"{field}_std", float("nan"))
+    return "–" if math.isnan(mean) else f"{100 * mean:.0f}% ± {100 * std:.0f}"
 
 
 def fmt(mean: float, std: float, digits: int = 3) -> str:
@@ -83,7 +106,7 @@ def rich_tables(rows: list[dict]) -> list[Table]:
     for (suite, setting), block in _by_run(rows).items():
         seeds = max(r["seeds"] for r in block)
         title = f"{suite} · {setting} · mean ± std over {seeds} seed(s)"
-        if setting == "cold-start":
+        if setting == "cold-start" or setting.startswith("few-shot"):
             title += " · mean over held-out tasks"
         table = Table(title=title)
         for column in (
@@ -95,6 +118,7 @@ def rich_tables(rows: list[dict]) -> list[Table]:
             "raw cost USD",
             "gap closed",
             "AIQ",
+            "saved@95%",
             "most chosen",
         ):
             table.add_column(
@@ -112,6 +136,7 @@ def rich_tables(rows: list[dict]) -> list[Table]:
                 _fmt_usd(row["raw_cost_mean"], row["raw_cost_std"]),
                 fmt(row["gap_closed_mean"], row["gap_closed_std"], 2),
                 fmt(row["aiq_mean"], row["aiq_std"]),
+                _pct(row, "cost_saved_95"),
                 _top_model(row["selection"]),
                 end_section=False,
             )
@@ -125,7 +150,8 @@ def markdown_tables(rows: list[dict]) -> str:
     out = []
     for (suite, setting), block in _by_run(rows).items():
         seeds = max(r["seeds"] for r in block)
-        note = " (mean over held-out tasks)" if setting == "cold-start" else ""
+        per_task = setting == "cold-start" or setting.startswith("few-shot")
+        note = " (mean over held-out tasks)" if per_task else ""
         out.append(f"### {suite} · {setting}{note} · mean ± std over {seeds} seed(s)\n")
         scenarios = list(dict.fromkeys(r["scenario"] for r in block))
         for scenario in scenarios:
@@ -178,8 +204,9 @@ def compact_markdown(rows: list[dict]) -> str:
         lines += [
             f"**{suite} · {setting}** (utility, mean ± std over {seeds} seed(s))",
             "",
-            "| router | performance-first | balanced | cost-first | gap closed (bal.) | AIQ |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| router | performance-first | balanced | cost-first | gap closed (bal.) | AIQ "
+            "| saved @95% | saved @100% |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for router in routers:
             utilities = [
@@ -193,6 +220,65 @@ def compact_markdown(rows: list[dict]) -> str:
                 fmt(balanced["gap_closed_mean"], balanced["gap_closed_std"], 2) if balanced else "–"
             )
             aiq = fmt(balanced["aiq_mean"], balanced["aiq_std"]) if balanced else "–"
-            lines.append(f"| {router} | {' | '.join(utilities)} | {gap} | {aiq} |")
+            saved = [
+                _pct(balanced, f) if balanced else "–" for f in ("cost_saved_95", "cost_saved_100")
+            ]
+            lines.append(
+                f"| {router} | {' | '.join(utilities)} | {gap} | {aiq} | {' | '.join(saved)} |"
+            )
         lines.append("")
+    return "\n".join(lines)
+
+
+def learning_curve_markdown(rows: list[dict], scenario: str = "balanced") -> str:
+    """Few-shot rows as one table per suite: utility per K for every router, then the share
+    of its own K=all (in-domain) gain over best-single that each router reaches per K."""
+    lines: list[str] = []
+    by_suite: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["setting"].startswith("few-shot") and row["scenario"] == scenario:
+            by_suite.setdefault(row["suite"], []).append(row)
+    for suite, block in by_suite.items():
+        ks = list(dict.fromkeys(r["setting"].split("K=")[1] for r in block))
+        ks.sort(key=lambda k: float("inf") if k == "all" else int(k))
+        cell = {(r["router"], r["setting"].split("K=")[1]): r for r in block}
+        routers = list(dict.fromkeys(r["router"] for r in block))
+        seeds = max(r["seeds"] for r in block)
+        lines += [
+            f"**{suite} · few-shot · {scenario}** (utility, mean over held-out tasks, "
+            f"mean ± std over {seeds} seed(s))",
+            "",
+            "| router | " + " | ".join(f"K={k}" for k in ks) + " |",
+            "|---|" + "---:|" * len(ks),
+        ]
+        for router in routers:
+            values = [
+                fmt(cell[(router, k)]["utility_mean"], cell[(router, k)]["utility_std"])
+                if (router, k) in cell
+                else "–"
+                for k in ks
+            ]
+            lines.append(f"| {router} | " + " | ".join(values) + " |")
+        lines.append("")
+        if "all" in ks and ("best-single", "0") in cell:
+            base = cell[("best-single", "0")]["utility_mean"]
+            lines += [
+                "Share of the router's own K=all gain over best-single (K=0) reached at K:",
+                "",
+                "| router | " + " | ".join(f"K={k}" for k in ks if k != "all") + " |",
+                "|---|" + "---:|" * (len(ks) - 1),
+            ]
+            for router in routers:
+                if router in ("oracle", "best-single", "random") or (router, "all") not in cell:
+                    continue
+                full = cell[(router, "all")]["utility_mean"] - base
+                shares = [
+                    f"{(cell[(router, k)]['utility_mean'] - base) / full:.2f}"
+                    if (router, k) in cell and full > 1e-9
+                    else "–"
+                    for k in ks
+                    if k != "all"
+                ]
+                lines.append(f"| {router} | " + " | ".join(shares) + " |")
+            lines.append("")
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """Every built-in router, registered by name on import."""
 
 from trouter.routers import (
+    cluster,  # noqa: F401
+    guard,  # noqa: F401
     knn,  # noqa: F401
     metric_router,  # noqa: F401
     mf,  # noqa: F401

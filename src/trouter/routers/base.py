@@ -10,8 +10,8 @@ inside ``fit`` on the validation split only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,16 +53,53 @@ def query_texts(queries: Queries) -> list[str]:
     return list(queries)
 
 
+#: Utility bonus that makes an overriding choice win the argmax (utilities lie in [-1, 1]).
+OVERRIDE_BONUS = 10.0
+
+
 @dataclass
 class Prediction:
-    """Predicted performance in [0, 1] and normalised cost in [0, 1], shape (queries, models)."""
+    """Predicted performance in [0, 1] and normalised cost in [0, 1], shape (queries, models).
+
+    ``override`` (optional) maps weights to a forced model per query: an index into
+    ``override_models``, or -1 where the predicted utility decides. Guarded routers use it,
+    because whether the learned predictions may be trusted in a cell depends on the weights.
+    """
 
     models: list[str]
     performance: np.ndarray
     cost: np.ndarray
+    override: Callable[[Weights], np.ndarray] | None = field(default=None, repr=False)
+    override_models: list[str] | None = None
 
     def utility(self, weights: Weights) -> np.ndarray:
-        return weights.utility(self.performance, self.cost)
+        utility = weights.utility(self.performance, self.cost)
+        if self.override is None:
+            return utility
+        forced = np.asarray(self.override(weights), dtype=int)
+        rows = np.flatnonzero(forced >= 0)
+        if len(rows):
+            column = {name: j for j, name in enumerate(self.models)}
+            names = self.override_models or self.models
+            cols = np.array([column[names[k]] for k in forced[rows]], dtype=int)
+            utility = utility.copy()
+            utility[rows, cols] += OVERRIDE_BONUS
+        return utility
+
+    def reorder(self, names: Sequence[str]) -> Prediction:
+        """The same prediction with its columns in the order of ``names``."""
+        missing = [name for name in names if name not in self.models]
+        if missing:
+            raise ValueError(f"the prediction has no scores for models {missing}")
+        cols = [self.models.index(name) for name in names]
+        override_models = self.override_models or list(self.models)
+        return Prediction(
+            list(names),
+            np.asarray(self.performance)[:, cols],
+            np.asarray(self.cost)[:, cols],
+            self.override,
+            override_models if self.override is not None else None,
+        )
 
     def choose(self, weights: Weights) -> np.ndarray:
         """Index of the highest-utility model per query (ties go to the cheaper model).

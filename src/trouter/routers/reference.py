@@ -1,4 +1,5 @@
-"""Reference routers that every report shows: oracle, random, best-single, cheapest."""
+"""Reference routers that every report shows: oracle, random, best-single, cheapest, and the
+dataset-oracle (the best model per task in hindsight)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,23 @@ class OracleRouter(Router):
             raise TypeError("the oracle routes only labelled queries (a RoutingDataset)")
         self._require_fitted()
         return Prediction(queries.model_names, queries.performance, queries.normalised_cost)
+
+
+@register("dataset-oracle")
+class DatasetOracleRouter(OracleRouter):
+    """The best single model *per task* in hindsight: an upper bound for any router that
+    knows which task a query belongs to but nothing about the query itself.
+
+    It reads the true test labels of each task's rows and predicts, for every query, its
+    task's mean performance and normalised cost per model, so each task goes to the model of
+    best mean utility on that task's test rows for the requested weights.
+    """
+
+    def predict(self, queries: Queries) -> Prediction:
+        truth = super().predict(queries)
+        perf, cost = np.empty_like(truth.performance), np.empty_like(truth.cost)
+        for task in np.unique(queries.tasks):
+            rows = queries.tasks == task
+            perf[rows] = np.nanmean(truth.performance[rows], axis=0)
+            cost[rows] = np.nanmean(truth.cost[rows], axis=0)
+        return Prediction(truth.models, perf, cost)

@@ -1,0 +1,96 @@
+"""cluster, ridge, dataset-oracle, the guard and auto on real RouterBench slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from slices import routerbench_slices
+
+from trouter.data.dataset import RoutingDataset
+from trouter.evaluation import metrics
+from trouter.evaluation.scenarios import SCENARIOS, Weights
+from trouter.routers import Router, make_router
+from trouter.routers.guard import evidence_folds
+from trouter.routers.tuning import merge, validation_loss
+
+BALANCED = SCENARIOS["balanced"]
+
+
+@pytest.fixture(scope="module")
+def bench(data_dir: Path) -> dict[str, RoutingDataset]:
+    return routerbench_slices(train=120, validation=30, test=60)
+
+
+def _utility(router: Router, test: RoutingDataset, weights: Weights = BALANCED) -> float:
+    pred = router.predict(test if router.needs_labels else list(test.texts))
+    pred = pred.reorder(test.model_names)
+    return metrics.choice_metrics(test, pred.choose(weights), weights)["utility"]
+
+
+def _scorable(test: RoutingDataset) -> RoutingDataset:
+    return metrics.scorable_rows(test)[0]
+
+
+@pytest.mark.parametrize("name", ["cluster", "ridge"])
+def test_fast_baselines_learn_more_than_the_mean(bench, name: str) -> None:
+    router = make_router(name, seed=0).fit(bench["train"], bench["validation"])
+    best = make_router("best-single").fit(bench["train"])
+    pred = router.predict(list(bench["test"].texts))
+    assert pred.performance.shape == (len(bench["test"]), 11)
+    assert (pred.performance >= 0).all() and (pred.cost <= 1).all()
+    # Held-out prediction error below the per-model means (what best-single knows).
+    ours = validation_loss(pred, bench["test"])
+    assert ours < validation_loss(best.predict(list(bench["test"].texts)), bench["test"])
+
+
+def test_dataset_oracle_sits_between_best_single_and_oracle(bench) -> None:
+    test = _scorable(bench["test"])
+    routers = {
+        n: make_router(n).fit(bench["train"]) for n in ("best-single", "dataset-oracle", "oracle")
+    }
+    for weights in SCENARIOS.values():
+        u = {n: _utility(r, test, weights) for n, r in routers.items()}
+        assert u["best-single"] <= u["dataset-oracle"] + 1e-12 <= u["oracle"] + 2e-12
+    pred = routers["dataset-oracle"].predict(test)
+    for task in set(test.tasks):  # one choice per task: the task's best model in hindsight
+        assert len(set(pred.choose(BALANCED)[test.tasks == task])) == 1
+
+
+def test_evidence_folds_hold_out_whole_tasks_but_keep_their_shots(bench) -> None:
+    pool = merge(bench["train"], bench["validation"])
+    fold = evidence_folds(pool, n_folds=4, shots=10, seed=0)
+    for task in set(pool.tasks):
+        mine = pool.tasks == task
+        assert (fold[mine] == -1).sum() == 10, "each held-out task keeps its K shots in the fit"
+        assert len(set(fold[mine & (fold >= 0)])) == 1, "a task is held out as a whole"
+    random = evidence_folds(pool, n_folds=4, shots=None, seed=0)
+    assert (random >= 0).all() and len(set(random)) == 4
+
+
+def test_guard_wearing_a_random_router_falls_back_to_best_single(bench) -> None:
+    guarded = make_router("guarded", seed=0, members="random", cells=4).fit(
+        bench["train"], bench["validation"]
+    )
+    best = make_router("best-single").fit(bench["train"], bench["validation"])
+    test = _scorable(bench["test"])
+    for weights in SCENARIOS.values():
+        assert set(guarded.explain(weights)) == {"best-single"}
+        ours = guarded.predict(list(test.texts)).choose(weights)
+        assert (ours == best.predict(list(test.texts)).choose(weights)).all()
+
+
+def test_auto_routes_by_evidence_and_survives_save_load(bench, tmp_path: Path) -> None:
+    auto = make_router("auto", seed=0, cells=4).fit(bench["train"], bench["validation"])
+    test = _scorable(bench["test"])
+    chosen = auto.predict(list(test.texts)).choose(BALANCED)
+    assert chosen.shape == (len(test),)
+    decisions = auto.explain(SCENARIOS["performance-first"])
+    assert set(decisions) <= set(auto.candidate_names) | {"best-single"}
+    # Performance-first on RouterBench, per-query routing wins clearly on evidence somewhere.
+    assert set(decisions) != {"best-single"}
+    auto.save(tmp_path / "auto")
+    loaded = Router.load(tmp_path / "auto")
+    assert (loaded.predict(list(test.texts)).choose(BALANCED) == chosen).all()
+    with pytest.raises(ValueError, match="cannot wear another guard"):
+        make_router("guarded", members="auto")
