@@ -218,15 +218,18 @@ def test_local_pool_folds_never_train_on_the_real_test_half(tmp_path):
     from trouter.local.pool_eval import load_release, local_pool_folds
 
     _release(tmp_path)
-    dataset, filtered = load_release(tmp_path)
-    assert (dataset.splits == "test").sum() == 30 and filtered.sum() > 0
+    dataset, is_synthetic, filtered = load_release(tmp_path)
+    assert (dataset.splits == "test").sum() == 30 and 0 < filtered.sum() < is_synthetic.sum()
     test_ids = set(dataset.split("test").query_ids)
-    folds = local_pool_folds(dataset, filtered, seed=1, shots=(0, 10, 25))
+    folds = local_pool_folds(dataset, is_synthetic, filtered, seed=1, shots=(0, 10, 25))
     assert [s for s, _ in folds] == ["synthetic", "synthetic-filtered", "few-shot", "few-shot",
                                      "in-domain"]  # fmt: skip
     few = [f for s, f in folds if s == "few-shot"]
-    real_ids = [{i for i in f.train.query_ids if i.startswith("real")} |
-                {i for i in f.validation.query_ids if i.startswith("real")} for f in few]
+    real_ids = [
+        {i for i in f.train.query_ids if i.startswith("real")}
+        | {i for i in f.validation.query_ids if i.startswith("real")}
+        for f in few
+    ]
     assert [len(r) for r in real_ids] == [10, 25] and real_ids[0] < real_ids[1]  # nested shots
     for _setting, fold in folds:
         seen = set(fold.train.query_ids) | set(fold.validation.query_ids)
@@ -240,13 +243,14 @@ def test_local_pool_eval_command_writes_records(tmp_path):
     from trouter.cli import app
 
     _release(tmp_path)
-    result = CliRunner().invoke(app, ["experiment", "local-pool", "eval", "--out",
-                                      str(tmp_path), "--seeds", "1"])  # fmt: skip
+    result = CliRunner().invoke(app, ["experiment", "local-pool", "eval", "--out", str(tmp_path),
+                                      "--seeds", "1", "--routers", "knn,cluster",
+                                      "--shots", "10"])  # fmt: skip
     assert result.exit_code == 0, result.output
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     settings = {r["setting"] for r in records}
     assert settings == {"synthetic", "synthetic-filtered", "few-shot", "in-domain"}
     routers = {r["router"] for r in records if r["setting"] == "synthetic"}
-    assert {"oracle", "best-single", "random", "cheapest", "auto", "knn"} <= routers
+    assert {"oracle", "best-single", "random", "cheapest", "cluster", "knn"} <= routers
     oracle = [r["utility"] for r in records if r["router"] == "oracle"]
     assert all(r["utility"] <= max(oracle) + 1e-9 for r in records)

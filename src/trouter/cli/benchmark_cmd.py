@@ -31,6 +31,10 @@ def local_pool(
     n_humaneval: int = typer.Option(164, "--humaneval", min=0, help="HumanEval problems."),
     per_leaf: int = typer.Option(16, "--per-leaf", min=1, help="Synthetic questions per leaf."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Evaluation seeds 0..N-1."),
+    routers: str = typer.Option(
+        "", "--routers", help="Routers trained on the synthetic rows (default: all learned)."
+    ),
+    shots: str = typer.Option("0,10,25,50,100", "--shots", help="Real rows added (few-shot)."),
 ) -> None:
     """Build the local-pool benchmark release; resumable at any point."""
     from trouter.local.benchmark import build_real, export_real
@@ -39,7 +43,15 @@ def local_pool(
     from trouter.taxonomy.model import Taxonomy
 
     if stage == "eval":
-        _evaluate(out, seeds)
+        try:
+            shot_list = [int(k) for k in shots.split(",") if k.strip()]
+        except ValueError:
+            console.print(f"[red]error:[/red] --shots {shots!r}: give numbers like 0,10,25")
+            raise typer.Exit(2) from None
+        from trouter.local.pool_eval import SYNTHETIC_ROUTERS
+
+        chosen = [r.strip() for r in routers.split(",") if r.strip()] or list(SYNTHETIC_ROUTERS)
+        _evaluate(out, seeds, chosen, shot_list)
         return
     if stage == "export":
         counts = export_real(out, n_gsm8k, n_humaneval)
@@ -66,7 +78,7 @@ def local_pool(
     console.print(f"{stage}: {counts}", highlight=False)
 
 
-def _evaluate(out: Path, seeds: int) -> None:
+def _evaluate(out: Path, seeds: int, routers: list[str], shots: list[int]) -> None:
     """Run the evaluation, write ``results.json`` and ``table.md``, print the table."""
     import json
 
@@ -76,7 +88,11 @@ def _evaluate(out: Path, seeds: int) -> None:
     from trouter.local.pool_eval import evaluate_release
 
     records = evaluate_release(
-        out, seeds=range(seeds), on_fold=lambda text: console.print(text, highlight=False)
+        out,
+        seeds=range(seeds),
+        shots=shots,
+        on_fold=lambda text: console.print(text, highlight=False),
+        routers=routers,
     )
     rows = summarise(records)
     table = compact_markdown(rows) + "\n" + learning_curve_markdown(rows)

@@ -38,11 +38,10 @@ SPLIT_SEED = 0
 VALIDATION_FRACTION = 0.15
 
 
-def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray]:
-    """Both files as one dataset, and a boolean mask of synthetic rows passing both filters.
-
-    Splits: synthetic rows ``synthetic``; real rows ``train`` / ``test`` (half per benchmark).
-    """
+def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray, np.ndarray]:
+    """Both files as one dataset; a mask of its synthetic rows; a mask of those passing
+    both filters. Real rows are split ``train`` / ``test`` (half per benchmark), synthetic
+    rows are all ``train``."""
     from trouter.data.labelled import load_labelled, read_labelled
 
     directory = Path(directory)
@@ -53,8 +52,8 @@ def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray]:
         merged.write_text("".join(json.dumps(row) + "\n" for row in [*synthetic, *real]))
         dataset = load_labelled(merged)
     n_syn = len(synthetic)
-    splits = np.empty(len(dataset), dtype=object)
-    splits[:n_syn] = "synthetic"
+    splits = np.full(len(dataset), "train", dtype=object)
+    is_synthetic = np.arange(len(dataset)) < n_syn
     rng = np.random.default_rng(SPLIT_SEED)
     benchmarks = dataset.benchmarks
     for benchmark in dict.fromkeys(benchmarks[n_syn:]):
@@ -63,8 +62,10 @@ def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray]:
         splits[order[: len(rows) // 2]] = "train"
         splits[order[len(rows) // 2 :]] = "test"
     filtered = np.zeros(len(dataset), dtype=bool)
-    filtered[:n_syn] = [bool(r.get("self_consistent") and r.get("discriminative")) for r in synthetic]
-    return replace(dataset, name="local-pool", splits=splits), filtered
+    filtered[:n_syn] = [
+        bool(r.get("self_consistent") and r.get("discriminative")) for r in synthetic
+    ]
+    return replace(dataset, name="local-pool", splits=splits), is_synthetic, filtered
 
 
 def _train_rows(dataset: RoutingDataset, rows: np.ndarray, seed: int) -> RoutingDataset:
@@ -81,14 +82,20 @@ def _concat_train(parts: Sequence[RoutingDataset], dataset: RoutingDataset, rows
 
 
 def local_pool_folds(
-    dataset: RoutingDataset, filtered: np.ndarray, seed: int, shots: Sequence[int] = SHOTS
+    dataset: RoutingDataset,
+    is_synthetic: np.ndarray,
+    filtered: np.ndarray,
+    seed: int,
+    shots: Sequence[int] = SHOTS,
 ) -> list[tuple[str, Fold]]:
     """(setting, fold) pairs for one seed; see the module docstring."""
     test = dataset.split("test")
-    synthetic = np.flatnonzero(dataset.splits == "synthetic")
-    real_train = task_order(np.flatnonzero(dataset.splits == "train"), "local-pool", seed)
+    synthetic = np.flatnonzero(is_synthetic)
+    real_train = task_order(
+        np.flatnonzero(~is_synthetic & (dataset.splits == "train")), "local-pool", seed
+    )
     folds = [("synthetic", make_fold("real", _train_rows(dataset, synthetic, seed), test, 0))]
-    kept = np.flatnonzero((dataset.splits == "synthetic") & filtered)
+    kept = np.flatnonzero(is_synthetic & filtered)
     if len(kept) >= 10:
         folds.append(
             ("synthetic-filtered", make_fold("real", _train_rows(dataset, kept, seed), test, 0))
@@ -110,18 +117,24 @@ def evaluate_release(
     seeds: Sequence[int] = (0, 1, 2),
     shots: Sequence[int] = SHOTS,
     on_fold: Callable[[str], None] | None = None,
+    routers: Sequence[str] = SYNTHETIC_ROUTERS,
 ) -> list[dict[str, Any]]:
-    """Records (one per router x scenario x fold x seed) for the whole evaluation."""
+    """Records (one per router x scenario x fold x seed) for the whole evaluation.
+
+    ``routers`` are trained on synthetic (+ few-shot) rows; in-domain runs the routers of
+    :data:`IN_DOMAIN_ROUTERS` that are among them."""
     from trouter.evaluation.harness import evaluate_fold
     from trouter.evaluation.scenarios import SCENARIOS
 
-    dataset, filtered = load_release(directory)
+    dataset, is_synthetic, filtered = load_release(directory)
     records: list[dict[str, Any]] = []
     for seed in seeds:
-        for setting, fold in local_pool_folds(dataset, filtered, seed, shots):
+        for setting, fold in local_pool_folds(dataset, is_synthetic, filtered, seed, shots):
             if on_fold:
                 on_fold(f"seed {seed} {setting} K={fold.shots}")
-            learned = IN_DOMAIN_ROUTERS if setting == "in-domain" else SYNTHETIC_ROUTERS
+            learned = list(routers)
+            if setting == "in-domain":
+                learned = [r for r in learned if r in IN_DOMAIN_ROUTERS] or learned[:1]
             context = {"suite": "local-pool", "setting": setting}
             records += evaluate_fold(fold, [*BASELINES, *learned], SCENARIOS, seed, None, context)
     return records
