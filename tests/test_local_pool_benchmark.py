@@ -202,7 +202,8 @@ def _release(tmp_path, n_syn=40, n_real=60):
         return {
             "id": f"{kind}-{i}", "question": f"How many {topic} are in set {i}?",
             "reference": "1", "leaf_id": leaf, "generator": "strong", "benchmark": benchmark,
-            "self_consistent": scores["strong"] == 1.0, "discriminative": len(set(scores.values())) > 1,
+            "self_consistent": scores["strong"] == 1.0,
+            "discriminative": len(set(scores.values())) > 1,
             "results": {m: {"performance": s, "cost_usd": 1e-4 if m == "strong" else 1e-5}
                         for m, s in scores.items()},
         }  # fmt: skip
