@@ -39,7 +39,7 @@ def local_pool(
     """Build the local-pool benchmark release; resumable at any point."""
     from trouter.local.benchmark import build_real, export_real
     from trouter.local.pool import DEFAULT_GENERATOR, make_client, resolve_pool
-    from trouter.local.synthetic import build_synthetic
+    from trouter.local.synthetic import build_synthetic, export_synthetic
     from trouter.taxonomy.model import Taxonomy
 
     if stage == "eval":
@@ -55,7 +55,12 @@ def local_pool(
         return
     if stage == "export":
         counts = export_real(out, n_gsm8k, n_humaneval)
-        console.print(f"real.jsonl: {counts['complete_rows']} complete rows", highlight=False)
+        synthetic = export_synthetic(out, DEFAULT_GENERATOR, counts["models"])
+        console.print(
+            f"real.jsonl: {counts['complete_rows']} complete rows; synthetic.jsonl: "
+            f"{synthetic} complete rows",
+            highlight=False,
+        )
         return
     if stage not in ("real", "synthetic"):
         console.print(f"[red]error:[/red] unknown stage {stage!r}; choose real, synthetic, export")

@@ -143,3 +143,18 @@ async def build_synthetic(
         rows = synthetic_rows(qa_rows, answers, pool.names, generator)
         write_labelled(rows, out / "synthetic.jsonl")
     return {"questions": len(rows), "leaves": len(leaf_ids)}
+
+
+def export_synthetic(out_dir: str | Path, generator: str, models: Sequence[str]) -> int:
+    """Rewrite ``synthetic.jsonl`` from the rows recorded so far (no model is called)."""
+    from trouter.local.benchmark import write_labelled
+    from trouter.local.real_answers import latest_rows, read_answer_rows
+    from trouter.synthesis.qa import read_qa_rows
+
+    out = Path(out_dir)
+    qa_path = out / "synthetic_qa.jsonl"
+    qa_rows = [r for r in read_qa_rows(qa_path, repair=False)[0] if "format" in r]
+    answers = list(latest_rows(read_answer_rows(out / "synthetic_answers.jsonl")).values())
+    rows = synthetic_rows(qa_rows, answers, models, generator)
+    write_labelled(rows, out / "synthetic.jsonl")
+    return len(rows)
