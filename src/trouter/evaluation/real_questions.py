@@ -2,6 +2,8 @@
 
 GSM8K answers are graded by the final number; HumanEval completions by running the
 problem's own unit tests in a separate, resource-limited Python process with a timeout.
+The GSM8K test set and HumanEval ship inside the package (MIT, notices beside them in
+``trouter/data/questions/``), so no data directory is needed.
 """
 
 from __future__ import annotations
@@ -9,10 +11,16 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from trouter.config import MalformedDataError, data_dir
+from trouter.config import MalformedDataError
 from trouter.labelling.graders import grade_choice, grade_code, grade_number
+
+
+def packaged_question_file(name: str) -> Path:
+    """A file of the packaged question sets: ``gsm8k_test.jsonl`` or ``HumanEval.jsonl.gz``."""
+    return Path(str(resources.files("trouter.data") / "questions" / name))
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,9 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def load_gsm8k(limit: int | None = None, split: str = "test") -> list[RealQuestion]:
-    path = data_dir() / "questions" / f"gsm8k_{split}.jsonl"
+def load_gsm8k(limit: int | None = None) -> list[RealQuestion]:
+    """The first ``limit`` GSM8K test questions (all 1319 when None)."""
+    path = packaged_question_file("gsm8k_test.jsonl")
     questions = []
     for index, row in enumerate(_read_jsonl(path)[:limit]):
         if "####" not in row.get("answer", ""):
@@ -55,12 +64,13 @@ def load_gsm8k(limit: int | None = None, split: str = "test") -> list[RealQuesti
             f"{row['question']}\n\nSolve step by step, then give the final answer "
             "on the last line as: #### <number>"
         )
-        questions.append(RealQuestion(f"gsm8k-{split}-{index}", "gsm8k", prompt, final, {}))
+        questions.append(RealQuestion(f"gsm8k-test-{index}", "gsm8k", prompt, final, {}))
     return questions
 
 
 def load_humaneval(limit: int | None = None) -> list[RealQuestion]:
-    path = data_dir() / "questions" / "HumanEval.jsonl.gz"
+    """The first ``limit`` HumanEval problems (all 164 when None)."""
+    path = packaged_question_file("HumanEval.jsonl.gz")
     questions = []
     for row in _read_jsonl(path)[:limit]:
         prompt = (
