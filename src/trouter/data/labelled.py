@@ -13,8 +13,9 @@ routers that need one then type it by embedding similarity to the taxonomy leave
 default ``"synthetic"``); ``task`` is the group held out by leave-one-task-out (default: the
 leaf's domain, else the benchmark); ``cost_source`` says how ``cost_usd`` was obtained.
 
-``trouter label`` also records ``judge_cost_usd`` per cell (what judging cost; not part
-of the routing cost). A null performance (failed call, unparseable judge verdict) or a null
+``trouter label`` also records ``judge_cost_usd`` per cell (its share of the one verdict
+its answer got -- models that gave the same answer share one; not part of the routing
+cost). A null performance (failed call, unparseable judge verdict) or a null
 cost (unpriced model, failed call) is a masked cell, loaded as NaN: it must never read as a
 score of 0. The file is the synthetic training set for cold start, so the dataset has only
 train and validation splits (validation carved per taxonomy leaf); testing happens on a
