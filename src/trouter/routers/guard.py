@@ -336,6 +336,7 @@ class GuardedRouter(Router):
     # ----- persistence: member states nested, evidence as arrays ---------------------------
     def get_state(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "params"}
+        state["evidence_tasks_"] = [str(t) for t in self.evidence_tasks_]  # JSON, not array
         state["member_states"] = [r.get_state() for r in self._members]
         state["best_single_state"] = self._best_single.get_state()
         return state
@@ -345,6 +346,7 @@ class GuardedRouter(Router):
         members = state.pop("member_states")
         best = state.pop("best_single_state")
         self.__dict__.update(state)
+        self.evidence_tasks_ = np.asarray(self.evidence_tasks_, dtype=object)
         self._members = []
         for name, member_state in zip(self.member_names, members, strict=True):
             router = self._member(name)
