@@ -1,8 +1,8 @@
 """The routing proxy over real HTTP: uvicorn on loopback, the stand-in upstream, the openai client.
 
 The router is the kNN fitted on a real RouterBench slice (``test_serving_api``); the pool maps
-its eleven model names to the stand-in through LiteLLM, so every request crosses the full
-stack: openai client -> proxy -> routing -> LiteLLM -> stand-in.
+its eleven model names to the stand-in, so every request crosses the full stack: openai
+client -> proxy -> routing -> httpx or LiteLLM (both paths run every test) -> stand-in.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ def write_pool(path: Path, models: list[str], base_url: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def stack(routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: F811
-    """Stand-in upstream + proxy (uvicorn, background thread) + openai client."""
+@pytest.fixture(scope="module", params=["auto", "litellm"])
+def stack(request, routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: F811
+    """Stand-in upstream + proxy (uvicorn, background thread) + openai client, once with the
+    direct httpx path to OpenAI-compatible upstreams and once with every call via LiteLLM."""
     os.environ[KEY_ENV] = KEY
     service = trouter.load(routerbench_router_dir)
     standin = StandIn(models=service.models).start()
@@ -58,7 +59,9 @@ def stack(routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: 
         tmp_path_factory.mktemp("pool") / "pool.yaml", service.models, standin.base_url
     )
     pool = Pool.load(pool_file)
-    settings = ProxySettings(max_body_bytes=100_000, max_attempts=3, upstream_timeout_s=1.5)
+    settings = ProxySettings(
+        max_body_bytes=100_000, max_attempts=3, upstream_timeout_s=1.5, upstream=request.param
+    )
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -82,6 +85,7 @@ def stack(routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: 
             "client": client,
             "base": base,
             "pool_file": pool_file,
+            "upstream": request.param,
         }
     finally:
         server.should_exit = True

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from trouter.data.dataset import RoutingDataset
+from trouter.encoders import LEGACY_ENCODER, check_encoder
 from trouter.evaluation.scenarios import Weights
 
 Queries = Sequence[str] | RoutingDataset
@@ -44,7 +45,11 @@ def make_router(name: str, **params: Any) -> Router:
 
     if name not in ROUTERS:
         raise KeyError(f"unknown router {name!r}; registered: {', '.join(sorted(ROUTERS))}")
-    return ROUTERS[name](**params)
+    encoder = params.pop("encoder", None)
+    router = ROUTERS[name](**params)
+    if encoder is not None:
+        router.params["encoder"] = check_encoder(encoder)
+    return router
 
 
 def query_texts(queries: Queries) -> list[str]:
@@ -78,11 +83,21 @@ class Router(ABC):
     needs_labels: ClassVar[bool] = False
     #: True for routers whose prediction does not depend on the query text.
     query_independent: ClassVar[bool] = False
+    #: The query encoder used when none is given (``encoder`` param, see trouter.encoders).
+    default_encoder: ClassVar[str] = LEGACY_ENCODER
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
         self.seed = seed
-        self.params = params
+        self.params = {
+            **params,
+            "encoder": check_encoder(params.get("encoder", self.default_encoder)),
+        }
         self.models_: list[str] | None = None
+
+    @property
+    def encoder(self) -> str:
+        """The name of the query encoder this router is trained with and must serve with."""
+        return self.params["encoder"]
 
     # ----- protocol ----------------------------------------------------------------------
     @abstractmethod
@@ -129,7 +144,8 @@ class Router(ABC):
         if not meta_file.is_file():
             raise FileNotFoundError(f"{path} is not a trained router directory (no router.json)")
         meta = json.loads(meta_file.read_text())
-        router = make_router(meta["router"], seed=meta.get("seed", 0), **meta.get("params", {}))
+        params = {"encoder": LEGACY_ENCODER, **meta.get("params", {})}
+        router = make_router(meta["router"], seed=meta.get("seed", 0), **params)
         with open(path / "state.pkl", "rb") as fh:
             router.set_state(pickle.load(fh))
         return router

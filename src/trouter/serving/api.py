@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trouter.encoders import get_encoder
+from trouter.encoders import (
+    EncoderError,
+    QueryCache,
+    check_encoder,
+    get_encoder,
+    unicode_problem,
+)
 from trouter.evaluation.scenarios import SCENARIOS, Weights
 from trouter.routers.base import Prediction, Router
 
@@ -170,12 +176,19 @@ class RoutingService:
     def router_name(self) -> str:
         return self.router.name
 
+    @property
+    def encoder(self) -> str:
+        return self.router.encoder
+
+    def query_cache(self) -> QueryCache:
+        """The bounded LRU that holds embeddings of recently routed query texts."""
+        return get_encoder(self.router.encoder).queries
+
     def predict(self, queries: Sequence[str]) -> Prediction:
         """Predicted performance and normalised cost for the served models (one batch)."""
-        texts = [_check_query(q) for q in queries]
-        encoder = get_encoder()
-        transient = getattr(encoder, "transient", None)
-        scope = transient() if transient and not self.cache_new_queries else nullcontext()
+        texts = [check_query(q) for q in queries]
+        encoder = get_encoder(self.router.encoder)
+        scope = nullcontext() if self.cache_new_queries else encoder.transient()
         with scope:
             raw = self.router.predict(texts)
         cols = [raw.models.index(m) for m in self.models]
@@ -231,11 +244,15 @@ class RoutingService:
         return f"RoutingService(router={self.router!r}, models={self.models})"
 
 
-def _check_query(query: object) -> str:
+def check_query(query: object) -> str:
+    """The query itself, or a :class:`RoutingRequestError` saying why it cannot be routed."""
     if not isinstance(query, str):
         raise RoutingRequestError(f"a query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise RoutingRequestError("empty query: there is nothing to route")
+    problem = unicode_problem(query)
+    if problem is not None:
+        raise RoutingRequestError(f"the query {problem}")
     return query
 
 
@@ -274,11 +291,21 @@ def load(
     model_dir: str | Path,
     pool: Pool | str | Path | None = None,
     allow_partial_pool: bool = False,
+    encoder: str | None = None,
 ) -> RoutingService:
-    """Load a trained router directory; with ``pool``, check the pool can serve its models."""
+    """Load a trained router directory; with ``pool``, check the pool can serve its models.
+
+    ``encoder``, when given, must be the encoder the router was trained with: its predictions
+    are a function of that encoder's vectors, and another encoder's are meaningless to it.
+    """
     path = Path(model_dir)
     router = Router.load(path)
     trained = router._require_fitted()
+    if encoder is not None and check_encoder(encoder) != router.encoder:
+        raise EncoderError(
+            f"the router in {path} was trained with the {router.encoder!r} encoder and cannot "
+            f"serve with {encoder!r}; retrain it with --param encoder={encoder}"
+        )
     models = None
     if pool is not None:
         if not hasattr(pool, "models"):
