@@ -100,7 +100,15 @@ def bench_batched(service, texts: list[str], batch: int) -> dict:
 
 
 def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen:
-    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--format"]
+    command = [
+        str(Path(sys.executable).parent / "py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(seconds),
+        "--format",
+    ]
     command += ["raw", "--rate", "200", "--nonblocking", "--output", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -97,7 +97,7 @@ class Router(ABC):
     @property
     def encoder(self) -> str:
         """The name of the query encoder this router is trained with and must serve with."""
-        return self.params["encoder"]
+        return self.params.get("encoder", LEGACY_ENCODER)
 
     # ----- protocol ----------------------------------------------------------------------
     @abstractmethod

@@ -180,6 +180,11 @@ class RoutingService:
     def encoder(self) -> str:
         return self.router.encoder
 
+    @property
+    def fast_encoder(self) -> bool:
+        """True when encoding a query costs well under a millisecond (the static encoder)."""
+        return self.router.encoder == "static"
+
     def query_cache(self) -> QueryCache:
         """The bounded LRU that holds embeddings of recently routed query texts."""
         return get_encoder(self.router.encoder).queries

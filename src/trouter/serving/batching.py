@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
@@ -25,9 +26,17 @@ from trouter.serving.api import Policy, RouteResult, RoutingService, check_query
 class RouteBatcher:
     """``await batcher.route(query, policy)``; one background task runs the batches."""
 
-    def __init__(self, service: RoutingService, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        service: RoutingService,
+        max_batch: int = 64,
+        inline_batch: int = 8,
+        after_batch: Callable[[], None] | None = None,
+    ) -> None:
         self.service = service
         self.max_batch = max_batch
+        self.inline_batch = inline_batch
+        self.after_batch = after_batch  # e.g. bring the cache metrics up to date
         self._queue: asyncio.Queue[tuple[str, Policy, asyncio.Future]] | None = None
         self._worker: asyncio.Task | None = None
 
@@ -57,13 +66,13 @@ class RouteBatcher:
             if not batch:
                 continue
             try:
-                prediction = await run_in_threadpool(
-                    self.service.predict, [query for query, _, _ in batch]
-                )
+                prediction = await self._predict([query for query, _, _ in batch])
             except Exception:  # noqa: BLE001  (some row broke the batch: find it, alone)
                 for item in batch:
                     await self._route_alone(*item)
                 continue
+            if self.after_batch is not None:
+                self.after_batch()
             for i, (query, policy, future) in enumerate(batch):
                 row = Prediction(
                     prediction.models,
@@ -74,9 +83,17 @@ class RouteBatcher:
                     future, lambda q=query, r=row, p=policy: self.service.results([q], r, p)
                 )
 
+    async def _predict(self, queries: list[str]) -> Prediction:
+        """Small batches with a fast (static) encoder run on the loop itself: handing them to
+        a thread costs more CPU than the prediction. Anything slower goes to a thread, so
+        the loop keeps relaying other requests meanwhile."""
+        if len(queries) <= self.inline_batch and getattr(self.service, "fast_encoder", False):
+            return self.service.predict(queries)
+        return await run_in_threadpool(self.service.predict, queries)
+
     async def _route_alone(self, query: str, policy: Policy, future: asyncio.Future) -> None:
         try:
-            prediction = await run_in_threadpool(self.service.predict, [query])
+            prediction = await self._predict([query])
         except Exception as err:  # noqa: BLE001  (this request's own error, for it alone)
             if not future.done():
                 future.set_exception(err)

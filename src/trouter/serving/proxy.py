@@ -82,7 +82,11 @@ def create_app(
     if unset:
         raise ValueError(f"API key environment variables are not set for: {', '.join(unset)}")
     metrics = ProxyMetrics()
-    batcher = RouteBatcher(service, max_batch=settings.max_batch)
+    batcher = RouteBatcher(
+        service,
+        max_batch=settings.max_batch,
+        after_batch=lambda: metrics.record_cache(service.query_cache()),
+    )
     direct = OpenAIClient(settings.upstream_timeout_s)
     endpoint_list = list(endpoints.values())
 
@@ -183,7 +187,6 @@ def create_app(
                 result = await batcher.route(query, resolve_policy(POLICY_MODELS[req.model]))
             except RoutingRequestError as err:
                 raise invalid(str(err), "unroutable_query") from err
-            metrics.record_cache(service.query_cache())
             candidates = list(result.ranking[: max(1, settings.max_attempts)])
             metrics.overhead.observe(time.perf_counter() - started)
         elif req.model in endpoints:

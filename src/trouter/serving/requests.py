@@ -48,6 +48,16 @@ def invalid(message: str, code: str = "invalid_request") -> ProxyError:
     return ProxyError(400, message, "invalid_request_error", code)
 
 
+#: Content part types of OpenAI's chat API, with the field each must carry and its shape.
+PART_FIELDS: dict[str, tuple[str, type]] = {
+    "text": ("text", str),
+    "image_url": ("image_url", dict),
+    "input_audio": ("input_audio", dict),
+    "file": ("file", dict),
+    "refusal": ("refusal", str),
+}
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # name, tool_calls... pass
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -55,15 +65,23 @@ class Message(BaseModel):
 
     @field_validator("content")
     @classmethod
-    def _text_parts(cls, content: str | list[dict[str, Any]] | None):
+    def _known_parts(cls, content: str | list[dict[str, Any]] | None):
         if isinstance(content, list):
             for i, part in enumerate(content):
-                if not isinstance(part.get("type"), str):
-                    raise ValueError(f"content part {i} has no string 'type'")
-                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                kind = part.get("type")
+                if kind not in PART_FIELDS:
                     raise ValueError(
-                        f"content part {i} is of type 'text' but its 'text' is not a string"
+                        f"content part {i} has type {kind!r}; expected one of "
+                        f"{', '.join(PART_FIELDS)}"
                     )
+                field, shape = PART_FIELDS[kind]
+                if not isinstance(part.get(field), shape):
+                    raise ValueError(
+                        f"content part {i} is of type {kind!r} but its {field!r} is not a "
+                        f"{'string' if shape is str else 'JSON object'}"
+                    )
+                if kind == "image_url" and not isinstance(part[field].get("url"), str):
+                    raise ValueError(f"content part {i}: image_url.url must be a string")
         return content
 
 
