@@ -314,7 +314,9 @@ class StaticEncoder(TextEncoder):
             batch_size=self.batch_size,
             show_progress_bar=show_progress,
             use_multiprocessing=False,
-        ).astype(np.float32)
+        ).astype(np.float32, copy=False)
+        if getattr(self.model, "normalize", False):
+            return vectors  # model2vec already L2-normalised them
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 

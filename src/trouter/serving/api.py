@@ -132,8 +132,11 @@ def rank_models(prediction: Prediction, policy: Policy) -> tuple[np.ndarray, np.
 
     Ties go to the cheaper model, as in :meth:`Prediction.choose`.
     """
-    perf = np.nan_to_num(prediction.performance, nan=-np.inf)
-    cost = np.nan_to_num(prediction.cost, nan=np.inf)
+    perf, cost = prediction.performance, prediction.cost
+    if np.isnan(perf).any():
+        perf = np.nan_to_num(perf, nan=-np.inf)
+    if np.isnan(cost).any():
+        cost = np.nan_to_num(cost, nan=np.inf)
     if policy.budget is None:
         assert policy.weights is not None
         score = policy.weights.utility(perf, cost)
@@ -262,7 +265,7 @@ def check_query(query: object) -> str:
 
 
 def _as_dict(names: list[str], values: np.ndarray) -> dict[str, float]:
-    return {n: float(v) for n, v in zip(names, values, strict=True) if not np.isnan(v)}
+    return {n: v for n, v in zip(names, values.tolist(), strict=True) if v == v}  # v == v: not NaN
 
 
 def match_pool(
