@@ -20,6 +20,7 @@ from trouter.encoders import (
 )
 from trouter.routers import make_router
 from trouter.routers.base import Router
+from trouter.routers.persistence import RouterFileError
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +90,19 @@ def test_a_router_saved_before_encoders_were_recorded_is_minilm(static_knn_dir, 
     legacy = tmp_path / "legacy"
     shutil.copytree(static_knn_dir, legacy)
     meta = json.loads((legacy / "router.json").read_text())
-    del meta["params"]["encoder"]
+    del meta["params"]["encoder"], meta["encoder"]
     (legacy / "router.json").write_text(json.dumps(meta))
-    state = legacy / "state.pkl"
-    if state.is_file():  # the pickled format keeps params too (our own file, not a user's)
-        import pickle
-
-        data = pickle.loads(state.read_bytes())
-        data["params"].pop("encoder", None)
-        state.write_bytes(pickle.dumps(data))
     assert Router.load(legacy).encoder == "minilm"
+
+
+def test_a_router_file_whose_encoder_records_disagree_is_refused(static_knn_dir, tmp_path):
+    edited = tmp_path / "edited"
+    shutil.copytree(static_knn_dir, edited)
+    meta = json.loads((edited / "router.json").read_text())
+    meta["params"]["encoder"] = "minilm"
+    (edited / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(RouterFileError, match="records encoder 'static'"):
+        Router.load(edited)
 
 
 def test_encoder_is_a_parameter_of_every_learned_router():

@@ -278,7 +278,9 @@ def test_cost_ceiling_stops_cleanly_and_resumes(setup, monkeypatch):
     monkeypatch.setenv("TROUTER_CACHE_DIR", str(out.parent / "cache2"))  # a cold cache
     server.reset()
     limit = total * 0.4
-    options = ["--max-cost", f"{limit:.8f}", "--assumed-answer-tokens", "20", "--concurrency", "1"]
+    # each call is budgeted at its longest possible answer: 64 tokens keeps that under the limit
+    options = ["--max-cost", f"{limit:.8f}", "--assumed-answer-tokens", "20", "--concurrency", "1",
+               "--answer-max-tokens", "64"]  # fmt: skip
     stopped = run_label(*label_args(questions, pool, out, *options))
     assert stopped.exit_code == 3, stopped.output
     assert "--max-cost" in stopped.output

@@ -109,6 +109,12 @@ def test_json_schema_is_sent_in_llama_cpp_dialect_only_to_local_catalogue_models
     for other in (standin, remote):
         assert backend_response_format(other, openai_style) is openai_style
     assert client_options([local])["timeout_s"] > 60 and client_options([local, standin]) == {}
+    # the client gets the dialect from the local layer; trouter.llm never imports it
+    from trouter.local.pool import make_client
+
+    assert make_client([standin], use_cache=False).response_format_adapter is (
+        backend_response_format
+    )
 
 
 # ----- a real llama.cpp server (SmolLM2) -----------------------------------------------------

@@ -4,7 +4,8 @@
 :data:`synth_app`; ``trouter label`` turns their questions into labelled training data.
 
 Exit codes of ``label``: 0 done, 1 fatal error (bad file, unknown model, unset API key,
-every call failing), 2 usage error (typer), 3 stopped by ``--max-cost`` (finished questions
+every call failing, output not writable), 2 usage error (typer; another run holds --out),
+3 stopped by ``--max-cost`` (finished questions
 are written; rerunning with a higher ceiling resumes where it stopped).
 """
 
@@ -15,6 +16,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
+
+from trouter.cli.synth_gen import holds_output_lock
 
 EXIT_FAILED = 1
 EXIT_BUDGET = 3
@@ -49,6 +52,7 @@ def _resolve(pool_path: Path | None, judge: str | None, models: str | None) -> t
         raise _fail(str(err.args[0])) from None
 
 
+@holds_output_lock  # before anything else: a second run on --out refuses at once
 def label_command(
     questions: Path = typer.Option(..., "--questions", help="QA JSONL from `trouter synth qa`."),
     pool: Path | None = typer.Option(
@@ -77,7 +81,9 @@ def label_command(
 ) -> None:
     """Every pool model answers every question; the judge scores each answer 1 / 0.5 / 0."""
     from trouter.config import MalformedDataError
-    from trouter.labelling.run import LabelSettings, done_ids, read_questions
+    from trouter.data.jsonl import OutputWriteError
+    from trouter.labelling.files import done_ids, read_questions
+    from trouter.labelling.run import LabelSettings
     from trouter.llm.pool import MissingAPIKeyError
     from trouter.local.pool import make_client
 
@@ -99,8 +105,8 @@ def label_command(
         max_retries=max_retries,
         **timeouts,
     )
-    try:
-        done, _ = done_ids(out, repair=not dry_run)
+    try:  # a torn last line is repaired (and reported) by the run itself
+        done, _ = done_ids(out, repair=False)
     except MalformedDataError as err:
         raise _fail(f"cannot resume from {out}: {err}") from None
     if dry_run:
@@ -112,7 +118,10 @@ def label_command(
         except MissingAPIKeyError as err:
             raise _fail(str(err)) from None
     todo = len(rows) - len([r for r in rows if r["id"] in done])
-    report = _run_with_bars(client, answering, judge_endpoint, rows, out, settings, todo)
+    try:
+        report = _run_with_bars(client, answering, judge_endpoint, rows, out, settings, todo)
+    except OutputWriteError as err:
+        raise _fail(str(err)) from None
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     typer.echo(
@@ -131,9 +140,11 @@ def label_command(
         raise _fail(report.aborted)
     if report.stopped_by_budget:
         raise _fail(
-            f"stopped: the next call would take spending past --max-cost ${max_cost:.4f} "
-            f"(spent ${report.spent_usd:.4f}); {report.abandoned} questions left undone. "
-            "Rerun with a higher --max-cost to continue (finished calls are cached).",
+            f"stopped: the next question or call could take spending past --max-cost "
+            f"${max_cost:.6f} (spent ${report.spent_usd:.6f}); {report.abandoned} questions "
+            "left undone. Rerun with a higher --max-cost to continue (finished calls are "
+            "cached); a lower --answer-max-tokens lets more calls fit, since each is budgeted "
+            "at its longest possible answer.",
             EXIT_BUDGET,
         )
 
@@ -193,7 +204,7 @@ def _dry_run(
     settings: Any,
 ) -> None:
     """Print the forecast of :func:`trouter.labelling.run.estimate`; spends nothing."""
-    from trouter.labelling.run import estimate
+    from trouter.labelling.forecast import estimate
 
     todo = [r for r in rows if r["id"] not in done]
     forecast = estimate(client, answering, judge, todo, settings)

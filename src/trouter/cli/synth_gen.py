@@ -8,6 +8,8 @@ Wired into the ``synth`` sub-app by :func:`register`.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from rich.progress import Progress as RichBars
 from trouter.synthesis.budget import BudgetExceededError, CostMeter
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_BUDGET = 3
 
 console = Console(stderr=True)
@@ -63,8 +66,30 @@ def _bars() -> RichBars:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def holds_output_lock(command: Callable[..., None]) -> Callable[..., None]:
+    """Run a command holding ``--out``'s exclusive write lock (``synth qa``, ``label``).
+
+    The lock is taken before anything else, so a second run on the same file exits 2 at
+    once, naming the process that holds it. A ``--dry-run`` only reads, so it takes none.
+    """
+
+    @functools.wraps(command)
+    def locked(**options: Any) -> None:
+        from trouter.data.output_lock import OutputLockedError, exclusive_output
+
+        if options.get("dry_run"):
+            return command(**options)
+        try:
+            with exclusive_output(options["out"]):
+                return command(**options)
+        except OutputLockedError as err:
+            raise _fail(str(err), EXIT_USAGE) from None
+
+    return locked
 
 
 def _generator(pool_path: Path | None, name: str | None) -> tuple[Any, Any]:
@@ -195,6 +220,7 @@ def taxonomy_command(
     )
 
 
+@holds_output_lock
 def qa_command(
     taxonomy: Path = typer.Option(..., "--taxonomy", help="Taxonomy JSON (synth taxonomy)."),
     generator: str | None = typer.Option(
@@ -204,15 +230,24 @@ def qa_command(
         None, "--pool", help="Pool YAML that defines the generator; default: the offline pool."
     ),
     out: Path = typer.Option(..., "--out", help="QA JSONL to write (appended; resumes)."),
-    per_leaf: int = typer.Option(40, "--per-leaf", help="Questions kept per leaf."),
-    per_call: int = typer.Option(8, "--per-call", help="Questions asked for per call."),
-    dedup_threshold: float = typer.Option(0.9, help="Reject above this cosine similarity."),
-    max_calls_per_leaf: int | None = typer.Option(None, help="Give up on a leaf after this."),
-    leaves_limit: int | None = typer.Option(None, "--leaves-limit", help="Only the first N."),
-    max_cost: float | None = typer.Option(None, "--max-cost", help="Stop at this many USD."),
+    per_leaf: int = typer.Option(40, "--per-leaf", min=1, help="Questions kept per leaf."),
+    per_call: int = typer.Option(8, "--per-call", min=1, help="Questions asked for per call."),
+    dedup_threshold: float = typer.Option(
+        0.9, min=-1.0, max=1.0, help="Reject above this cosine similarity."
+    ),
+    max_calls_per_leaf: int | None = typer.Option(
+        None, min=1, help="Give up on a leaf after this."
+    ),
+    leaves_limit: int | None = typer.Option(
+        None, "--leaves-limit", min=1, help="Only the first N."
+    ),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", min=0.0, help="Stop at this many USD."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate calls and cost only."),
 ) -> None:
     """Generate deduplicated question-answer pairs for every taxonomy leaf."""
+    from trouter.data.jsonl import OutputWriteError
     from trouter.llm.client import LLMError
     from trouter.synthesis.estimate import estimate_qa
     from trouter.synthesis.qa import QAFileError, asynthesize_qa, default_max_calls
@@ -258,6 +293,8 @@ def qa_command(
             raise _fail(f"{err} (rows so far are in {out})", EXIT_BUDGET) from None
         except (QAFileError, LLMError) as err:
             raise _fail(f"{err} (rows so far are in {out})") from None
+        except OutputWriteError as err:
+            raise _fail(str(err)) from None
     kept = sum(r.kept for r in report.leaves)
     typer.echo(
         f"wrote {out}: {report.added} new rows, {kept} in total over {len(report.leaves)} "

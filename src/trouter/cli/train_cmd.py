@@ -7,6 +7,7 @@ bad input (unknown router or parameter, empty or non-UTF-8 queries, no trained r
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,26 @@ def validation_mse(router, validation) -> float:
     return total
 
 
+def _drop_unobserved_models(train, validation):
+    """Leave out models with no observed performance in the training rows: a router would
+    predict NaN for them (and could route to a model nothing is known about)."""
+    seen = ~np.all(np.isnan(train.performance), axis=0)
+    if seen.all():
+        return train, validation
+    if not seen.any():
+        raise _fail(f"{train.name}: no model has any observed performance in the train split", 1)
+    missing = [name for name, ok in zip(train.model_names, seen, strict=True) if not ok]
+    typer.secho(
+        f"warning: leaving out {', '.join(missing)}: no observed performance in the "
+        f"{len(train)} training rows (every call or verdict failed); the router will not "
+        "route to them",
+        err=True,
+        fg="yellow",
+    )
+    kept = [name for name, ok in zip(train.model_names, seen, strict=True) if ok]
+    return train.select_models(kept), validation.select_models(kept)
+
+
 def check_query(text: str, where: str) -> str:
     """The query to encode, or an InputError for text that cannot be routed."""
     problem = unicode_problem(text)
@@ -117,11 +138,17 @@ def resolve_weights(scenario: str | None, weights: str | None):
     if weights:
         perf, sep, cost = weights.partition(":")
         try:
-            return f"{weights}", Weights(performance=float(perf), cost=float(cost))
+            pair = Weights(performance=float(perf), cost=float(cost))
         except ValueError:
             raise typer.BadParameter(
                 f"{weights!r} is not perf:cost (e.g. 0.7:-0.3)", param_hint="--weights"
             ) from None
+        if not (math.isfinite(pair.performance) and math.isfinite(pair.cost)):
+            raise typer.BadParameter(
+                f"{weights!r}: both weights must be finite numbers (e.g. 0.7:-0.3)",
+                param_hint="--weights",
+            )
+        return f"{weights}", pair
     name = scenario or "balanced"
     if name not in SCENARIOS:
         raise typer.BadParameter(
@@ -235,6 +262,7 @@ def register(app: typer.Typer) -> None:
         train, validation = data.split("train"), data.split("validation")
         if len(train) == 0:
             raise _fail(f"{data.name}: no training rows", 1)
+        train, validation = _drop_unobserved_models(train, validation)
         typer.echo(
             f"training {router} on {data.name}: {len(train)} train / {len(validation)} "
             f"validation rows, {len(train.models)} models"
@@ -262,7 +290,11 @@ def register(app: typer.Typer) -> None:
                 "task-type top-1 accuracy (validation): "
                 + (f"{accuracy:.3f}" if accuracy is not None else "n/a (no leaf labels)")
             )
-        typer.echo(f"saved to {model.save(out)}")
+        try:
+            saved = model.save(out)
+        except OSError as err:
+            raise _fail(f"cannot save the router to {out}: {err.strerror or err}", 1) from None
+        typer.echo(f"saved to {saved}")
 
     @app.command("route")
     def route_command(
@@ -278,6 +310,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Route queries with a trained router: the chosen model and every model's scores."""
         from trouter.routers.base import Router
+        from trouter.routers.persistence import RouterFileError
 
         label, chosen_weights = resolve_weights(scenario, weights)
         try:
@@ -295,8 +328,8 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(err), 2) from None
         try:
             router = Router.load(model_dir)
-        except (FileNotFoundError, KeyError) as err:
-            raise _fail(f"--model-dir {model_dir}: {err}", 2) from None
+        except RouterFileError as err:  # names the damaged, missing or foreign file
+            raise _fail(str(err), 2) from None
         records = _route_records(router, queries, chosen_weights)
         for record in records:
             if as_json:

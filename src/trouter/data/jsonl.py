@@ -1,8 +1,22 @@
-"""Reading the project's JSONL files: one object per line, errors that name file:line."""
+"""Reading and appending the project's JSONL files; every error names file:line.
+
+Reading: :func:`iter_json_objects` decodes line by line, so a file that is not UTF-8 (or a
+row that is not a JSON object) is reported as ``file:line`` instead of a decoder traceback.
+
+Appending (``trouter label`` and ``trouter synth qa`` write results one line at a time):
+
+- :func:`cut_torn_tail` removes a last line without its newline, which only a killed write
+  leaves behind, so that the next append starts on a fresh line;
+- :class:`JsonlAppender` writes each row as one ``write`` and, if that fails (a full disk),
+  cuts the file back to its last complete line and raises :class:`OutputWriteError`, so the
+  file never holds a torn row.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,26 +24,140 @@ from typing import Any
 from trouter.config import MalformedDataError
 
 
+class OutputWriteError(OSError):
+    """An output file could not be written (e.g. a full disk); it is intact up to its last
+    complete line, so a rerun resumes from there."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def decode_line(raw: bytes, where: str) -> str:
+    """``raw`` as UTF-8 text, or a MalformedDataError naming ``where`` and the bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MalformedDataError(
+            f"{where}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A whole text file as UTF-8; a bad byte is reported as ``file:line``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MalformedDataError(f"{what} {path} does not exist") from None
+    except OSError as err:
+        raise MalformedDataError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        start = data.rfind(b"\n", 0, err.start) + 1
+        raise MalformedDataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column "
+            f"{err.start - start + 1}); save the {what} as UTF-8"
+        ) from None
+
+
 def iter_json_objects(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """Yield ``(where, line_number, row)`` per non-blank line; ``where`` is ``file:line``.
 
-    A line that is not a JSON object raises :class:`MalformedDataError` naming it.
+    A line that is not UTF-8, not JSON or not a JSON object raises
+    :class:`MalformedDataError` naming it.
     """
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as err:
-        raise MalformedDataError(f"cannot read {path}: {err}") from None
+        raise MalformedDataError(f"cannot read {path}: {err.strerror or err}") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            line = decode_line(raw, where)
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MalformedDataError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise MalformedDataError(
-                    f"{where}: expected a JSON object, got {type(row).__name__}"
-                )
-            yield where, number, row
+            yield where, number, parse_object(line, where)
+
+
+def parse_object(line: str, where: str) -> dict[str, Any]:
+    """One JSONL line as a dict, or a MalformedDataError naming ``where``."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise MalformedDataError(f"{where}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise MalformedDataError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(row, dict):
+        raise MalformedDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def cut_torn_tail(path: Path, repair: bool = True) -> tuple[bytes, bool]:
+    """(the file's complete lines, whether a torn last line was found).
+
+    With ``repair`` the torn line is also cut off the file itself; callers must hold the
+    file's exclusive lock (:func:`trouter.data.output_lock.exclusive_output`) to do so.
+    """
+    if not path.exists():
+        return b"", False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return data, False
+    keep = data.rfind(b"\n") + 1
+    if repair:
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+    return data[:keep], True
+
+
+class JsonlAppender:
+    """Appends one JSON object per line, each in a single write, flushed to the OS at once.
+
+    A failed write (ENOSPC, EIO, ...) is undone by truncating to the size before it, then
+    raised as :class:`OutputWriteError` with one clean sentence: the file keeps only
+    complete lines, and nothing already written is lost.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, row: dict[str, Any]) -> None:
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as err:
+            self._undo(size)
+            raise OutputWriteError(
+                err.errno,
+                f"cannot write to {self.path}: {err.strerror or err}. The file is intact up "
+                "to its last complete line; free space (or fix the error) and rerun to resume",
+            ) from None
+
+    def _undo(self, size: int) -> None:
+        # if even this fails, nothing more can be done; the reader cuts a torn tail anyway
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, size)
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            pass  # written rows are with the OS already; fsync failure loses no row here
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -128,6 +128,11 @@ def load_labelled(
                     f"leaf of taxonomy {taxonomy.name!r}"
                 )
     names: list[str] = list(dict.fromkeys(m for row in rows for m in row["results"]))
+    if not names:
+        raise MalformedDataError(
+            f'{path}: no row has any model results (every "results" is empty), so there is '
+            "nothing to learn from; label the questions with `trouter label` first"
+        )
     column = {name: j for j, name in enumerate(names)}
     performance = np.full((len(rows), len(names)), np.nan)
     cost = np.full((len(rows), len(names)), np.nan)
@@ -137,6 +142,13 @@ def load_labelled(
             spent = result.get("cost_usd")
             performance[i, column[model]] = np.nan if value is None else float(value)
             cost[i, column[model]] = np.nan if spent is None else float(spent)
+    if np.isnan(performance).all():
+        raise MalformedDataError(
+            f"{path}: every performance is null (masked) in all {len(rows)} rows x "
+            f"{len(names)} models: every call failed or no verdict could be read, so there "
+            'is nothing to learn from. See the "error" fields, fix the pool or judge, and '
+            "rerun `trouter label` on a new file"
+        )
     leaf_ids = np.asarray([row["leaf_id"] for row in rows], dtype=object)
     return RoutingDataset(
         name=path.stem,

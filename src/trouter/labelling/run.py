@@ -8,11 +8,13 @@ to be interrupted:
   are skipped; a torn last line (the process was killed mid-write) is cut off first.
 - Every call goes through the LLM cache, so the finished calls of an abandoned question are
   free when it is redone.
-- A cost ceiling is checked *before* each call against spent + reserved (in-flight calls'
-  estimates) + this call's estimate; when it would be exceeded the run stops starting new
-  work, abandons the questions it cannot finish (their done calls stay cached), writes every
-  finished question, and reports ``stopped_by_budget``. Calls already in flight can
-  overshoot only by their actual-minus-estimated cost.
+- One run per output file: an exclusive lock (:mod:`trouter.data.output_lock`) makes a
+  second run on the same file refuse at once, naming the first one's pid.
+- A cost ceiling (:mod:`trouter.labelling.budget`) admits a question only when its expected
+  cost fits, and a call only when its worst case fits; what does not fit waits for work in
+  flight instead of stopping the run, so a run spends close to the ceiling and never past it.
+- A write that fails (a full disk) leaves no torn line (:class:`JsonlAppender`) and ends the
+  run with one clear error; a cache that cannot be written is only a warning.
 
 A failed call or an unreadable verdict masks the cell (performance null, error recorded);
 it is never a score of 0. A question on which *every* call failed carries no information and
@@ -23,17 +25,16 @@ is not written (a rerun retries it); after several such questions in a row the r
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trouter.config import MalformedDataError
-from trouter.data.jsonl import iter_json_objects
-from trouter.data.labelled import check_row
+from trouter.data.jsonl import JsonlAppender, OutputWriteError
+from trouter.data.output_lock import exclusive_output
+from trouter.labelling.budget import PROMPT_MARGIN, BudgetStop, CostCeiling, Ticket
+from trouter.labelling.files import done_ids
 from trouter.labelling.judge import (
     JUDGE_RESPONSE_FORMAT,
     VerdictError,
@@ -50,7 +51,6 @@ from trouter.llm.client import (
 )
 from trouter.llm.pool import ModelEndpoint
 
-QUESTION_FIELDS = ("id", "question", "reference", "leaf_id", "generator")
 #: Consecutive questions on which every call failed before a run gives up (an outage or a
 #: wrong endpoint, not a flaky model).
 FAILED_QUESTIONS_TO_ABORT = 5
@@ -91,71 +91,6 @@ class LabelReport:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Estimate:
-    """A dry run's forecast: calls still to make and their cost."""
-
-    questions: int
-    calls: int
-    cached_calls: int
-    cost_usd: float
-    unpriced_models: list[str]
-    input_tokens: int
-    output_tokens: int
-
-
-class BudgetStop(Exception):
-    """Raised inside a question when its next call would break the cost ceiling."""
-
-
-def read_questions(path: str | Path) -> list[dict[str, Any]]:
-    """Questions from a QA JSONL file (``trouter synth qa``), checked; errors name file:line."""
-    path = Path(path)
-    rows: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for where, number, row in iter_json_objects(path):
-        for key in QUESTION_FIELDS:
-            if not isinstance(row.get(key), str):
-                raise MalformedDataError(f"{where}: field {key!r} must be a string")
-        if row["id"] in seen:
-            raise MalformedDataError(f"{where}: id {row['id']!r} repeats line {seen[row['id']]}")
-        seen[row["id"]] = number
-        rows.append({key: row[key] for key in QUESTION_FIELDS})
-    return rows
-
-
-def done_ids(path: str | Path, repair: bool = True) -> tuple[set[str], bool]:
-    """Ids already labelled in ``path``, after cutting off a torn last line (if ``repair``).
-
-    Returns (ids, torn). A damaged line anywhere but the end is an error: it is not a
-    crash artefact, and skipping it would lose or duplicate a question.
-    """
-    path = Path(path)
-    if not path.exists():
-        return set(), False
-    data = path.read_bytes()
-    repaired = False
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        if repair:
-            with path.open("r+b") as handle:
-                handle.truncate(keep)
-        data, repaired = data[:keep], True
-    ids: set[str] = set()
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = check_row(json.loads(line), where)
-        except json.JSONDecodeError as err:
-            raise MalformedDataError(f"{where}: not valid JSON ({err.msg})") from None
-        if row["id"] in ids:
-            raise MalformedDataError(f"{where}: id {row['id']!r} is written twice")
-        ids.add(row["id"])
-    return ids, repaired
-
-
 class _Labeller:
     """One run's shared state: the client, the judge, the budget and the output file."""
 
@@ -171,42 +106,77 @@ class _Labeller:
         self.client, self.models, self.judge = client, models, judge
         self.settings, self.report, self.on_update = settings, report, on_update
         self.judge_format = JUDGE_RESPONSE_FORMAT if supports_response_schema(judge) else None
-        self.reserved = 0.0
+        self.ceiling = CostCeiling(settings.max_cost_usd)
         self.stopping = False
         self.failed_in_a_row = 0
         self.output_tokens: dict[str, tuple[int, int]] = {}  # name -> (sum, calls)
 
-    def _estimate(self, endpoint: ModelEndpoint, messages: list[dict[str, Any]], cap: int) -> float:
-        """Projected cost of a call: counted prompt tokens, and output tokens as the mean
-        this endpoint has produced so far (the assumed length until it has answered)."""
-        if self.settings.max_cost_usd is None or not endpoint.priced:
-            return 0.0
+    # ----- the cost ceiling ----------------------------------------------------------------
+    def _mean_output(self, endpoint: ModelEndpoint, cap: int | None) -> int:
         seen = self.output_tokens.get(endpoint.name)
-        out = seen[0] / seen[1] if seen else self.settings.assumed_answer_tokens
-        tokens = count_prompt_tokens(endpoint, messages)
-        return endpoint.cost(tokens, int(math.ceil(min(out, cap)))) or 0.0
+        mean = seen[0] / seen[1] if seen else self.settings.assumed_answer_tokens
+        return int(math.ceil(min(mean, cap) if cap else mean))
+
+    def _cost(self, endpoint: ModelEndpoint, tokens_in: float, tokens_out: int) -> float:
+        if not endpoint.priced:
+            return 0.0  # unpriced models cannot be budgeted; the report counts their calls
+        return endpoint.cost(int(math.ceil(tokens_in)), tokens_out) or 0.0
+
+    def expected_cost(self, q: dict[str, Any]) -> float:
+        """What labelling ``q`` should cost: answers of mean length, then their verdicts."""
+        if self.settings.max_cost_usd is None:
+            return 0.0
+        answer_cap = self.settings.answer_max_tokens
+        total = 0.0
+        for endpoint in self.models:
+            messages = answer_messages(q["question"])
+            if self.client.peek(endpoint, messages, **self._answer_params()) is None:
+                answer_out = self._mean_output(endpoint, answer_cap)
+                total += self._cost(endpoint, count_prompt_tokens(endpoint, messages), answer_out)
+            else:
+                answer_out = 0
+            judging = judge_messages(q["question"], q["reference"], "")
+            tokens_in = count_prompt_tokens(self.judge, judging) + answer_out
+            verdict_out = self._mean_output(self.judge, self.settings.judge_max_tokens)
+            total += self._cost(self.judge, tokens_in, min(verdict_out, 16))
+        return total
+
+    def _worst_cost(
+        self, endpoint: ModelEndpoint, messages: list[dict[str, Any]], cap: int | None
+    ) -> float:
+        """The most this call can cost: a margin on the prompt and every allowed token out."""
+        if self.settings.max_cost_usd is None:
+            return 0.0
+        out = cap if cap else self._mean_output(endpoint, None)
+        return self._cost(endpoint, PROMPT_MARGIN * count_prompt_tokens(endpoint, messages), out)
+
+    def _answer_params(self) -> dict[str, Any]:
+        return {"temperature": 0.0, "max_tokens": self.settings.answer_max_tokens}
 
     async def call(
-        self, endpoint: ModelEndpoint, messages: list[dict[str, Any]], **params: Any
+        self,
+        endpoint: ModelEndpoint,
+        messages: list[dict[str, Any]],
+        ticket: Ticket | None = None,
+        **params: Any,
     ) -> Completion:
         """One call under the cost ceiling; raises BudgetStop instead of overspending."""
         if self.stopping:
             raise BudgetStop
-        hit = self.client.peek(endpoint, messages, **params)
-        estimate = 0.0
-        if hit is None:
-            cap = params.get("max_tokens") or self.settings.assumed_answer_tokens
-            estimate = self._estimate(endpoint, messages, cap)
-            limit = self.settings.max_cost_usd
-            if limit is not None and self.report.spent_usd + self.reserved + estimate > limit:
-                self.stopping = True
-                self.report.stopped_by_budget = True
-                raise BudgetStop
-        self.reserved += estimate
+        worst = 0.0
+        if self.client.peek(endpoint, messages, **params) is None:
+            worst = self._worst_cost(endpoint, messages, params.get("max_tokens"))
+        try:
+            await self.ceiling.start_call(worst)
+        except BudgetStop:
+            self.stopping = self.report.stopped_by_budget = True
+            raise
+        spent = 0.0
         try:
             completion = await self.client.acomplete(endpoint, messages, **params)
+            spent = completion.cost_usd or 0.0
         finally:
-            self.reserved -= estimate
+            await self.ceiling.end_call(worst, spent, ticket)
         self.report.calls += 1
         self.report.cached_calls += int(completion.cached)
         total, count = self.output_tokens.get(endpoint.name, (0, 0))
@@ -220,7 +190,7 @@ class _Labeller:
         return completion
 
     async def one_cell(
-        self, endpoint: ModelEndpoint, q: dict[str, Any]
+        self, endpoint: ModelEndpoint, q: dict[str, Any], ticket: Ticket
     ) -> tuple[dict[str, Any], bool]:
         """(cell, call failed) for one (question, model); failures become masked cells."""
         cell: dict[str, Any] = {
@@ -234,10 +204,7 @@ class _Labeller:
         }
         try:
             answer = await self.call(
-                endpoint,
-                answer_messages(q["question"]),
-                temperature=0.0,
-                max_tokens=self.settings.answer_max_tokens,
+                endpoint, answer_messages(q["question"]), ticket, **self._answer_params()
             )
         except LLMError as err:
             cell["error"] = f"answer: {err}"
@@ -253,6 +220,7 @@ class _Labeller:
             verdict = await self.call(
                 self.judge,
                 judge_messages(q["question"], q["reference"], answer.text),
+                ticket,
                 temperature=0.0,
                 max_tokens=self.settings.judge_max_tokens,
                 response_format=self.judge_format,
@@ -269,9 +237,19 @@ class _Labeller:
 
     async def one_question(self, q: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """(row, every call failed); BudgetStop once the calls in flight have finished."""
-        outcomes = await asyncio.gather(
-            *(self.one_cell(m, q) for m in self.models), return_exceptions=True
-        )
+        if self.stopping:
+            raise BudgetStop
+        try:
+            ticket = await self.ceiling.admit(self.expected_cost(q))
+        except BudgetStop:
+            self.stopping = self.report.stopped_by_budget = True
+            raise
+        try:
+            outcomes = await asyncio.gather(
+                *(self.one_cell(m, q, ticket) for m in self.models), return_exceptions=True
+            )
+        finally:
+            await self.ceiling.release(ticket)
         cells: dict[str, dict[str, Any]] = {}
         all_failed = True
         for model, outcome in zip(self.models, outcomes, strict=True):
@@ -294,22 +272,41 @@ async def alabel(
     """Label ``questions`` into ``out_path`` (appending; resumes a previous run).
 
     ``on_update`` is called after every call and every written question (progress bars).
+    Raises :class:`~trouter.data.output_lock.OutputLockedError` when another run holds
+    ``out_path``, and :class:`~trouter.data.jsonl.OutputWriteError` when it cannot be written.
     """
     settings = settings or LabelSettings()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_output(out_path):
+        return await _label_locked(client, models, judge, questions, out_path, settings, on_update)
+
+
+async def _label_locked(
+    client: LLMClient,
+    models: list[ModelEndpoint],
+    judge: ModelEndpoint,
+    questions: list[dict[str, Any]],
+    out_path: Path,
+    settings: LabelSettings,
+    on_update: Callable[[LabelReport], None] | None,
+) -> LabelReport:
     done, repaired = done_ids(out_path)
     report = LabelReport(total=len(questions), repaired_tail=repaired)
     if repaired:
-        report.notes.append(f"cut a torn last line off {out_path} (an interrupted write)")
+        report.notes.append(
+            f"cut a torn last line off {out_path} (left by an interrupted write); "
+            "that question is labelled again"
+        )
     todo = [q for q in questions if q["id"] not in done]
     report.already_done = len(questions) - len(todo)
     labeller = _Labeller(client, models, judge, settings, report, on_update)
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for q in todo:
         queue.put_nowait(q)
+    write_error: list[OutputWriteError] = []
+    cache_failures = client.stats.cache_write_failures
 
-    with out_path.open("a", encoding="utf-8") as handle:
+    with JsonlAppender(out_path) as output:
 
         async def worker() -> None:
             while not labeller.stopping:
@@ -334,79 +331,29 @@ async def alabel(
                         labeller.stopping = True
                     continue
                 labeller.failed_in_a_row = 0
+                try:
+                    output.write(row)
+                except OutputWriteError as err:
+                    write_error.append(err)
+                    labeller.stopping = True
+                    report.abandoned += 1
+                    return
                 report.masked_cells += sum(
                     r["performance"] is None for r in row["results"].values()
                 )
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                handle.flush()
                 report.written += 1
                 if on_update is not None:
                     on_update(report)
 
         workers = max(1, settings.questions_in_flight)
         await asyncio.gather(*(worker() for _ in range(workers)))
-        os.fsync(handle.fileno())
     report.abandoned += queue.qsize()
+    lost = client.stats.cache_write_failures - cache_failures
+    if lost:
+        report.notes.append(
+            f"{lost} answers could not be saved to the LLM cache (see the warning above); "
+            "they are in the output, but an abandoned question would be paid for again"
+        )
+    if write_error:
+        raise write_error[0]
     return report
-
-
-def estimate(
-    client: LLMClient,
-    models: list[ModelEndpoint],
-    judge: ModelEndpoint,
-    questions: list[dict[str, Any]],
-    settings: LabelSettings | None = None,
-) -> Estimate:
-    """Calls and cost a run would make, without calling anything.
-
-    Prompt tokens come from ``litellm.token_counter``; answers are assumed
-    ``assumed_answer_tokens`` long (capped by ``answer_max_tokens``) and verdicts 8 tokens.
-    Calls already in the cache are counted apart and cost nothing.
-    """
-    settings = settings or LabelSettings()
-    judge_format = JUDGE_RESPONSE_FORMAT if supports_response_schema(judge) else None
-    assumed = settings.assumed_answer_tokens
-    if settings.answer_max_tokens is not None:
-        assumed = min(assumed, settings.answer_max_tokens)
-    result = Estimate(len(questions), 0, 0, 0.0, [], 0, 0)
-    unpriced: set[str] = set()
-    for q in questions:
-        for endpoint in models:
-            messages = answer_messages(q["question"])
-            hit = client.peek(
-                endpoint, messages, temperature=0.0, max_tokens=settings.answer_max_tokens
-            )
-            answer_text = hit.text if hit is not None else ""
-            if hit is not None:
-                result.cached_calls += 1
-            else:
-                tin = count_prompt_tokens(endpoint, messages)
-                _add(result, endpoint, tin, assumed, unpriced)
-            judging = judge_messages(q["question"], q["reference"], answer_text)
-            verdict = None
-            if hit is not None:
-                verdict = client.peek(
-                    judge,
-                    judging,
-                    temperature=0.0,
-                    max_tokens=settings.judge_max_tokens,
-                    response_format=judge_format,
-                )
-            if verdict is not None:
-                result.cached_calls += 1
-                continue
-            tin = count_prompt_tokens(judge, judging)
-            _add(result, judge, tin + (0 if hit is not None else assumed), 8, unpriced)
-    result.unpriced_models = sorted(unpriced)
-    return result
-
-
-def _add(result: Estimate, endpoint: ModelEndpoint, tin: int, tout: int, unpriced: set) -> None:
-    result.calls += 1
-    result.input_tokens += tin
-    result.output_tokens += tout
-    cost = endpoint.cost(tin, tout)
-    if cost is None:
-        unpriced.add(endpoint.name)
-    else:
-        result.cost_usd += cost

@@ -4,14 +4,15 @@ Labelling, taxonomy building and QA synthesis all call LLMs through :class:`LLMC
 they share one policy for what a failure means:
 
 - 429, 5xx, timeouts, dropped connections and unparseable response bodies are transient:
-  retried with exponential backoff and jitter (a ``Retry-After`` header is honoured).
-- Other 4xx (bad request, auth, unknown model) are the caller's problem: raised at once.
+  retried with exponential backoff and jitter (a ``Retry-After`` header is honoured);
+  other 4xx are raised at once (:mod:`trouter.llm.errors` classifies).
 - LiteLLM's and the OpenAI SDK's own retries are switched off so these rules are the only ones.
 
 Every completion reports tokens, latency and cost (explicit pool prices first, then LiteLLM's
 price map; ``cost_usd=None`` with a ``cost_note`` when the model has no known price). Answers
 are cached on disk (:mod:`trouter.llm.cache`), so an interrupted run resumes for free; a
-cache hit is marked ``cached=True`` and costs 0. API keys are read from the environment per
+cache hit is marked ``cached=True`` and costs 0; a cache that cannot be written (a full
+disk) is a warning, never a lost answer. API keys are read from the environment per
 call, passed to LiteLLM only, and scrubbed from error messages.
 """
 
@@ -21,7 +22,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import litellm
 
 from trouter.llm.cache import CompletionCache, cache_key
+from trouter.llm.errors import LLMError, classify, retry_after, scrub
 from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint
 
 litellm.suppress_debug_info = True
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 60.0
 
 Messages = list[dict[str, Any]]
+#: Rewrites an OpenAI ``response_format`` into the dialect an endpoint's server accepts.
+ResponseFormatAdapter = Callable[[ModelEndpoint, dict[str, Any]], dict[str, Any]]
+
+__all__ = ["Completion", "LLMCall", "LLMClient", "LLMError", "ClientStats"]
 
 
 @dataclass(frozen=True)
@@ -66,26 +72,6 @@ class Completion:
     original_latency_s: float | None = None
 
 
-class LLMError(Exception):
-    """A call that failed for good (after retries, or at once for non-transient errors).
-
-    ``kind`` is one of timeout, connection, rate_limit, server, malformed, auth,
-    bad_request, not_found, missing_key, other.
-    """
-
-    def __init__(
-        self, model: str, kind: str, message: str, status: int | None = None, attempts: int = 1
-    ) -> None:
-        self.model, self.kind, self.message = model, kind, message
-        self.status, self.attempts = status, attempts
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        status = f" (HTTP {self.status})" if self.status else ""
-        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
-        return f"{self.model}: {self.kind}{status}{tries}: {self.message}"
-
-
 @dataclass
 class LLMCall:
     """One request for :meth:`LLMClient.amap`."""
@@ -107,48 +93,8 @@ class ClientStats:
     http_attempts: int = 0
     failures: int = 0
     spent_usd: float = 0.0
-
-
-def _classify(err: Exception) -> tuple[str, int | None, bool]:
-    """(kind, HTTP status, retryable) for an exception raised by ``litellm.acompletion``."""
-    status = getattr(err, "status_code", None)
-    status = status if isinstance(status, int) else None
-    text = str(err)
-    if isinstance(err, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
-        return "timeout", status, True
-    if isinstance(err, litellm.RateLimitError) or status == 429:
-        return "rate_limit", 429, True
-    if "Connection error" in text or isinstance(err, litellm.APIConnectionError):
-        return "connection", status, True
-    if isinstance(err, litellm.AuthenticationError | litellm.PermissionDeniedError):
-        return "auth", status, False
-    if isinstance(err, litellm.NotFoundError):
-        return "not_found", status, False
-    if isinstance(err, litellm.BadRequestError):
-        return "bad_request", status, False
-    if status is not None and status >= 500:
-        kind = "malformed" if ("Expecting value" in text or "JSONDecodeError" in text) else "server"
-        return kind, status, True
-    if status is not None and 400 <= status < 500:
-        return "bad_request", status, False
-    if isinstance(err, ValueError | KeyError | TypeError | AttributeError):
-        return "malformed", status, True  # an unusable response body
-    return "other", status, False
-
-
-def _retry_after(err: Exception) -> float | None:
-    """Seconds from a ``Retry-After`` header on the error's response, if any."""
-    headers: Any = getattr(err, "litellm_response_headers", None)
-    if headers is None:
-        response = getattr(err, "response", None)
-        headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    try:
-        value = headers.get("retry-after") or headers.get("Retry-After")
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None  # an HTTP-date form; fall back to our own backoff
+    #: Answers paid for but not cached (the cache could not be written, e.g. a full disk).
+    cache_write_failures: int = 0
 
 
 def count_prompt_tokens(endpoint: ModelEndpoint, messages: Messages) -> int:
@@ -164,12 +110,6 @@ def supports_response_schema(endpoint: ModelEndpoint) -> bool:
         return False
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return " ".join(text.split())[:500]
-
-
 class LLMClient:
     """Calls pool models through LiteLLM; see the module docstring for the rules."""
 
@@ -181,13 +121,17 @@ class LLMClient:
         timeout_s: float = 60.0,
         backoff_base_s: float = 0.5,
         use_cache: bool = True,
+        response_format_adapter: ResponseFormatAdapter | None = None,
     ) -> None:
+        """``response_format_adapter`` lets a backend layer (``trouter.local``) translate
+        structured-output requests for its servers without this module knowing about them."""
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
+        self.response_format_adapter = response_format_adapter
         self.stats = ClientStats()
         self.cache: CompletionCache | None = None
         if use_cache:
@@ -259,9 +203,10 @@ class LLMClient:
         if max_tokens is not None:
             request["max_tokens"] = max_tokens
         if response_format is not None:
-            from trouter.local.pool import backend_response_format  # llama.cpp's dialect
-
-            request["response_format"] = backend_response_format(endpoint, response_format)
+            adapt = self.response_format_adapter
+            request["response_format"] = (
+                adapt(endpoint, response_format) if adapt else response_format
+            )
         request.update(extra or {})
         async with self._semaphore():
             completion = await self._with_retries(endpoint, request, api_key)
@@ -271,7 +216,8 @@ class LLMClient:
             for transient in ("cached", "attempts", "model", "original_cost_usd"):
                 value.pop(transient)
             value.pop("original_latency_s")
-            self.cache.put(key, value)
+            if not self.cache.put(key, value):
+                self.stats.cache_write_failures += 1
         return completion
 
     def peek(
@@ -335,13 +281,13 @@ class LLMClient:
                 latency = time.perf_counter() - started
                 return self._completion(endpoint, request["messages"], response, latency, attempt)
             except Exception as err:  # classified below; nothing escapes unclassified
-                kind, status, retryable = _classify(err)
-                message = _scrub(str(err), api_key)
+                kind, status, retryable = classify(err)
+                message = scrub(str(err), api_key)
                 if not retryable or attempt > self.max_retries:
                     self.stats.failures += 1
                     raise LLMError(endpoint.name, kind, message, status, attempt) from None
                 delay = self.backoff_base_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-                hinted = _retry_after(err)
+                hinted = retry_after(err)
                 if hinted is not None:
                     delay = max(delay, hinted)
                 delay = min(delay, MAX_BACKOFF_S)

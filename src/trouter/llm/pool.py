@@ -215,13 +215,14 @@ class Pool(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> Pool:
         """Read and validate a pool YAML file."""
+        from trouter.config import MalformedDataError
+        from trouter.data.jsonl import read_text
+
         path = Path(path)
         try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise PoolConfigError(f"pool file {path} does not exist") from None
-        except OSError as err:
-            raise PoolConfigError(f"cannot read pool file {path}: {err}") from None
+            text = read_text(path, "pool file")  # not UTF-8: an error naming file:line
+        except MalformedDataError as err:
+            raise PoolConfigError(str(err)) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:

@@ -108,7 +108,7 @@ def _synthesize(client, pool, generator: str, size: Size, out: Path, progress) -
             progress=progress,
         )
     )
-    rows = [r for r in read_qa_rows(out) if r["leaf_id"] in leaf_ids]
+    rows = [r for r in read_qa_rows(out)[0] if r["leaf_id"] in leaf_ids]
     by_leaf: dict[str, list[dict]] = {}
     for row in rows:  # a larger earlier run may have left more rows per leaf
         by_leaf.setdefault(row["leaf_id"], []).append(row)

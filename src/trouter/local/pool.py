@@ -213,7 +213,9 @@ def make_client(pool: Any, **overrides: Any) -> Any:
 
     if any(is_llama_cpp(e) for e in _endpoints(pool)):
         register_schema_support(pool)
-    return LLMClient(**{**client_options(pool), **overrides})
+    options = {**client_options(pool), **overrides}
+    options.setdefault("response_format_adapter", backend_response_format)
+    return LLMClient(**options)
 
 
 @contextmanager

@@ -9,8 +9,6 @@ inside ``fit`` on the validation split only.
 
 from __future__ import annotations
 
-import json
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from trouter.data.dataset import RoutingDataset
-from trouter.encoders import LEGACY_ENCODER, check_encoder
+from trouter.encoders import LEGACY_ENCODER, EncoderError, check_encoder
 from trouter.evaluation.scenarios import Weights
 
 Queries = Sequence[str] | RoutingDataset
@@ -72,9 +70,21 @@ class Prediction:
         return weights.utility(self.performance, self.cost)
 
     def choose(self, weights: Weights) -> np.ndarray:
-        """Index of the highest-utility model per query (ties go to the cheaper model)."""
-        utility = self.utility(weights) - 1e-9 * self.cost
-        return np.argmax(utility, axis=1)
+        """Index of the highest-utility model per query (ties go to the cheaper model).
+
+        A model whose predicted utility is not finite (NaN: nothing was ever observed for
+        it) is never chosen; a query with no finite utility at all is a ValueError.
+        """
+        utility = self.utility(weights) - 1e-9 * np.nan_to_num(self.cost)
+        known = np.isfinite(utility)
+        if utility.size and not known.any(axis=1).all():
+            row = int(np.flatnonzero(~known.any(axis=1))[0])
+            raise ValueError(
+                f"no model has a finite predicted utility for query {row} (predicted "
+                f"performance {self.performance[row].tolist()}); the router has no usable "
+                "prediction for it"
+            )
+        return np.argmax(np.where(known, utility, -np.inf), axis=1)
 
 
 class Router(ABC):
@@ -112,42 +122,69 @@ class Router(ABC):
         prediction = self.predict(queries)
         return [prediction.models[i] for i in prediction.choose(weights)]
 
-    # ----- persistence -------------------------------------------------------------------
+    # ----- persistence (see trouter.routers.persistence: safetensors + JSON, no pickle) ----
     def get_state(self) -> dict[str, Any]:
-        """Everything ``fit`` learned; the default pickles the instance's attributes."""
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        """Everything ``fit`` learned: numpy arrays, torch tensors and JSON values, nested in
+        dicts and lists. The default takes the public attributes ending in ``_`` (the
+        scikit-learn convention for fitted attributes); seed and hyper-parameters are saved
+        apart and passed to the constructor on load."""
+        return {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("_")}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
     def save(self, directory: str | Path) -> Path:
-        if self.models_ is None:
-            raise RuntimeError(f"router {self.name!r} is not fitted; call fit() before save()")
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        from trouter.routers.persistence import write_router_dir
+
+        models = self._require_fitted()
         meta = {
             "router": self.name,
             "seed": self.seed,
             "params": self.params,
-            "models": self.models_,
+            "encoder": self.encoder,
+            "models": list(models),
         }
-        with open(path / "state.pkl.tmp", "wb") as fh:
-            pickle.dump(self.get_state(), fh)
-        (path / "state.pkl.tmp").replace(path / "state.pkl")
-        (path / "router.json").write_text(json.dumps(meta, indent=2))
-        return path
+        return write_router_dir(Path(directory), meta, self.get_state())
 
     @staticmethod
     def load(directory: str | Path) -> Router:
+        """A saved router; a missing, damaged or foreign file raises RouterFileError naming it."""
+        from trouter.routers.persistence import META_FILE, RouterFileError, read_meta, read_state
+
         path = Path(directory)
-        meta_file = path / "router.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{path} is not a trained router directory (no router.json)")
-        meta = json.loads(meta_file.read_text())
-        params = {"encoder": LEGACY_ENCODER, **meta.get("params", {})}
-        router = make_router(meta["router"], seed=meta.get("seed", 0), **params)
-        with open(path / "state.pkl", "rb") as fh:
-            router.set_state(pickle.load(fh))
+        meta = read_meta(path)
+        params = dict(meta.get("params", {}))
+        # The encoder is recorded twice (params and top level); a router saved before it was
+        # recorded was trained with MiniLM.
+        recorded = meta.get("encoder", params.get("encoder", LEGACY_ENCODER))
+        if params.setdefault("encoder", recorded) != recorded:
+            raise RouterFileError(
+                f"{path / META_FILE}: records encoder {recorded!r} but its parameters say "
+                f"{params['encoder']!r}"
+            )
+        try:
+            router = make_router(meta["router"], seed=meta.get("seed", 0), **params)
+        except KeyError as err:
+            raise RouterFileError(f"{path / META_FILE}: {err.args[0]}") from None
+        except EncoderError as err:
+            raise RouterFileError(f"{path / META_FILE}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise RouterFileError(
+                f"{path / META_FILE}: parameters do not fit router {meta['router']!r}: {err}"
+            ) from None
+        state = read_state(path, meta)
+        try:
+            router.set_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise RouterFileError(
+                f"{path}: the saved state does not fit router {meta['router']!r} "
+                f"({type(err).__name__}: {err})"
+            ) from None
+        if router.models_ != meta["models"]:
+            raise RouterFileError(
+                f"{path / META_FILE}: lists models {meta['models']} but the state holds "
+                f"{router.models_}"
+            )
         return router
 
     def _require_fitted(self) -> list[str]:

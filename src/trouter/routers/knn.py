@@ -99,6 +99,9 @@ class KNNRouter(Router):
             raise ValueError(f"unknown knn weighting {weighting!r}; choose from {WEIGHTINGS}")
         if k is None and not ks:
             raise ValueError("knn needs k or a non-empty list ks to tune over")
+        for value in [k] if k is not None else list(ks):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"knn k must be a whole number >= 1, got {value!r}")
         if temperature <= 0:
             raise ValueError(f"knn temperature must be positive, got {temperature}")
 

@@ -206,3 +206,14 @@ class MetricRouter(Router):
             }
             for k, leaf_id in enumerate(self.leaf_ids_)
         ]
+
+    # ----- persistence: the taxonomy travels as its JSON data ------------------------------
+    def get_state(self) -> dict[str, object]:
+        state = super().get_state()
+        state["taxonomy_"] = self.taxonomy_.model_dump(exclude_defaults=True)
+        return state
+
+    def set_state(self, state: dict[str, object]) -> None:
+        state = dict(state)
+        self.taxonomy_ = Taxonomy.from_data(state.pop("taxonomy_"), source="saved taxonomy")
+        super().set_state(state)

@@ -159,6 +159,27 @@ class TorchBaseline(Router):
     per model for one setting (:meth:`build`); the rest is common.
     """
 
+    def __init__(self, seed: int = 0, **params: Any) -> None:
+        super().__init__(seed=seed, **params)
+        checks = {
+            "lr": params["lr"] > 0,
+            "batch_size": params["batch_size"] >= 1,
+            "max_epochs": params["max_epochs"] >= 1,
+            "patience": params["patience"] >= 0,
+            "dropout": 0 <= params["dropout"] < 1,
+            "weight_decay": all(w >= 0 for w in params["weight_decay"]) and params["weight_decay"],
+        }
+        for name in ("hidden", "dim"):
+            if name in params:
+                checks[name] = bool(params[name]) and all(int(h) == h >= 1 for h in params[name])
+        bad = [f"{name}={params[name]!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"{self.name}: out of range: {', '.join(bad)} (lr > 0, batch_size and "
+                "max_epochs >= 1, patience >= 0, 0 <= dropout < 1, weight_decay >= 0, "
+                "hidden/dim whole numbers >= 1, lists non-empty)"
+            )
+
     def grid(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 

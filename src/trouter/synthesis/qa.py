@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trouter.config import MalformedDataError
+from trouter.data.jsonl import JsonlAppender, cut_torn_tail, decode_line, parse_object
+from trouter.data.output_lock import exclusive_output
 from trouter.encoders import get_encoder
 from trouter.synthesis.budget import CallCounter, CostMeter, Progress, SilentProgress
 from trouter.synthesis.llmjson import MalformedOutputError, ask_json
@@ -50,6 +54,8 @@ class LeafReport:
 class QAReport:
     out_path: Path
     leaves: list[LeafReport] = field(default_factory=list)
+    #: A torn last line (an interrupted write) was cut off before resuming.
+    repaired_tail: bool = False
 
     @property
     def added(self) -> int:
@@ -70,30 +76,27 @@ def row_id(leaf_id: str, question: str) -> str:
     return "syn-" + hashlib.sha256(f"{leaf_id}\x00{question}".encode()).hexdigest()[:12]
 
 
-def read_qa_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a QA JSONL file; an incomplete last line (a killed write) is cut off."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
-        with path.open("r+b") as fh:  # drop the half-written row so appends stay valid
-            fh.truncate(cut)
-        raw = raw[:cut]
+def read_qa_rows(path: Path, repair: bool = True) -> tuple[list[dict[str, Any]], bool]:
+    """(rows of a QA JSONL file, whether a torn last line was cut off).
+
+    The torn line (a killed write) is cut off the file when ``repair``; a damaged row
+    anywhere else, or a byte that is not UTF-8, is a QAFileError naming file:line.
+    """
+    raw, torn = cut_torn_tail(path, repair)
     rows = []
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line_bytes in enumerate(raw.splitlines(), start=1):
+        where = f"{path}:{number}"
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise QAFileError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not all(
-            isinstance(row.get(k), str) for k in ("id", "question", "leaf_id")
-        ):
-            raise QAFileError(f"{path}:{number}: expected an object with id, question, leaf_id")
+            line = decode_line(line_bytes, where)
+            if not line.strip():
+                continue
+            row = parse_object(line, where)
+        except MalformedDataError as err:
+            raise QAFileError(str(err)) from None
+        if not all(isinstance(row.get(k), str) for k in ("id", "question", "leaf_id")):
+            raise QAFileError(f"{where}: expected an object with id, question, leaf_id")
         rows.append(row)
-    return rows
+    return rows, torn
 
 
 def difficulty_scales(taxonomy: Taxonomy) -> dict[str, list[str]]:
@@ -102,21 +105,6 @@ def difficulty_scales(taxonomy: Taxonomy) -> dict[str, list[str]]:
     for leaf in taxonomy.leaves():
         groups[(leaf.domain, leaf.subcategory)].append(leaf.difficulty)
     return {leaf.id: groups[(leaf.domain, leaf.subcategory)] for leaf in taxonomy.leaves()}
-
-
-class _Writer:
-    """Appends rows and flushes each, so a kill loses at most the row being written."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = path.open("a", encoding="utf-8")
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 async def asynthesize_qa(
@@ -137,7 +125,8 @@ async def asynthesize_qa(
     encoder: Any = None,
 ) -> QAReport:
     """Async :func:`synthesize_qa`; leaves run concurrently, each leaf's calls in sequence
-    (a leaf's next request lists the questions it already kept)."""
+    (a leaf's next request lists the questions it already kept). Holds ``out_path``'s
+    exclusive lock for the run (:class:`~trouter.data.output_lock.OutputLockedError`)."""
     if per_leaf < 1 or per_call < 1:
         raise ValueError("per_leaf and per_call must be at least 1")
     out_path = Path(out_path)
@@ -153,13 +142,8 @@ async def asynthesize_qa(
             raise KeyError(f"taxonomy {taxonomy.name!r} has no leaf {unknown[0]!r}")
         leaves = [leaf for leaf in leaves if leaf.id in set(leaf_ids)]
     scales = difficulty_scales(taxonomy)
-    existing: dict[str, list[str]] = defaultdict(list)
-    for row in read_qa_rows(out_path):
-        existing[row["leaf_id"]].append(row["question"])
     generator = getattr(generator_endpoint, "name", str(generator_endpoint))
     slots = asyncio.Semaphore(concurrency)
-    writer = _Writer(out_path)
-    progress.stage("leaves", len(leaves))
 
     async def one_leaf(leaf: Leaf) -> LeafReport:
         kept = list(existing.get(leaf.id, []))
@@ -222,11 +206,27 @@ async def asynthesize_qa(
         progress.advance("leaves")
         return report
 
-    try:
+    # one_leaf reads `existing` and writes through `writer`, both bound here under the lock
+    with _locked_output(out_path, progress) as (existing, writer, torn):
+        progress.stage("leaves", len(leaves))
         reports = await asyncio.gather(*(one_leaf(leaf) for leaf in leaves))
-    finally:
-        writer.close()
-    return QAReport(out_path=out_path, leaves=list(reports))
+    return QAReport(out_path=out_path, leaves=list(reports), repaired_tail=torn)
+
+
+@contextmanager
+def _locked_output(
+    out_path: Path, progress: Progress
+) -> Iterator[tuple[dict[str, list[str]], JsonlAppender, bool]]:
+    """Under the file's exclusive lock: (questions kept per leaf, the appender, torn tail)."""
+    with exclusive_output(out_path):
+        rows, torn = read_qa_rows(out_path)
+        if torn:
+            progress.note(f"cut a torn last line off {out_path} (left by an interrupted write)")
+        existing: dict[str, list[str]] = defaultdict(list)
+        for row in rows:
+            existing[row["leaf_id"]].append(row["question"])
+        with JsonlAppender(out_path) as writer:
+            yield existing, writer, torn
 
 
 def synthesize_qa(

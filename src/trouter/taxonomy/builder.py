@@ -94,11 +94,14 @@ def parse_domain_arg(text: str) -> TaskProfile:
 
 def load_example_queries(path: str | Path) -> list[str]:
     """Queries from a text file (one per line) or JSONL (field question/query/prompt/text)."""
+    from trouter.config import MalformedDataError
+    from trouter.data.jsonl import read_text
+
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise TaxonomyBuildError(f"cannot read example queries {path}: {err}") from None
+        lines = read_text(path, "example queries file").splitlines()
+    except MalformedDataError as err:
+        raise TaxonomyBuildError(str(err)) from None
     queries: list[str] = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()

@@ -144,13 +144,14 @@ class Taxonomy(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> Taxonomy:
+        from trouter.config import MalformedDataError
+        from trouter.data.jsonl import read_text
+
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TaxonomyError(f"taxonomy file {path} does not exist") from None
-        except OSError as err:
-            raise TaxonomyError(f"cannot read taxonomy file {path}: {err}") from None
+            text = read_text(path, "taxonomy file")  # not UTF-8: an error naming file:line
+        except MalformedDataError as err:
+            raise TaxonomyError(str(err)) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
