@@ -9,7 +9,7 @@ run() {  # router suite setting seeds
   out=results/static/$2-$3-$1.json
   [ -s "$out" ] && { echo "skip $out (exists)"; return; }
   trouter eval --suite "$2" --setting "$3" --routers "$1" --param "$1.encoder=static" \
-    --scenario all --seeds "$4" --json "$out" --no-progress > "${out%.json}.log" 2>&1
+    --scenario all --seeds "$4" --json "$out" --no-progress
   echo "$out rc=$?"
 }
 mkdir -p results/static

@@ -76,7 +76,12 @@ class KNNRouter(Router):
     both weightings on validation, separately for performance and for cost); ``temperature``
     is the softmax weighting's scale on cosine similarity; ``refit`` adds the validation
     rows to the index after tuning.
+
+    The default encoder is ``static``: on the three public suites its utility is within
+    0.005 of MiniLM's in 17 of 18 settings (README, "Encoders") at a fiftieth of the cost.
     """
+
+    default_encoder = "static"
 
     def __init__(
         self,
