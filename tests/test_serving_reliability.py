@@ -50,7 +50,9 @@ def test_a_lone_surrogate_request_fails_alone(stack, up, trial):  # noqa: F811
     assert bad.status_code == 400
     assert "surrogate" in bad.json()["error"]["message"]
     assert [r.status_code for r in replies] == [200] * 40
-    assert up.total_calls == 40
+    # the bad one never reached an upstream (a loaded machine may add timeout fallbacks)
+    sent = {r["body"]["messages"][0]["content"] for r in up.requests}
+    assert sent == set(good)
 
 
 class _PoisonedService:

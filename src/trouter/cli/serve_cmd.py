@@ -142,6 +142,12 @@ def register(app: typer.Typer) -> None:
             # files summed by prometheus_client's multiprocess collector.
             os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
             os.environ[WORKER_CONFIG_ENV] = json.dumps(config)
+            # A worker loads router, encoder and LiteLLM before it answers the supervisor's
+            # health pings: on a busy machine that takes minutes, not uvicorn's default 5 s.
             uvicorn.run(
-                "trouter.cli.serve_cmd:worker_app", factory=True, workers=workers, **options
+                "trouter.cli.serve_cmd:worker_app",
+                factory=True,
+                workers=workers,
+                timeout_worker_healthcheck=600,
+                **options,
             )
