@@ -145,6 +145,17 @@ def test_cli_route_on_a_damaged_router_exits_2_naming_the_file(saved):
     assert "weights.safetensors" in result.output and "Traceback" not in result.output
 
 
+def test_serve_and_trouter_load_on_a_damaged_router_name_the_file(saved, tmp_path: Path):
+    (saved / "router.json").write_text((saved / "router.json").read_text()[:40])
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("models:\n  - name: m\n    litellm_model: openai/m\n")
+    result = CliRunner().invoke(app, ["serve", "--model-dir", str(saved), "--pool", str(pool)])
+    assert result.exit_code == 2, result.output
+    assert "router.json: not valid JSON" in result.output and "Traceback" not in result.output
+    with pytest.raises(RouterFileError, match="router.json: not valid JSON"):
+        trouter.load(saved)
+
+
 def test_no_pickle_or_torch_load_in_the_package():
     offenders = [
         f"{path.relative_to(SRC)}:{n}"

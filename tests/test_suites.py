@@ -1,4 +1,5 @@
-"""The suite loaders on the real public files, and their errors on broken copies."""
+"""The suite loaders on the committed fixtures and on the whole public files (skipped when
+those are absent), and their errors on broken copies."""
 
 from __future__ import annotations
 
@@ -11,17 +12,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_full_data
 
 from trouter.config import DataNotFoundError, MalformedDataError
+from trouter.data.sources import FILES
 from trouter.data.suites import SUITES, describe_suite, load_suite
 
 csv.field_size_limit(1 << 30)
 
 
 @pytest.fixture(scope="module")
-def suites(data_dir: Path) -> dict:
-    """Each suite loaded once (about 3 s for all six)."""
-    return {name: load_suite(name) for name in SUITES}
+def suites() -> dict:
+    """Each whole suite loaded once (about 3 s for all six); skips without the full data."""
+    root = require_full_data(*SUITES)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TROUTER_DATA_DIR", str(root))
+        return {name: load_suite(name) for name in SUITES}
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -29,20 +35,20 @@ def _csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _check_common(ds) -> None:
+def _check_common(ds, splits=("train", "validation", "test")) -> None:
     assert len(set(ds.query_ids)) == len(ds)
-    assert set(ds.splits) == {"train", "validation", "test"}
+    assert set(ds.splits) == set(splits)
     perf = ds.performance[~np.isnan(ds.performance)]
     assert perf.min() >= 0 and perf.max() <= 1
     assert np.all(ds.cost[~np.isnan(ds.cost)] >= 0)
     assert all(isinstance(t, str) and t.strip() for t in ds.texts)
 
 
-def test_routerbench_matches_the_files(suites, data_dir):
+def test_routerbench_matches_the_files(suites, full_data_dir):
     ds = suites["routerbench"]
     _check_common(ds)
     assert len(ds.models) == 11
-    folder = data_dir / "routerbench"
+    folder = full_data_dir / "routerbench"
     for stem, bench in [
         ("arc_challenge", "arc-challenge"),
         ("mbpp", "mbpp"),
@@ -76,10 +82,10 @@ def test_routerbench_text_is_the_question_not_the_shared_exemplars(suites):
         assert len(set(texts)) > 0.95 * len(texts)
 
 
-def test_llmrouter_scores_tasks_and_estimated_cost(suites, data_dir):
+def test_llmrouter_scores_tasks_and_estimated_cost(suites, full_data_dir):
     ds = suites["llmrouter"]
     _check_common(ds)
-    folder = data_dir / "llmrouter"
+    folder = full_data_dir / "llmrouter"
     prices = json.loads((folder / "default_llm.json").read_text())
     assert len(ds.models) == 9
     for model in ds.models:
@@ -101,11 +107,11 @@ def test_llmrouter_scores_tasks_and_estimated_cost(suites, data_dir):
     assert ds.performance[row].tolist() == [first["scores"][m] for m in ds.model_names]
 
 
-def test_routerdc_in_and_out_of_distribution(suites, data_dir):
+def test_routerdc_in_and_out_of_distribution(suites, full_data_dir):
     ds = suites["routerdc"]
     _check_common(ds)
     assert len(ds.models) == 7
-    folder = data_dir / "routerdc_split2"
+    folder = full_data_dir / "routerdc_split2"
     for task in ("MATH_prealgebra", "mbpp", "ceval", "javascript"):
         rows = ds.tasks == task
         assert set(ds.splits[rows]) == {"test"}
@@ -126,10 +132,10 @@ def test_routerdc_in_and_out_of_distribution(suites, data_dir):
     assert ds.cost_source == "none" and not ds.cost.any()
 
 
-def test_routellm_gsm8k_fixed_split_and_token_cost(suites, data_dir):
+def test_routellm_gsm8k_fixed_split_and_token_cost(suites, full_data_dir):
     ds = suites["routellm-gsm8k"]
     _check_common(ds)
-    rows = _csv_rows(data_dir / "routellm" / "gsm8k_responses.csv")
+    rows = _csv_rows(full_data_dir / "routellm" / "gsm8k_responses.csv")
     assert len(ds) == len(rows) == 1319
     assert (ds.splits == "test").sum() == round(0.3 * 1319)
     strong, weak = ds.model_names
@@ -145,7 +151,7 @@ def test_routellm_gsm8k_fixed_split_and_token_cost(suites, data_dir):
     assert list(other.splits) != list(ds.splits)
 
 
-def test_routellm_mmlu_and_mtbench(suites, data_dir):
+def test_routellm_mmlu_and_mtbench(suites, full_data_dir):
     mmlu = suites["routellm-mmlu"]
     _check_common(mmlu)
     assert len(mmlu) == 14042 and len(set(mmlu.tasks)) == 57
@@ -156,7 +162,8 @@ def test_routellm_mmlu_and_mtbench(suites, data_dir):
     _check_common(mt)
     assert len(mt) == 80 and len(set(mt.tasks)) == 8
     judgements = [
-        json.loads(line) for line in (data_dir / "routellm" / "mt_bench_judgements.jsonl").open()
+        json.loads(line)
+        for line in (full_data_dir / "routellm" / "mt_bench_judgements.jsonl").open()
     ]
     qid = int(mt.query_ids[0].rsplit("/", 1)[1])
     for col, model in enumerate(mt.model_names):
@@ -166,7 +173,7 @@ def test_routellm_mmlu_and_mtbench(suites, data_dir):
     assert np.all(mt.cost[:, 0] > mt.cost[:, 1])
 
 
-def test_describe_suite_summary(suites):
+def test_describe_suite_summary(suites, full_data_dir):
     summary = describe_suite("routerbench")
     assert summary["splits"] == {
         s: int((suites["routerbench"].splits == s).sum()) for s in ("train", "validation", "test")
@@ -175,6 +182,46 @@ def test_describe_suite_summary(suites):
     assert summary["total_cost_usd"] > 0 and summary["cost_source"]
     with pytest.raises(KeyError, match="unknown suite"):
         load_suite("no-such-suite")
+
+
+def _rows_in(path: Path) -> int:
+    if path.suffix == ".csv":
+        return len(_csv_rows(path))
+    if path.suffix == ".json":
+        return len(json.loads(path.read_text()))
+    return sum(1 for line in path.open() if line.strip())
+
+
+@pytest.mark.parametrize("name", list(SUITES))
+def test_every_suite_loads_from_the_fixtures(name, data_dir):
+    """The committed cuts have the releases' schema: the real loaders read them, and every
+    row of the files becomes one query."""
+    ds = load_suite(name)
+    # two MT-Bench questions per category: one train, one test, none left for validation
+    tiny = name == "routellm-mtbench"
+    _check_common(ds, ("train", "test") if tiny else ("train", "validation", "test"))
+    folder = {
+        "routerbench": "routerbench/",
+        "llmrouter": "llmrouter/dcrouter_",
+        "routerdc": "routerdc_split2/",
+        "routellm-gsm8k": "routellm/gsm8k",
+        "routellm-mmlu": "routellm/mmlu/",
+        "routellm-mtbench": "routellm/mt_bench_q",
+    }[name]
+    skipped = ("arc_easy",)  # in the folder, not read (see the routerdc loader)
+    rows = sum(
+        _rows_in(data_dir / f.path)
+        for f in FILES
+        if f.path.startswith(folder) and not any(s in f.path for s in skipped)
+    )
+    assert len(ds) == rows >= (16 if tiny else 100)
+
+
+def test_fixtures_are_small_and_have_provenance(data_dir):
+    total = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
+    assert total <= 3_000_000
+    provenance = (data_dir / "PROVENANCE.md").read_text()
+    assert all(f"`{f.path}`" in provenance for f in FILES)
 
 
 # ----- broken copies -------------------------------------------------------------------

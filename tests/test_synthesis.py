@@ -311,6 +311,19 @@ def qa_prompt_fields(messages) -> tuple[str, int]:
     return difficulty, batch
 
 
+def sampling_generator(originals):
+    """A sampling generator: three new GSM8K questions per call, from a range per difficulty."""
+    cursor = {"Easy": 0, "Hard": 20}
+
+    def sampling(messages, model):
+        difficulty, _ = qa_prompt_fields(messages)
+        start = cursor[difficulty]
+        cursor[difficulty] += 3
+        return pairs_json(originals[start : start + 3])
+
+    return sampling
+
+
 def test_qa_dedup_rejects_repeats_and_paraphrases(server, client, tmp_path, data_dir):
     originals = gsm8k(data_dir, 20)
     own = {"Easy": originals[:10], "Hard": originals[10:]}
@@ -348,16 +361,7 @@ def test_qa_dedup_rejects_repeats_and_paraphrases(server, client, tmp_path, data
 
 
 def test_qa_resumes_after_interruption_without_duplicates(server, client, tmp_path, data_dir):
-    originals = gsm8k(data_dir, 40)
-    cursor = {"Easy": 0, "Hard": 20}
-
-    def sampling(messages, model):  # a sampling generator: new questions on every call
-        difficulty, _ = qa_prompt_fields(messages)
-        start = cursor[difficulty]
-        cursor[difficulty] += 3
-        return pairs_json(originals[start : start + 3])
-
-    server.responder = sampling
+    server.responder = sampling_generator(gsm8k(data_dir, 40))
     out = tmp_path / "qa.jsonl"
     endpoint = generator_endpoint(server)
     with pytest.raises(BudgetExceededError):
@@ -414,3 +418,37 @@ def test_cli_dry_run_spends_nothing_and_max_cost_stops_with_exit_3(server, tmp_p
     assert not (tmp_path / "taxonomy.json.progress.json").exists()
     missing = runner.invoke(app, [*args[:3], "nope", *args[4:]])
     assert missing.exit_code == 1 and "'nope' is not in the pool" in missing.output
+
+
+def test_qa_full_disk_leaves_no_torn_row_and_resumes(server, client, tmp_path, data_dir):
+    import errno
+    import os
+
+    import trouter.data.jsonl as jsonl
+    from trouter.data.jsonl import OutputWriteError
+
+    server.responder = sampling_generator(gsm8k(data_dir, 40))
+    out = tmp_path / "qa.jsonl"
+    real_write, written = os.write, []
+
+    def filling_disk(fd, data):
+        if fd < 3 or os.readlink(f"/proc/self/fd/{fd}") != str(out):
+            return real_write(fd, data)
+        if len(written) < 3:
+            written.append(fd)
+            return real_write(fd, data)
+        if len(written) == 3:  # half a row reaches the disk, then it is full
+            written.append(fd)
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(jsonl.os, "write", filling_disk)
+        with pytest.raises(OutputWriteError, match="No space left on device.*rerun to resume"):
+            synthesize_qa(client, generator_endpoint(server), small_taxonomy(), out_path=out,
+                          per_leaf=7, per_call=3, concurrency=1)  # fmt: skip
+    assert out.read_bytes().endswith(b"\n") and len(out.read_text().splitlines()) == 3
+    report = synthesize_qa(client, generator_endpoint(server), small_taxonomy(), out_path=out,
+                           per_leaf=7, per_call=3)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 14 == len({r["id"] for r in rows}) and not report.repaired_tail

@@ -82,8 +82,8 @@ def test_prediction_never_chooses_a_nan_and_refuses_all_nan_rows():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--weights", "nan:nan"], "finite"),
-        (["--weights", "0.5:-inf"], "finite"),
+        (["--weights", "nan:nan"], "both weights must be finite numbers"),
+        (["--weights", "0.5:-inf"], "both weights must be finite numbers"),
     ],
 )
 def test_route_rejects_non_finite_weights(tmp_path, args, message):

@@ -4,6 +4,10 @@ import os
 
 # Before anything imports LiteLLM: use its bundled price map instead of fetching one.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Before anything imports huggingface_hub (which reads it once): trouter never downloads from
+# the Hub; without this LiteLLM's token counter for an open model name (e.g. WizardLM) retried
+# a Hub tokenizer download for ~25 s on an offline machine, mid-request.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from trouter.data.dataset import ModelInfo, RoutingDataset

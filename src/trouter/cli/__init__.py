@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from trouter.cli import (
+    data_cmd,
     eval_cmd,
     local_cmd,
     models_cmd,
@@ -13,13 +14,24 @@ from trouter.cli import (
     taxonomy_cmd,
     train_cmd,
 )
+from trouter.cli.errors import ExpectedErrorsGroup
 
 app = typer.Typer(
     help="trouter: task-aware LLM routing (evaluate, synthesise, train, route, serve).",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    cls=ExpectedErrorsGroup,  # expected errors: one paragraph, exit 2, no traceback
+    pretty_exceptions_enable=False,
 )
-for module in (eval_cmd, train_cmd, taxonomy_cmd, synth_cmd, serve_cmd, models_cmd, local_cmd):
+for module in (
+    data_cmd,
+    eval_cmd,
+    train_cmd,
+    taxonomy_cmd,
+    synth_cmd,
+    serve_cmd,
+    models_cmd,
+    local_cmd,
+):
     module.register(app)
 
 

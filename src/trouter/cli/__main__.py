@@ -1,5 +1,5 @@
-"""``python -m trouter.cli``: the same as the ``trouter`` command."""
+"""``python -m trouter.cli``: the command line."""
 
 from trouter.cli import app
 
-app()
+app(prog_name="trouter")

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     ) -> None:
         """Fit and score routers; print mean ± std over seeds per router and scenario."""
-        from trouter.config import DataNotFoundError, MalformedDataError
+        from trouter.config import MalformedDataError
         from trouter.data.suites import SUITES
         from trouter.evaluation.harness import run_experiment
         from trouter.evaluation.plots import plot_curves
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
                 progress=progress,
                 limit=limit,
             )
-        except (DataNotFoundError, MalformedDataError, ValueError, KeyError) as err:
+        except (MalformedDataError, ValueError, KeyError) as err:  # missing data: exit 2 (cli)
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(1) from err
         for table in rich_tables(summarise(records)):

@@ -75,10 +75,13 @@ def run_local_experiment(size: str, out: Path, pool_path: Path | None) -> dict:
     from trouter.local.catalogue import CATALOGUE
     from trouter.local.experiment import SIZES, run_cold_start
     from trouter.local.pool import DEFAULT_GENERATOR, make_client, offline_pool, resolve_pool
+    from trouter.local.preflight import preflight
 
     spec = SIZES[size]
     names = list(spec.models or CATALOGUE)
     generator = spec.generator or DEFAULT_GENERATOR
+    for note in preflight([*names, generator], out, serve_locally=pool_path is None):
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     _stop_on_sigterm()
     start = time.perf_counter()
     if pool_path is None:
@@ -159,5 +162,8 @@ def quickstart(
 
 
 def register(app: typer.Typer) -> None:
+    from trouter.cli import benchmark_cmd
+
+    benchmark_cmd.register(experiment_app)
     app.add_typer(experiment_app, name="experiment")
     app.command("quickstart")(quickstart)

@@ -232,7 +232,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Fit a router on a suite's train split or a labelled file, and save it."""
-        from trouter.config import DataNotFoundError, MalformedDataError
+        from trouter.config import MalformedDataError
         from trouter.routers import make_router
 
         if (suite is None) == (train_file is None):
@@ -257,7 +257,7 @@ def register(app: typer.Typer) -> None:
                 data = load_labelled(train_file, seed=seed)
         except KeyError as err:
             raise _fail(str(err.args[0]), 2) from None
-        except (DataNotFoundError, MalformedDataError) as err:
+        except MalformedDataError as err:  # missing data: exit 2 with the fetch command (cli)
             raise _fail(str(err), 1) from None
         train, validation = data.split("train"), data.split("validation")
         if len(train) == 0:

@@ -23,7 +23,12 @@ from trouter.evaluation.real_questions import RealQuestion, grade, load_gsm8k, l
 
 #: Output-token caps: enough for a short chain of thought or one function, and no more
 #: (every token is CPU time on a local model).
-MAX_TOKENS = {"gsm8k": 320, "humaneval": 384}
+MAX_TOKENS = {"gsm8k": 320, "humaneval": 384, "number": 320, "code": 384, "choice": 128}
+
+
+def max_tokens(question: RealQuestion) -> int:
+    """The answer-token cap for a question: by answer format, else by benchmark."""
+    return MAX_TOKENS[question.extra.get("format") or question.benchmark]
 
 
 def load_real_questions(n_gsm8k: int, n_humaneval: int) -> list[RealQuestion]:
@@ -31,19 +36,32 @@ def load_real_questions(n_gsm8k: int, n_humaneval: int) -> list[RealQuestion]:
     return load_gsm8k(limit=n_gsm8k) + load_humaneval(limit=n_humaneval)
 
 
-def _read_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    done: dict[tuple[str, str], dict[str, Any]] = {}
+def read_answer_rows(path: Path) -> list[dict[str, Any]]:
+    """The answer rows recorded so far (a half-written last line of a killed run is skipped:
+    that answer is asked again)."""
+    rows: list[dict[str, Any]] = []
     if not path.exists():
-        return done
+        return rows
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
-            continue  # a half-written last line from a killed run: answered again
-        done[(row["id"], row["model"])] = row
-    return done
+            continue
+    return rows
+
+
+def latest_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last recorded row per (question, model): a retried call supersedes its failure."""
+    return {(row["id"], row["model"]): row for row in rows}
+
+
+def _read_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Answered (question, model) pairs; a failed call (server down, timeout) is asked
+    again on the next run rather than kept as a masked cell forever."""
+    latest = latest_rows(read_answer_rows(path))
+    return {key: row for key, row in latest.items() if not row.get("error")}
 
 
 async def answer_real_questions(
@@ -52,55 +70,66 @@ async def answer_real_questions(
     questions: Sequence[RealQuestion],
     out_path: str | Path,
     on_answer: Callable[[], None] | None = None,
+    in_flight: int = 1,
 ) -> list[dict[str, Any]]:
     """Every pool model answers every question; one graded JSONL row per (question, model).
 
-    Failed calls are recorded with ``performance: null`` (masked, never scored 0).
+    Up to ``in_flight`` calls run at once (each pool model is its own server, so two calls
+    to different models use two cores). Rows are written in completion order; the returned
+    list follows question order. Failed calls are recorded with ``performance: null``
+    (masked, never scored 0).
     """
-    from trouter.llm import LLMError
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(out_path)
-    rows: list[dict[str, Any]] = []
+    todo = [(q, e) for q in questions for e in pool.models if (q.id, e.name) not in done]
+    # a call still failing this time is recorded again; ``done`` then holds that failure
+    for _ in range(len(questions) * len(pool.models) - len(todo)):
+        if on_answer:
+            on_answer()
+    gate = asyncio.Semaphore(max(1, in_flight))
     with out_path.open("a", encoding="utf-8") as out:
-        for question in questions:
-            for endpoint in pool.models:
-                key = (question.id, endpoint.name)
-                if key in done:
-                    rows.append(done[key])
-                    if on_answer:
-                        on_answer()
-                    continue
-                row: dict[str, Any] = {"id": question.id, "model": endpoint.name,
-                                       "benchmark": question.benchmark}  # fmt: skip
-                try:
-                    completion = await client.acomplete(
-                        endpoint,
-                        [{"role": "user", "content": question.prompt}],
-                        temperature=0.0,
-                        max_tokens=MAX_TOKENS[question.benchmark],
-                    )
-                except LLMError as err:
-                    row.update(performance=None, cost_usd=None, error=str(err))
-                else:
-                    score = await asyncio.to_thread(grade, question, completion.text)
-                    row.update(
-                        answer=completion.text,
-                        performance=score,
-                        cost_usd=endpoint.cost(completion.input_tokens, completion.output_tokens),
-                        input_tokens=completion.input_tokens,
-                        output_tokens=completion.output_tokens,
-                        latency_s=completion.latency_s,
-                        cached=completion.cached,
-                        error=None,
-                    )
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-                rows.append(row)
-                if on_answer:
-                    on_answer()
-    return rows
+
+        async def answer(question: RealQuestion, endpoint: Any) -> None:
+            async with gate:
+                row = await _answer_one(client, question, endpoint)
+            out.write(json.dumps(row) + "\n")  # one write per row: no interleaved lines
+            out.flush()
+            done[(question.id, endpoint.name)] = row
+            if on_answer:
+                on_answer()
+
+        await asyncio.gather(*(answer(q, e) for q, e in todo))
+    return [done[(q.id, e.name)] for q in questions for e in pool.models]
+
+
+async def _answer_one(client: Any, question: RealQuestion, endpoint: Any) -> dict[str, Any]:
+    from trouter.llm import LLMError
+
+    row: dict[str, Any] = {"id": question.id, "model": endpoint.name,
+                           "benchmark": question.benchmark}  # fmt: skip
+    try:
+        completion = await client.acomplete(
+            endpoint,
+            [{"role": "user", "content": question.prompt}],
+            temperature=0.0,
+            max_tokens=max_tokens(question),
+        )
+    except LLMError as err:
+        row.update(performance=None, cost_usd=None, error=str(err))
+        return row
+    score = await asyncio.to_thread(grade, question, completion.text)
+    row.update(
+        answer=completion.text,
+        performance=score,
+        cost_usd=endpoint.cost(completion.input_tokens, completion.output_tokens),
+        input_tokens=completion.input_tokens,
+        output_tokens=completion.output_tokens,
+        latency_s=completion.latency_s,
+        cached=completion.cached,
+        error=None,
+    )
+    return row
 
 
 def half_splits(questions: Sequence[RealQuestion], seed: int = 0) -> np.ndarray:

@@ -9,6 +9,8 @@ distinct, so a deterministic or disk-cached generator is never asked the same pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from trouter.taxonomy.model import Leaf
@@ -42,12 +44,9 @@ def qa_messages(
     leaf: Leaf, scale: list[str], count: int, batch: int, kept: list[str]
 ) -> list[dict[str, str]]:
     """Ask for ``count`` diverse question-answer pairs of the task type ``leaf``."""
-    domain, sub, diff = leaf.path
+    diff = leaf.path[2]
     lines = [
-        f"Domain: {domain.name} - {domain.definition}",
-        f"Subcategory: {sub.name} - {sub.definition} (example: {sub.example})",
-        f"Difficulty: {diff.name} - {diff.definition} (example: {diff.example})",
-        f"The difficulty scale of this subcategory, easiest first: {', '.join(scale)}.",
+        *leaf_profile(leaf, scale),
         "",
         f"Batch {batch}: write {count} new question-answer pairs of exactly this task type "
         f"and difficulty ({diff.name}).",
@@ -57,19 +56,36 @@ def qa_messages(
         "Each answer is a correct reference answer a grader can compare a model's answer "
         "against: complete, with the final result stated explicitly.",
     ]
-    if kept:
-        shown = kept[-AVOID_LIMIT:]
-        earlier = len(kept) - len(shown)
-        lines.append(
-            f"Do not repeat or paraphrase the {len(kept)} questions already written"
-            + (f" ({earlier} earlier ones not shown)" if earlier else "")
-            + ", for instance:"
-        )
-        lines.extend(f"- {' '.join(q.split())[:AVOID_CHARS]}" for q in shown)
+    lines.extend(avoid_lines(kept))
     lines.append(
         '\nReply with a JSON object {"pairs": [{"question": "...", "answer": "..."}, ...]}.'
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def leaf_profile(leaf: Leaf, scale: list[str]) -> list[str]:
+    """The three task profiles of a leaf and its subcategory's difficulty scale."""
+    domain, sub, diff = leaf.path
+    return [
+        f"Domain: {domain.name} - {domain.definition}",
+        f"Subcategory: {sub.name} - {sub.definition} (example: {sub.example})",
+        f"Difficulty: {diff.name} - {diff.definition} (example: {diff.example})",
+        f"The difficulty scale of this subcategory, easiest first: {', '.join(scale)}.",
+    ]
+
+
+def avoid_lines(kept: list[str]) -> list[str]:
+    """Quote back (some of) the questions already kept, so the generator avoids repeats."""
+    if not kept:
+        return []
+    shown = kept[-AVOID_LIMIT:]
+    earlier = len(kept) - len(shown)
+    return [
+        f"Do not repeat or paraphrase the {len(kept)} questions already written"
+        + (f" ({earlier} earlier ones not shown)" if earlier else "")
+        + ", for instance:",
+        *(f"- {' '.join(q.split())[:AVOID_CHARS]}" for q in shown),
+    ]
 
 
 def _text(item: dict[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -105,3 +121,25 @@ def parse_pairs(data: Any) -> list[tuple[str, str]]:
     if not pairs:
         raise ValueError('no item has both a non-empty "question" and "answer" string')
     return pairs
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """How one leaf's generation requests are written and their replies read.
+
+    ``messages(leaf, scale, count, batch, kept)`` builds a request; ``parse(reply_json)``
+    returns items with at least ``question`` and ``reference`` (raising ValueError when the
+    reply is unusable); ``schema`` is the (name, JSON schema) a server may enforce.
+    """
+
+    messages: Callable[[Leaf, list[str], int, int, list[str]], list[dict[str, str]]]
+    parse: Callable[[Any], list[dict[str, Any]]]
+    schema: tuple[str, dict[str, Any]]
+
+
+def _parse_plain(data: Any) -> list[dict[str, Any]]:
+    return [{"question": q, "reference": a} for q, a in parse_pairs(data)]
+
+
+#: Free-text question-answer pairs, graded later by the judge (the method's default).
+PLAIN_SPEC = RequestSpec(qa_messages, _parse_plain, ("qa_pairs", PAIRS_SCHEMA))

@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from trouter.data.output_lock import exclusive_output
 from trouter.encoders import get_encoder
 from trouter.synthesis.budget import CallCounter, CostMeter, Progress, SilentProgress
 from trouter.synthesis.llmjson import MalformedOutputError, ask_json
-from trouter.synthesis.prompts import PAIRS_SCHEMA, parse_pairs, qa_messages
+from trouter.synthesis.prompts import PLAIN_SPEC, RequestSpec
 from trouter.taxonomy.model import Leaf, Taxonomy
 
 
@@ -123,10 +123,14 @@ async def asynthesize_qa(
     meter: CostMeter | None = None,
     progress: Progress | None = None,
     encoder: Any = None,
+    spec_for: Callable[[Leaf], RequestSpec] | None = None,
 ) -> QAReport:
     """Async :func:`synthesize_qa`; leaves run concurrently, each leaf's calls in sequence
     (a leaf's next request lists the questions it already kept). Holds ``out_path``'s
-    exclusive lock for the run (:class:`~trouter.data.output_lock.OutputLockedError`)."""
+    exclusive lock for the run (:class:`~trouter.data.output_lock.OutputLockedError`).
+    ``spec_for(leaf)`` picks how a leaf's requests are written and read (default: free-text
+    pairs); items carrying ``format`` / ``extra`` (gradable items,
+    :mod:`trouter.synthesis.graded`) keep them."""
     if per_leaf < 1 or per_call < 1:
         raise ValueError("per_leaf and per_call must be at least 1")
     out_path = Path(out_path)
@@ -150,6 +154,7 @@ async def asynthesize_qa(
         report = LeafReport(leaf.id, kept=len(kept))
         vectors = encoder.encode(kept) if kept else np.zeros((0, 0), dtype=np.float32)
         counter = CallCounter(meter)
+        spec = spec_for(leaf) if spec_for else PLAIN_SPEC
         async with slots:
             while len(kept) < per_leaf and counter.calls < max_calls:
                 batch = report.calls + 1
@@ -158,13 +163,13 @@ async def asynthesize_qa(
                     pairs = await ask_json(
                         client,
                         generator_endpoint,
-                        qa_messages(leaf, scales[leaf.id], per_call, batch, kept),
-                        parse=parse_pairs,
+                        spec.messages(leaf, scales[leaf.id], per_call, batch, kept),
+                        parse=spec.parse,
                         what=f"QA batch {batch} for leaf {leaf.id!r}",
                         meter=counter,
                         temperature=temperature,
                         max_tokens=max(1024, 400 * per_call),
-                        schema=("qa_pairs", PAIRS_SCHEMA),
+                        schema=spec.schema,
                         attempts=2,
                     )
                 except MalformedOutputError as err:
@@ -176,20 +181,22 @@ async def asynthesize_qa(
                     break
                 if not pairs:
                     continue
-                candidates = encoder.encode([q for q, _ in pairs])
-                for (question, answer), vector in zip(pairs, candidates, strict=True):
+                candidates = encoder.encode([item["question"] for item in pairs])
+                for item, vector in zip(pairs, candidates, strict=True):
                     if len(kept) >= per_leaf:
                         break
                     if len(vectors) and float(np.max(vectors @ vector)) > dedup_threshold:
                         report.duplicates += 1
                         continue
+                    question = item["question"]
                     writer.write(
                         {
                             "id": row_id(leaf.id, question),
                             "question": question,
-                            "reference": answer,
+                            "reference": item["reference"],
                             "leaf_id": leaf.id,
                             "generator": generator,
+                            **{k: item[k] for k in ("format", "extra") if k in item},
                         }
                     )
                     kept.append(question)

@@ -16,6 +16,7 @@ import numpy as np
 
 from trouter.config import data_dir
 from trouter.data.dataset import RoutingDataset
+from trouter.data.sources import require_data
 from trouter.data.suites import llmrouter, routellm, routerbench, routerdc
 
 SUITES: dict[str, str] = {
@@ -48,12 +49,15 @@ def load_suite(name: str, seed: int = 0, validation_fraction: float = 0.15) -> R
 
     ``seed`` and ``validation_fraction`` only decide which training rows become
     validation rows; the test split is fixed. Raises ``KeyError`` for an unknown name,
-    :class:`~trouter.config.DataNotFoundError` for a missing file or folder and
+    :class:`~trouter.config.DataNotFoundError` naming a missing file and the
+    ``trouter data fetch`` command that brings it, and
     :class:`~trouter.config.MalformedDataError` (naming file and column) for bad content.
     """
     if name not in _LOADERS:
         raise KeyError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
-    dataset = _LOADERS[name](data_dir())
+    root = data_dir()
+    require_data(name, root)
+    dataset = _LOADERS[name](root)
     return dataset.with_validation(validation_fraction, seed)
 
 

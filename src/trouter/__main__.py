@@ -1,0 +1,5 @@
+"""``python -m trouter``: the command line."""
+
+from trouter.cli import app
+
+app(prog_name="trouter")

@@ -1,0 +1,185 @@
+"""`trouter data fetch` against real loopback HTTP servers: byte-for-byte copies of the public
+files, refusal of tampered or truncated ones (exit 2), resume after an interrupted download."""
+
+from __future__ import annotations
+
+import filecmp
+import functools
+import http.server
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import require_full_data
+from typer.testing import CliRunner
+
+from trouter.cli import app
+from trouter.data.fetch import DataFetchError, fetch_files
+from trouter.data.sources import BY_PATH, FILES
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the mirror exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in 15 s")
+
+
+@pytest.fixture
+def http_mirror() -> Iterator:
+    """Start ``python -m http.server`` on a free loopback port serving a folder."""
+    started: list[subprocess.Popen] = []
+
+    def serve(folder: Path) -> str:
+        port = _free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+             "--directory", str(folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started.append(process)
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_up(url, process)
+        return url
+
+    yield serve
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def fetch_cli(*args: str):
+    return CliRunner().invoke(app, ["data", "fetch", *args])
+
+
+def test_fetch_all_from_a_mirror_reproduces_every_file(http_mirror, tmp_path):
+    full = require_full_data()
+    url = http_mirror(full)
+    out = tmp_path / "data"
+    result = fetch_cli("--all", "--mirror", url, "--dir", str(out))
+    assert result.exit_code == 0, result.output
+    assert f"{len(FILES)} file(s) downloaded and verified" in result.output
+    for item in FILES:
+        assert filecmp.cmp(full / item.path, out / item.path, shallow=False), item.path
+    assert not list(out.rglob("*.part"))
+    # a second run finds everything in place and downloads nothing
+    again = fetch_cli("--all", "--mirror", url, "--dir", str(out))
+    assert again.exit_code == 0 and f"{len(FILES)} already present" in again.output
+
+
+def test_tampered_files_are_refused_deleted_and_named(http_mirror, tmp_path, data_dir):
+    """The committed fixtures are cuts: served as a mirror, none matches its checksum."""
+    out = tmp_path / "data"
+    result = fetch_cli("routerbench", "--mirror", http_mirror(data_dir), "--dir", str(out))
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "6 of 6 file(s) not fetched" in text
+    for item in FILES:
+        if item.path.startswith("routerbench/"):
+            assert f"{item.path}: refused and deleted" in text
+            assert not (out / item.path).exists()
+    assert not list(out.rglob("*.part")) and "Traceback" not in result.output
+
+
+def test_one_changed_byte_is_refused(http_mirror, tmp_path):
+    full = require_full_data("llmrouter")
+    mirror = tmp_path / "mirror"
+    shutil.copytree(full / "llmrouter", mirror / "llmrouter")
+    tampered = mirror / "llmrouter" / "default_llm.json"
+    tampered.chmod(0o644)
+    body = bytearray(tampered.read_bytes())
+    body[100] ^= 1
+    tampered.write_bytes(bytes(body))
+    out = tmp_path / "data"
+    result = fetch_cli("llmrouter", "--mirror", http_mirror(mirror), "--dir", str(out))
+    assert result.exit_code == 2
+    assert "llmrouter/default_llm.json: refused and deleted" in " ".join(result.output.split())
+    assert not (out / "llmrouter" / "default_llm.json").exists()
+    assert (out / "llmrouter" / "dcrouter_test.json").is_file()  # the good files are kept
+
+
+class FlakyRangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves ``Range: bytes=N-`` requests (206) and cuts the first full response short."""
+
+    cut_after: int | None = None  # bytes sent before the connection drops, once
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+        path = Path(self.translate_path(self.path))
+        body = path.read_bytes()
+        start = 0
+        if self.headers.get("Range", "").startswith("bytes="):
+            start = int(self.headers["Range"][6:].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        cut = type(self).cut_after
+        if cut is not None and start == 0:
+            type(self).cut_after = None
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body[start:])
+
+
+def test_interrupted_download_resumes_from_the_part_file(tmp_path, data_dir):
+    item = BY_PATH["questions/HumanEval.jsonl.gz"]  # the fixture is the whole public file
+    FlakyRangeHandler.cut_after = 20_000
+    handler = functools.partial(FlakyRangeHandler, directory=str(data_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+    out = tmp_path / "data"
+    try:
+        with pytest.raises(DataFetchError, match="run the command again to resume"):
+            fetch_files([item], out, mirror)
+        part = out / "questions" / "HumanEval.jsonl.gz.part"
+        assert part.stat().st_size == 20_000
+        assert not (out / item.path).exists()
+        seen: list[tuple[int, int]] = []
+        report = fetch_files([item], out, mirror, progress=lambda d, t: seen.append((d, t)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert report.downloaded == [item.path]
+    assert filecmp.cmp(out / item.path, data_dir / item.path, shallow=False)
+    assert not part.exists()
+    assert seen[-1] == (item.size, item.size)
+
+
+def test_fetch_needs_a_name_and_knows_the_names(tmp_path):
+    assert fetch_cli("--dir", str(tmp_path)).exit_code == 2
+    result = fetch_cli("nope", "--dir", str(tmp_path))
+    assert result.exit_code == 2 and "unknown data set 'nope'" in result.output
+
+
+def test_unreachable_mirror_is_a_short_error(tmp_path):
+    result = fetch_cli("questions", "--mirror", f"http://127.0.0.1:{_free_port()}/",
+                       "--dir", str(tmp_path))  # fmt: skip
+    assert result.exit_code == 2
+    assert "download from" in result.output and "Traceback" not in result.output

@@ -1,0 +1,190 @@
+"""The local-pool benchmark pipeline: gradable synthesis, programmatic grading, filters, export.
+
+Everything runs through the real LLM client against the loopback stand-in: the generator
+replies with JSON items (one code item deliberately has a reference that fails its own
+tests), and two pool models answer -- "strong" correctly, "weak" wrongly on numbers --
+so the grades, the filter flags and the resumable files can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+from standin import standin  # noqa: F401
+
+from trouter.data.labelled import read_labelled
+from trouter.labelling.graders import extract_choice, grade_choice, grade_code, grade_number
+from trouter.llm import LLMClient
+from trouter.llm.pool import Pool
+from trouter.local.benchmark import labelled_rows
+from trouter.local.synthetic import build_synthetic, release_leaf_ids
+from trouter.synthesis.graded import parse_items
+from trouter.taxonomy.model import Taxonomy
+
+GOOD_CODE = {
+    "question": "Write add(a, b) returning the sum of two integers.",
+    "function_name": "add",
+    "solution": "def add(a, b):\n    return a + b\n",
+    "tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(0, 0) == 0"],
+}
+BAD_CODE = {**GOOD_CODE, "question": "Write add(a, b), buggy reference.",
+            "solution": "def add(a, b):\n    return a - b\n"}  # fmt: skip
+
+
+def test_graders_score_answers_mechanically():
+    assert grade_number("so 6 * 7 = 42\n#### 42", "42") == 1.0
+    assert grade_number("The total is 1,250 dollars.", "1250") == 1.0
+    assert grade_number("#### 41", "42") == 0.0
+    assert grade_number("no number here", "42") == 0.0
+    assert extract_choice("Water boils at 100 C.\nAnswer: B") == "B"
+    assert grade_choice("The answer is (c).", "C") == 1.0
+    assert grade_choice("Answer: A", "D") == 0.0
+    answer = "```python\ndef add(a, b):\n    return a + b\n```"
+    assert grade_code(answer, "assert add(2, 2) == 4") == 1.0
+    assert grade_code(answer.replace("+", "*"), "assert add(2, 3) == 5") == 0.0
+    assert grade_code("while True: pass", "assert True", timeout_s=2) == 0.0
+
+
+def test_parse_items_keeps_only_checkable_items():
+    code = parse_items({"items": [GOOD_CODE, BAD_CODE, {"question": "x"}]}, "code")
+    assert [c["question"] for c in code] == [GOOD_CODE["question"]]
+    assert code[0]["extra"]["tests"].count("assert") == 3
+    numbers = parse_items({"items": [{"question": "2+2?", "solution": "", "answer": "4"},
+                                     {"question": "2+?", "solution": "", "answer": "four"}]},
+                          "number")  # fmt: skip
+    assert [n["reference"] for n in numbers] == ["4"]
+    choices = parse_items(
+        {"items": [{"question": "Q", "options": ["a", "b", "c", "d"], "answer": "c"},
+                   {"question": "Q3", "options": ["a", "b", "c"], "answer": "A"}]}, "choice"
+    )  # fmt: skip
+    assert [c["reference"] for c in choices] == ["C"]
+    with pytest.raises(ValueError):
+        parse_items({"nothing": 1}, "number")
+
+
+def test_release_has_at_least_20_leaves_over_math_code_and_more():
+    leaves = release_leaf_ids(Taxonomy.default())
+    assert len(leaves) >= 20
+    domains = {leaf.split(" > ")[0] for leaf in leaves}
+    assert {"Mathematics", "Programming"} < domains and len(domains) >= 3
+
+
+LEAVES = release_leaf_ids(Taxonomy.default())
+WORDS = ["apples", "trains", "rivers", "violins", "tigers", "planets", "bakers", "lamps"]
+
+
+def _responder(messages, model):
+    user = messages[-1]["content"]
+    if messages[0]["role"] == "system" and "Batch" in user:  # a generation request
+        batch = int(re.search(r"Batch (\d+)", user).group(1))
+        topic = re.search(r"Subcategory: ([^-]+)", user).group(1).strip()
+        if "Python function task" in user:
+            items = [
+                {**GOOD_CODE, "question": f"{WORDS[batch % 8]} {topic}: add two numbers"},
+                BAD_CODE,
+            ]
+        elif "four options" in user:
+            items = [{"question": f"Among {WORDS[batch % 8]} ({topic}), which is a fruit?",
+                      "options": ["stone", "apple", "iron", "glass"], "answer": "B"}]  # fmt: skip
+        else:
+            question = f"{WORDS[batch % 8]} count for {topic}: what is {batch} + 40?"
+            items = [{"question": question, "solution": "", "answer": str(batch + 40)}]
+        return json.dumps({"items": items})
+    if "#### <number>" in user:
+        total = int(re.search(r"what is (\d+) \+ 40", user).group(1)) + 40
+        return f"#### {total if model == 'strong' else total + 1}"
+    if "Answer: <letter>" in user:
+        return "Answer: B"
+    return "```python\ndef add(a, b):\n    return a + b\n```"
+
+
+def test_build_synthetic_grades_filters_and_resumes(standin, tmp_path):  # noqa: F811
+    standin.responder = _responder
+    pool = Pool.from_dict(
+        {
+            "models": [
+                {
+                    "name": n,
+                    "litellm_model": f"openai/{n}",
+                    "api_base": standin.base_url,
+                    "input_price_per_mtok": p,
+                    "output_price_per_mtok": p,
+                }
+                for n, p in (("strong", 1.0), ("weak", 0.1))
+            ]
+        }  # fmt: skip
+    )
+    client = LLMClient(cache_dir=tmp_path / "cache")
+    leaves = [LEAVES[0], LEAVES[9], LEAVES[-1]]  # one number, one code, one choice leaf
+    counts = asyncio.run(
+        build_synthetic(client, pool, "strong", Taxonomy.default(), tmp_path, per_leaf=4,
+                        announce=lambda _t: None, leaf_ids=leaves)
+    )  # fmt: skip
+    rows = read_labelled(tmp_path / "synthetic.jsonl")
+    assert counts["questions"] == len(rows) > 0
+    assert not any("buggy" in r["question"] for r in rows)  # failed its own tests: dropped
+    by_format = {r["format"]: r for r in rows}
+    assert set(by_format) == {"number", "code", "choice"}
+    number = by_format["number"]["results"]
+    assert number["strong"]["performance"] == 1.0 and number["weak"]["performance"] == 0.0
+    assert by_format["number"]["discriminative"] and by_format["number"]["self_consistent"]
+    assert not by_format["choice"]["discriminative"]  # both models right
+    assert all(r["results"]["weak"]["cost_usd"] < r["results"]["strong"]["cost_usd"] for r in rows)
+    asyncio.run(
+        build_synthetic(client, pool, "strong", Taxonomy.default(), tmp_path, per_leaf=4,
+                        announce=lambda _t: None, leaf_ids=leaves)
+    )  # fmt: skip
+    answered = [(r["model"], r["body"]["messages"][-1]["content"]) for r in standin.requests
+                if "Batch" not in r["body"]["messages"][-1]["content"]]  # fmt: skip
+    assert len(answered) == len(set(answered))  # a rerun resumes: no question answered twice
+    assert len(read_labelled(tmp_path / "synthetic.jsonl")) >= len(rows)
+
+
+def test_labelled_rows_skip_questions_not_answered_by_every_model():
+    from trouter.evaluation.real_questions import RealQuestion
+
+    questions = [
+        RealQuestion("q1", "gsm8k", "p1", "1", {}),
+        RealQuestion("q2", "gsm8k", "p2", "2", {}),
+    ]
+    answers = [
+        {"id": "q1", "model": "a", "performance": 1.0, "cost_usd": 0.1},
+        {"id": "q1", "model": "b", "performance": None, "cost_usd": None, "error": "timeout"},
+        {"id": "q2", "model": "a", "performance": 0.0, "cost_usd": 0.1},
+    ]
+    rows = labelled_rows(questions, answers, ["a", "b"])
+    assert [r["id"] for r in rows] == ["q1"]
+    assert rows[0]["results"]["b"]["error"] == "timeout" and rows[0]["benchmark"] == "gsm8k"
+
+
+def test_failed_calls_are_asked_again_on_resume(standin, tmp_path):  # noqa: F811
+    from trouter.evaluation.real_questions import RealQuestion
+    from trouter.local.real_answers import answer_real_questions
+
+    standin.responder = lambda messages, model: "#### 4"
+    pool = Pool.from_dict(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "litellm_model": "openai/m",
+                    "api_base": standin.base_url,
+                    "input_price_per_mtok": 1.0,
+                    "output_price_per_mtok": 1.0,
+                }
+            ]
+        }  # fmt: skip
+    )
+    client = LLMClient(cache_dir=tmp_path / "cache", max_retries=1, backoff_base_s=0.01)
+    questions = [RealQuestion(f"q{i}", "synthetic", f"What is 2 + 2? ({i})", "4",
+                              {"format": "number"}) for i in range(2)]  # fmt: skip
+    out = tmp_path / "answers.jsonl"
+    standin.fail_next(2, status=503)  # the first question's call and its one retry
+    first = asyncio.run(answer_real_questions(client, pool, questions, out))
+    assert [r["performance"] for r in first] == [None, 1.0]
+    second = asyncio.run(answer_real_questions(client, pool, questions, out))
+    assert [r["performance"] for r in second] == [1.0, 1.0]
+    assert len(out.read_text().splitlines()) == 3  # the failure stays on record, superseded
