@@ -6,8 +6,9 @@ One JSON object per line (see CONTRIBUTING.md, "Labelled JSONL")::
      "results": {model: {"answer", "performance": float|null, "cost_usd": float|null,
                          "input_tokens", "output_tokens", "latency_s", "error": str|null}}}
 
-``trouter label`` also records ``judge_cost_usd`` per cell (what judging cost; not part
-of the routing cost). A null performance (failed call, unparseable judge verdict) or a null
+``trouter label`` also records ``judge_cost_usd`` per cell (its share of the one verdict
+its answer got -- models that gave the same answer share one; not part of the routing
+cost). A null performance (failed call, unparseable judge verdict) or a null
 cost (unpriced model, failed call) is a masked cell, loaded as NaN: it must never read as a
 score of 0. The file is the synthetic training set for cold start, so the dataset has only
 train and validation splits (validation carved per taxonomy leaf); testing happens on a

@@ -16,6 +16,12 @@ to be interrupted:
 - A write that fails (a full disk) leaves no torn line (:class:`JsonlAppender`) and ends the
   run with one clear error; a cache that cannot be written is only a warning.
 
+Models that give a question the same answer share one verdict: the judge is called once
+per distinct answer, and its cost is split among the cells that share it, so the costs in
+the rows add up to what was paid. (Judging identical answers separately would make the
+second call a cache hit whenever the first had finished -- a timing-dependent call count,
+and a cost recorded in the row that this run never paid.)
+
 A failed call or an unreadable verdict masks the cell (performance null, error recorded);
 it is never a score of 0. A question on which *every* call failed carries no information and
 is not written (a rerun retries it); after several such questions in a row the run stops
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,8 +196,34 @@ class _Labeller:
             self.on_update(self.report)
         return completion
 
+    def _verdict(
+        self,
+        q: dict[str, Any],
+        answer: str,
+        ticket: Ticket,
+        verdicts: dict[str, asyncio.Future[Completion]],
+    ) -> asyncio.Future[Completion]:
+        """The judge's call on ``answer``, made once per distinct answer of ``q``."""
+        verdict = verdicts.get(answer)
+        if verdict is None:
+            verdict = verdicts[answer] = asyncio.ensure_future(
+                self.call(
+                    self.judge,
+                    judge_messages(q["question"], q["reference"], answer),
+                    ticket,
+                    temperature=0.0,
+                    max_tokens=self.settings.judge_max_tokens,
+                    response_format=self.judge_format,
+                )
+            )
+        return verdict
+
     async def one_cell(
-        self, endpoint: ModelEndpoint, q: dict[str, Any], ticket: Ticket
+        self,
+        endpoint: ModelEndpoint,
+        q: dict[str, Any],
+        ticket: Ticket,
+        verdicts: dict[str, asyncio.Future[Completion]],
     ) -> tuple[dict[str, Any], bool]:
         """(cell, call failed) for one (question, model); failures become masked cells."""
         cell: dict[str, Any] = {
@@ -217,14 +250,7 @@ class _Labeller:
             latency_s=answer.original_latency_s,
         )
         try:
-            verdict = await self.call(
-                self.judge,
-                judge_messages(q["question"], q["reference"], answer.text),
-                ticket,
-                temperature=0.0,
-                max_tokens=self.settings.judge_max_tokens,
-                response_format=self.judge_format,
-            )
+            verdict = await self._verdict(q, answer.text, ticket, verdicts)
         except LLMError as err:
             cell["error"] = f"judge: {err}"
             return cell, True
@@ -244,9 +270,11 @@ class _Labeller:
         except BudgetStop:
             self.stopping = self.report.stopped_by_budget = True
             raise
+        verdicts: dict[str, asyncio.Future[Completion]] = {}
         try:
             outcomes = await asyncio.gather(
-                *(self.one_cell(m, q, ticket) for m in self.models), return_exceptions=True
+                *(self.one_cell(m, q, ticket, verdicts) for m in self.models),
+                return_exceptions=True,
             )
         finally:
             await self.ceiling.release(ticket)
@@ -257,7 +285,16 @@ class _Labeller:
                 raise outcome
             cells[model.name], failed = outcome
             all_failed = all_failed and failed
+        _split_shared_verdict_costs(cells)
         return {**q, "results": cells}, all_failed
+
+
+def _split_shared_verdict_costs(cells: dict[str, dict[str, Any]]) -> None:
+    """Each cell's ``judge_cost_usd`` becomes its share of the one verdict its answer got."""
+    sharers = Counter(c["answer"] for c in cells.values() if "judge_cost_usd" in c)
+    for cell in cells.values():
+        if cell.get("judge_cost_usd") is not None:
+            cell["judge_cost_usd"] /= sharers[cell["answer"]]
 
 
 async def alabel(
