@@ -1,27 +1,29 @@
-"""Serving benchmark (not a test): routing latency and throughput, and the proxy under load.
+"""Serving benchmark (not a test): routing latency and throughput, and the proxy's overhead.
 
-Measures, on this machine's CPU:
+Measures, on this machine, in one run:
 
-1. latency of one ``RoutingService.route()`` call *including* encoding the query with MiniLM
-   (every query is new: the encoder cache lives in a fresh temporary folder), split into
-   tokenisation, encoder forward and the router's own prediction + ranking;
-2. batched routing throughput (queries/s), with real encoding and with embeddings already
-   cached (the router head alone);
-3. the proxy (``trouter serve`` in its own process) under N concurrent requests against the
-   local stand-in upstream: errors, p50/p99 latency against calling the stand-in directly,
-   and the proxy's peak RSS.
+1. ``RoutingService.route()`` for one query, encoding included (every query is new to the
+   encoder), p50/p99 wall time;
+2. batched ``route()`` throughput (queries/s), every query new;
+3. the proxy (``trouter serve``, its own process) against an asyncio loopback upstream that
+   answers after ``--latency-ms``: for each concurrency in ``--levels`` the same requests go
+   to the upstream directly and through the proxy (``--upstream auto``: the httpx path, and
+   ``--upstream litellm``), so added latency and throughput are ratios within one run; the
+   proxy's CPU seconds per request are read from /proc; RSS at start and end.
 
-Usage: ``python scripts/bench_serving.py [--model-dir DIR] [--concurrency 200]``. Without
-``--model-dir`` a kNN router is fitted on 300 RouterBench training rows first.
+``--json PATH`` writes every figure with the machine's load average at start and end (the
+machine is shared: quote it). ``--table PATH`` prints README's table from such a file.
+``--profile DIR`` records the httpx-path proxy with py-spy during the highest level.
+
+Usage: ``python scripts/bench_serving.py [--encoder static] [--json results/serving.json]``.
+Without ``--model-dir`` a kNN router is fitted on 300 RouterBench training rows first.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,296 +32,232 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_stack import (  # noqa: E402
+    chat_bodies,
+    cpu_s,
+    gsm8k_questions,
+    machine,
+    rss_mib,
+    run_load,
+    start_proxy,
+    start_upstream,
+    stop,
+    write_pool,
+)
 
 
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values) * 1000, q))
+def ms(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values) * 1000, q)), 3)
 
 
-def _line(label: str, values: list[float]) -> str:
-    return f"{label:44s} p50 {_pct(values, 50):8.2f} ms   p99 {_pct(values, 99):8.2f} ms"
-
-
-def gsm8k_questions(split: str, limit: int) -> list[str]:
-    from trouter.config import data_dir
-
-    path = data_dir() / "questions" / f"gsm8k_{split}.jsonl"
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line)["question"] for line, _ in zip(fh, range(limit), strict=False)]
-
-
-def routerbench_test_queries(limit: int) -> list[str]:
-    from trouter.data.suites import load_suite
-
-    test = load_suite("routerbench").split("test")
-    picks = np.random.default_rng(1).choice(len(test), min(limit, len(test)), replace=False)
-    return [test.texts[i] for i in picks]
-
-
-def fit_default_router(folder: Path) -> Path:
+def fit_default_router(folder: Path, encoder: str) -> Path:
     from trouter.data.suites import load_suite
     from trouter.routers import make_router
 
     train = load_suite("routerbench").split("train")
     rows = np.sort(np.random.default_rng(0).choice(len(train), 300, replace=False))
-    return make_router("knn", k=20, weighting="uniform").fit(train.subset(rows)).save(folder)
+    router = make_router("knn", k=20, weighting="uniform", encoder=encoder)
+    return router.fit(train.subset(rows)).save(folder)
 
 
-# ----- 1 + 2: the Python API -------------------------------------------------------------
-def bench_routing(service, label: str, texts: list[str], warmup: int = 5) -> None:
-    import torch
-
-    from trouter.encoders import get_encoder
-
-    encoder = get_encoder()
-    tokenizer = encoder.model.tokenizer
-    for text in texts[:warmup]:
+def bench_route(service, texts: list[str]) -> dict:
+    for text in texts[:20]:
         service.route(f"warm-up {text}")
-    total, cpu, encode, tokenise, tokens, head = [], [], [], [], [], []
-    for text in texts:
+    wall, cpu = [], []
+    for i, text in enumerate(texts):
+        query = f"{text} [{i}]"  # new to the encoder and to its query cache
         t0, c0 = time.perf_counter(), time.process_time()
-        service.route(text)
-        total.append(time.perf_counter() - t0)
+        service.route(query)
+        wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        probe = f"{text} "  # a different text: uncached again, same length
+    repeat = []
+    for i, text in enumerate(texts[:200]):
         t0 = time.perf_counter()
-        with encoder.transient():
-            encoder.encode([probe])
-        encode.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        ids = tokenizer([probe], truncation=True, max_length=encoder.model.max_seq_length)
-        tokenise.append(time.perf_counter() - t0)
-        tokens.append(len(ids["input_ids"][0]))
-        encoder.encode([text])  # cache it: routing it again measures the router head alone
-        t0 = time.perf_counter()
-        service.route(text)
-        head.append(time.perf_counter() - t0)
-    print(
-        f"\n[{label}] {len(texts)} uncached queries, median {int(np.median(tokens))} tokens "
-        f"(torch threads {torch.get_num_threads()})"
-    )
-    print(_line("route() total, single query (wall)", total))
-    print(_line("  the same, CPU time of all threads", cpu))
-    print(_line("  encoder.encode (tokenise + forward + pool)", encode))
-    print(_line("  of which tokenisation", tokenise))
-    print(_line("  router predict + ranking (cached embedding)", head))
+        service.route(f"{text} [{i}]")  # routed above: its embedding comes from the LRU
+        repeat.append(time.perf_counter() - t0)
+    return {
+        "queries": len(texts),
+        "p50_ms": ms(wall, 50),
+        "p99_ms": ms(wall, 99),
+        "cpu_p50_ms": ms(cpu, 50),
+        "repeated_p50_ms": ms(repeat, 50),
+    }
 
 
-def bench_batched(service, texts: list[str], batch: int) -> None:
-    from trouter.encoders import get_encoder
-
+def bench_batched(service, texts: list[str], batch: int) -> dict:
+    texts = [f"{t} <{i}>" for i, t in enumerate(texts)]
+    service.route(texts[:batch])
+    texts = texts[batch:]
     t0 = time.perf_counter()
     for start in range(0, len(texts), batch):
         service.route(texts[start : start + batch])
-    real = len(texts) / (time.perf_counter() - t0)
-    get_encoder().encode(texts)  # now cached: what is left is the router head and ranking
-    t0 = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        service.route(texts[start : start + batch])
-    cached = len(texts) / (time.perf_counter() - t0)
-    print(f"\n[batched route(), batches of {batch}, {len(texts)} queries]")
-    print(f"{'with real encoding':44s} {real:10.0f} queries/s")
-    print(f"{'embeddings cached (router head + ranking)':44s} {cached:10.0f} queries/s")
+    return {
+        "batch": batch,
+        "queries": len(texts),
+        "qps": round(len(texts) / (time.perf_counter() - t0)),
+    }
 
 
-# ----- 3: the proxy under load -----------------------------------------------------------
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
-
-
-async def load_test(url: str, model: str, questions: list[str], concurrency: int):
-    import httpx
-
-    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency)
-    gate = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-    errors: list[str] = []
-    answered: dict[str, int] = {}
-
-    async with httpx.AsyncClient(limits=limits, timeout=120.0) as client:
-
-        async def one(question: str) -> None:
-            async with gate:
-                body = {"model": model, "messages": [{"role": "user", "content": question}]}
-                t0 = time.perf_counter()
-                try:
-                    reply = await client.post(url, json=body)
-                except httpx.HTTPError as err:
-                    errors.append(type(err).__name__)
-                    return
-                latencies.append(time.perf_counter() - t0)
-                if reply.status_code != 200:
-                    errors.append(str(reply.status_code))
-                    return
-                name = reply.headers.get("x-trouter-model", reply.json().get("model"))
-                answered[name] = answered.get(name, 0) + 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(q) for q in questions))
-        wall = time.perf_counter() - t0
-    return latencies, errors, answered, wall
+def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen:
+    command = [
+        str(Path(sys.executable).parent / "py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(seconds),
+        "--format",
+    ]
+    command += ["raw", "--rate", "200", "--nonblocking", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def rss_mib(pid: int, field: str = "VmHWM") -> float:
-    """Peak (VmHWM) or current (VmRSS) resident memory of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-STANDIN_MAIN = """
-import sys, threading
-sys.path.insert(0, sys.argv[1])
-from standin import StandIn
-server = StandIn(models=sys.argv[2].split(",")).start()
-print(server.base_url, flush=True)
-threading.Event().wait()
-"""
-
-
-def start_process(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    with log.open("w") as fh:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=fh, text=True)
-
-
-def bench_proxy(model_dir: Path, questions: list[str], concurrency: int, workdir: Path) -> None:
-    """Stand-in, proxy and load generator each in their own process (no shared GIL)."""
-    from trouter.local.server import free_port
-    from trouter.serving.api import load
-
-    models = load(model_dir).models
-    # The same local OpenAI-compatible server the tests use.
-    standin = start_process(
-        [sys.executable, "-c", STANDIN_MAIN, str(ROOT / "tests"), ",".join(models)],
-        workdir / "standin.log",
-    )
-    port = free_port()
-    proxy = None
+def bench_proxy(model_dir: Path, models: list[str], args, workdir: Path) -> dict:
+    upstream, base = start_upstream(workdir, args.latency_ms)
+    pool = write_pool(workdir / "pool.yaml", models, base)
+    proxies = {}
     try:
-        base_url = standin.stdout.readline().strip()
-        wait_http(f"{base_url}/models")
-        pool_file = workdir / "pool.yaml"
-        lines = ["models:"]
-        for name in models:
-            lines += [
-                f"  - name: {name}",
-                f"    litellm_model: openai/{name}",
-                f"    api_base: {base_url}",
-                "    api_key_env: BENCH_KEY",
-                "    input_price_per_mtok: 1.0",
-                "    output_price_per_mtok: 2.0",
-            ]
-        pool_file.write_text("\n".join(lines) + "\n")
-        command = [
-            sys.executable,
-            "-c",
-            "from trouter.cli import app; app()",
-            "serve",
-            "--model-dir",
-            str(model_dir),
-            "--pool",
-            str(pool_file),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        env = {**os.environ, "BENCH_KEY": "bench-key-not-secret"}
-        proxy = start_process(command, workdir / "proxy.log", env)
-        wait_http(f"http://127.0.0.1:{port}/health")
-        idle_rss = rss_mib(proxy.pid, "VmRSS")
-        direct_url = f"{base_url}/chat/completions"
-        proxy_url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        asyncio.run(
-            load_test(proxy_url, "trouter-balanced", [f"warm-up {i}" for i in range(20)], 20)
-        )
-        runs = {
-            "stand-in directly": (direct_url, models[0]),
-            "proxy, pool model by name (no routing)": (proxy_url, models[0]),
-            "proxy, trouter-balanced (routing)": (proxy_url, "trouter-balanced"),
+        for mode in ("auto", "litellm"):
+            proxies[mode] = start_proxy(model_dir, pool, workdir, "--upstream", mode)
+        rss_start = {mode: round(rss_mib(p.pid), 1) for mode, (p, _) in proxies.items()}
+        questions = gsm8k_questions("train", 7000)
+        warm = chat_bodies(questions[:300], "trouter-balanced")
+        for _process, url in proxies.values():
+            run_load(f"{url}/v1/chat/completions", warm, 50)
+        direct_url = f"{base}/chat/completions"
+        levels = []
+        cursor = 300
+        for concurrency in args.levels:
+            n = max(args.min_requests, concurrency * args.rounds)
+            texts = questions[cursor : cursor + n]
+            cursor = (cursor + n) % (len(questions) - n)
+            row = {"concurrency": concurrency, "requests": n}
+            row["direct"] = run_load(
+                direct_url, chat_bodies(texts, models[0]), concurrency
+            ).summary()
+            for mode, (process, url) in proxies.items():
+                spy = None
+                if args.profile and mode == "auto" and concurrency == max(args.levels):
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    spy = py_spy(process.pid, 15, args.profile / "proxy-auto.raw")
+                c0 = cpu_s(process.pid)
+                result = run_load(
+                    f"{url}/v1/chat/completions",
+                    chat_bodies(texts, "trouter-balanced"),
+                    concurrency,
+                ).summary()
+                result["cpu_ms_per_request"] = round((cpu_s(process.pid) - c0) * 1000 / n, 3)
+                result["added_p50_ms"] = round(result["p50_ms"] - row["direct"]["p50_ms"], 2)
+                result["throughput_ratio"] = round(
+                    result["throughput_rps"] / row["direct"]["throughput_rps"], 3
+                )
+                row[f"proxy_{mode}"] = result
+                if spy is not None:
+                    spy.wait(timeout=60)
+            levels.append(row)
+            print(json.dumps(row), flush=True)
+        rss_end = {mode: round(rss_mib(p.pid), 1) for mode, (p, _) in proxies.items()}
+        return {
+            "upstream_latency_ms": args.latency_ms,
+            "levels": levels,
+            "rss_mib": {"start": rss_start, "end": rss_end},
         }
-        print(f"\n[proxy: {len(questions)} requests, {concurrency} concurrent, loopback]")
-        base = None
-        for label, (url, model) in runs.items():
-            lat, errors, answered, wall = asyncio.run(load_test(url, model, questions, concurrency))
-            p50, p99 = _pct(lat, 50), _pct(lat, 99)
-            added = ""
-            if base is not None:
-                added = f"  added p50 {p50 - base[0]:+7.1f} ms, p99 {p99 - base[1]:+7.1f} ms"
-            base = base or (p50, p99)
-            print(
-                f"{label:40s} errors {len(errors):3d}  p50 {p50:7.1f} ms  "
-                f"p99 {p99:7.1f} ms  {len(lat) / wall:5.0f} req/s{added}"
-            )
-            if errors:
-                print(f"  errors: {sorted(set(errors))}")
-            if model.startswith("trouter-"):
-                print(f"  answered by: {sorted(answered.items(), key=lambda kv: -kv[1])}")
-        print(
-            f"{'proxy RSS':40s} {idle_rss:.0f} MiB after start, peak {rss_mib(proxy.pid):.0f} MiB"
-        )
     finally:
-        for process in (proxy, standin):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
+        stop(*(p for p, _ in proxies.values()), upstream)
+
+
+def print_table(path: Path) -> None:
+    """README's table from a ``--json`` file."""
+    data = json.loads(path.read_text())
+    route, batched = data["route"], data["batched"]
+    print(
+        f"Machine: {data['machine']['cpus']} CPUs, load average "
+        f"{data['machine']['load_average'][0]} at start, {data['load_average_end'][0]} at end; "
+        f"{data['router']} router, {data['encoder']} encoder.\n"
+    )
+    print(f"- `route()`, one new query: p50 {route['p50_ms']} ms, p99 {route['p99_ms']} ms")
+    print(f"- batched `route()` (batches of {batched['batch']}): {batched['qps']:,} queries/s\n")
+    proxy = data["proxy"]
+    print(f"Upstream answers after {proxy['upstream_latency_ms']:g} ms.\n")
+    columns = "concurrent|path|p50 ms|p99 ms|added p50 ms|req/s|vs direct|CPU ms/req|errors"
+    print("| " + " | ".join(columns.split("|")) + " |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in proxy["levels"]:
+        for key, label in (
+            ("direct", "direct"),
+            ("proxy_auto", "proxy, httpx"),
+            ("proxy_litellm", "proxy, LiteLLM"),
+        ):
+            r = row[key]
+            added = f"{r['added_p50_ms']:+.1f}" if "added_p50_ms" in r else ""
+            ratio = f"{r['throughput_ratio']:.2f}" if "throughput_ratio" in r else ""
+            cpu = f"{r['cpu_ms_per_request']:.2f}" if "cpu_ms_per_request" in r else ""
+            print(
+                f"| {row['concurrency']} | {label} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                f"{added} | {r['throughput_rps']:.0f} | {ratio} | {cpu} | {r['errors']} |"
+            )
+    rss = proxy["rss_mib"]
+    print(
+        f"\nProxy RSS (MiB), start -> end: httpx {rss['start']['auto']} -> {rss['end']['auto']}, "
+        f"LiteLLM {rss['start']['litellm']} -> {rss['end']['litellm']}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--queries", type=int, default=200, help="Single-query latency samples.")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--batched-queries", type=int, default=1024)
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--encoder", default="static", help="For the fitted default router.")
+    parser.add_argument("--queries", type=int, default=1000, help="Single-query samples.")
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--batched-queries", type=int, default=20480)
+    parser.add_argument(
+        "--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 50, 200]
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=20, help="Requests per level = rounds x concurrency."
+    )
+    parser.add_argument("--min-requests", type=int, default=200)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--skip-proxy", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for routing.")
+    parser.add_argument("--json", type=Path, default=None, help="Write every figure here.")
+    parser.add_argument("--table", type=Path, default=None, help="Print README's table from JSON.")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder.")
     args = parser.parse_args()
-    if args.threads:
-        import torch
+    if args.table:
+        print_table(args.table)
+        return
 
-        torch.set_num_threads(args.threads)
+    import torch
 
+    torch.set_num_threads(1)  # as `trouter serve` does
+    record = {"machine": machine(), "command": " ".join(sys.argv)}
+    print(json.dumps(record["machine"]), flush=True)
     with tempfile.TemporaryDirectory(prefix="trouter-bench-") as tmp:
         workdir = Path(tmp)
-        # A fresh, empty embedding cache: every routed query is really encoded.
-        os.environ["TROUTER_CACHE_DIR"] = str(workdir / "cache")
         from trouter.serving.api import load
 
-        load_avg = os.getloadavg()
-        print(
-            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"load average {load_avg[0]:.2f} at start; python {platform.python_version()}"
-        )
-        model_dir = args.model_dir
-        if model_dir is None:
-            t0 = time.perf_counter()
-            model_dir = fit_default_router(workdir / "router")
-            print(f"fitted knn on 300 RouterBench train rows in {time.perf_counter() - t0:.1f} s")
+        model_dir = args.model_dir or fit_default_router(workdir / "router", args.encoder)
         service = load(model_dir)
-        print(f"router {service.router_name} from {model_dir}, {len(service.models)} models")
-
-        single = gsm8k_questions("test", args.queries)
-        bench_routing(service, "GSM8K test questions", single)
-        bench_routing(service, "RouterBench test prompts", routerbench_test_queries(args.queries))
-        many = gsm8k_questions("train", args.batched_queries + args.requests)
-        bench_batched(service, many[: args.batched_queries], args.batch)
+        record.update(router=service.router_name, encoder=service.encoder)
+        texts = gsm8k_questions("test", 1319)
+        record["route"] = bench_route(service, (texts * 2)[: args.queries])
+        print("route()", json.dumps(record["route"]), flush=True)
+        many = gsm8k_questions("train", 7473)
+        batched_texts = (many * (1 + args.batched_queries // len(many)))[
+            : args.batched_queries + args.batch
+        ]
+        record["batched"] = bench_batched(service, batched_texts, args.batch)
+        print("batched", json.dumps(record["batched"]), flush=True)
         if not args.skip_proxy:
-            bench_proxy(model_dir, many[args.batched_queries :], args.concurrency, workdir)
-        print(f"load average at end: {os.getloadavg()[0]:.2f}")
+            record["proxy"] = bench_proxy(model_dir, service.models, args, workdir)
+    record["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.profile and (args.profile / "proxy-auto.raw").is_file():
+        print(f"py-spy stacks in {args.profile / 'proxy-auto.raw'}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The routing proxy over real HTTP: uvicorn on loopback, the stand-in upstream, the openai client.
 
 The router is the kNN fitted on a real RouterBench slice (``test_serving_api``); the pool maps
-its eleven model names to the stand-in through LiteLLM, so every request crosses the full
-stack: openai client -> proxy -> routing -> LiteLLM -> stand-in.
+its eleven model names to the stand-in, so every request crosses the full stack: openai
+client -> proxy -> routing -> httpx or LiteLLM (both paths run every test) -> stand-in.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -48,24 +49,21 @@ def write_pool(path: Path, models: list[str], base_url: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def stack(routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: F811
-    """Stand-in upstream + proxy (uvicorn, background thread) + openai client."""
+@contextmanager
+def running_proxy(router_dir: Path, folder: Path, settings: ProxySettings) -> Iterator[dict]:
+    """Stand-in upstream + the proxy app under uvicorn in a background thread, on loopback."""
     os.environ[KEY_ENV] = KEY
-    service = trouter.load(routerbench_router_dir)
+    service = trouter.load(router_dir)
     standin = StandIn(models=service.models).start()
-    pool_file = write_pool(
-        tmp_path_factory.mktemp("pool") / "pool.yaml", service.models, standin.base_url
-    )
+    pool_file = write_pool(folder / "pool.yaml", service.models, standin.base_url)
     pool = Pool.load(pool_file)
-    settings = ProxySettings(max_body_bytes=100_000, max_attempts=3, upstream_timeout_s=1.5)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(trouter.load(routerbench_router_dir, pool), pool, settings),
+            create_app(trouter.load(router_dir, pool), pool, settings),
             host="127.0.0.1",
             port=port,
-            log_level="warning",
+            log_level="critical",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -73,21 +71,34 @@ def stack(routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: 
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.02)
-    base = f"http://127.0.0.1:{port}"
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="anything", max_retries=0, timeout=30)
     try:
         yield {
             "service": service,
             "standin": standin,
-            "client": client,
-            "base": base,
+            "base": f"http://127.0.0.1:{port}",
             "pool_file": pool_file,
+            "upstream": settings.upstream,
         }
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         standin.stop()
         os.environ.pop(KEY_ENV, None)
+
+
+@pytest.fixture(scope="module", params=["auto", "litellm"])
+def stack(request, routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: F811
+    """The running proxy + an openai client, once with the direct httpx path to
+    OpenAI-compatible upstreams and once with every call via LiteLLM."""
+    settings = ProxySettings(
+        max_body_bytes=100_000, max_attempts=3, upstream_timeout_s=1.5, upstream=request.param
+    )
+    folder = tmp_path_factory.mktemp("pool")
+    with running_proxy(routerbench_router_dir, folder, settings) as running:
+        running["client"] = openai.OpenAI(
+            base_url=f"{running['base']}/v1", api_key="anything", max_retries=0, timeout=30
+        )
+        yield running
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def test_directory_holds_json_and_safetensors_with_version_encoder_pool_checksum
     meta = json.loads((saved / "router.json").read_text())
     assert meta["format"] == "trouter-router" and meta["format_version"] == 1
     assert meta["trouter_version"] == trouter.__version__
-    assert meta["router"] == "knn" and meta["encoder"] == "minilm"
+    assert meta["router"] == "knn" and meta["encoder"] == "static"  # knn's default encoder
     assert meta["models"] == Router.load(saved).models_ and len(meta["models"]) == 11
     for name, digest in meta["files"].items():
         assert hashlib.sha256((saved / name).read_bytes()).hexdigest() == digest
@@ -60,7 +60,8 @@ def test_directory_holds_json_and_safetensors_with_version_encoder_pool_checksum
 
     weights = load_file(saved / "weights.safetensors")
     rows = len(bench["train"]) + len(bench["validation"])  # knn's index after the refit
-    assert weights["index_x_"].shape == (rows, 384) and weights["index_mask_"].dtype == bool
+    assert weights["index_x_"].shape == (rows, 256)  # the static encoder is 256-d
+    assert weights["index_mask_"].dtype == bool
 
 
 def test_a_crafted_pickle_is_never_run(saved, tmp_path: Path):

@@ -134,7 +134,7 @@ def test_bad_routing_calls_are_refused(service, kwargs, message):
 def test_new_queries_are_not_cached(service):
     """Serving must not write a cache shard or keep a vector per request (other processes may
     write shards to the same folder meanwhile, so the check is on this query's key)."""
-    encoder = get_encoder()
+    encoder = get_encoder(service.encoder)
     query = f"a query this test invents: route me, do not cache me {uuid.uuid4().hex}"
     before = set(encoder.cache_path.glob("*.npz"))
     service.route([query])

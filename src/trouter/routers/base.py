@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from trouter.data.dataset import RoutingDataset
+from trouter.encoders import LEGACY_ENCODER, EncoderError, check_encoder
 from trouter.evaluation.scenarios import Weights
 
 Queries = Sequence[str] | RoutingDataset
@@ -42,7 +43,11 @@ def make_router(name: str, **params: Any) -> Router:
 
     if name not in ROUTERS:
         raise KeyError(f"unknown router {name!r}; registered: {', '.join(sorted(ROUTERS))}")
-    return ROUTERS[name](**params)
+    encoder = params.pop("encoder", None)
+    router = ROUTERS[name](**params)
+    if encoder is not None:
+        router.params["encoder"] = check_encoder(encoder)
+    return router
 
 
 def query_texts(queries: Queries) -> list[str]:
@@ -125,11 +130,21 @@ class Router(ABC):
     needs_labels: ClassVar[bool] = False
     #: True for routers whose prediction does not depend on the query text.
     query_independent: ClassVar[bool] = False
+    #: The query encoder used when none is given (``encoder`` param, see trouter.encoders).
+    default_encoder: ClassVar[str] = LEGACY_ENCODER
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
         self.seed = seed
-        self.params = params
+        self.params = {
+            **params,
+            "encoder": check_encoder(params.get("encoder", self.default_encoder)),
+        }
         self.models_: list[str] | None = None
+
+    @property
+    def encoder(self) -> str:
+        """The name of the query encoder this router is trained with and must serve with."""
+        return self.params.get("encoder", LEGACY_ENCODER)
 
     # ----- protocol ----------------------------------------------------------------------
     @abstractmethod
@@ -145,10 +160,6 @@ class Router(ABC):
         return [prediction.models[i] for i in prediction.choose(weights)]
 
     # ----- persistence (see trouter.routers.persistence: safetensors + JSON, no pickle) ----
-    def encoder_name(self) -> str:
-        """The query encoder this router's predictions depend on (recorded on save)."""
-        return str(self.params.get("encoder", "minilm"))
-
     def get_state(self) -> dict[str, Any]:
         """Everything ``fit`` learned: numpy arrays, torch tensors and JSON values, nested in
         dicts and lists. The default takes the public attributes ending in ``_`` (the
@@ -167,7 +178,7 @@ class Router(ABC):
             "router": self.name,
             "seed": self.seed,
             "params": self.params,
-            "encoder": self.encoder_name(),
+            "encoder": self.encoder,
             "models": list(models),
         }
         return write_router_dir(Path(directory), meta, self.get_state())
@@ -179,10 +190,21 @@ class Router(ABC):
 
         path = Path(directory)
         meta = read_meta(path)
+        params = dict(meta.get("params", {}))
+        # The encoder is recorded twice (params and top level); a router saved before it was
+        # recorded was trained with MiniLM.
+        recorded = meta.get("encoder", params.get("encoder", LEGACY_ENCODER))
+        if params.setdefault("encoder", recorded) != recorded:
+            raise RouterFileError(
+                f"{path / META_FILE}: records encoder {recorded!r} but its parameters say "
+                f"{params['encoder']!r}"
+            )
         try:
-            router = make_router(meta["router"], seed=meta.get("seed", 0), **meta.get("params", {}))
+            router = make_router(meta["router"], seed=meta.get("seed", 0), **params)
         except KeyError as err:
             raise RouterFileError(f"{path / META_FILE}: {err.args[0]}") from None
+        except EncoderError as err:
+            raise RouterFileError(f"{path / META_FILE}: {err}") from None
         except (TypeError, ValueError) as err:
             raise RouterFileError(
                 f"{path / META_FILE}: parameters do not fit router {meta['router']!r}: {err}"

@@ -107,7 +107,7 @@ class ClusterRouter(Router):
 
     def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
         fit_rows, val_rows = tuning_split(train, validation, self.seed)
-        x, xv = embed(fit_rows), embed(val_rows)
+        x, xv = embed(fit_rows, self.encoder), embed(val_rows, self.encoder)
         values, mask = targets(fit_rows)
 
         def outputs():
@@ -126,7 +126,7 @@ class ClusterRouter(Router):
         best, self.tuning_ = _per_metric(fit_rows, val_rows, outputs())
         self.settings_ = {metric: dict(best[metric].params) for metric in METRICS}
         rows = merge(fit_rows, val_rows) if self.params["refit"] else fit_rows
-        x_all, (values, mask) = embed(rows), targets(rows)
+        x_all, (values, mask) = embed(rows, self.encoder), targets(rows)
         m = len(rows.models)
         self.centroids_, self.cell_metrics_ = {}, {}
         for i, metric in enumerate(METRICS):
@@ -142,7 +142,7 @@ class ClusterRouter(Router):
 
     def predict(self, queries: Queries) -> Prediction:
         models = self._require_fitted()
-        x = embed(queries)
+        x = embed(queries, self.encoder)
         out = {
             metric: self.cell_metrics_[metric][nearest(x, self.centroids_[metric])]
             for metric in METRICS
@@ -204,14 +204,14 @@ class RidgeRouter(Router):
 
     def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
         fit_rows, val_rows = tuning_split(train, validation, self.seed)
-        x, xv = embed(fit_rows), embed(val_rows)
+        x, xv = embed(fit_rows, self.encoder), embed(val_rows, self.encoder)
         values, mask = targets(fit_rows)
         solutions = ridge_solutions(x, values, mask, self.params["penalty"])
         outputs = (({"penalty": p}, ridge_apply(xv, sol)) for p, sol in solutions.items())
         best, self.tuning_ = _per_metric(fit_rows, val_rows, outputs)
         self.penalty_ = {metric: float(best[metric].params["penalty"]) for metric in METRICS}
         rows = merge(fit_rows, val_rows) if self.params["refit"] else fit_rows
-        x_all, (values, mask) = embed(rows), targets(rows)
+        x_all, (values, mask) = embed(rows, self.encoder), targets(rows)
         m = len(rows.models)
         parts = []
         for i, metric in enumerate(METRICS):
@@ -226,6 +226,6 @@ class RidgeRouter(Router):
 
     def predict(self, queries: Queries) -> Prediction:
         models = self._require_fitted()
-        out = ridge_apply(embed(queries), (self.weights_, self.x_mean_, self.y_mean_))
+        out = ridge_apply(embed(queries, self.encoder), (self.weights_, self.x_mean_, self.y_mean_))
         m = len(models)
         return Prediction(list(models), out[:, :m], out[:, m:])

@@ -186,7 +186,7 @@ class GuardedRouter(Router):
         self.true_perf_ = pool.performance[rows]
         self.true_cost_ = pool.normalised_cost[rows]
         self.evidence_tasks_ = np.asarray([str(t) for t in pool.tasks[rows]])
-        x = embed(pool)
+        x = embed(pool, self.encoder)
         self.centroids_ = fit_centroids(
             x, min(self.params["cells"], max(1, len(pool) // 50)), self.seed
         )
@@ -309,7 +309,11 @@ class GuardedRouter(Router):
         cost = np.stack([p.cost for p in preds])
         candidates = self._candidate_predictions(perf, cost)
         fallback = self._best_single.predict(texts[:1] or [""]).reorder(models)
-        cells = nearest(embed(texts), self.centroids_) if texts else np.zeros(0, dtype=int)
+        cells = (
+            nearest(embed(texts, self.encoder), self.centroids_)
+            if texts
+            else np.zeros(0, dtype=int)
+        )
 
         def override(weights: Weights) -> np.ndarray:
             decision = self.decisions(weights)[cells]

@@ -76,7 +76,12 @@ class KNNRouter(Router):
     both weightings on validation, separately for performance and for cost); ``temperature``
     is the softmax weighting's scale on cosine similarity; ``refit`` adds the validation
     rows to the index after tuning.
+
+    The default encoder is ``static``: on the three public suites its utility is within
+    0.005 of MiniLM's in 17 of 18 settings (README, "Encoders") at a fiftieth of the cost.
     """
+
+    default_encoder = "static"
 
     def __init__(
         self,
@@ -108,10 +113,10 @@ class KNNRouter(Router):
     # ----- fitting -----------------------------------------------------------------------
     def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
         fit_rows, val_rows = tuning_split(train, validation, self.seed)
-        index_x = embed(fit_rows)
+        index_x = embed(fit_rows, self.encoder)
         index_y, index_mask = targets(fit_rows)
         prior = _column_prior(index_y, index_mask)
-        similarity = embed(val_rows) @ index_x.T
+        similarity = embed(val_rows, self.encoder) @ index_x.T
 
         ks = [self.params["k"]] if self.params["k"] is not None else self.params["ks"]
         weightings = [self.params["weighting"]] if self.params["weighting"] else WEIGHTINGS
@@ -140,7 +145,7 @@ class KNNRouter(Router):
         self.validation_loss_ = float(np.nansum([best[metric].loss for metric in METRICS]))
 
         index = merge(fit_rows, val_rows) if self.params["refit"] else fit_rows
-        self.index_x_ = embed(index)
+        self.index_x_ = embed(index, self.encoder)
         self.index_y_, self.index_mask_ = targets(index)
         self.prior_ = _column_prior(self.index_y_, self.index_mask_)
         self.models_ = index.model_names
@@ -149,7 +154,7 @@ class KNNRouter(Router):
     # ----- prediction --------------------------------------------------------------------
     def predict(self, queries: Queries) -> Prediction:
         models = self._require_fitted()
-        x = embed(queries)
+        x = embed(queries, self.encoder)
         m = len(models)
         out = np.empty((len(x), 2 * m), dtype=np.float32)
         for start in range(0, len(x), CHUNK):

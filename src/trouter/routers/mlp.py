@@ -208,8 +208,8 @@ class TorchBaseline(Router):
 
     def _fit(self, train: RoutingDataset, validation: RoutingDataset | None) -> Router:
         fit_rows, val_rows = tuning_split(train, validation, self.seed)
-        x, (y, mask) = embed(fit_rows), targets(fit_rows)
-        xv, (yv, mv) = embed(val_rows), targets(val_rows)
+        x, (y, mask) = embed(fit_rows, self.encoder), targets(fit_rows)
+        xv, (yv, mv) = embed(val_rows, self.encoder), targets(val_rows)
         m = len(fit_rows.models)
         self.dim_in_, self.n_models_ = x.shape[1], m
         self.best_params_, self.epochs_, self.tuning_ = {}, {}, {}
@@ -240,7 +240,7 @@ class TorchBaseline(Router):
         if self.params["refit"]:
             # the chosen settings and lengths, now on train + validation: nothing to select
             both = merge(fit_rows, val_rows)
-            xb, (yb, mb) = embed(both), targets(both)
+            xb, (yb, mb) = embed(both, self.encoder), targets(both)
             for i, metric in enumerate(METRICS):
                 cols = slice(i * m, (i + 1) * m)
                 params = self.best_params_[metric]
@@ -262,7 +262,7 @@ class TorchBaseline(Router):
 
     def predict(self, queries: Queries) -> Prediction:
         models = self._require_fitted()
-        x = torch.as_tensor(embed(queries))
+        x = torch.as_tensor(embed(queries, self.encoder))
         with torch.no_grad(), few_threads():
             out = {metric: net.eval()(x).double().numpy() for metric, net in self._nets.items()}
         return Prediction(list(models), out["performance"], out["cost"])

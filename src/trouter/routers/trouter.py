@@ -67,12 +67,17 @@ def _load_taxonomy(path: str | None):
     return Taxonomy.default() if path is None else Taxonomy.load(path)
 
 
+def _hyper(params: dict[str, Any]) -> dict[str, Any]:
+    """The TRouter hyper-parameters among a router's params (the encoder is the base's)."""
+    return {k: v for k, v in params.items() if k != "encoder"}
+
+
 class _TRouterBase(Router):
     """Shared machinery: encodings, priors, the training loop, prediction and persistence."""
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
         super().__init__(seed=seed, **params)
-        self.config = TRouterConfig.from_params(params)
+        self.config = TRouterConfig.from_params(_hyper(params))
         self.net_: TRouterNet | None = None
 
     # ----- public API beyond the router protocol ------------------------------------------
@@ -101,7 +106,7 @@ class _TRouterBase(Router):
             raise ValueError(f"taxonomy {taxonomy.name!r} has no difficulty-level leaves")
         self.models_ = train.model_names
         self.leaf_ids_ = [leaf.id for leaf in leaves]
-        self.task_embeddings_ = get_encoder().encode([leaf.profile_text() for leaf in leaves])
+        self.task_embeddings_ = self._embed([leaf.profile_text() for leaf in leaves])
         self._taxonomy = taxonomy
 
     def _split_validation(
@@ -260,9 +265,8 @@ class _TRouterBase(Router):
         return {"loss": loss, "mse": mse}
 
     # ----- helpers and persistence -----------------------------------------------------------
-    @staticmethod
-    def _embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(get_encoder().encode(texts), dtype=np.float32)
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(get_encoder(self.encoder).encode(texts), dtype=np.float32)
 
     def _task_tensor(self) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.task_embeddings_, dtype=np.float32))
@@ -364,7 +368,7 @@ class TRouterPlus(_TRouterBase):
                 f"unknown trouter+ candidates {unknown}; known: {list(PLUS_CANDIDATES)}"
             )
         self.candidate_names = names
-        overrides = {k: v for k, v in params.items() if k != "candidates"}
+        overrides = {k: v for k, v in _hyper(params).items() if k != "candidates"}
         Router.__init__(self, seed=seed, **params)
         self.config = TRouterConfig.from_params(overrides)
         self._overrides = overrides

@@ -26,9 +26,9 @@ VALIDATION_FRACTION = 0.15
 T = TypeVar("T")
 
 
-def embed(queries: Queries) -> np.ndarray:
-    """Frozen, L2-normalised MiniLM embeddings (float32, (n, 384)), cached on disk."""
-    return get_encoder().encode(query_texts(queries)).astype(np.float32)
+def embed(queries: Queries, encoder: str) -> np.ndarray:
+    """Frozen, L2-normalised embeddings by the named encoder (float32, (n, dim)), cached."""
+    return get_encoder(encoder).encode(query_texts(queries)).astype(np.float32)
 
 
 def targets(dataset: RoutingDataset) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trouter.encoders import get_encoder
+from trouter.encoders import (
+    EncoderError,
+    QueryCache,
+    check_encoder,
+    get_encoder,
+    unicode_problem,
+)
 from trouter.evaluation.scenarios import SCENARIOS, Weights
 from trouter.routers.base import Prediction, Router
 
@@ -126,8 +132,11 @@ def rank_models(prediction: Prediction, policy: Policy) -> tuple[np.ndarray, np.
 
     Ties go to the cheaper model, as in :meth:`Prediction.choose`.
     """
-    perf = np.nan_to_num(prediction.performance, nan=-np.inf)
-    cost = np.nan_to_num(prediction.cost, nan=np.inf)
+    perf, cost = prediction.performance, prediction.cost
+    if np.isnan(perf).any():
+        perf = np.nan_to_num(perf, nan=-np.inf)
+    if np.isnan(cost).any():
+        cost = np.nan_to_num(cost, nan=np.inf)
     if policy.budget is None:
         assert policy.weights is not None
         score = policy.weights.utility(perf, cost)
@@ -170,12 +179,24 @@ class RoutingService:
     def router_name(self) -> str:
         return self.router.name
 
+    @property
+    def encoder(self) -> str:
+        return self.router.encoder
+
+    @property
+    def fast_encoder(self) -> bool:
+        """True when encoding a query costs well under a millisecond (the static encoder)."""
+        return self.router.encoder == "static"
+
+    def query_cache(self) -> QueryCache:
+        """The bounded LRU that holds embeddings of recently routed query texts."""
+        return get_encoder(self.router.encoder).queries
+
     def predict(self, queries: Sequence[str]) -> Prediction:
         """Predicted performance and normalised cost for the served models (one batch)."""
-        texts = [_check_query(q) for q in queries]
-        encoder = get_encoder()
-        transient = getattr(encoder, "transient", None)
-        scope = transient() if transient and not self.cache_new_queries else nullcontext()
+        texts = [check_query(q) for q in queries]
+        encoder = get_encoder(self.router.encoder)
+        scope = nullcontext() if self.cache_new_queries else encoder.transient()
         with scope:
             raw = self.router.predict(texts)
         cols = [raw.models.index(m) for m in self.models]
@@ -231,16 +252,20 @@ class RoutingService:
         return f"RoutingService(router={self.router!r}, models={self.models})"
 
 
-def _check_query(query: object) -> str:
+def check_query(query: object) -> str:
+    """The query itself, or a :class:`RoutingRequestError` saying why it cannot be routed."""
     if not isinstance(query, str):
         raise RoutingRequestError(f"a query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise RoutingRequestError("empty query: there is nothing to route")
+    problem = unicode_problem(query)
+    if problem is not None:
+        raise RoutingRequestError(f"the query {problem}")
     return query
 
 
 def _as_dict(names: list[str], values: np.ndarray) -> dict[str, float]:
-    return {n: float(v) for n, v in zip(names, values, strict=True) if not np.isnan(v)}
+    return {n: v for n, v in zip(names, values.tolist(), strict=True) if v == v}  # v == v: not NaN
 
 
 def match_pool(
@@ -274,11 +299,21 @@ def load(
     model_dir: str | Path,
     pool: Pool | str | Path | None = None,
     allow_partial_pool: bool = False,
+    encoder: str | None = None,
 ) -> RoutingService:
-    """Load a trained router directory; with ``pool``, check the pool can serve its models."""
+    """Load a trained router directory; with ``pool``, check the pool can serve its models.
+
+    ``encoder``, when given, must be the encoder the router was trained with: its predictions
+    are a function of that encoder's vectors, and another encoder's are meaningless to it.
+    """
     path = Path(model_dir)
     router = Router.load(path)
     trained = router._require_fitted()
+    if encoder is not None and check_encoder(encoder) != router.encoder:
+        raise EncoderError(
+            f"the router in {path} was trained with the {router.encoder!r} encoder and cannot "
+            f"serve with {encoder!r}; retrain it with --param encoder={encoder}"
+        )
     models = None
     if pool is not None:
         if not hasattr(pool, "models"):

@@ -5,29 +5,43 @@ concurrent load requests would queue for it one by one. Here requests that arriv
 batch is being encoded wait in a queue and go into the *next* batch together: at low load a
 request is routed alone with no added delay, at high load batches grow and throughput rises to
 the encoder's batched rate.
+
+A bad request must never fail its neighbours: queries are validated before they join a batch
+(the caller gets the error at once), and if a batch still fails its queries are routed again
+one by one, so only the query that fails gets an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
 from trouter.routers.base import Prediction
-from trouter.serving.api import Policy, RouteResult, RoutingService
+from trouter.serving.api import Policy, RouteResult, RoutingService, check_query
 
 
 class RouteBatcher:
     """``await batcher.route(query, policy)``; one background task runs the batches."""
 
-    def __init__(self, service: RoutingService, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        service: RoutingService,
+        max_batch: int = 64,
+        inline_batch: int = 8,
+        after_batch: Callable[[], None] | None = None,
+    ) -> None:
         self.service = service
         self.max_batch = max_batch
+        self.inline_batch = inline_batch
+        self.after_batch = after_batch  # e.g. bring the cache metrics up to date
         self._queue: asyncio.Queue[tuple[str, Policy, asyncio.Future]] | None = None
         self._worker: asyncio.Task | None = None
 
     async def route(self, query: str, policy: Policy) -> RouteResult:
+        check_query(query)  # a RoutingRequestError for this request only, before batching
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(self._queue))
@@ -48,20 +62,49 @@ class RouteBatcher:
             batch = [await queue.get()]
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
-            queries = [query for query, _, _ in batch]
-            try:
-                prediction = await run_in_threadpool(self.service.predict, queries)
-            except Exception as err:  # one bad batch fails its requests, not the worker
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+            batch = [item for item in batch if not item[2].done()]  # drop clients gone away
+            if not batch:
                 continue
+            try:
+                prediction = await self._predict([query for query, _, _ in batch])
+            except Exception:  # noqa: BLE001  (some row broke the batch: find it, alone)
+                for item in batch:
+                    await self._route_alone(*item)
+                continue
+            if self.after_batch is not None:
+                self.after_batch()
             for i, (query, policy, future) in enumerate(batch):
-                if future.done():  # the client went away
-                    continue
                 row = Prediction(
                     prediction.models,
                     prediction.performance[i : i + 1],
                     prediction.cost[i : i + 1],
                 )
-                future.set_result(self.service.results([query], row, policy)[0])
+                self._settle(
+                    future, lambda q=query, r=row, p=policy: self.service.results([q], r, p)
+                )
+
+    async def _predict(self, queries: list[str]) -> Prediction:
+        """Small batches with a fast (static) encoder run on the loop itself: handing them to
+        a thread costs more CPU than the prediction. Anything slower goes to a thread, so
+        the loop keeps relaying other requests meanwhile."""
+        if len(queries) <= self.inline_batch and getattr(self.service, "fast_encoder", False):
+            return self.service.predict(queries)
+        return await run_in_threadpool(self.service.predict, queries)
+
+    async def _route_alone(self, query: str, policy: Policy, future: asyncio.Future) -> None:
+        try:
+            prediction = await self._predict([query])
+        except Exception as err:  # noqa: BLE001  (this request's own error, for it alone)
+            if not future.done():
+                future.set_exception(err)
+            return
+        self._settle(future, lambda: self.service.results([query], prediction, policy))
+
+    @staticmethod
+    def _settle(future: asyncio.Future, make_results) -> None:
+        if future.done():  # the client went away meanwhile
+            return
+        try:
+            future.set_result(make_results()[0])
+        except Exception as err:  # noqa: BLE001
+            future.set_exception(err)

@@ -1,13 +1,20 @@
 """Prometheus metrics of the routing proxy.
 
 Each proxy app owns its own registry, so several apps (e.g. in tests) never share counts and
-``/metrics`` shows exactly one server's traffic. Label values are bounded: policies and pool
-model names come from configuration, never from request text.
+``/metrics`` shows exactly one server's traffic. With ``trouter serve --workers N`` the
+workers write their values to ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+multiprocess mode) and ``/metrics``, whichever worker answers it, shows the sum over all.
+
+Label values are bounded, so memory does not grow with traffic: policies and pool model
+names come from configuration, statuses and error kinds from small fixed sets, never from
+request text. Shares and the embedding-cache hit rate are computed from the counters when
+``/metrics`` is read, so they are right across workers too.
 """
 
 from __future__ import annotations
 
-import threading
+import os
+from collections.abc import Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,9 +24,32 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-#: Routing overhead is milliseconds when idle and grows under load: fine buckets at the low end.
-OVERHEAD_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+from trouter.encoders import QueryCache
+
+#: Routing overhead is sub-millisecond when idle and grows under load: fine low buckets.
+OVERHEAD_BUCKETS = (
+    0.0002,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+ROUTED_PREFIX = "trouter-"
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class ProxyMetrics:
@@ -40,12 +70,6 @@ class ProxyMetrics:
             "trouter_routed_requests",
             "Requests answered per pool model (after any fallback).",
             ["policy", "model"],
-            registry=r,
-        )
-        self.routed_share = Gauge(
-            "trouter_routed_share",
-            "Share of routed requests answered by each pool model.",
-            ["model"],
             registry=r,
         )
         self.upstream_errors = Counter(
@@ -75,22 +99,93 @@ class ProxyMetrics:
             ["model"],
             registry=r,
         )
-        self._lock = threading.Lock()
-        self._answered: dict[str, int] = {}
+        self.cache_lookups = Counter(
+            "trouter_embedding_cache_lookups",
+            "Query-embedding cache lookups by result (hit: the prompt was seen recently).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("hit", "miss"):  # both series exist from the start
+            self.cache_lookups.labels(result=result)
+        self.cache_entries = Gauge(
+            "trouter_embedding_cache_entries",
+            "Query embeddings held in the bounded LRU (summed over live workers).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cache_bytes = Gauge(
+            "trouter_embedding_cache_bytes",
+            "Bytes of query embeddings held in the bounded LRU (summed over live workers).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._seen = (0, 0)
 
     def record_answer(self, policy: str, model: str, routed: bool) -> None:
         self.routed.labels(policy=policy, model=model).inc()
-        if not routed:
-            return
-        with self._lock:
-            self._answered[model] = self._answered.get(model, 0) + 1
-            total = sum(self._answered.values())
-            for name, count in self._answered.items():
-                self.routed_share.labels(model=name).set(count / total)
 
     def record_cost(self, model: str, usd: float | None) -> None:
         if usd is not None and usd > 0:
             self.cost.labels(model=model).inc(usd)
 
+    def record_cache(self, cache: QueryCache) -> None:
+        """Bring the cache counters up to the LRU's own counts (called from one loop)."""
+        hits, misses = cache.hits, cache.misses
+        if hits > self._seen[0]:
+            self.cache_lookups.labels(result="hit").inc(hits - self._seen[0])
+        if misses > self._seen[1]:
+            self.cache_lookups.labels(result="miss").inc(misses - self._seen[1])
+        self._seen = (hits, misses)
+        self.cache_entries.set(len(cache))
+        self.cache_bytes.set(cache.bytes)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if multiprocess():
+            from prometheus_client import multiprocess as mp
+
+            source = CollectorRegistry()
+            mp.MultiProcessCollector(source)
+        else:
+            source = self.registry
+        families = list(source.collect())
+        out = CollectorRegistry(auto_describe=False)
+        out.register(_Fixed([*families, *_derived(families)]))
+        return generate_latest(out)
+
+
+class _Fixed:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def _derived(families: list[Metric]) -> list[Metric]:
+    """Shares of routed answers per model and the embedding cache's hit rate."""
+    answered: dict[str, float] = {}
+    lookups: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "trouter_routed_requests_total" and sample.labels.get(
+                "policy", ""
+            ).startswith(ROUTED_PREFIX):
+                model = sample.labels["model"]
+                answered[model] = answered.get(model, 0.0) + sample.value
+            elif sample.name == "trouter_embedding_cache_lookups_total":
+                lookups[sample.labels["result"]] = sample.value
+    share = GaugeMetricFamily(
+        "trouter_routed_share",
+        "Share of routed requests answered by each pool model.",
+        labels=["model"],
+    )
+    total = sum(answered.values())
+    for model, count in sorted(answered.items()):
+        share.add_metric([model], count / total if total else 0.0)
+    rate = GaugeMetricFamily(
+        "trouter_embedding_cache_hit_rate",
+        "Share of query-embedding lookups answered from the LRU (0 before any lookup).",
+    )
+    seen = lookups.get("hit", 0.0) + lookups.get("miss", 0.0)
+    rate.add_metric([], lookups.get("hit", 0.0) / seen if seen else 0.0)
+    return [share, rate]

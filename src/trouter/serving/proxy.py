@@ -29,14 +29,22 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trouter.llm.pool import Pool
+from trouter.llm.pool import ModelEndpoint, Pool
 from trouter.serving import upstream
-from trouter.serving.api import RoutingService, resolve_policy
+from trouter.serving.api import RoutingRequestError, RoutingService, resolve_policy
 from trouter.serving.batching import RouteBatcher
 from trouter.serving.metrics import ProxyMetrics
+from trouter.serving.openai_http import OpenAIClient, speaks_openai
+from trouter.serving.requests import (
+    ChatRequest,
+    ProxyError,
+    invalid,
+    parse_chat,
+    read_json,
+    routing_query,
+)
 
 log = logging.getLogger("trouter.serving")
 
@@ -45,8 +53,6 @@ POLICY_MODELS = {
     "trouter-cost-first": "cost-first",
     "trouter-performance-first": "performance-first",
 }
-#: The encoder reads at most 256 tokens; this bounds the tokeniser's work on huge prompts.
-MAX_QUERY_CHARS = 4000
 
 
 @dataclass
@@ -55,104 +61,9 @@ class ProxySettings:
     max_attempts: int = 3
     upstream_timeout_s: float = 60.0
     max_batch: int = 64
-
-
-class ProxyError(Exception):
-    """An error answered with an OpenAI-style body."""
-
-    def __init__(self, status: int, message: str, type_: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
-
-
-def _invalid(message: str, code: str = "invalid_request") -> ProxyError:
-    return ProxyError(400, message, "invalid_request_error", code)
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, tool_calls, tool_call_id... pass through
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatRequest(BaseModel):
-    """The OpenAI chat request fields the proxy understands; anything else is refused."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str
-    messages: list[Message] = Field(min_length=1)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    seed: int | None = None
-    user: str | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-
-    def forward_params(self) -> dict[str, Any]:
-        skip = {"model", "messages", "stream", "stream_options"}
-        return self.model_dump(exclude_none=True, exclude=skip)
-
-
-def routing_query(messages: list[Message]) -> str:
-    """The text of the last user message (see the module docstring for why)."""
-    for message in reversed(messages):
-        if message.role != "user":
-            continue
-        content = message.content
-        if isinstance(content, list):
-            content = "\n".join(
-                str(part.get("text", "")) for part in content if part.get("type") == "text"
-            )
-        if not content or not content.strip():
-            raise _invalid("the last user message has no text to route on", "empty_query")
-        return content[:MAX_QUERY_CHARS]
-    raise _invalid("the request has no user message to route on", "no_user_message")
-
-
-async def _read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    too_big = ProxyError(
-        413,
-        f"request body exceeds the proxy's limit of {limit} bytes",
-        "invalid_request_error",
-        "request_too_large",
-    )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise too_big
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _invalid(f"request body is not valid JSON: {err}", "invalid_json") from err
-
-
-def _validation_message(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors()[:5]:
-        where = ".".join(str(p) for p in e["loc"]) or "body"
-        parts.append(f"{where}: {e['msg']}")
-    return "invalid chat request: " + "; ".join(parts)
+    #: ``auto``: OpenAI-compatible upstreams over the shared httpx client, others through
+    #: LiteLLM; ``litellm``: every call through LiteLLM.
+    upstream: Literal["auto", "litellm"] = "auto"
 
 
 def create_app(
@@ -171,12 +82,32 @@ def create_app(
     if unset:
         raise ValueError(f"API key environment variables are not set for: {', '.join(unset)}")
     metrics = ProxyMetrics()
-    batcher = RouteBatcher(service, max_batch=settings.max_batch)
+    batcher = RouteBatcher(
+        service,
+        max_batch=settings.max_batch,
+        after_batch=lambda: metrics.record_cache(service.query_cache()),
+    )
+    direct = OpenAIClient(settings.upstream_timeout_s)
+    endpoint_list = list(endpoints.values())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         await batcher.close()
+        await direct.aclose()
+
+    def _direct(endpoint: ModelEndpoint) -> bool:
+        return settings.upstream == "auto" and speaks_openai(endpoint)
+
+    async def complete(endpoint: ModelEndpoint, messages: list[dict], params: dict) -> dict:
+        if _direct(endpoint):
+            return await direct.complete(endpoint, messages, params)
+        return await upstream.complete(endpoint, messages, params, settings.upstream_timeout_s)
+
+    async def open_stream(endpoint: ModelEndpoint, messages: list[dict], params: dict):
+        if _direct(endpoint):
+            return await direct.open_stream(endpoint, messages, params)
+        return await upstream.open_stream(endpoint, messages, params, settings.upstream_timeout_s)
 
     app = FastAPI(title="trouter routing proxy", lifespan=lifespan)
     app.state.metrics, app.state.service, app.state.settings = metrics, service, settings
@@ -194,7 +125,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        return _invalid(f"invalid request: {err.errors()[:3]}").response()
+        return invalid(f"invalid request: {err.errors()[:3]}").response()
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, err: Exception) -> JSONResponse:
@@ -214,6 +145,7 @@ def create_app(
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        metrics.record_cache(service.query_cache())
         return Response(metrics.render(), media_type=metrics.content_type)
 
     @app.get("/v1/models")
@@ -237,15 +169,11 @@ def create_app(
         started = time.perf_counter()
         label = "invalid"
         try:
-            raw = await _read_json(request, settings.max_body_bytes)
+            raw = await read_json(request, settings.max_body_bytes)
             if isinstance(raw, dict) and isinstance(raw.get("model"), str):
                 name = raw["model"]
                 label = name if name in POLICY_MODELS or name in endpoints else "unknown"
-            try:
-                chat_request = ChatRequest.model_validate(raw)
-            except ValidationError as err:
-                raise _invalid(_validation_message(err)) from err
-            response = await _handle(chat_request, started)
+            response = await _handle(parse_chat(raw), started)
         except ProxyError as err:
             metrics.requests.labels(policy=label, status=str(err.status)).inc()
             return err.response()
@@ -255,7 +183,10 @@ def create_app(
     async def _handle(req: ChatRequest, started: float) -> Response:
         if req.model in POLICY_MODELS:
             query = routing_query(req.messages)
-            result = await batcher.route(query, resolve_policy(POLICY_MODELS[req.model]))
+            try:
+                result = await batcher.route(query, resolve_policy(POLICY_MODELS[req.model]))
+            except RoutingRequestError as err:
+                raise invalid(str(err), "unroutable_query") from err
             candidates = list(result.ranking[: max(1, settings.max_attempts)])
             metrics.overhead.observe(time.perf_counter() - started)
         elif req.model in endpoints:
@@ -277,9 +208,7 @@ def create_app(
         for name in candidates:
             t0 = time.perf_counter()
             try:
-                data = await upstream.complete(
-                    endpoints[name], messages, params, settings.upstream_timeout_s
-                )
+                data = await complete(endpoints[name], messages, params)
             except upstream.UpstreamError as err:
                 if not _note_failure(err, errors, candidates):
                     break
@@ -294,7 +223,7 @@ def create_app(
         """Record a failed call; True if the next candidate should be tried."""
         errors.append(err)
         metrics.upstream_errors.labels(model=err.model, kind=err.kind).inc()
-        log.warning("upstream %s", upstream.scrub(str(err), list(endpoints.values())))
+        log.warning("upstream %s", upstream.scrub(str(err), endpoint_list))
         retry = err.retryable and len(errors) < len(candidates)
         if retry:
             metrics.fallbacks.inc()
@@ -303,14 +232,15 @@ def create_app(
     def _final_error(errors: list[upstream.UpstreamError]) -> ProxyError:
         last = errors[-1]
         trail = "; ".join(str(e) for e in errors)
-        message = upstream.scrub(f"upstream call failed ({trail})", list(endpoints.values()))
+        message = upstream.scrub(f"upstream call failed ({trail})", endpoint_list)
         kinds = {
             "rate_limit": ("rate_limit_error", "rate_limit_exceeded"),
             "bad_request": ("invalid_request_error", "upstream_bad_request"),
             "timeout": ("upstream_error", "upstream_timeout"),
         }
         type_, code = kinds.get(last.kind, ("upstream_error", f"upstream_{last.kind}"))
-        return ProxyError(last.status, message, type_, code)
+        headers = {"retry-after": last.retry_after} if last.retry_after else None
+        return ProxyError(last.status, message, type_, code, headers)
 
     async def _stream(
         req: ChatRequest,
@@ -325,9 +255,7 @@ def create_app(
         for name in candidates:
             t0 = time.perf_counter()
             try:
-                head, rest = await upstream.open_stream(
-                    endpoints[name], messages, params, settings.upstream_timeout_s
-                )
+                head, rest = await open_stream(endpoints[name], messages, params)
             except upstream.UpstreamError as err:
                 if not _note_failure(err, errors, candidates):
                     break
@@ -363,8 +291,8 @@ def create_app(
                     yield line
         except upstream.UpstreamError as err:
             metrics.upstream_errors.labels(model=err.model, kind=err.kind).inc()
-            log.warning("upstream stream %s", upstream.scrub(str(err), list(endpoints.values())))
-            message = upstream.scrub(f"upstream stream broke ({err})", list(endpoints.values()))
+            log.warning("upstream stream %s", upstream.scrub(str(err), endpoint_list))
+            message = upstream.scrub(f"upstream stream broke ({err})", endpoint_list)
             error = {"message": message, "type": "upstream_error", "code": f"upstream_{err.kind}"}
             yield f"data: {json.dumps({'error': error})}\n\n"
         finally:

@@ -41,6 +41,7 @@ class UpstreamError(Exception):
     status: int  # the HTTP status to report if this is the final error
     message: str
     retryable: bool
+    retry_after: str | None = None  # the upstream's Retry-After on a 429, passed on
 
     def __str__(self) -> str:
         return f"{self.model}: {self.kind}: {self.message}"
@@ -72,7 +73,7 @@ def classify(model: str, err: BaseException) -> UpstreamError:
     if isinstance(err, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
         return UpstreamError(model, "timeout", 504, "upstream timed out", True)
     if isinstance(err, litellm.RateLimitError):
-        return UpstreamError(model, "rate_limit", 429, message, False)
+        return UpstreamError(model, "rate_limit", 429, message, False, _retry_after(err))
     if isinstance(err, litellm.APIConnectionError):
         return UpstreamError(model, "connection", 502, message, True)
     if isinstance(err, litellm.AuthenticationError | litellm.PermissionDeniedError):
@@ -88,6 +89,17 @@ def classify(model: str, err: BaseException) -> UpstreamError:
         unparseable = "Expecting value" in message or "JSONDecodeError" in message
         return UpstreamError(model, "malformed" if unparseable else "server", 502, message, True)
     return UpstreamError(model, "malformed", 502, f"bad upstream reply: {message}", True)
+
+
+def _retry_after(err: BaseException) -> str | None:
+    headers = getattr(getattr(err, "response", None), "headers", None) or getattr(
+        err, "litellm_response_headers", None
+    )
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+    except AttributeError:
+        return None
+    return str(value) if value is not None else None
 
 
 def _call_args(endpoint: ModelEndpoint, messages: list[dict], params: dict, timeout: float) -> dict:

@@ -1,0 +1,249 @@
+"""What the serving benchmarks share: an upstream, a proxy, a load generator, /proc readings.
+
+Every process listens on 127.0.0.1 only. The upstream (``loopback_upstream.py``) and the
+proxy (``trouter serve``) run in their own processes, so the load generator here (one asyncio
+httpx client) never shares a GIL with what it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def free_port() -> int:
+    from trouter.local.server import free_port as pick
+
+    return pick()
+
+
+def wait_http(url: str, timeout: float = 180.0, process: subprocess.Popen | None = None) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process serving {url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
+
+
+def start(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    with log.open("w") as fh:
+        return subprocess.Popen(command, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+
+
+def start_upstream(workdir: Path, latency_ms: float, fault_rate: float = 0.0):
+    port = free_port()
+    command = [
+        sys.executable,
+        str(HERE / "loopback_upstream.py"),
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(latency_ms),
+        "--fault-rate",
+        str(fault_rate),
+    ]
+    process = start(command, workdir / f"upstream-{port}.log")
+    base = f"http://127.0.0.1:{port}/v1"
+    wait_http(f"{base}/models", process=process)
+    return process, base
+
+
+def write_pool(path: Path, models: list[str], base_url: str) -> Path:
+    lines = ["models:"]
+    for name in models:
+        lines += [
+            f"  - name: {name}",
+            f"    litellm_model: openai/{name}",
+            f"    api_base: {base_url}",
+            "    api_key_env: BENCH_KEY",
+            "    input_price_per_mtok: 1.0",
+            "    output_price_per_mtok: 2.0",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_proxy(model_dir: Path, pool: Path, workdir: Path, *extra: str):
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "trouter.cli",
+        "serve",
+        "--model-dir",
+        str(model_dir),
+        "--pool",
+        str(pool),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+    env = {**os.environ, "BENCH_KEY": "bench-key-not-secret"}
+    process = start(command, workdir / f"proxy-{port}.log", env)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/health", process=process)
+    return process, base
+
+
+def _pids(pid: int) -> list[int]:
+    """The process and its children (``--workers`` processes)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(p for c in children for p in _pids(int(c)))]
+
+
+def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
+    """Resident memory (VmRSS; VmHWM = peak) of a process and its children, in MiB."""
+    total = 0.0
+    for p in _pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(f"{field_name}:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in _pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    answered: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def summary(self) -> dict:
+        ms = np.asarray(self.latencies) * 1000 if self.latencies else np.asarray([np.nan])
+        return {
+            "requests": len(self.latencies) + len(self.errors),
+            "errors": len(self.errors),
+            "error_kinds": sorted(set(self.errors)),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "throughput_rps": round(len(self.latencies) / self.wall_s, 1) if self.wall_s else 0,
+        }
+
+
+async def _load(url: str, bodies: list[dict], concurrency: int, timeout: float) -> LoadResult:
+    import httpx
+
+    result = LoadResult()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    queue: asyncio.Queue = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+
+        async def one(body: dict) -> None:
+            t0 = time.perf_counter()
+            try:
+                if body.get("stream"):
+                    async with client.stream("POST", url, json=body) as reply:
+                        text = (await reply.aread()).decode()
+                    ok = reply.status_code == 200 and text.rstrip().endswith("data: [DONE]")
+                    if ok and '"error"' in text:
+                        ok = False
+                    status = reply.status_code if not ok else 200
+                    name = reply.headers.get("x-trouter-model", body["model"])
+                else:
+                    reply = await client.post(url, json=body)
+                    status = reply.status_code
+                    name = reply.headers.get("x-trouter-model", body["model"])
+            except httpx.HTTPError as err:
+                result.errors.append(type(err).__name__)
+                return
+            if status != 200:
+                result.errors.append(f"HTTP {status}")
+                return
+            result.latencies.append(time.perf_counter() - t0)
+            result.answered[name] = result.answered.get(name, 0) + 1
+
+        async def worker() -> None:
+            while not queue.empty():
+                await one(queue.get_nowait())
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def run_load(url: str, bodies: list[dict], concurrency: int, timeout: float = 120.0) -> LoadResult:
+    """Send every body (``stream`` honoured) with at most ``concurrency`` in flight."""
+    return asyncio.run(_load(url, bodies, concurrency, timeout))
+
+
+def chat_bodies(questions: list[str], model: str, stream_share: float = 0.0) -> list[dict]:
+    """One chat request per question; ``stream_share`` of them, evenly spread, streamed."""
+    bodies = []
+    for i, question in enumerate(questions):
+        body = {"model": model, "messages": [{"role": "user", "content": question}]}
+        if int((i + 1) * stream_share) > int(i * stream_share):
+            body["stream"] = True
+        bodies.append(body)
+    return bodies
+
+
+def gsm8k_questions(split: str, limit: int) -> list[str]:
+    import json
+
+    from trouter.config import data_dir
+
+    path = data_dir() / "questions" / f"gsm8k_{split}.jsonl"
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line)["question"] for line, _ in zip(fh, range(limit), strict=False)]
+
+
+def stop(*processes: subprocess.Popen | None) -> None:
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
