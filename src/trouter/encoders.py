@@ -315,8 +315,8 @@ class StaticEncoder(TextEncoder):
             show_progress_bar=show_progress,
             use_multiprocessing=False,
         ).astype(np.float32, copy=False)
-        if getattr(self.model, "normalize", False):
-            return vectors  # model2vec already L2-normalised them
+        # normalised here even when model2vec already did: its vectors may come in a lower
+        # precision (fp16 weights), whose norm after the float32 cast is off by ~1e-4
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 
