@@ -83,7 +83,10 @@ def cut_routerbench(src: Path, out: Path, name: str) -> None:
 
 
 def cut_llmrouter(src_dir: Path, out_dir: Path) -> None:
-    shutil.copyfile(src_dir / "default_llm.json", out_dir / "default_llm.json")
+    prices = json.loads((src_dir / "default_llm.json").read_text(encoding="utf-8"))
+    kept = {name: {k: entry[k] for k in ("input_price", "output_price") if k in entry}
+            for name, entry in prices.items()}  # prices only: a cut, not a copy  # fmt: skip
+    (out_dir / "default_llm.json").write_text(json.dumps(kept, indent=1) + "\n")
     counts["llmrouter/default_llm.json"] = (1, 1)
     for split, per_task in (("train", 15), ("test", 10)):
         queries = read_jsonl(src_dir / f"default_query_{split}.jsonl")
