@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from slices import routerbench_slices
 
@@ -12,6 +13,7 @@ from trouter.evaluation import metrics
 from trouter.evaluation.scenarios import SCENARIOS, Weights
 from trouter.routers import Router, make_router
 from trouter.routers.guard import evidence_folds
+from trouter.routers.guard_evidence import decide
 from trouter.routers.tuning import merge, validation_loss
 
 BALANCED = SCENARIOS["balanced"]
@@ -94,3 +96,60 @@ def test_auto_routes_by_evidence_and_survives_save_load(bench, tmp_path: Path) -
     assert (loaded.predict(list(test.texts)).choose(BALANCED) == chosen).all()
     with pytest.raises(ValueError, match="cannot wear another guard"):
         make_router("guarded", members="auto")
+
+
+def _new_task_fold(bench, target: str, shots: int) -> tuple[RoutingDataset, RoutingDataset]:
+    """Training rows without ``target`` plus its first ``shots`` train rows; its test rows."""
+    train = bench["train"]
+    own = np.flatnonzero(train.tasks == target)[:shots]
+    fit = merge(train.subset(train.tasks != target), train.subset(own)) if shots else (
+        train.subset(train.tasks != target)
+    )
+    test = _scorable(bench["test"])
+    return fit, test.subset(test.tasks == target)
+
+
+def test_auto_on_a_new_task_needs_evidence_from_several_tasks(bench) -> None:
+    # RouterBench has three tasks: holding one out leaves two, too few to say anything
+    # about a third, so auto must be exactly best-single for every weight.
+    fit, test = _new_task_fold(bench, "mbpp", shots=0)
+    auto = make_router("auto", seed=0, shots=0, target_task="mbpp").fit(fit)
+    best = make_router("best-single").fit(fit)
+    assert auto.mode_ == "new-task"
+    for weights in SCENARIOS.values():
+        assert set(auto.explain(weights)) == {"best-single"}
+        ours = auto.predict(list(test.texts)).choose(weights)
+        assert (ours == best.predict(list(test.texts)).choose(weights)).all()
+
+
+def test_auto_learns_from_the_shots_of_a_new_task(bench, tmp_path: Path) -> None:
+    # MBPP's best models differ from the pool's best on ARC/Winogrande; 25 labelled MBPP
+    # rows are evidence enough to leave best-single, and it pays on MBPP's test rows.
+    fit, test = _new_task_fold(bench, "mbpp", shots=25)
+    auto = make_router("auto", seed=0, shots=25, target_task="mbpp").fit(fit)
+    best = make_router("best-single").fit(fit)
+    assert auto.mode_ == "shots" and "task-best" in auto.candidate_names
+    assert auto.explain(BALANCED) != ["best-single"]
+    assert _utility(auto, test) > _utility(best, test) + 0.05
+    auto.save(tmp_path / "auto")
+    loaded = Router.load(tmp_path / "auto")
+    same = loaded.predict(list(test.texts)).choose(BALANCED)
+    assert (same == auto.predict(list(test.texts)).choose(BALANCED)).all()
+
+
+def test_new_task_decision_is_over_tasks_not_rows() -> None:
+    rng = np.random.default_rng(0)
+    tasks = np.repeat(["a", "b", "c", "d"], 50)
+    settings = dict(confidence=0.9, margin=0.0, min_rows=30, min_tasks=3, n_boot=200, seed=0)
+
+    def gains(per_task: list[float]) -> np.ndarray:
+        candidate = np.repeat(per_task, 50) + rng.normal(0, 0.01, len(tasks))
+        return np.stack([np.zeros(len(tasks)), candidate], axis=1)
+
+    assert decide(gains([0.02, 0.03, 0.02, 0.025]), tasks, -1, "new-task", **settings) == 0
+    # one task that loses badly: 150 winning rows do not outvote it
+    assert decide(gains([0.03, 0.03, 0.03, -0.08]), tasks, -1, "new-task", **settings) == -1
+    # the same rows pooled as in-domain evidence would switch (rows, not tasks, are the unit)
+    assert decide(gains([0.03, 0.03, 0.03, -0.02]), tasks, -1, "in-domain", **settings) == 0
+    two = tasks[:100]
+    assert decide(gains([0.03, 0.03, 0.03, 0.03])[:100], two, -1, "new-task", **settings) == -1

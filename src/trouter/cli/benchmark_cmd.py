@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from trouter.cli.progress import stage_bars
 
 console = Console(stderr=True)
 
@@ -65,7 +66,7 @@ def local_pool(
     if stage not in ("real", "synthetic"):
         console.print(f"[red]error:[/red] unknown stage {stage!r}; choose real, synthetic, export")
         raise typer.Exit(2)
-    with resolve_pool(pool) as running_pool, _bars() as bars:
+    with resolve_pool(pool) as running_pool, stage_bars(console) as bars:
         client = make_client(running_pool)
         if stage == "real":
             total = (n_gsm8k + n_humaneval) * len(running_pool.models)
@@ -105,16 +106,6 @@ def _evaluate(out: Path, seeds: int, routers: list[str], shots: list[int]) -> No
     (out / "results.json").write_text(json.dumps({"summary": rows, "records": slim}, indent=1))
     (out / "table.md").write_text(table)
     console.print(Markdown(table))
-
-
-def _bars() -> Progress:
-    return Progress(
-        TextColumn("{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def register(experiment_app: typer.Typer) -> None:

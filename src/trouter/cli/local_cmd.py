@@ -16,7 +16,9 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
+
+from trouter.cli.progress import stage_bars
 
 console = Console(stderr=True)
 experiment_app = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
@@ -90,7 +92,7 @@ def run_local_experiment(size: str, out: Path, pool_path: Path | None) -> dict:
         manager = offline_pool(models=names, generator=generator, judge=generator)
     else:
         manager = resolve_pool(pool_path)
-    with manager as pool, _bars() as bars:
+    with manager as pool, stage_bars(console, 26) as bars:
         result = run_cold_start(
             spec,
             out,
@@ -108,16 +110,6 @@ def run_local_experiment(size: str, out: Path, pool_path: Path | None) -> dict:
         f"and {out}/table.md"
     )
     return result
-
-
-def _bars() -> Progress:
-    return Progress(
-        TextColumn("{task.description:<26}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def _run_or_exit(size: str, out: Path, pool: Path | None) -> None:

@@ -83,12 +83,16 @@ def top_single_model(train: RoutingDataset) -> int:
 
 def fit_params(name: str, fold: Fold, params: dict[str, dict]) -> dict[str, Any]:
     """A router's parameters for one fold: the user's, plus the fold's deployment situation
-    (``shots``) for routers that simulate it on their own validation evidence."""
+    (``shots``, and the task to be routed) for routers that simulate it on their own
+    validation evidence."""
     from trouter.routers.base import ROUTERS
 
     own = dict(params.get(name, {}))
     if getattr(ROUTERS.get(name), "deployment_aware", False):
         own.setdefault("shots", fold.shots)
+        if fold.shots is not None:
+            # the task whose traffic is routed; its labelled rows in train are its K shots
+            own.setdefault("target_task", str(fold.task))
     return own
 
 

@@ -1,39 +1,32 @@
 """The guard every router can wear, and ``auto``: learned routing only where evidence says so.
 
 A learned router that beats best-single on average can still lose badly on a kind of query
-it has not seen. The guard wraps one or more member routers and, per *cell* of the query
-space (k-means clusters of the training embeddings), switches from the safe fallback to a
-member only where out-of-fold evidence shows that the member wins there:
+it has not seen. The guard wraps one or more member routers and switches from the safe
+fallback (best-single for the weights) to a candidate only where out-of-fold evidence shows
+that the candidate wins:
 
-1. **Evidence.** The labelled rows (train + validation) are split into folds; each member
-   and the best-single reference are refitted without a fold and predict it, so every
-   evidence row has honest out-of-fold predictions. How the folds are made simulates the
-   deployment (``shots``):
-
-   * ``shots=None`` (the test queries come from the training distribution, as in-domain):
-     random folds;
-   * ``shots=K`` (a new task with K labelled rows, K=0 for cold start): leave-task-out
-     folds inside the training tasks, where each held-out task keeps K seeded rows in the
-     fit, exactly the situation of the real held-out task. Tasks with too few rows to hold
-     out (the target task's own K shots) are spread over the folds at random.
-2. **Decision**, per weights: each candidate (every member, the mean of the members'
-   predictions, and a stack: per model a ridge regression of the truth on the members'
-   out-of-fold predictions, itself cross-fitted) is scored by its paired per-row utility
-   gain on the evidence rows. On all rows, the default is best-single and a candidate
-   replaces it only if the bootstrap lower bound (``1 - confidence`` quantile) of its mean
-   gain over best-single is above ``margin`` and, for a new task, its mean gain is not
-   negative on any held-out task with ``min_rows`` rows (at least two such tasks are needed:
-   one task says nothing about another); the qualifying candidate with the
-   highest mean gain wins. Then per cell (k-means clusters of the training embeddings), that
-   global choice is the default, and the same test decides whether another candidate, or
-   best-single, replaces it in the cell; a cell with fewer than ``min_rows`` evidence rows
-   keeps the global choice. So learned routing is used where the evidence says it wins, and
-   the global best-single model for the weights everywhere else.
-3. **Routing.** The final members and best-single are fitted on all rows; a query's cell
-   says which of them chooses its model.
+1. **Evidence.** Each member and the best-single reference are refitted without an
+   evidence fold and predict it, so every evidence row has honest out-of-fold predictions.
+   Which rows are evidence depends on the deployment the guard is fitted for (``shots``,
+   ``target_task``; see :mod:`trouter.routers.guard_evidence`): random folds in-domain;
+   whole training tasks held out for a new task (K=0); the new task's own K labelled rows
+   when it has some.
+2. **Candidates**: every member; with several, their mean and (in-domain) a stack (per
+   model a ridge regression of the truth on the members' out-of-fold predictions, itself
+   cross-fitted); with K shots of the new task, also ``task-best``: the model with the best
+   mean utility on those K rows (shrunk towards the pool means), for every query.
+3. **Decision**, per weights: a candidate replaces best-single only if the lower bound of
+   its mean utility gain is above ``margin`` (bootstrap over rows; Student-t over tasks for
+   a new task, which needs ``min_tasks`` evidence tasks); the qualifying candidate with the
+   highest mean gain wins. In-domain, the same test is then repeated per cell (k-means
+   clusters of the training embeddings) with that global choice as the default; a cell
+   with fewer than ``min_rows`` evidence rows keeps it. For a new task every query gets the
+   global decision: its traffic is one task, and the evidence is about that task.
+4. **Routing.** The members and best-single are fitted on all rows; a query's cell says
+   which candidate chooses its model.
 
 ``guarded`` wears one router (``members="knn"``); ``auto`` wears a set of fast routers and so
-also picks among them, per cell, by validation utility only.
+also picks among them by validation evidence only.
 """
 
 from __future__ import annotations
@@ -43,15 +36,27 @@ from typing import Any
 
 import numpy as np
 
-from trouter.data.dataset import RoutingDataset, task_order
+from trouter.data.dataset import RoutingDataset
 from trouter.evaluation.scenarios import Weights
 from trouter.routers.base import Prediction, Queries, Router, make_router, register
 from trouter.routers.cluster import fit_centroids, nearest
+from trouter.routers.guard_evidence import (
+    decide,
+    evidence_folds,
+    guard_mode,
+    shrunk_means,
+    stack_apply,
+    stack_weights,
+    target_folds,
+    utility_choice,
+)
 from trouter.routers.tuning import embed, merge
 
 #: Members of ``auto``: routers that fit in seconds, so refitting them per evidence fold is
 #: affordable on a laptop CPU.
 AUTO_MEMBERS = "knn,ridge,cluster,metric-router"
+
+__all__ = ["AUTO_MEMBERS", "AutoRouter", "GuardedRouter", "evidence_folds"]
 
 
 def _names(spec: str | Sequence[str]) -> list[str]:
@@ -59,65 +64,9 @@ def _names(spec: str | Sequence[str]) -> list[str]:
     return [name.strip() for name in items if name and name.strip()]
 
 
-def evidence_folds(data: RoutingDataset, n_folds: int, shots: int | None, seed: int) -> np.ndarray:
-    """Evidence fold id per row; -1 for rows never held out (the shots a held-out task
-    keeps in its fit). See the module docstring for how ``shots`` shapes the folds."""
-    rng = np.random.default_rng(seed)
-    n = len(data)
-    fold = np.full(n, -1)
-    if shots is not None:
-        counts = {task: int((data.tasks == task).sum()) for task in np.unique(data.tasks)}
-        large = sorted((t for t, c in counts.items() if c > 2 * shots + 10), key=counts.get)
-        if len(large) >= 2:
-            groups = min(n_folds, len(large))
-            load = np.zeros(groups)
-            for task in reversed(large):  # largest first, onto the lightest fold
-                g = int(load.argmin())
-                rows = task_order(np.flatnonzero(data.tasks == task), task, seed)
-                fold[rows[shots:]] = g
-                load[g] += len(rows)
-            small = np.flatnonzero(~np.isin(data.tasks, large))
-            fold[small] = rng.integers(0, groups, len(small))
-            return fold
-    groups = max(2, min(n_folds, n // 10))
-    fold[rng.permutation(n)] = np.arange(n) % groups
-    return fold
-
-
-def bootstrap_lower(diff: np.ndarray, confidence: float, n_boot: int, seed: int) -> np.ndarray:
-    """Per column of ``diff`` (rows, candidates): the lower ``confidence`` bound of the mean
-    by a paired bootstrap over rows (one resampling shared by all candidates)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
-    means = diff[idx].mean(axis=1)  # (n_boot, candidates)
-    return np.quantile(means, 1.0 - confidence, axis=0)
-
-
-def stack_weights(inputs: np.ndarray, truth: np.ndarray, ridge: float = 1.0) -> np.ndarray:
-    """Per model j: ridge weights (members + intercept) of ``truth[:, j]`` on the members'
-    predictions ``inputs[:, :, j]``; shape (models, members + 1)."""
-    n_members, n, m = inputs.shape
-    out = np.zeros((m, n_members + 1))
-    for j in range(m):
-        a = np.concatenate([inputs[:, :, j].T, np.ones((n, 1))], axis=1)
-        out[j] = np.linalg.solve(a.T @ a + ridge * np.eye(n_members + 1), a.T @ truth[:, j])
-    return out
-
-
-def stack_apply(weights: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """Stacked predictions (rows, models) in [0, 1] from member predictions (members, rows,
-    models) and :func:`stack_weights`."""
-    combined = np.einsum("knj,jk->nj", inputs, weights[:, :-1]) + weights[:, -1]
-    return np.clip(combined, 0.0, 1.0)
-
-
-def _utility_choice(perf: np.ndarray, cost: np.ndarray, weights: Weights) -> np.ndarray:
-    return np.argmax(weights.utility(perf, cost) - 1e-9 * cost, axis=1)
-
-
 @register("guarded")
 class GuardedRouter(Router):
-    """Members used per cell only where out-of-fold evidence beats best-single (see module)."""
+    """Members used only where out-of-fold evidence beats best-single (see module)."""
 
     deployment_aware = True
     default_members = "knn"
@@ -130,9 +79,12 @@ class GuardedRouter(Router):
         cells: int = 8,
         folds: int = 4,
         shots: int | None = None,
+        target_task: str | None = None,
         confidence: float = 0.9,
         margin: float = 0.0,
         min_rows: int = 30,
+        min_tasks: int = 3,
+        prior_rows: float = 5.0,
         n_boot: int = 300,
     ) -> None:
         names = _names(members if members is not None else self.default_members)
@@ -143,9 +95,12 @@ class GuardedRouter(Router):
             cells=int(cells),
             folds=int(folds),
             shots=None if shots is None else int(shots),
+            target_task=None if target_task is None else str(target_task),
             confidence=float(confidence),
             margin=float(margin),
             min_rows=int(min_rows),
+            min_tasks=int(min_tasks),
+            prior_rows=float(prior_rows),
             n_boot=int(n_boot),
         )
         if not names:
@@ -154,8 +109,10 @@ class GuardedRouter(Router):
             raise ValueError("a guard cannot wear another guard")
         if not 0.5 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
-        if cells < 1 or folds < 2:
-            raise ValueError("the guard needs cells >= 1 and folds >= 2")
+        if cells < 1 or folds < 2 or min_tasks < 2 or prior_rows < 0:
+            raise ValueError(
+                "the guard needs cells >= 1, folds >= 2, min_tasks >= 2 and prior_rows >= 0"
+            )
         self.member_names = names
         self._cache: dict[tuple[float, float], np.ndarray] = {}
 
@@ -168,38 +125,56 @@ class GuardedRouter(Router):
     # ----- fitting ---------------------------------------------------------------------
     def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
         pool = merge(train, validation) if validation is not None and len(validation) else train
-        fold = evidence_folds(pool, self.params["folds"], self.params["shots"], self.seed)
-        held = fold >= 0
+        p = self.params
+        self.mode_ = guard_mode(pool, p["shots"], p["target_task"])
+        target = pool.tasks == p["target_task"]
+        if self.mode_ == "shots":
+            fold = target_folds(pool, p["target_task"], 5, self.seed)
+        else:
+            fold = evidence_folds(pool, p["folds"], 0 if self.mode_ == "new-task" else None,
+                                  self.seed)  # fmt: skip
         n_members, m = len(self.member_names), len(pool.models)
-        perf = np.full((n_members + 1, len(pool), m), np.nan)  # last slot: best-single
+        perf = np.full((n_members + 2, len(pool), m), np.nan)  # then best-single, task-best
         cost = np.full_like(perf, np.nan)
-        for g in np.unique(fold[held]):
+        for g in np.unique(fold[fold >= 0]):
             fit_rows, rows = pool.subset(fold != g), np.flatnonzero(fold == g)
             queries = [pool.texts[i] for i in rows]
             routers = [self._member(n) for n in self.member_names] + [make_router("best-single")]
             for slot, router in enumerate(routers):
                 pred = router.fit(fit_rows).predict(queries).reorder(pool.model_names)
                 perf[slot, rows], cost[slot, rows] = pred.performance, pred.cost
-        rows = np.flatnonzero(held & pool.complete_rows)
-        self.evidence_perf_ = perf[:, rows]
-        self.evidence_cost_ = cost[:, rows]
+            if self.mode_ == "shots":
+                own = target & (fold != g)
+                perf[-1, rows], cost[-1, rows] = self._task_means(pool, own, perf[-2, rows[0]],
+                                                                  cost[-2, rows[0]])  # fmt: skip
+        rows = np.flatnonzero((fold >= 0) & pool.complete_rows)
+        slots = n_members + (2 if self.mode_ == "shots" else 1)
+        self.evidence_perf_ = perf[:slots, rows]
+        self.evidence_cost_ = cost[:slots, rows]
         self.true_perf_ = pool.performance[rows]
         self.true_cost_ = pool.normalised_cost[rows]
         self.evidence_tasks_ = np.asarray([str(t) for t in pool.tasks[rows]])
         x = embed(pool, self.encoder)
-        self.centroids_ = fit_centroids(
-            x, min(self.params["cells"], max(1, len(pool) // 50)), self.seed
-        )
+        cells = p["cells"] if self.mode_ == "in-domain" else 1
+        self.centroids_ = fit_centroids(x, min(cells, max(1, len(pool) // 50)), self.seed)
         self.evidence_cells_ = nearest(x[rows], self.centroids_)
-        self._evidence_x = x[rows]  # for diagnostics; not part of the saved state
-        if n_members > 1:
+        if n_members > 1 and self.mode_ == "in-domain":
             self._fit_stack(fold[rows])
 
         self._members = [self._member(n).fit(train, validation) for n in self.member_names]
         self._best_single = make_router("best-single").fit(train, validation)
+        if self.mode_ == "shots":
+            self.task_perf_, self.task_cost_ = self._task_means(
+                pool, target, self._best_single.mean_performance_, self._best_single.mean_cost_
+            )
         self.models_ = train.model_names
         self._cache = {}
         return self
+
+    def _task_means(self, pool: RoutingDataset, rows: np.ndarray, prior_perf, prior_cost):
+        """``task-best``'s view: the target task's per-model means, shrunk to the prior."""
+        return shrunk_means(pool.performance[rows], pool.normalised_cost[rows], prior_perf,
+                            prior_cost, self.params["prior_rows"])  # fmt: skip
 
     def _fit_stack(self, evidence_fold: np.ndarray) -> None:
         """Stacking: per model and metric, a ridge regression of the truth on the members'
@@ -221,26 +196,46 @@ class GuardedRouter(Router):
     # ----- decisions ---------------------------------------------------------------------
     @property
     def candidate_names(self) -> list[str]:
-        """Candidates in decision order: members, then (with several) their mean and stack."""
-        return self.member_names + (["mean", "stack"] if len(self.member_names) > 1 else [])
+        """Candidates in decision order: members, then (with several) their mean and, when
+        fitted in-domain, the stack; with shots of the new task, ``task-best``."""
+        names = list(self.member_names)
+        if len(names) > 1:
+            names.append("mean")
+            if getattr(self, "mode_", "in-domain") == "in-domain":
+                names.append("stack")
+        if getattr(self, "mode_", None) == "shots":
+            names.append("task-best")
+        return names
 
     def _candidate_predictions(
-        self, perf: np.ndarray, cost: np.ndarray, stacked: np.ndarray | None = None
-    ):
-        """(perf, cost) per candidate from member arrays (members, rows, models); the stack
-        is applied with the final weights unless ``stacked`` (perf, cost) is given."""
+        self,
+        perf: np.ndarray,
+        cost: np.ndarray,
+        stacked: np.ndarray | None = None,
+        task_best: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(perf, cost) per candidate (order of :attr:`candidate_names`) from member arrays
+        (members, rows, models). The stack uses the final weights unless ``stacked`` (perf,
+        cost) is given; ``task-best`` the final target means unless ``task_best`` is."""
         n = len(self.member_names)
         out = [(perf[i], cost[i]) for i in range(n)]
         if n > 1:
             out.append((perf[:n].mean(0), cost[:n].mean(0)))
-            if stacked is None:
-                stacked = np.stack(
-                    [
-                        stack_apply(w, x[:n])
-                        for w, x in zip(self.stack_weights_, (perf, cost), strict=True)
-                    ]
-                )
-            out.append((stacked[0], stacked[1]))
+            if self.mode_ == "in-domain":
+                if stacked is None:
+                    stacked = np.stack(
+                        [
+                            stack_apply(w, x[:n])
+                            for w, x in zip(self.stack_weights_, (perf, cost), strict=True)
+                        ]
+                    )
+                out.append((stacked[0], stacked[1]))
+        if self.mode_ == "shots":
+            if task_best is None:
+                shape = perf.shape[1:]
+                task_best = (np.broadcast_to(self.task_perf_, shape),
+                             np.broadcast_to(self.task_cost_, shape))  # fmt: skip
+            out.append(task_best)
         return out
 
     def decisions(self, weights: Weights) -> np.ndarray:
@@ -249,18 +244,20 @@ class GuardedRouter(Router):
         key = (float(weights.performance), float(weights.cost))
         if key in self._cache:
             return self._cache[key]
+        n = len(self.member_names)
         utility = weights.utility(self.true_perf_, self.true_cost_)
         rows = np.arange(len(utility))
-        reference = _utility_choice(self.evidence_perf_[-1], self.evidence_cost_[-1], weights)
+        reference = utility_choice(self.evidence_perf_[n], self.evidence_cost_[n], weights)
         base = utility[rows, reference]
+        task_best = None
+        if self.mode_ == "shots":
+            task_best = (self.evidence_perf_[n + 1], self.evidence_cost_[n + 1])
+        candidates = self._candidate_predictions(
+            self.evidence_perf_[:n], self.evidence_cost_[:n],
+            getattr(self, "stack_evidence_", None), task_best,
+        )  # fmt: skip
         diff = np.stack(
-            [
-                utility[rows, _utility_choice(p, c, weights)] - base
-                for p, c in self._candidate_predictions(
-                    self.evidence_perf_, self.evidence_cost_, getattr(self, "stack_evidence_", None)
-                )
-            ],
-            axis=1,
+            [utility[rows, utility_choice(p, c, weights)] - base for p, c in candidates], axis=1
         )
         # column 0 is best-single itself (a zero gain), so that a cell can also fall back
         diff = np.concatenate([np.zeros((len(diff), 1)), diff], axis=1)
@@ -269,7 +266,7 @@ class GuardedRouter(Router):
         out[n_cells] = self._decide(diff, self.evidence_tasks_, default=-1)
         for cell in range(n_cells):
             mine = self.evidence_cells_ == cell
-            if mine.sum() < self.params["min_rows"]:
+            if self.mode_ != "in-domain" or mine.sum() < self.params["min_rows"]:
                 out[cell] = out[n_cells]
             else:
                 out[cell] = self._decide(diff[mine], self.evidence_tasks_[mine], out[n_cells])
@@ -277,28 +274,10 @@ class GuardedRouter(Router):
         return out
 
     def _decide(self, diff: np.ndarray, tasks: np.ndarray, default: int) -> int:
-        """The choice for one set of evidence rows: ``default`` unless an alternative beats
-        it there with confidence (and, for a new task, on no held-out task loses).
-
-        ``diff`` (rows, 1 + candidates) is each choice's utility gain over best-single
-        (column 0: best-single, index -1). The default is best-single for the decision on all
-        rows, and that decision for each cell.
-        """
-        gain = diff - diff[:, [default + 1]]
-        mean = gain.mean(axis=0)
-        lower = bootstrap_lower(gain, self.params["confidence"], self.params["n_boot"], self.seed)
-        ok = lower > self.params["margin"]
-        if self.params["shots"] is not None:
-            # A new task: the gain must hold on every held-out task with enough rows here,
-            # and there must be at least two such tasks (one task says nothing about a third).
-            enough = [t for t in np.unique(tasks) if (tasks == t).sum() >= self.params["min_rows"]]
-            if len(enough) < 2:
-                return default
-            for task in enough:
-                ok &= gain[tasks == task].mean(axis=0) >= 0
-        if not ok.any():
-            return default
-        return int(np.flatnonzero(ok)[np.argmax(mean[ok])]) - 1
+        p = self.params
+        return decide(diff, tasks, default, self.mode_, confidence=p["confidence"],
+                      margin=p["margin"], min_rows=p["min_rows"], min_tasks=p["min_tasks"],
+                      n_boot=p["n_boot"], seed=self.seed)  # fmt: skip
 
     # ----- routing -----------------------------------------------------------------------
     def predict(self, queries: Queries) -> Prediction:
@@ -311,25 +290,26 @@ class GuardedRouter(Router):
         fallback = self._best_single.predict(texts[:1] or [""]).reorder(models)
         cells = (
             nearest(embed(texts, self.encoder), self.centroids_)
-            if texts
-            else np.zeros(0, dtype=int)
+            if texts and len(self.centroids_) > 1
+            else np.zeros(len(texts), dtype=int)
         )
 
         def override(weights: Weights) -> np.ndarray:
             decision = self.decisions(weights)[cells]
             chosen = np.full(
                 len(texts),
-                int(_utility_choice(fallback.performance[:1], fallback.cost[:1], weights)[0]),
+                int(utility_choice(fallback.performance[:1], fallback.cost[:1], weights)[0]),
             )
             for c in np.unique(decision[decision >= 0]):
                 rows = decision == c
-                chosen[rows] = _utility_choice(
+                chosen[rows] = utility_choice(
                     candidates[c][0][rows], candidates[c][1][rows], weights
                 )
             return chosen
 
         shown_perf, shown_cost = candidates[-1]
-        return Prediction(list(models), shown_perf, shown_cost, override, list(models))
+        return Prediction(list(models), np.asarray(shown_perf), np.asarray(shown_cost), override,
+                          list(models))  # fmt: skip
 
     def explain(self, weights: Weights) -> list[str]:
         """Per cell, the name of the candidate that routes it (``best-single`` = fallback)."""
