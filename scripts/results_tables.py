@@ -1,9 +1,10 @@
 """Turn `trouter eval --json` record files into README markdown tables.
 
-Usage: python scripts/results_tables.py [--compact|--curve] results/a.json ... > results.md
+Usage: python scripts/results_tables.py [--compact|--curve|--goals] results/a.json ... > results.md
 
 ``--curve`` prints the few-shot learning-curve tables (balanced utility per K, and the share of
-each router's own K=all gain over best-single reached at each K).
+each router's own K=all gain over best-single reached at each K); ``--goals`` the few-shot
+checks of ``auto`` against best-single (K=0 per held-out task, shares at K=25 / K=100).
 
 Per (suite, setting) and scenario: utility, performance, normalised cost and gap closed as
 mean ± std over seeds (cold-start rows are the mean over held-out tasks), then AIQ.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from trouter.evaluation.report import (
     compact_markdown,
+    few_shot_goals_markdown,
     learning_curve_markdown,
     markdown_tables,
     summarise,
@@ -43,12 +45,14 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    mode = argv[0] if argv[0] in ("--compact", "--curve") else None
+    mode = argv[0] if argv[0] in ("--compact", "--curve", "--goals") else None
     records = load_records(argv[1:] if mode else argv)
     if not records:
         raise SystemExit("no records in the given files")
     rows = summarise(records)
-    if mode == "--curve":
+    if mode == "--goals":
+        print(few_shot_goals_markdown(records))
+    elif mode == "--curve":
         print(learning_curve_markdown(rows))
     else:
         print(compact_markdown(rows) if mode == "--compact" else markdown_tables(rows))

@@ -282,3 +282,51 @@ def learning_curve_markdown(rows: list[dict], scenario: str = "balanced") -> str
                 lines.append(f"| {router} | " + " | ".join(shares) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def few_shot_goals_markdown(
+    records: Iterable[dict], router: str = "auto", tolerance: float = 0.005
+) -> str:
+    """Per suite and scenario, the few-shot checks of ``router`` against best-single.
+
+    K=0: the mean over held-out tasks (mean over seeds) beside best-single's, and the
+    held-out tasks where the router is below best-single by more than ``tolerance`` (per
+    task, mean over seeds). K=25 / K=100: the share of the router's own K=all gain over
+    best-single (K=0) that it reaches, as in :func:`learning_curve_markdown`.
+    """
+    per_task: dict[tuple, list[float]] = {}
+    for r in records:
+        if r.get("setting") != "few-shot" or r["router"] not in (router, "best-single"):
+            continue
+        key = (r["suite"], r["scenario"], r["router"], r.get("shots"), r["task"])
+        per_task.setdefault(key, []).append(r["utility"])
+    mean = {key: float(np.mean(values)) for key, values in per_task.items()}
+    lines = [
+        f"| suite | scenario | K=0 {router} | K=0 best-single | tasks below by > {tolerance} "
+        "| share K=25 | share K=100 |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    runs = dict.fromkeys((suite, scenario) for suite, scenario, *_ in mean)
+    for suite, scenario in runs:
+
+        def get(name: str, shots: int | None, task: str = "mean", s=suite, c=scenario):
+            return mean.get((s, c, name, shots, task), float("nan"))
+
+        tasks = sorted({k[4] for k in mean if k[:4] == (suite, scenario, router, 0)} - {"mean"})
+        below = [
+            f"{t} ({get(router, 0, t) - get('best-single', 0, t):+.3f})"
+            for t in tasks
+            if get(router, 0, t) < get("best-single", 0, t) - tolerance
+        ]
+        base, full = get("best-single", 0), get(router, None) - get("best-single", 0)
+
+        def share(k: int, b=base, f=full) -> str:
+            value = get(router, k)
+            return f"{(value - b) / f:.2f}" if f > 1e-9 and not math.isnan(value) else "–"
+
+        lines.append(
+            f"| {suite} | {scenario} | {get(router, 0):.3f} | {base:.3f} | "
+            f"{len(below)} of {len(tasks)}{': ' + ', '.join(below) if below else ''} | "
+            f"{share(25)} | {share(100)} |"
+        )
+    return "\n".join(lines) + "\n"
