@@ -70,14 +70,16 @@ def test_outputs_table_plot_and_markdown(cold_start_run, capsys) -> None:
     assert "| 1.00 ± 0.00 |" in markdown  # the oracle closes the whole gap
 
 
-def test_in_domain_with_a_weight_pair() -> None:
+def test_in_domain_with_a_weight_pair(tmp_path: Path) -> None:
+    out = tmp_path / "records.json"
     result = runner.invoke(
         app,
         ["eval", "--suite", "routerbench", "--setting", "in-domain", "--scenario", "0.7:-0.3",
-         "--limit", "20", "--no-progress"],
+         "--limit", "20", "--no-progress", "--first-seed", "2", "--json", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "0.7:-0.3" in result.output and "random" in result.output
+    assert {r["seed"] for r in json.loads(out.read_text())} == {2}  # a split run's part
 
 
 @pytest.mark.parametrize(

@@ -102,8 +102,10 @@ def _new_task_fold(bench, target: str, shots: int) -> tuple[RoutingDataset, Rout
     """Training rows without ``target`` plus its first ``shots`` train rows; its test rows."""
     train = bench["train"]
     own = np.flatnonzero(train.tasks == target)[:shots]
-    fit = merge(train.subset(train.tasks != target), train.subset(own)) if shots else (
-        train.subset(train.tasks != target)
+    fit = (
+        merge(train.subset(train.tasks != target), train.subset(own))
+        if shots
+        else (train.subset(train.tasks != target))
     )
     test = _scorable(bench["test"])
     return fit, test.subset(test.tasks == target)

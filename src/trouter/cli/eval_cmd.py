@@ -118,6 +118,9 @@ def register(app: typer.Typer) -> None:
             help="all, a comma list of scenario names, or perf:cost weights such as 0.7:-0.3.",
         ),
         seeds: int = typer.Option(1, "--seeds", min=1, help="Run seeds 0..N-1."),
+        first_seed: int = typer.Option(
+            0, "--first-seed", min=0, help="Start the seeds here (to split a run over jobs)."
+        ),
         json_path: Path | None = typer.Option(None, "--json", help="Write the records here."),
         plot: Path | None = typer.Option(None, "--plot", help="Write cost-quality curves (PNG)."),
         train_file: Path | None = typer.Option(
@@ -190,7 +193,7 @@ def register(app: typer.Typer) -> None:
                 setting.value,
                 names,
                 scenarios,
-                list(range(seeds)),
+                list(range(first_seed, first_seed + seeds)),
                 train_file=train_file,
                 router_params=params,
                 progress=progress,
