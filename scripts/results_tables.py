@@ -5,6 +5,8 @@ Usage: python scripts/results_tables.py [--compact|--curve|--goals] results/a.js
 ``--curve`` prints the few-shot learning-curve tables (balanced utility per K, and the share of
 each router's own K=all gain over best-single reached at each K); ``--goals`` the few-shot
 checks of ``auto`` against best-single (K=0 per held-out task, shares at K=25 / K=100).
+``--learning-curve OUT.png`` draws the few-shot learning curve of the records (e.g. of a run
+split over jobs with ``trouter eval --first-seed``).
 
 Per (suite, setting) and scenario: utility, performance, normalised cost and gap closed as
 mean ± std over seeds (cold-start rows are the mean over held-out tasks), then AIQ.
@@ -45,6 +47,11 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    if argv[0] == "--learning-curve" and len(argv) > 2:
+        from trouter.evaluation.plots import plot_learning_curves
+
+        print(plot_learning_curves(load_records(argv[2:]), argv[1]))
+        return 0
     mode = argv[0] if argv[0] in ("--compact", "--curve", "--goals") else None
     records = load_records(argv[1:] if mode else argv)
     if not records:
