@@ -255,3 +255,27 @@ def test_local_pool_eval_command_writes_records(tmp_path):
     assert {"oracle", "best-single", "random", "cheapest", "cluster", "knn"} <= routers
     oracle = [r["utility"] for r in records if r["router"] == "oracle"]
     assert all(r["utility"] <= max(oracle) + 1e-9 for r in records)
+
+
+def test_eval_of_an_unfinished_release_exits_2_with_the_counts(tmp_path):
+    from typer.testing import CliRunner
+
+    from trouter.cli import app
+
+    _release(tmp_path, n_syn=40, n_real=60)
+    (tmp_path / "synthetic.jsonl").write_text("")  # generated, not yet answered
+    result = CliRunner().invoke(app, ["experiment", "local-pool", "eval", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "0 complete synthetic and 60 complete real rows" in text
+    assert "Traceback" not in result.output
+
+
+def test_real_rows_are_one_task_the_routed_application(tmp_path):
+    from trouter.local.pool_eval import REAL_TASK, load_release
+
+    _release(tmp_path)
+    dataset, is_synthetic, _ = load_release(tmp_path)
+    assert set(dataset.tasks[~is_synthetic]) == {REAL_TASK}
+    assert REAL_TASK not in set(dataset.tasks[is_synthetic])
+    assert set(dataset.benchmarks[~is_synthetic]) == {"gsm8k", "humaneval"}  # cost groups kept

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from trouter.config import TrouterError
 from trouter.data.dataset import RoutingDataset, task_order
 from trouter.evaluation.folds import Fold, make_fold
 
@@ -36,17 +37,33 @@ SHOTS = (0, 10, 25, 50, 100)
 #: is scored on the same test questions.
 SPLIT_SEED = 0
 VALIDATION_FRACTION = 0.15
+#: Fewer complete rows than this in either file and there is nothing to evaluate yet.
+MIN_ROWS = 20
+#: The task of every real row: the real questions are one application, the traffic the
+#: routers are evaluated on (so the guard sees few-shot rows as shots of that task).
+REAL_TASK = "real"
+
+
+class IncompleteReleaseError(TrouterError):
+    """The release does not hold enough complete rows to evaluate yet."""
 
 
 def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray, np.ndarray]:
     """Both files as one dataset; a mask of its synthetic rows; a mask of those passing
     both filters. Real rows are split ``train`` / ``test`` (half per benchmark), synthetic
     rows are all ``train``."""
-    from trouter.data.labelled import load_labelled, read_labelled
+    from trouter.data.labelled import load_labelled
 
     directory = Path(directory)
-    synthetic = read_labelled(directory / "synthetic.jsonl")
-    real = read_labelled(directory / "real.jsonl")
+    synthetic = _read_part(directory / "synthetic.jsonl")
+    real = _read_part(directory / "real.jsonl")
+    if len(synthetic) < MIN_ROWS or len(real) < MIN_ROWS:
+        raise IncompleteReleaseError(
+            f"{directory}: the release holds {len(synthetic)} complete synthetic and "
+            f"{len(real)} complete real rows; the evaluation needs at least {MIN_ROWS} of "
+            "each. Continue `trouter experiment local-pool synthetic` / `real`, then run "
+            "`trouter experiment local-pool export`"
+        )
     with tempfile.TemporaryDirectory(prefix="trouter-local-pool-") as tmp:
         merged = Path(tmp) / "local-pool.jsonl"
         merged.write_text("".join(json.dumps(row) + "\n" for row in [*synthetic, *real]))
@@ -65,7 +82,15 @@ def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray, np.
     filtered[:n_syn] = [
         bool(r.get("self_consistent") and r.get("discriminative")) for r in synthetic
     ]
-    return replace(dataset, name="local-pool", splits=splits), is_synthetic, filtered
+    tasks = np.where(is_synthetic, dataset.tasks, REAL_TASK).astype(object)
+    return replace(dataset, name="local-pool", splits=splits, tasks=tasks), is_synthetic, filtered
+
+
+def _read_part(path: Path) -> list[dict[str, Any]]:
+    """The rows of one labelled file of the release (none when it is not written yet)."""
+    from trouter.data.labelled import read_labelled
+
+    return read_labelled(path) if path.exists() and path.stat().st_size else []
 
 
 def _train_rows(dataset: RoutingDataset, rows: np.ndarray, seed: int) -> RoutingDataset:
@@ -94,11 +119,11 @@ def local_pool_folds(
     real_train = task_order(
         np.flatnonzero(~is_synthetic & (dataset.splits == "train")), "local-pool", seed
     )
-    folds = [("synthetic", make_fold("real", _train_rows(dataset, synthetic, seed), test, 0))]
+    folds = [("synthetic", make_fold(REAL_TASK, _train_rows(dataset, synthetic, seed), test, 0))]
     kept = np.flatnonzero(is_synthetic & filtered)
     if len(kept) >= 10:
         folds.append(
-            ("synthetic-filtered", make_fold("real", _train_rows(dataset, kept, seed), test, 0))
+            ("synthetic-filtered", make_fold(REAL_TASK, _train_rows(dataset, kept, seed), test, 0))
         )
     base = _train_rows(dataset, synthetic, seed)
     for k in shots:
@@ -107,8 +132,8 @@ def local_pool_folds(
         shots_rows = real_train[:k]
         own = _train_rows(dataset, shots_rows, seed)
         train = _concat_train([base, own], dataset, [synthetic, shots_rows])
-        folds.append(("few-shot", make_fold("real", train, test, k)))
-    folds.append(("in-domain", make_fold("real", _train_rows(dataset, real_train, seed), test)))
+        folds.append(("few-shot", make_fold(REAL_TASK, train, test, k)))
+    folds.append(("in-domain", make_fold(REAL_TASK, _train_rows(dataset, real_train, seed), test)))
     return folds
 
 
