@@ -12,7 +12,6 @@ model responses). Writes PROVENANCE.md with row counts and origins. Deterministi
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import random
 import shutil
@@ -137,10 +136,7 @@ def cut_questions(src_dir: Path, out_dir: Path) -> None:
         (out_dir / name).write_text("".join(line + "\n" for line in lines[:n]), "utf-8")
         total = sum(1 for line in lines if line)
         counts[f"questions/{name}"] = (min(n, total), total)
-    shutil.copyfile(src_dir / "HumanEval.jsonl.gz", out_dir / "HumanEval.jsonl.gz")
-    with gzip.open(src_dir / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as fh:
-        n = sum(1 for line in fh if line.strip())
-    counts["questions/HumanEval.jsonl.gz"] = (n, n)
+    # HumanEval is not cut: the package ships the whole file (tests read that copy)
 
 
 def main() -> None:
@@ -181,8 +177,9 @@ def write_provenance(out: Path) -> None:
         f"downloads the whole files). Seeded ({SEED}), deterministic. Same names, layout and",
         "schema as the releases, so the real loaders read them. Rows are a seeded sample per",
         "task (RouterBench: plus a few rows with empty score cells; the model-response column",
-        "is emptied, no loader reads it); the GSM8K files keep their first rows; HumanEval is",
-        "whole. These are excerpts for testing, not copies of the releases.",
+        "is emptied, no loader reads it); the GSM8K files keep their first rows. HumanEval is",
+        "not here: the package ships it whole and the tests read that copy. These are",
+        "excerpts for testing, not copies of the releases.",
         "",
         "Licences, as their repositories state them: GSM8K (openai/grade-school-math) and",
         "HumanEval (openai/human-eval) MIT, notices in `src/trouter/data/questions/`; RouteLLM",

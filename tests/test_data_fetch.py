@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from trouter.cli import app
 from trouter.data.fetch import DataFetchError, fetch_files
 from trouter.data.sources import BY_PATH, FILES
+from trouter.evaluation.real_questions import packaged_question_file
 
 
 def _free_port() -> int:
@@ -147,10 +148,11 @@ class FlakyRangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body[start:])
 
 
-def test_interrupted_download_resumes_from_the_part_file(tmp_path, data_dir):
-    item = BY_PATH["questions/HumanEval.jsonl.gz"]  # the fixture is the whole public file
+def test_interrupted_download_resumes_from_the_part_file(tmp_path):
+    item = BY_PATH["questions/HumanEval.jsonl.gz"]  # the packaged copy is the whole file
+    shipped = packaged_question_file("HumanEval.jsonl.gz").parent.parent  # .../questions/..
     FlakyRangeHandler.cut_after = 20_000
-    handler = functools.partial(FlakyRangeHandler, directory=str(data_dir))
+    handler = functools.partial(FlakyRangeHandler, directory=str(shipped))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     mirror = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -167,7 +169,7 @@ def test_interrupted_download_resumes_from_the_part_file(tmp_path, data_dir):
         server.shutdown()
         server.server_close()
     assert report.downloaded == [item.path]
-    assert filecmp.cmp(out / item.path, data_dir / item.path, shallow=False)
+    assert filecmp.cmp(out / item.path, shipped / item.path, shallow=False)
     assert not part.exists()
     assert seen[-1] == (item.size, item.size)
 

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trouter.cli import app
+from trouter.evaluation.real_questions import packaged_question_file
 from trouter.taxonomy import Taxonomy, TaxonomyError
 from trouter.taxonomy.assign import assign_leaves, assign_top1, leaf_embeddings
 
@@ -173,7 +174,7 @@ def test_default_taxonomy_is_valid_and_broad() -> None:
 def real_queries(data_dir: Path) -> dict[str, list[str]]:
     with open(data_dir / "questions" / "gsm8k_test.jsonl", encoding="utf-8") as fh:
         gsm8k = [json.loads(line)["question"] for _, line in zip(range(12), fh, strict=False)]
-    with gzip.open(data_dir / "questions" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as fh:
+    with gzip.open(packaged_question_file("HumanEval.jsonl.gz"), "rt", encoding="utf-8") as fh:
         humaneval = [json.loads(line)["prompt"] for _, line in zip(range(12), fh, strict=False)]
     return {"Mathematics": gsm8k, "Programming": humaneval}
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from trouter.cli import app
 from trouter.config import data_dir
+from trouter.evaluation.real_questions import packaged_question_file
 from trouter.taxonomy.model import Taxonomy
 
 MATH_LEAF = "Mathematics > Arithmetic Word Problems > Medium"
@@ -34,7 +35,7 @@ def write_labelled(path: Path, n_real: int = 16) -> None:
     root = data_dir() / "questions"
     with open(root / "gsm8k_train.jsonl", encoding="utf-8") as fh:
         rows += [(json.loads(fh.readline())["question"], MATH_LEAF) for _ in range(n_real)]
-    with gzip.open(root / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as fh:
+    with gzip.open(packaged_question_file("HumanEval.jsonl.gz"), "rt", encoding="utf-8") as fh:
         rows += [(json.loads(fh.readline())["prompt"], CODE_LEAF) for _ in range(n_real)]
     with open(path, "w", encoding="utf-8") as out:
         for i, (question, leaf) in enumerate(rows):
@@ -81,7 +82,7 @@ def test_route_one_query_prints_table_and_choice(model_dir: Path) -> None:
 
 
 def test_route_stdin_jsonl_and_text_lines_as_json(model_dir: Path) -> None:
-    with gzip.open(data_dir() / "questions" / "HumanEval.jsonl.gz", "rt") as fh:
+    with gzip.open(packaged_question_file("HumanEval.jsonl.gz"), "rt") as fh:
         code = json.loads(fh.readlines()[150])["prompt"]  # unseen: training used the first 16
     stdin = json.dumps({"query": UNSEEN_MATH}) + "\n\n" + json.dumps({"query": code}) + "\n"
     result = run(["route", "--model-dir", str(model_dir), "--weights", "0.6:-0.4", "--json"],

@@ -11,6 +11,7 @@ import pytest
 from trouter.config import data_dir
 from trouter.data.dataset import ModelInfo, RoutingDataset
 from trouter.data.suites import load_suite
+from trouter.evaluation.real_questions import packaged_question_file
 from trouter.evaluation.scenarios import SCENARIOS
 from trouter.routers import make_router
 from trouter.routers.base import Router
@@ -26,7 +27,7 @@ def real_questions(n: int) -> tuple[list[str], list[str]]:
     root = data_dir() / "questions"
     with open(root / "gsm8k_test.jsonl", encoding="utf-8") as fh:
         gsm8k = [json.loads(line)["question"] for _, line in zip(range(n), fh, strict=False)]
-    with gzip.open(root / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as fh:
+    with gzip.open(packaged_question_file("HumanEval.jsonl.gz"), "rt", encoding="utf-8") as fh:
         humaneval = [json.loads(line)["prompt"] for _, line in zip(range(n), fh, strict=False)]
     return gsm8k, humaneval
 
