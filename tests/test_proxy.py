@@ -2,7 +2,7 @@
 
 The router is the kNN fitted on a real RouterBench slice (``test_serving_api``); the pool maps
 its eleven model names to the stand-in, so every request crosses the full stack: openai
-client -> proxy -> routing -> httpx or LiteLLM (both paths run every test) -> stand-in.
+client -> proxy -> routing -> aiohttp, httpx or LiteLLM (each runs every test) -> stand-in.
 """
 
 from __future__ import annotations
@@ -86,10 +86,11 @@ def running_proxy(router_dir: Path, folder: Path, settings: ProxySettings) -> It
         os.environ.pop(KEY_ENV, None)
 
 
-@pytest.fixture(scope="module", params=["auto", "litellm"])
+@pytest.fixture(scope="module", params=["auto", "httpx", "litellm"])
 def stack(request, routerbench_router_dir, tmp_path_factory) -> Iterator[dict]:  # noqa: F811
-    """The running proxy + an openai client, once with the direct httpx path to
-    OpenAI-compatible upstreams and once with every call via LiteLLM."""
+    """The running proxy + an openai client, with each way of calling the upstream: the
+    direct aiohttp path (``auto``) and httpx path to OpenAI-compatible upstreams, and every
+    call via LiteLLM."""
     settings = ProxySettings(
         max_body_bytes=100_000, max_attempts=3, upstream_timeout_s=1.5, upstream=request.param
     )

@@ -7,7 +7,7 @@ upstream (the stand-in) is healthy throughout, so every 5xx would be the proxy's
 the property is that none occurs, that every error has OpenAI's shape, and that every 200 is
 a completion. ``derandomize`` makes the run the same on every machine. Of the
 ``TROUTER_PROPERTY_EXAMPLES`` requests (default 2,000), an eighth go through the LiteLLM
-path and the rest through the httpx path.
+path and the rest through the direct (aiohttp) path.
 """
 
 from __future__ import annotations

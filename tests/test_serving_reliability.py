@@ -230,7 +230,7 @@ def test_litellm_keeps_a_bounded_set_of_clients(stack, up):  # noqa: F811
     import litellm
 
     if stack["upstream"] != "litellm":
-        pytest.skip("the httpx path holds one client for its whole life")
+        pytest.skip("the direct path holds one client session for its whole life")
     asyncio.run(_post_all(stack["base"], [chat_body(f"warm {i}") for i in range(5)]))
     size = len(litellm.in_memory_llm_clients_cache.cache_dict)
     asyncio.run(_post_all(stack["base"], [chat_body(f"more traffic {i}") for i in range(60)]))

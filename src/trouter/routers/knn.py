@@ -36,6 +36,12 @@ WEIGHTINGS = ("uniform", "softmax")
 CHUNK = 2048
 
 
+def nearest(similarity: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) indices of each row's ``k`` most similar index rows, unordered."""
+    k = min(k, similarity.shape[1])
+    return np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+
+
 def neighbour_average(
     similarity: np.ndarray,
     values: np.ndarray,
@@ -44,14 +50,16 @@ def neighbour_average(
     weighting: str,
     temperature: float,
     prior: np.ndarray,
+    top: np.ndarray | None = None,
 ) -> np.ndarray:
     """Masked (weighted) mean of ``values`` over each row's ``k`` most similar index rows.
 
     ``similarity`` is (n, N) against an index of N rows whose targets are ``values`` (N, j)
     with observation ``mask``; a column with no observed neighbour falls back to ``prior``.
+    ``top`` may pass in ``nearest(similarity, k)`` when it is already known.
     """
-    k = min(k, similarity.shape[1])
-    top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]  # (n, k), unordered
+    if top is None:
+        top = nearest(similarity, k)
     sims = np.take_along_axis(similarity, top, axis=1)
     if weighting == "uniform":
         weights = np.ones_like(sims)
@@ -159,6 +167,8 @@ class KNNRouter(Router):
         out = np.empty((len(x), 2 * m), dtype=np.float32)
         for start in range(0, len(x), CHUNK):
             sim = x[start : start + CHUNK] @ self.index_x_.T
+            # the selection dominates a batch's cost: metrics with the same k share it
+            tops = {k: nearest(sim, k) for k in {self.k_[metric] for metric in METRICS}}
             for i, metric in enumerate(METRICS):
                 cols = slice(i * m, (i + 1) * m)
                 out[start : start + CHUNK, cols] = neighbour_average(
@@ -169,6 +179,7 @@ class KNNRouter(Router):
                     self.weighting_[metric],
                     self.params["temperature"],
                     self.prior_[cols],
+                    tops[self.k_[metric]],
                 )
         return Prediction(list(models), out[:, :m].astype(float), out[:, m:].astype(float))
 

@@ -232,17 +232,25 @@ class RoutingService:
         """Rank the models of an existing prediction (one row per query) under ``policy``."""
         order, score = rank_models(prediction, policy)
         names = self.models
+        # whole matrices to Python lists once: per-row numpy calls cost more than routing
+        rows = zip(
+            order.tolist(),
+            _rows_as_dicts(names, prediction.performance),
+            _rows_as_dicts(names, prediction.cost),
+            _rows_as_dicts(names, score),
+            strict=True,
+        )
         results = []
-        for i, query in enumerate(queries):
-            ranking = tuple(names[j] for j in order[i])
+        for query, (ranks, performance, cost, utility) in zip(queries, rows, strict=True):
+            ranking = tuple([names[j] for j in ranks])
             results.append(
                 RouteResult(
                     query=query,
                     model=ranking[0],
                     policy=policy.name,
-                    performance=_as_dict(names, prediction.performance[i]),
-                    cost=_as_dict(names, prediction.cost[i]),
-                    utility=_as_dict(names, score[i]),
+                    performance=performance,
+                    cost=cost,
+                    utility=utility,
                     ranking=ranking,
                 )
             )
@@ -264,8 +272,14 @@ def check_query(query: object) -> str:
     return query
 
 
-def _as_dict(names: list[str], values: np.ndarray) -> dict[str, float]:
-    return {n: v for n, v in zip(names, values.tolist(), strict=True) if v == v}  # v == v: not NaN
+def _rows_as_dicts(names: list[str], values: np.ndarray) -> list[dict[str, float]]:
+    """One {model: value} dict per row, NaN (not eligible, unknown) left out."""
+    if not np.isnan(values).any():
+        return [dict(zip(names, row, strict=True)) for row in values.tolist()]
+    return [
+        {n: v for n, v in zip(names, row, strict=True) if v == v}  # v == v: not NaN
+        for row in values.tolist()
+    ]
 
 
 def match_pool(

@@ -111,9 +111,14 @@ class ChatRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
 
-    def forward_params(self) -> dict[str, Any]:
-        skip = {"model", "messages", "stream", "stream_options"}
-        return self.model_dump(exclude_none=True, exclude=skip)
+
+#: Fields the proxy itself acts on; every other (validated) field goes to the upstream.
+OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
+
+
+def forward_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """The sampling/tool parameters of a request validated by :func:`parse_chat`, as sent."""
+    return {k: v for k, v in raw.items() if k not in OWN_FIELDS and v is not None}
 
 
 def routing_query(messages: list[Message]) -> str:
