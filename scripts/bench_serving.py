@@ -7,13 +7,14 @@ Measures, on this machine, in one run:
 2. batched ``route()`` throughput (queries/s), every query new;
 3. the proxy (``trouter serve``, its own process) against an asyncio loopback upstream that
    answers after ``--latency-ms``: for each concurrency in ``--levels`` the same requests go
-   to the upstream directly and through the proxy (``--upstream auto``: the httpx path, and
-   ``--upstream litellm``), so added latency and throughput are ratios within one run; the
-   proxy's CPU seconds per request are read from /proc; RSS at start and end.
+   to the upstream directly and through the proxy with each ``--upstream`` (``auto``: the
+   aiohttp path, ``httpx``, ``litellm``), so added latency and throughput are ratios within
+   one run; the proxy's CPU seconds per request are read from /proc; RSS at start and end.
 
 ``--json PATH`` writes every figure with the machine's load average at start and end (the
 machine is shared: quote it). ``--table PATH`` prints README's table from such a file.
-``--profile DIR`` records the httpx-path proxy with py-spy during the highest level.
+``--profile DIR`` records the aiohttp-path proxy with py-spy during the highest level and
+records where its samples fall (``profile_shares``).
 
 Usage: ``python scripts/bench_serving.py [--encoder static] [--json results/serving.json]``.
 Without ``--model-dir`` a kNN router is fitted on 300 RouterBench training rows first.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,31 +34,45 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_stack import (  # noqa: E402
+    add_common_arguments,
     chat_bodies,
     cpu_s,
     gsm8k_questions,
     machine,
+    router_dir,
     rss_mib,
     run_load,
     start_proxy,
     start_upstream,
     stop,
     write_pool,
+    write_record,
 )
+
+#: How the proxy calls the upstream (``trouter serve --upstream``), and README's names.
+MODES = {"auto": "proxy, aiohttp", "httpx": "proxy, httpx", "litellm": "proxy, LiteLLM"}
+#: Where a py-spy sample's time goes: the innermost frame matching a pattern names it.
+PROFILE_PARTS = [
+    (
+        "routing (encoder, kNN, ranking)",
+        r"trouter/(routers|encoders|static_pooling|serving/api|"
+        r"serving/batching|evaluation)|model2vec|tokenizers|numpy|scipy",
+    ),
+    ("proxy handler and request checks", r"trouter/serving/(proxy|requests)"),
+    ("upstream client (trouter)", r"trouter/serving/openai_http|trouter/llm/pool"),
+    ("Prometheus metrics", r"prometheus_client|trouter/serving/metrics"),
+    ("aiohttp", r"aiohttp|aiohappyeyeballs|multidict|yarl"),
+    ("httpx/httpcore", r"httpx|httpcore|anyio|sniffio|h11"),
+    ("FastAPI/Starlette", r"fastapi|starlette"),
+    ("pydantic", r"pydantic"),
+    ("json", r"json/"),
+    ("uvicorn (HTTP server, socket writes)", r"uvicorn"),
+    ("event loop (uvloop: sockets, callbacks)", r"asyncio|Runner\.run|threading|contextlib"),
+]
 
 
 def ms(values: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(values) * 1000, q)), 3)
-
-
-def fit_default_router(folder: Path, encoder: str) -> Path:
-    from trouter.data.suites import load_suite
-    from trouter.routers import make_router
-
-    train = load_suite("routerbench").split("train")
-    rows = np.sort(np.random.default_rng(0).choice(len(train), 300, replace=False))
-    router = make_router("knn", k=20, weighting="uniform", encoder=encoder)
-    return router.fit(train.subset(rows)).save(folder)
 
 
 def bench_route(service, texts: list[str]) -> dict:
@@ -85,17 +99,38 @@ def bench_route(service, texts: list[str]) -> dict:
     }
 
 
-def bench_batched(service, texts: list[str], batch: int) -> dict:
+def bench_batched(service, texts: list[str], batch: int, profile: bool = False) -> dict:
     texts = [f"{t} <{i}>" for i, t in enumerate(texts)]
     service.route(texts[:batch])
     texts = texts[batch:]
     t0 = time.perf_counter()
     for start in range(0, len(texts), batch):
         service.route(texts[start : start + batch])
-    return {
+    out = {
         "batch": batch,
         "queries": len(texts),
         "qps": round(len(texts) / (time.perf_counter() - t0)),
+    }
+    if profile:  # after the timing, on texts new again: where a batch's time goes
+        out["profile"] = cprofile_shares(
+            lambda: [service.route([f"{t} #" for t in texts[i : i + batch]]) for i in (0, batch)]
+        )
+    return out
+
+
+def cprofile_shares(run, top: int = 8) -> dict[str, float]:
+    """Share of the run's time spent in each of its ``top`` costliest functions (own time)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (calls, _, own, cumulative, _)}
+    total = sum(own for _, _, own, _, _ in stats.values()) or 1.0
+    costliest = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return {
+        f"{Path(file).name}:{name}" if file != "~" else name: round(own / total, 3)
+        for (file, _, name), (_, _, own, _, _) in costliest
     }
 
 
@@ -113,12 +148,32 @@ def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def profile_shares(raw: Path) -> dict[str, float]:
+    """Share of py-spy's samples (``--format raw``) per part of the stack, largest first."""
+    import re
+
+    parts = [(name, re.compile(pattern)) for name, pattern in PROFILE_PARTS]
+    counts: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        part = next(
+            (name for frame in reversed(frames) for name, rx in parts if rx.search(frame)),
+            "other",
+        )
+        counts[part] = counts.get(part, 0) + int(n)
+    total = sum(counts.values()) or 1
+    return {k: round(v / total, 3) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
 def bench_proxy(model_dir: Path, models: list[str], args, workdir: Path) -> dict:
     upstream, base = start_upstream(workdir, args.latency_ms)
     pool = write_pool(workdir / "pool.yaml", models, base)
     proxies = {}
     try:
-        for mode in ("auto", "litellm"):
+        for mode in MODES:
             proxies[mode] = start_proxy(model_dir, pool, workdir, "--upstream", mode)
         rss_start = {mode: round(rss_mib(p.pid), 1) for mode, (p, _) in proxies.items()}
         questions = gsm8k_questions("train", 7000)
@@ -133,9 +188,17 @@ def bench_proxy(model_dir: Path, models: list[str], args, workdir: Path) -> dict
             texts = questions[cursor : cursor + n]
             cursor = (cursor + n) % (len(questions) - n)
             row = {"concurrency": concurrency, "requests": n}
+            c0, up0 = time.process_time(), cpu_s(upstream.pid)
             row["direct"] = run_load(
                 direct_url, chat_bodies(texts, models[0]), concurrency
             ).summary()
+            # what the rest of the stack costs: the proxy shares these two cores with it
+            row["direct"]["client_cpu_ms_per_request"] = round(
+                (time.process_time() - c0) * 1000 / n, 3
+            )
+            row["direct"]["upstream_cpu_ms_per_request"] = round(
+                (cpu_s(upstream.pid) - up0) * 1000 / n, 3
+            )
             for mode, (process, url) in proxies.items():
                 spy = None
                 if args.profile and mode == "auto" and concurrency == max(args.levels):
@@ -158,11 +221,17 @@ def bench_proxy(model_dir: Path, models: list[str], args, workdir: Path) -> dict
             levels.append(row)
             print(json.dumps(row), flush=True)
         rss_end = {mode: round(rss_mib(p.pid), 1) for mode, (p, _) in proxies.items()}
-        return {
+        out = {
             "upstream_latency_ms": args.latency_ms,
             "levels": levels,
             "rss_mib": {"start": rss_start, "end": rss_end},
         }
+        if args.profile and (args.profile / "proxy-auto.raw").is_file():
+            out["profile_auto"] = {
+                "concurrency": max(args.levels),
+                "shares": profile_shares(args.profile / "proxy-auto.raw"),
+            }
+        return out
     finally:
         stop(*(p for p, _ in proxies.values()), upstream)
 
@@ -177,18 +246,21 @@ def print_table(path: Path) -> None:
         f"{data['router']} router, {data['encoder']} encoder.\n"
     )
     print(f"- `route()`, one new query: p50 {route['p50_ms']} ms, p99 {route['p99_ms']} ms")
-    print(f"- batched `route()` (batches of {batched['batch']}): {batched['qps']:,} queries/s\n")
+    print(f"- batched `route()` (batches of {batched['batch']}): {batched['qps']:,} queries/s")
+    if "profile" in batched:
+        shares = ", ".join(f"`{k}` {v:.0%}" for k, v in batched["profile"].items())
+        print(f"  (cProfile, own time: {shares})")
+    print()
     proxy = data["proxy"]
     print(f"Upstream answers after {proxy['upstream_latency_ms']:g} ms.\n")
     columns = "concurrent|path|p50 ms|p99 ms|added p50 ms|req/s|vs direct|CPU ms/req|errors"
     print("| " + " | ".join(columns.split("|")) + " |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in proxy["levels"]:
-        for key, label in (
-            ("direct", "direct"),
-            ("proxy_auto", "proxy, httpx"),
-            ("proxy_litellm", "proxy, LiteLLM"),
-        ):
+        paths = [("direct", "direct")] + [(f"proxy_{m}", label) for m, label in MODES.items()]
+        for key, label in paths:
+            if key not in row:
+                continue
             r = row[key]
             added = f"{r['added_p50_ms']:+.1f}" if "added_p50_ms" in r else ""
             ratio = f"{r['throughput_ratio']:.2f}" if "throughput_ratio" in r else ""
@@ -197,17 +269,28 @@ def print_table(path: Path) -> None:
                 f"| {row['concurrency']} | {label} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                 f"{added} | {r['throughput_rps']:.0f} | {ratio} | {cpu} | {r['errors']} |"
             )
+    for row in proxy["levels"]:
+        direct = row["direct"]
+        if "client_cpu_ms_per_request" in direct:
+            print(
+                f"\nAt {row['concurrency']} concurrent, calling the upstream directly cost the "
+                f"load generator {direct['client_cpu_ms_per_request']:.2f} ms and the upstream "
+                f"{direct['upstream_cpu_ms_per_request']:.2f} ms of CPU per request.",
+                end="",
+            )
+    print()
     rss = proxy["rss_mib"]
-    print(
-        f"\nProxy RSS (MiB), start -> end: httpx {rss['start']['auto']} -> {rss['end']['auto']}, "
-        f"LiteLLM {rss['start']['litellm']} -> {rss['end']['litellm']}"
-    )
+    moves = [f"{MODES[m][7:]} {rss['start'][m]} -> {rss['end'][m]}" for m in rss["start"]]
+    print("\nProxy RSS (MiB), start -> end: " + ", ".join(moves))
+    if "profile_auto" in proxy:
+        profile = proxy["profile_auto"]
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in profile["shares"].items() if v >= 0.01)
+        print(f"\npy-spy, aiohttp path at {profile['concurrency']} concurrent: {shares}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--encoder", default="static", help="For the fitted default router.")
+    add_common_arguments(parser, latency_ms=50.0)
     parser.add_argument("--queries", type=int, default=1000, help="Single-query samples.")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--batched-queries", type=int, default=20480)
@@ -218,9 +301,7 @@ def main() -> None:
         "--rounds", type=int, default=20, help="Requests per level = rounds x concurrency."
     )
     parser.add_argument("--min-requests", type=int, default=200)
-    parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--skip-proxy", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="Write every figure here.")
     parser.add_argument("--table", type=Path, default=None, help="Print README's table from JSON.")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy output folder.")
     args = parser.parse_args()
@@ -237,7 +318,7 @@ def main() -> None:
         workdir = Path(tmp)
         from trouter.serving.api import load
 
-        model_dir = args.model_dir or fit_default_router(workdir / "router", args.encoder)
+        model_dir = router_dir(args.model_dir, args.encoder, workdir)
         service = load(model_dir)
         record.update(router=service.router_name, encoder=service.encoder)
         texts = gsm8k_questions("test", 1319)
@@ -247,15 +328,13 @@ def main() -> None:
         batched_texts = (many * (1 + args.batched_queries // len(many)))[
             : args.batched_queries + args.batch
         ]
-        record["batched"] = bench_batched(service, batched_texts, args.batch)
+        record["batched"] = bench_batched(
+            service, batched_texts, args.batch, profile=args.profile is not None
+        )
         print("batched", json.dumps(record["batched"]), flush=True)
         if not args.skip_proxy:
             record["proxy"] = bench_proxy(model_dir, service.models, args, workdir)
-    record["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_record(record, args.json)
     if args.profile and (args.profile / "proxy-auto.raw").is_file():
         print(f"py-spy stacks in {args.profile / 'proxy-auto.raw'}")
 

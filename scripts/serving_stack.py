@@ -7,7 +7,9 @@ aiohttp client) never shares a GIL with what it measures.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
 import platform
 import subprocess
@@ -19,6 +21,36 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, latency_ms: float) -> None:
+    """The options every serving benchmark takes: the router, the upstream, the record."""
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--encoder", default="static", help="For the fitted default router.")
+    parser.add_argument("--latency-ms", type=float, default=latency_ms)
+    parser.add_argument("--json", type=Path, default=None, help="Write every figure here.")
+
+
+def router_dir(model_dir: Path | None, encoder: str, workdir: Path) -> Path:
+    """``--model-dir``, or a kNN router fitted on 300 RouterBench training rows."""
+    if model_dir is not None:
+        return model_dir
+    from trouter.data.suites import load_suite
+    from trouter.routers import make_router
+
+    train = load_suite("routerbench").split("train")
+    rows = np.sort(np.random.default_rng(0).choice(len(train), 300, replace=False))
+    router = make_router("knn", k=20, weighting="uniform", encoder=encoder)
+    return router.fit(train.subset(rows)).save(workdir / "router")
+
+
+def write_record(record: dict, path: Path | None) -> None:
+    """The run's record, with the load average at its end (the machine is shared)."""
+    record["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {path}")
 
 
 def machine() -> dict:
@@ -76,18 +108,9 @@ def start_upstream(workdir: Path, latency_ms: float, fault_rate: float = 0.0):
 
 
 def write_pool(path: Path, models: list[str], base_url: str) -> Path:
-    lines = ["models:"]
-    for name in models:
-        lines += [
-            f"  - name: {name}",
-            f"    litellm_model: openai/{name}",
-            f"    api_base: {base_url}",
-            "    api_key_env: BENCH_KEY",
-            "    input_price_per_mtok: 1.0",
-            "    output_price_per_mtok: 2.0",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    from trouter.llm.pool import Pool
+
+    return Pool.openai_compatible(models, base_url, "BENCH_KEY", 1.0, 2.0).save(path)
 
 
 def start_proxy(model_dir: Path, pool: Path, workdir: Path, *extra: str):
@@ -229,8 +252,6 @@ def chat_bodies(questions: list[str], model: str, stream_share: float = 0.0) -> 
 
 
 def gsm8k_questions(split: str, limit: int) -> list[str]:
-    import json
-
     from trouter.config import data_dir
 
     path = data_dir() / "questions" / f"gsm8k_{split}.jsonl"

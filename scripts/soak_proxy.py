@@ -25,43 +25,41 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_stack import (  # noqa: E402
     LoadResult,
+    add_common_arguments,
     chat_bodies,
     gsm8k_questions,
     machine,
+    router_dir,
     rss_mib,
     run_load,
     start_proxy,
     start_upstream,
     stop,
     write_pool,
+    write_record,
 )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--encoder", default="static")
+    add_common_arguments(parser, latency_ms=20.0)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--stream-share", type=float, default=0.3)
     parser.add_argument("--block", type=int, default=2_000, help="RSS is read after each block.")
-    parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--fault-rate", type=float, default=0.01)
     parser.add_argument("--max-seconds", type=float, default=1200.0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     record: dict = {"machine": machine(), "command": " ".join(sys.argv)}
     print(json.dumps(record["machine"]), flush=True)
     with tempfile.TemporaryDirectory(prefix="trouter-soak-") as tmp:
         workdir = Path(tmp)
-        from bench_serving import fit_default_router
-
         from trouter.serving.api import load
 
-        model_dir = args.model_dir or fit_default_router(workdir / "router", args.encoder)
+        model_dir = router_dir(args.model_dir, args.encoder, workdir)
         models = load(model_dir).models
         upstream, base = start_upstream(workdir, args.latency_ms, args.fault_rate)
         proxy = None
@@ -114,7 +112,6 @@ def main() -> None:
         rss_max_after_warmup=max(b["rss_mib"] for b in blocks) if blocks else None,
         blocks=blocks,
         proxy_metrics=metrics,
-        load_average_end=[round(x, 2) for x in os.getloadavg()],
     )
     print(
         f"\n{summary['requests']} requests after warm-up, {args.concurrency} concurrent, "
@@ -126,10 +123,7 @@ def main() -> None:
         f"upstream errors absorbed by fallback: {metrics.get('fallbacks', 0):.0f}; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_record(record, args.json)
 
 
 def _metrics(url: str) -> dict:

@@ -35,18 +35,7 @@ KEY = "sk-test-0123456789abcdef"
 
 
 def write_pool(path: Path, models: list[str], base_url: str) -> Path:
-    lines = ["models:"]
-    for name in models:
-        lines += [
-            f"  - name: {name}",
-            f"    litellm_model: openai/{name}",
-            f"    api_base: {base_url}",
-            f"    api_key_env: {KEY_ENV}",
-            "    input_price_per_mtok: 10.0",
-            "    output_price_per_mtok: 30.0",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return Pool.openai_compatible(models, base_url, KEY_ENV, 10.0, 30.0).save(path)
 
 
 @contextmanager
@@ -371,3 +360,48 @@ def test_serve_refuses_a_pool_yaml_with_a_wrong_field(stack, tmp_path, routerben
     )
     assert result.exit_code == 2
     assert "output_price_per_mtk" in result.output and "unknown field" in result.output
+
+
+def test_a_streamed_chunk_longer_than_the_read_buffer_is_relayed_whole(stack, up, questions):
+    long_word = "x" * 300_000  # one SSE line of ~300 KB (aiohttp's default line limit: 128 KiB)
+    up.responder = lambda messages, model: f"start {long_word} end"
+    raw, stream = ask(stack, "trouter-balanced", questions[7], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == f"start {long_word} end"
+
+
+def test_other_methods_and_paths_are_fastapis(stack, up):
+    reply = httpx.get(f"{stack['base']}/v1/chat/completions")
+    assert reply.status_code == 405 and reply.json()["error"]["type"] == "invalid_request_error"
+    assert up.total_calls == 0
+
+
+def test_an_internal_error_on_the_chat_path_is_an_openai_style_500():
+    """The chat endpoint is answered before FastAPI's handlers: a bug in it must still give
+    OpenAI's error shape, and the app must go on answering."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from trouter.serving.proxy import ProxyApp
+
+    calls = []
+
+    async def chat(request):
+        calls.append(request.url.path)
+        raise RuntimeError("a bug")
+
+    app = ProxyApp(FastAPI(), chat)
+
+    async def post_twice():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            return [await client.post("/v1/chat/completions", json={}) for _ in range(2)]
+
+    replies = asyncio.run(post_twice())
+    assert [r.status_code for r in replies] == [500, 500] and len(calls) == 2
+    assert replies[0].json()["error"] == {
+        "message": "internal proxy error: RuntimeError",
+        "type": "server_error",
+        "code": "internal_error",
+    }

@@ -201,6 +201,38 @@ class Pool(BaseModel):
         return any(m.name == name for m in self.models)
 
     @classmethod
+    def openai_compatible(
+        cls,
+        names: list[str],
+        api_base: str,
+        api_key_env: str | None = None,
+        input_price_per_mtok: float | None = None,
+        output_price_per_mtok: float | None = None,
+    ) -> Pool:
+        """A pool of models served by one OpenAI-compatible server (vLLM, llama.cpp, a
+        loopback stand-in), each called by its own name."""
+        return cls(
+            models=[
+                ModelEndpoint(
+                    name=name,
+                    litellm_model=f"openai/{name}",
+                    api_base=api_base,
+                    api_key_env=api_key_env,
+                    input_price_per_mtok=input_price_per_mtok,
+                    output_price_per_mtok=output_price_per_mtok,
+                )
+                for name in names
+            ]
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the pool as the YAML :meth:`load` reads (prices as resolved)."""
+        path = Path(path)
+        document = {"models": [m.model_dump(exclude_none=True) for m in self.models]}
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    @classmethod
     def from_dict(cls, data: Any, source: str = "<pool>") -> Pool:
         """Validate a parsed pool document; errors name the source, the model and the field."""
         if not isinstance(data, dict):

@@ -242,7 +242,7 @@ class RoutingService:
         )
         results = []
         for query, (ranks, performance, cost, utility) in zip(queries, rows, strict=True):
-            ranking = tuple([names[j] for j in ranks])
+            ranking = tuple(map(names.__getitem__, ranks))
             results.append(
                 RouteResult(
                     query=query,
