@@ -126,6 +126,12 @@ def register(app: typer.Typer) -> None:
         train_file: Path | None = typer.Option(
             None, "--train-file", help="Labelled JSONL to train on (synthetic, transfer)."
         ),
+        filters: str | None = typer.Option(
+            None,
+            "--filter",
+            help="With --train-file: train only on rows passing these generator-quality "
+            "filters (self-consistent, discriminative; comma-separated).",
+        ),
         test_file: Path | None = typer.Option(
             None,
             "--test-file",
@@ -151,6 +157,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit and score routers; print mean ± std over seeds per router and scenario."""
         from trouter.config import MalformedDataError
+        from trouter.data.label_filters import parse_filters
         from trouter.data.suites import SUITES
         from trouter.evaluation.harness import run_experiment
         from trouter.evaluation.plots import plot_curves, plot_learning_curves
@@ -181,6 +188,8 @@ def register(app: typer.Typer) -> None:
         for option, path in (("--train-file", train_file), ("--test-file", test_file)):
             if path is not None and not path.is_file():
                 raise typer.BadParameter(f"{path} does not exist", param_hint=option)
+        if filters and train_file is None:
+            raise typer.BadParameter("--filter applies to --train-file only", param_hint="--filter")
         if curve is not None and setting is not Setting.few_shot:
             raise typer.BadParameter("--curve needs --setting few-shot", param_hint="--curve")
 
@@ -195,6 +204,7 @@ def register(app: typer.Typer) -> None:
                 scenarios,
                 list(range(first_seed, first_seed + seeds)),
                 train_file=train_file,
+                train_filters=parse_filters(filters),
                 router_params=params,
                 progress=progress,
                 limit=limit,

@@ -78,10 +78,18 @@ def label_command(
         None, "--timeout", help="Seconds per call attempt (60; 1800 for local servers)."
     ),
     max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries per call."),
+    filters: str | None = typer.Option(
+        None,
+        "--filter",
+        help="Generator-quality filters, comma-separated: self-consistent (the generator, "
+        "answering as a pool model, matches its reference), discriminative (the pool's scores "
+        "differ). Failing rows go to OUT's .rejected.jsonl side file, not to OUT.",
+    ),
 ) -> None:
     """Every pool model answers every question; the judge scores each answer 1 / 0.5 / 0."""
     from trouter.config import MalformedDataError
     from trouter.data.jsonl import OutputWriteError
+    from trouter.data.label_filters import FilterError, check_generators, parse_filters
     from trouter.labelling.files import done_ids, read_questions
     from trouter.labelling.run import LabelSettings
     from trouter.llm.pool import MissingAPIKeyError
@@ -90,13 +98,18 @@ def label_command(
     answering, judge_endpoint = _resolve(pool, judge, models)
     try:
         rows = read_questions(questions)
+        chosen = parse_filters(filters)
+        check_generators(rows, [m.name for m in answering], chosen)
     except MalformedDataError as err:
         raise _fail(str(err)) from None
+    except FilterError as err:  # a wrong option, not a failed run
+        raise _fail(str(err), 2) from None
     settings = LabelSettings(
         max_cost_usd=max_cost,
         answer_max_tokens=answer_max_tokens,
         assumed_answer_tokens=assumed_answer_tokens,
         questions_in_flight=concurrency,
+        filters=chosen,
     )
     timeouts = {"timeout_s": timeout} if timeout is not None else {}
     client = make_client(  # long timeouts for local servers (trouter.local.pool)
@@ -130,6 +143,13 @@ def label_command(
         f"({report.cached_calls} from cache), ${report.spent_usd:.4f}"
         + (f", {report.unpriced_calls} calls without a price" if report.unpriced_calls else "")
     )
+    if chosen:
+        from trouter.data.label_filters import rejected_path
+
+        typer.echo(
+            f"filters {', '.join(chosen)}: {report.written - report.rejected} of "
+            f"{report.written} new rows kept; {report.rejected} went to {rejected_path(out)}"
+        )
     if report.failed:
         console.print(
             f"[yellow]warning:[/yellow] {report.failed} questions not written because every call "

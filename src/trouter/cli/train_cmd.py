@@ -232,13 +232,22 @@ def register(app: typer.Typer) -> None:
         param: list[str] = typer.Option(
             [], "--param", help="Router hyper-parameter key=value (repeatable)."
         ),
+        filters: str | None = typer.Option(
+            None,
+            "--filter",
+            help="With --train-file: train only on rows passing these generator-quality "
+            "filters (self-consistent, discriminative; comma-separated).",
+        ),
     ) -> None:
         """Fit a router on a suite's train split or a labelled file, and save it."""
         from trouter.config import MalformedDataError
+        from trouter.data.label_filters import FilterError, parse_filters
         from trouter.routers import make_router
 
         if (suite is None) == (train_file is None):
             raise typer.BadParameter("give exactly one of --suite or --train-file")
+        if filters and train_file is None:
+            raise typer.BadParameter("--filter applies to --train-file only", param_hint="--filter")
         params = parse_router_params(param)
         try:
             model = make_router(router, seed=seed, **params)
@@ -256,9 +265,11 @@ def register(app: typer.Typer) -> None:
 
                 if not train_file.is_file():
                     raise _fail(f"--train-file {train_file} does not exist", 2)
-                data = load_labelled(train_file, seed=seed)
+                data = load_labelled(train_file, seed=seed, filters=parse_filters(filters))
         except KeyError as err:
             raise _fail(str(err.args[0]), 2) from None
+        except FilterError as err:
+            raise _fail(str(err), 2) from None
         except MalformedDataError as err:  # missing data: exit 2 with the fetch command (cli)
             raise _fail(str(err), 1) from None
         train, validation = data.split("train"), data.split("validation")

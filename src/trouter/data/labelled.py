@@ -25,6 +25,7 @@ real benchmark suite.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ import numpy as np
 from trouter.config import DataNotFoundError, MalformedDataError
 from trouter.data.dataset import ModelInfo, RoutingDataset
 from trouter.data.jsonl import iter_json_objects
+from trouter.data.label_filters import keep_rows
 
 if TYPE_CHECKING:
     from trouter.taxonomy.model import Taxonomy
@@ -124,8 +126,12 @@ def load_labelled(
     taxonomy: Taxonomy | None = None,
     validation_fraction: float = 0.25,
     seed: int = 0,
+    filters: Sequence[str] = (),
 ) -> RoutingDataset:
     """A labelled file as a :class:`RoutingDataset` with train/validation splits per leaf.
+
+    ``filters`` (names from :data:`trouter.data.label_filters.FILTERS`) keeps only the rows
+    that pass them; FilterError when one cannot be decided for a row.
 
     Models are every model seen in any row, in order of first appearance; a model absent
     from a row is masked there. With a ``taxonomy``, every row's leaf must be one of its
@@ -136,6 +142,14 @@ def load_labelled(
     rows = read_labelled(path)
     if not rows:
         raise MalformedDataError(f"{path}: the labelled file has no rows")
+    if filters:
+        kept = keep_rows(rows, filters)
+        if not kept:
+            raise MalformedDataError(
+                f"{path}: none of its {len(rows)} rows passes the filters "
+                f"{', '.join(filters)}; train without them, or label more questions"
+            )
+        rows = kept
     if taxonomy is not None:
         known = set(taxonomy.leaf_ids())
         for row in rows:

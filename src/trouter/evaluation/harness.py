@@ -261,10 +261,12 @@ class _Bars:
             self.progress.advance(self.fold_bar)
 
 
-def _load_labelled_file(path: Path, limit: int | None) -> RoutingDataset:
+def _load_labelled_file(
+    path: Path, limit: int | None, filters: Sequence[str] = ()
+) -> RoutingDataset:
     from trouter.data.labelled import load_labelled
 
-    return limit_rows(load_labelled(Path(path)), limit)
+    return limit_rows(load_labelled(Path(path), filters=filters), limit)
 
 
 def run_experiment(
@@ -280,6 +282,7 @@ def run_experiment(
     validation_fraction: float = 0.15,
     shots: Sequence[int | None] = DEFAULT_SHOTS,
     test_file: Path | None = None,
+    train_filters: Sequence[str] = (),
 ) -> list[dict]:
     """Evaluate ``routers`` in ``setting`` for every seed (and every K of ``shots`` in the
     few-shot setting): a list of records, each carrying ``shots``.
@@ -287,7 +290,9 @@ def run_experiment(
     ``suite`` is the data of in-domain, cold-start and few-shot runs, the test suite of the
     synthetic setting (trained on ``train_file``), and in the transfer setting the training
     source unless ``train_file`` is given (tested on ``test_file``). ``limit`` keeps at most
-    that many rows per split (see :func:`limit_rows`), for quick runs. The oracle and
+    that many rows per split (see :func:`limit_rows`), for quick runs. ``train_filters``
+    keeps only the ``train_file`` rows that pass those generator-quality filters
+    (:mod:`trouter.data.label_filters`). The oracle and
     best-single routers are always added (the gap-closed baseline).
     """
     from trouter.data.suites import load_suite
@@ -307,7 +312,7 @@ def run_experiment(
     names = _with_baselines(routers)
     if setting == "transfer":
         source = (
-            _load_labelled_file(train_file, limit)
+            _load_labelled_file(train_file, limit, train_filters)
             if train_file is not None
             else limit_rows(load_suite(suite, seed=seeds[0]), limit)
         )
@@ -315,7 +320,9 @@ def run_experiment(
         run_name = f"{source.name}->{dataset.name}"
     else:
         dataset = limit_rows(load_suite(suite, seed=seeds[0]), limit)
-        source = _load_labelled_file(train_file, limit) if setting == "synthetic" else None
+        source = None
+        if setting == "synthetic":
+            source = _load_labelled_file(train_file, limit, train_filters)
         run_name = suite
     shot_list: list[int | None] = list(shots) if setting == "few-shot" else [None]
     pool = max((k for k in shot_list if k is not None), default=0)

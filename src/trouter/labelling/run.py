@@ -34,11 +34,13 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trouter.data.jsonl import JsonlAppender, OutputWriteError
+from trouter.data.label_filters import check_generators, passes, rejected_path, row_flags
 from trouter.data.output_lock import exclusive_output
 from trouter.labelling.budget import PROMPT_MARGIN, BudgetStop, CostCeiling, Ticket
 from trouter.labelling.files import done_ids
@@ -75,6 +77,8 @@ class LabelSettings:
     assumed_answer_tokens: int = 300
     #: Questions worked on at once; the client's own limit caps concurrent calls.
     questions_in_flight: int = 8
+    #: Generator-quality filters (trouter.data.label_filters); failing rows go to a side file.
+    filters: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,6 +88,8 @@ class LabelReport:
     total: int = 0
     already_done: int = 0
     written: int = 0
+    #: Of ``written``, rows that failed ``filters`` (in the rejected side file).
+    rejected: int = 0
     abandoned: int = 0
     #: Questions not written because every call for them failed (retried by a rerun).
     failed: int = 0
@@ -327,7 +333,10 @@ async def _label_locked(
     settings: LabelSettings,
     on_update: Callable[[LabelReport], None] | None,
 ) -> LabelReport:
+    check_generators(questions, [m.name for m in models], settings.filters)
     done, repaired = done_ids(out_path)
+    if settings.filters and rejected_path(out_path).exists():
+        done |= done_ids(rejected_path(out_path))[0]
     report = LabelReport(total=len(questions), repaired_tail=repaired)
     if repaired:
         report.notes.append(
@@ -343,7 +352,8 @@ async def _label_locked(
     write_error: list[OutputWriteError] = []
     cache_failures = client.stats.cache_write_failures
 
-    with JsonlAppender(out_path) as output:
+    side = JsonlAppender(rejected_path(out_path)) if settings.filters else nullcontext()
+    with JsonlAppender(out_path) as output, side as rejected:
 
         async def worker() -> None:
             while not labeller.stopping:
@@ -368,8 +378,10 @@ async def _label_locked(
                         labeller.stopping = True
                     continue
                 labeller.failed_in_a_row = 0
+                row.update(row_flags(row))
+                keep = passes(row, settings.filters)
                 try:
-                    output.write(row)
+                    (output if keep else rejected).write(row)
                 except OutputWriteError as err:
                     write_error.append(err)
                     labeller.stopping = True
@@ -379,6 +391,7 @@ async def _label_locked(
                     r["performance"] is None for r in row["results"].values()
                 )
                 report.written += 1
+                report.rejected += not keep
                 if on_update is not None:
                     on_update(report)
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from trouter.config import TrouterError
 from trouter.data.dataset import RoutingDataset, task_order
+from trouter.data.label_filters import FILTERS, passes
 from trouter.evaluation.folds import Fold, make_fold
 
 BASELINES = ("oracle", "best-single", "random", "cheapest")
@@ -79,9 +80,7 @@ def load_release(directory: str | Path) -> tuple[RoutingDataset, np.ndarray, np.
         splits[order[: len(rows) // 2]] = "train"
         splits[order[len(rows) // 2 :]] = "test"
     filtered = np.zeros(len(dataset), dtype=bool)
-    filtered[:n_syn] = [
-        bool(r.get("self_consistent") and r.get("discriminative")) for r in synthetic
-    ]
+    filtered[:n_syn] = [passes(r, FILTERS) for r in synthetic]
     tasks = np.where(is_synthetic, dataset.tasks, REAL_TASK).astype(object)
     return replace(dataset, name="local-pool", splits=splits, tasks=tasks), is_synthetic, filtered
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from trouter.data.label_filters import row_flags
 from trouter.evaluation.real_questions import RealQuestion
 
 #: (domain, subcategory) of the packaged taxonomy; all three difficulty leaves of each.
@@ -82,16 +83,12 @@ def synthetic_rows(
     rows = labelled_rows(questions, answers, models)
     for row in rows:
         source = by_id[row["id"]]
-        scores = [row["results"][m]["performance"] for m in models]
-        observed = [s for s in scores if s is not None]
-        own = row["results"].get(generator, {}).get("performance")
         row.update(  # "question" stays the prompt the pool saw, as for real rows
             leaf_id=source["leaf_id"],
             generator=source.get("generator", generator),
             benchmark="synthetic",
             format=source["format"],
-            self_consistent=own == 1.0,
-            discriminative=len(set(observed)) > 1,
+            **row_flags(row, generator),
         )
     return rows
 
