@@ -130,7 +130,9 @@ async def asynthesize_qa(
     exclusive lock for the run (:class:`~trouter.data.output_lock.OutputLockedError`).
     ``spec_for(leaf)`` picks how a leaf's requests are written and read (default: free-text
     pairs); items carrying ``format`` / ``extra`` (gradable items,
-    :mod:`trouter.synthesis.graded`) keep them."""
+    :mod:`trouter.synthesis.graded`) keep them. ``max_calls_per_leaf`` defaults to
+    :func:`default_max_calls`; ``leaf_ids`` restricts the run to some leaves; ``meter``
+    carries an optional cost ceiling; ``encoder`` defaults to the shared MiniLM encoder."""
     if per_leaf < 1 or per_call < 1:
         raise ValueError("per_leaf and per_call must be at least 1")
     out_path = Path(out_path)
@@ -237,44 +239,12 @@ def _locked_output(
 
 
 def synthesize_qa(
-    client: Any,
-    generator_endpoint: Any,
-    taxonomy: Taxonomy,
-    *,
-    out_path: str | Path,
-    per_leaf: int = 40,
-    per_call: int = 8,
-    dedup_threshold: float = 0.9,
-    max_calls_per_leaf: int | None = None,
-    leaf_ids: list[str] | None = None,
-    temperature: float = 0.8,
-    concurrency: int = 8,
-    meter: CostMeter | None = None,
-    progress: Progress | None = None,
-    encoder: Any = None,
+    client: Any, generator_endpoint: Any, taxonomy: Taxonomy, **options: Any
 ) -> QAReport:
     """Generate ``per_leaf`` deduplicated QA pairs for every leaf into ``out_path`` (JSONL).
 
-    Rows: ``{"id", "question", "reference", "leaf_id", "generator"}``. Rerunning on the
-    same file resumes without duplicates. ``max_calls_per_leaf`` defaults to
-    :func:`default_max_calls`; ``leaf_ids`` restricts the run to some leaves; ``meter``
-    carries an optional cost ceiling; ``encoder`` defaults to the shared MiniLM encoder.
+    The blocking form of :func:`asynthesize_qa`, which documents the keyword ``options``
+    (``out_path`` is required). Rows: ``{"id", "question", "reference", "leaf_id",
+    "generator"}``. Rerunning on the same file resumes without duplicates.
     """
-    return asyncio.run(
-        asynthesize_qa(
-            client,
-            generator_endpoint,
-            taxonomy,
-            out_path=out_path,
-            per_leaf=per_leaf,
-            per_call=per_call,
-            dedup_threshold=dedup_threshold,
-            max_calls_per_leaf=max_calls_per_leaf,
-            leaf_ids=leaf_ids,
-            temperature=temperature,
-            concurrency=concurrency,
-            meter=meter,
-            progress=progress,
-            encoder=encoder,
-        )
-    )
+    return asyncio.run(asynthesize_qa(client, generator_endpoint, taxonomy, **options))
