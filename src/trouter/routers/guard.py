@@ -78,6 +78,7 @@ class GuardedRouter(Router):
         member_params: dict[str, dict[str, Any]] | None = None,
         cells: int = 8,
         folds: int = 4,
+        shot_folds: int = 5,
         shots: int | None = None,
         target_task: str | None = None,
         confidence: float = 0.9,
@@ -94,6 +95,7 @@ class GuardedRouter(Router):
             member_params=dict(member_params or {}),
             cells=int(cells),
             folds=int(folds),
+            shot_folds=int(shot_folds),
             shots=None if shots is None else int(shots),
             target_task=None if target_task is None else str(target_task),
             confidence=float(confidence),
@@ -109,9 +111,10 @@ class GuardedRouter(Router):
             raise ValueError("a guard cannot wear another guard")
         if not 0.5 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
-        if cells < 1 or folds < 2 or min_tasks < 2 or prior_rows < 0:
+        if cells < 1 or min(folds, shot_folds) < 2 or min_tasks < 2 or prior_rows < 0:
             raise ValueError(
-                "the guard needs cells >= 1, folds >= 2, min_tasks >= 2 and prior_rows >= 0"
+                "the guard needs cells >= 1, folds and shot_folds >= 2, min_tasks >= 2 and "
+                "prior_rows >= 0"
             )
         self.member_names = names
         self._cache: dict[tuple[float, float], np.ndarray] = {}
@@ -129,7 +132,7 @@ class GuardedRouter(Router):
         self.mode_ = guard_mode(pool, p["shots"], p["target_task"])
         target = pool.tasks == p["target_task"]
         if self.mode_ == "shots":
-            fold = target_folds(pool, p["target_task"], 5, self.seed)
+            fold = target_folds(pool, p["target_task"], p["shot_folds"], self.seed)
         else:
             fold = evidence_folds(pool, p["folds"], 0 if self.mode_ == "new-task" else None,
                                   self.seed)  # fmt: skip
