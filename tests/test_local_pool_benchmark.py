@@ -255,6 +255,11 @@ def test_local_pool_eval_command_writes_records(tmp_path):
     assert {"oracle", "best-single", "random", "cheapest", "cluster", "knn"} <= routers
     oracle = [r["utility"] for r in records if r["router"] == "oracle"]
     assert all(r["utility"] <= max(oracle) + 1e-9 for r in records)
+    table = (tmp_path / "table.md").read_text()  # every setting is in the printed table
+    for heading in ("local-pool · synthetic**", "local-pool · synthetic-filtered**",
+                    "local-pool · few-shot K=10**", "local-pool · in-domain**"):  # fmt: skip
+        assert heading in table, table
+    assert "| knn |" in table and "| best-single |" in table
 
 
 def test_eval_of_an_unfinished_release_exits_2_with_the_counts(tmp_path):

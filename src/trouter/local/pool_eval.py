@@ -160,5 +160,10 @@ def evaluate_release(
             if setting == "in-domain":
                 learned = [r for r in learned if r in IN_DOMAIN_ROUTERS] or learned[:1]
             context = {"suite": "local-pool", "setting": setting}
-            records += evaluate_fold(fold, [*BASELINES, *learned], SCENARIOS, seed, None, context)
+            fold_records = evaluate_fold(
+                fold, [*BASELINES, *learned], SCENARIOS, seed, None, context
+            )
+            # the fold's task (REAL_TASK) names the routed application for the guard; its test
+            # rows are the whole real test half, so each record stands for the run ("all")
+            records += [{**record, "task": "all"} for record in fold_records]
     return records
