@@ -126,3 +126,13 @@ def test_train_refuses_a_filter_it_cannot_decide(world, tmp_path):
     )  # fmt: skip
     assert ok.exit_code == 0, ok.output
     assert "training knn on all: 4 train / 1 validation rows" in ok.output
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_filter_without_a_labelled_file_is_refused(command, tmp_path):
+    args = [command, "--suite", "routerbench", "--filter", "discriminative"]
+    if command == "train":
+        args += ["--out", str(tmp_path / "r")]
+    result = run_label(*args)
+    assert result.exit_code == 2
+    assert "--filter applies to --train-file only" in " ".join(result.output.split())
