@@ -40,7 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from trouter.data.jsonl import JsonlAppender, OutputWriteError
-from trouter.data.label_filters import check_generators, passes, rejected_path, row_flags
+from trouter.data.label_filters import (
+    FilterError,
+    check_generators,
+    passes,
+    rejected_path,
+    row_flags,
+)
 from trouter.data.output_lock import exclusive_output
 from trouter.labelling.budget import PROMPT_MARGIN, BudgetStop, CostCeiling, Ticket
 from trouter.labelling.files import done_ids
@@ -379,7 +385,10 @@ async def _label_locked(
                     continue
                 labeller.failed_in_a_row = 0
                 row.update(row_flags(row))
-                keep = passes(row, settings.filters)
+                try:
+                    keep = passes(row, settings.filters)
+                except FilterError:  # the generator's own call failed: undecidable, set aside
+                    keep = False
                 try:
                     (output if keep else rejected).write(row)
                 except OutputWriteError as err:
