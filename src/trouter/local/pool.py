@@ -7,8 +7,10 @@ this one, so the whole cold-start pipeline runs with no flags, no keys and no ne
 Each model gets a fixed loopback port (unless it is taken): the LLM cache keys on the
 ``api_base``, so a stable URL is what lets a rerun answer from the cache instead of the CPU.
 Local servers answer one request at a time and a 1.5B model may need minutes for a long
-answer on a busy 2-core machine, so clients talking to them get a long timeout and low
-concurrency (:func:`client_options`).
+answer on a busy 2-core machine, so clients talking to them get a long timeout and one call
+in flight across the whole pool (:func:`client_options`): each server then computes with
+every core, which on 2 cores was measured 1.8x faster than two single-threaded servers
+answering at once (``results/local-pool/throughput.json``).
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ LOCAL_TIMEOUT_S = 1800.0
 
 
 def local_threads() -> int:
-    """llama.cpp threads per server: ``TROUTER_LOCAL_THREADS``, else half the cores.
+    """llama.cpp threads per server: ``TROUTER_LOCAL_THREADS``, else every core.
 
-    More threads than free cores makes llama.cpp's spinning workers collide; on a shared
-    2-core machine one thread per server was measured 2.5x faster than two.
+    Every core, because trouter's clients keep one call in flight across a local pool, so
+    only one server computes at a time. More threads than *free* cores makes llama.cpp's
+    spinning workers collide (on a 2-core machine shared with other jobs, one thread was
+    measured 2.5x faster than two), so set ``TROUTER_LOCAL_THREADS`` lower when the CPU is
+    shared or several clients call the servers at once.
     """
     value = os.environ.get("TROUTER_LOCAL_THREADS")
     if value:
@@ -47,7 +52,7 @@ def local_threads() -> int:
             return max(1, int(value))
         except ValueError:
             raise ValueError(f"TROUTER_LOCAL_THREADS={value!r} is not an integer") from None
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, os.cpu_count() or 1)
 
 
 def _port_free(port: int) -> bool:
@@ -155,12 +160,13 @@ def all_llama_cpp(pool: Any) -> bool:
 
 
 def client_options(pool: Any) -> dict[str, Any]:
-    """``LLMClient`` keyword arguments suited to ``pool``: long timeout, low concurrency
-    when it is served by local llama.cpp (requests queue; a queued one must not time out).
+    """``LLMClient`` keyword arguments suited to ``pool``: long timeout and one call in flight
+    when it is served by local llama.cpp (requests queue; a queued one must not time out;
+    one server using every core beats several sharing them).
     Other pools (remote providers, a stand-in on loopback) keep the client's defaults."""
     if not all_llama_cpp(pool):
         return {}
-    return {"timeout_s": LOCAL_TIMEOUT_S, "max_concurrency": 2}
+    return {"timeout_s": LOCAL_TIMEOUT_S, "max_concurrency": 1}
 
 
 def is_llama_cpp(endpoint: Any) -> bool:
