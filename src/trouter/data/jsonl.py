@@ -118,15 +118,39 @@ class JsonlAppender:
     A failed write (ENOSPC, EIO, ...) is undone by truncating to the size before it, then
     raised as :class:`OutputWriteError` with one clean sentence: the file keeps only
     complete lines, and nothing already written is lost.
+
+    A file replaced or removed under a long run (``git stash``/``checkout`` of a committed
+    output, an editor's save) is reopened by path before the next row, so rows keep going
+    to the file a reader sees instead of to an unlinked inode.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = -1
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _reopen_if_replaced(self) -> None:
+        mine = os.fstat(self._fd)
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            current = None
+        if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+            os.close(self._fd)
+            self._open()
 
     def write(self, row: dict[str, Any]) -> None:
         data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            self._reopen_if_replaced()
+        except OSError as err:
+            raise OutputWriteError(
+                err.errno, f"cannot reopen {self.path}: {err.strerror or err}"
+            ) from None
         size = os.fstat(self._fd).st_size
         try:
             view = memoryview(data)
