@@ -21,9 +21,8 @@ from trouter.taxonomy.builder import (
     TaxonomyBuilder,
     TaxonomyBuildError,
     build_taxonomy,
-    load_example_queries,
-    parse_domain_arg,
 )
+from trouter.taxonomy.inputs import load_example_queries, parse_domain_arg
 from trouter.taxonomy.model import TaskProfile, Taxonomy
 from trouter.taxonomy.prompts import LevelSpec, generate_messages, parse_node_set
 

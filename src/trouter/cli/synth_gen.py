@@ -147,9 +147,8 @@ def taxonomy_command(
         BuildSettings,
         TaxonomyBuildError,
         abuild_taxonomy,
-        load_example_queries,
-        parse_domain_arg,
     )
+    from trouter.taxonomy.inputs import load_example_queries, parse_domain_arg
 
     _, endpoint = _generator(pool, generator)
     try:

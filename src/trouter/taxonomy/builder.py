@@ -31,15 +31,14 @@ from trouter.synthesis.budget import CallCounter, CostMeter, Progress, SilentPro
 from trouter.synthesis.checkpoint import Checkpoint, CheckpointError
 from trouter.synthesis.llmjson import ask_json
 from trouter.taxonomy import prompts
+from trouter.taxonomy.inputs import (
+    MAX_EXAMPLE_CHARS,
+    MAX_EXAMPLES,
+    TaxonomyBuildError,
+    parse_domain_arg,
+)
 from trouter.taxonomy.model import MAX_CHILDREN, SEPARATOR, TaskProfile, Taxonomy, TaxonomyNode
 from trouter.taxonomy.prompts import LevelSpec, parse_choice, parse_node_set, same_nodes
-
-MAX_EXAMPLES = 40
-MAX_EXAMPLE_CHARS = 300
-
-
-class TaxonomyBuildError(RuntimeError):
-    """The taxonomy could not be built (bad inputs or an unusable checkpoint)."""
 
 
 @dataclass
@@ -81,54 +80,6 @@ class BuildSettings:
             raise TaxonomyBuildError("max_difficulties must be at least 2 (an ordered scale)")
         if self.max_domains < 1 or self.max_rounds_upper < 1 or self.max_rounds_lower < 1:
             raise TaxonomyBuildError("max_domains and the round caps must be at least 1")
-
-
-def parse_domain_arg(text: str) -> TaskProfile:
-    """``"Legal reasoning: questions about statutes..."`` -> profile (definition optional)."""
-    name, _, definition = text.partition(":")
-    name = name.strip()
-    if not name or ">" in name:
-        raise TaxonomyBuildError(f"--domain {text!r}: expected 'Name: definition' (no '>')")
-    return TaskProfile(name=name, definition=definition.strip(), example="")
-
-
-def load_example_queries(path: str | Path) -> list[str]:
-    """Queries from a text file (one per line) or JSONL (field question/query/prompt/text)."""
-    from trouter.config import MalformedDataError
-    from trouter.data.jsonl import read_text
-
-    path = Path(path)
-    try:
-        lines = read_text(path, "example queries file").splitlines()
-    except MalformedDataError as err:
-        raise TaxonomyBuildError(str(err)) from None
-    queries: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("{"):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaxonomyBuildError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-            text = next(
-                (
-                    row[k]
-                    for k in ("question", "query", "prompt", "text")
-                    if isinstance(row.get(k), str)
-                ),
-                None,
-            )
-            if text is None:
-                raise TaxonomyBuildError(
-                    f"{path}:{number}: no 'question', 'query', 'prompt' or 'text' field"
-                )
-            line = text.strip()
-        queries.append(" ".join(line.split())[:MAX_EXAMPLE_CHARS])
-    if not queries:
-        raise TaxonomyBuildError(f"{path}: no example queries found")
-    return queries
 
 
 # ----- the loop -----------------------------------------------------------------------------
