@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 
 import pytest
 from standin import standin  # noqa: F401
 
 from trouter.data.labelled import read_labelled
+from trouter.data.output_lock import OutputLockedError, exclusive_output
 from trouter.labelling.graders import extract_choice, grade_choice, grade_code, grade_number
 from trouter.llm import LLMClient
 from trouter.llm.pool import Pool
@@ -188,6 +190,29 @@ def test_failed_calls_are_asked_again_on_resume(standin, tmp_path):  # noqa: F81
     second = asyncio.run(answer_real_questions(client, pool, questions, out))
     assert [r["performance"] for r in second] == [1.0, 1.0]
     assert len(out.read_text().splitlines()) == 3  # the failure stays on record, superseded
+
+    # a second writer on the same file (here another thread holds it) stops before any call
+    held, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        with exclusive_output(out):
+            held.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=other_run)
+    writer.start()
+    assert held.wait(30)
+    calls, more = (
+        standin.total_calls,
+        [*questions, RealQuestion("q9", "synthetic", "1 + 1?", "2", {"format": "number"})],
+    )
+    try:
+        with pytest.raises(OutputLockedError, match="being written by another trouter run"):
+            asyncio.run(answer_real_questions(client, pool, more, out))
+    finally:
+        release.set()
+        writer.join()
+    assert standin.total_calls == calls and len(out.read_text().splitlines()) == 3
 
 
 def _release(tmp_path, n_syn=40, n_real=60):

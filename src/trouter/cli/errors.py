@@ -29,7 +29,7 @@ EXPECTED_TYPES = (
     ("trouter.synthesis.checkpoint", "CheckpointError"),
     ("trouter.synthesis.qa", "QAFileError"),
     ("trouter.taxonomy.model", "TaxonomyError"),
-    ("trouter.taxonomy.builder", "TaxonomyBuildError"),
+    ("trouter.taxonomy.inputs", "TaxonomyBuildError"),
     ("trouter.serving.api", "PoolMismatchError"),
     ("trouter.cli.train_cmd", "InputError"),
     ("trouter.data.output_lock", "OutputLockedError"),

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from trouter.data.dataset import ModelInfo, RoutingDataset
+from trouter.data.jsonl import JsonlAppender
+from trouter.data.output_lock import exclusive_output
 from trouter.evaluation.real_questions import RealQuestion, grade, load_gsm8k, load_humaneval
 
 #: Output-token caps: enough for a short chain of thought or one function, and no more
@@ -80,26 +82,26 @@ async def answer_real_questions(
     (masked, never scored 0).
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_done(out_path)
-    todo = [(q, e) for q in questions for e in pool.models if (q.id, e.name) not in done]
-    # a call still failing this time is recorded again; ``done`` then holds that failure
-    for _ in range(len(questions) * len(pool.models) - len(todo)):
-        if on_answer:
-            on_answer()
-    gate = asyncio.Semaphore(max(1, in_flight))
-    with out_path.open("a", encoding="utf-8") as out:
-
-        async def answer(question: RealQuestion, endpoint: Any) -> None:
-            async with gate:
-                row = await _answer_one(client, question, endpoint)
-            out.write(json.dumps(row) + "\n")  # one write per row: no interleaved lines
-            out.flush()
-            done[(question.id, endpoint.name)] = row
+    with exclusive_output(out_path):  # a second run on the same file stops at once
+        done = _read_done(out_path)
+        todo = [(q, e) for q in questions for e in pool.models if (q.id, e.name) not in done]
+        # a call still failing this time is recorded again; ``done`` then holds that failure
+        for _ in range(len(questions) * len(pool.models) - len(todo)):
             if on_answer:
                 on_answer()
+        gate = asyncio.Semaphore(max(1, in_flight))
+        # one write per row (no torn or interleaved lines; a full disk undoes the partial row)
+        with JsonlAppender(out_path) as out:
 
-        await asyncio.gather(*(answer(q, e) for q, e in todo))
+            async def answer(question: RealQuestion, endpoint: Any) -> None:
+                async with gate:
+                    row = await _answer_one(client, question, endpoint)
+                out.write(row)
+                done[(question.id, endpoint.name)] = row
+                if on_answer:
+                    on_answer()
+
+            await asyncio.gather(*(answer(q, e) for q, e in todo))
     return [done[(q.id, e.name)] for q in questions for e in pool.models]
 
 
