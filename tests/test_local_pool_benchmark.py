@@ -215,6 +215,32 @@ def test_failed_calls_are_asked_again_on_resume(standin, tmp_path):  # noqa: F81
     assert standin.total_calls == calls and len(out.read_text().splitlines()) == 3
 
 
+def test_a_killed_runs_torn_line_is_cut_before_resuming(standin, tmp_path):  # noqa: F811
+    from trouter.config import MalformedDataError
+    from trouter.evaluation.real_questions import RealQuestion
+    from trouter.local.real_answers import answer_real_questions, read_answer_rows
+
+    standin.responder = lambda messages, model: "#### 4"
+    pool = Pool.from_dict({"models": [{"name": "m", "litellm_model": "openai/m",
+                                       "api_base": standin.base_url}]})  # fmt: skip
+    client = LLMClient(cache_dir=tmp_path / "cache", max_retries=0)
+    questions = [RealQuestion(f"q{i}", "synthetic", f"2 + 2? ({i})", "4", {"format": "number"})
+                 for i in range(2)]  # fmt: skip
+    out = tmp_path / "answers.jsonl"
+    asyncio.run(answer_real_questions(client, pool, questions[:1], out))
+    with out.open("a") as handle:  # a run killed in the middle of its next write
+        handle.write('{"id": "q1", "model": "m", "perf')
+    assert [r["id"] for r in read_answer_rows(out)] == ["q0"]  # readers skip the torn line
+    asyncio.run(answer_real_questions(client, pool, questions, out))
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["q0", "q1"]
+
+    # damage anywhere but the end is not a crash artefact: it is named, never skipped
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join([lines[0][:-3], lines[1]]) + "\n")
+    with pytest.raises(MalformedDataError, match=r"answers\.jsonl:1: not valid JSON"):
+        read_answer_rows(out)
+
+
 def _release(tmp_path, n_syn=40, n_real=60):
     """A small release in the real file format, with scores a router can learn: the strong
     model is right on questions about trains, the weak one only on questions about apples."""

@@ -112,6 +112,25 @@ def cut_torn_tail(path: Path, repair: bool = True) -> tuple[bytes, bool]:
     return data[:keep], True
 
 
+def complete_objects(
+    path: Path, repair: bool = True
+) -> tuple[list[tuple[str, int, dict[str, Any]]], bool]:
+    """(``(where, line_number, row)`` per complete line, whether a torn last line was found).
+
+    The resume reader of an append-only file: a torn last line is a killed write and is
+    dropped (cut off the file too with ``repair``, which needs the file's lock); a damaged
+    line anywhere else is not a crash artefact and raises :class:`MalformedDataError`.
+    """
+    data, torn = cut_torn_tail(path, repair)
+    rows = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        where = f"{path}:{number}"
+        line = decode_line(raw, where)
+        if line.strip():
+            rows.append((where, number, parse_object(line, where)))
+    return rows, torn
+
+
 class JsonlAppender:
     """Appends one JSON object per line, each in a single write, flushed to the OS at once.
 

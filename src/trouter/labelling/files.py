@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from trouter.config import MalformedDataError
-from trouter.data.jsonl import cut_torn_tail, decode_line, iter_json_objects, parse_object
+from trouter.data.jsonl import complete_objects, iter_json_objects
 from trouter.data.labelled import check_row
 
 QUESTION_FIELDS = ("id", "question", "reference", "leaf_id", "generator")
@@ -36,14 +36,10 @@ def done_ids(path: str | Path, repair: bool = True) -> tuple[set[str], bool]:
     file's lock (``alabel`` holds it).
     """
     path = Path(path)
-    data, torn = cut_torn_tail(path, repair)
+    rows, torn = complete_objects(path, repair)
     ids: set[str] = set()
-    for number, raw in enumerate(data.splitlines(), start=1):
-        where = f"{path}:{number}"
-        line = decode_line(raw, where)
-        if not line.strip():
-            continue
-        row = check_row(parse_object(line, where), where)
+    for where, _number, raw_row in rows:
+        row = check_row(raw_row, where)
         if row["id"] in ids:
             raise MalformedDataError(f"{where}: id {row['id']!r} is written twice")
         ids.add(row["id"])

@@ -11,7 +11,6 @@ run loses at most the answer in flight.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from trouter.data.dataset import ModelInfo, RoutingDataset
-from trouter.data.jsonl import JsonlAppender
+from trouter.data.jsonl import JsonlAppender, complete_objects
 from trouter.data.output_lock import exclusive_output
 from trouter.evaluation.real_questions import RealQuestion, grade, load_gsm8k, load_humaneval
 
@@ -38,20 +37,13 @@ def load_real_questions(n_gsm8k: int, n_humaneval: int) -> list[RealQuestion]:
     return load_gsm8k(limit=n_gsm8k) + load_humaneval(limit=n_humaneval)
 
 
-def read_answer_rows(path: Path) -> list[dict[str, Any]]:
-    """The answer rows recorded so far (a half-written last line of a killed run is skipped:
-    that answer is asked again)."""
-    rows: list[dict[str, Any]] = []
+def read_answer_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """The answer rows recorded so far. A half-written last line (a killed run) is skipped,
+    so that answer is asked again; a damaged line elsewhere is a MalformedDataError naming
+    file:line rather than a silently dropped answer."""
     if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+        return []
+    return [row for _where, _number, row in complete_objects(path, repair)[0]]
 
 
 def latest_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -61,8 +53,9 @@ def latest_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[st
 
 def _read_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Answered (question, model) pairs; a failed call (server down, timeout) is asked
-    again on the next run rather than kept as a masked cell forever."""
-    latest = latest_rows(read_answer_rows(path))
+    again on the next run rather than kept as a masked cell forever. The caller holds the
+    file's lock, so a torn last line is cut off here: the next row must start a new line."""
+    latest = latest_rows(read_answer_rows(path, repair=True))
     return {key: row for key, row in latest.items() if not row.get("error")}
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from trouter.config import MalformedDataError
-from trouter.data.jsonl import JsonlAppender, cut_torn_tail, decode_line, parse_object
+from trouter.data.jsonl import JsonlAppender, complete_objects
 from trouter.data.output_lock import exclusive_output
 from trouter.encoders import get_encoder
 from trouter.synthesis.budget import CallCounter, CostMeter, Progress, SilentProgress
@@ -82,17 +82,12 @@ def read_qa_rows(path: Path, repair: bool = True) -> tuple[list[dict[str, Any]],
     The torn line (a killed write) is cut off the file when ``repair``; a damaged row
     anywhere else, or a byte that is not UTF-8, is a QAFileError naming file:line.
     """
-    raw, torn = cut_torn_tail(path, repair)
+    try:
+        objects, torn = complete_objects(path, repair)
+    except MalformedDataError as err:
+        raise QAFileError(str(err)) from None
     rows = []
-    for number, line_bytes in enumerate(raw.splitlines(), start=1):
-        where = f"{path}:{number}"
-        try:
-            line = decode_line(line_bytes, where)
-            if not line.strip():
-                continue
-            row = parse_object(line, where)
-        except MalformedDataError as err:
-            raise QAFileError(str(err)) from None
+    for where, _number, row in objects:
         if not all(isinstance(row.get(k), str) for k in ("id", "question", "leaf_id")):
             raise QAFileError(f"{where}: expected an object with id, question, leaf_id")
         rows.append(row)
