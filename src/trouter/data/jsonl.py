@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,14 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
     except OSError as err:
         raise MalformedDataError(f"cannot read {path}: {err.strerror or err}") from None
     with handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            line = decode_line(raw, where)
-            if not line.strip():
-                continue
+        yield from _objects(handle, path)
+
+
+def _objects(lines: Iterable[bytes], path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        line = decode_line(raw, where)
+        if line.strip():
             yield where, number, parse_object(line, where)
 
 
@@ -122,13 +125,7 @@ def complete_objects(
     line anywhere else is not a crash artefact and raises :class:`MalformedDataError`.
     """
     data, torn = cut_torn_tail(path, repair)
-    rows = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        where = f"{path}:{number}"
-        line = decode_line(raw, where)
-        if line.strip():
-            rows.append((where, number, parse_object(line, where)))
-    return rows, torn
+    return list(_objects(data.splitlines(), path)), torn
 
 
 class JsonlAppender:

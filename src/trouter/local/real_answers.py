@@ -41,8 +41,6 @@ def read_answer_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     """The answer rows recorded so far. A half-written last line (a killed run) is skipped,
     so that answer is asked again; a damaged line elsewhere is a MalformedDataError naming
     file:line rather than a silently dropped answer."""
-    if not path.exists():
-        return []
     return [row for _where, _number, row in complete_objects(path, repair)[0]]
 
 
