@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trouter.labelling.judge import JUDGE_RESPONSE_FORMAT, answer_messages, judge_messages
-from trouter.labelling.run import LabelSettings
+from trouter.labelling.settings import LabelSettings
 from trouter.llm.client import LLMClient, count_prompt_tokens, supports_response_schema
 from trouter.llm.pool import ModelEndpoint
 
