@@ -359,6 +359,26 @@ def test_qa_dedup_rejects_repeats_and_paraphrases(server, client, tmp_path, data
     assert originals[2][0][:60] in easy_batch2
 
 
+def test_qa_gives_a_stalled_leaf_up_after_barren_calls(server, client, tmp_path, data_dir):
+    originals = gsm8k(data_dir, 20)
+    own = {"Easy": originals[:10], "Hard": originals[10:]}
+
+    def saturated(messages, model):  # batch 1 is new; every later batch repeats batch 1
+        difficulty, _ = qa_prompt_fields(messages)
+        return pairs_json(own[difficulty][:3])
+
+    server.responder = saturated
+    endpoint = generator_endpoint(server)
+    options = {"per_leaf": 8, "per_call": 3, "max_calls_per_leaf": 6}
+    stalled = synthesize_qa(client, endpoint, small_taxonomy(), out_path=tmp_path / "a.jsonl",
+                            stall_calls=2, **options)  # fmt: skip
+    assert [(r.kept, r.calls) for r in stalled.leaves] == [(3, 3), (3, 3)]
+    assert len(stalled.given_up) == 2
+    unlimited = synthesize_qa(client, endpoint, small_taxonomy(), out_path=tmp_path / "b.jsonl",
+                              **options)  # fmt: skip
+    assert [(r.kept, r.calls) for r in unlimited.leaves] == [(3, 6), (3, 6)]
+
+
 def test_qa_resumes_after_interruption_without_duplicates(server, client, tmp_path, data_dir):
     server.responder = sampling_generator(gsm8k(data_dir, 40))
     out = tmp_path / "qa.jsonl"

@@ -237,6 +237,9 @@ def qa_command(
     max_calls_per_leaf: int | None = typer.Option(
         None, min=1, help="Give up on a leaf after this."
     ),
+    stall_calls: int | None = typer.Option(
+        None, min=1, help="Give up on a leaf after this many calls in a row keep nothing."
+    ),
     leaves_limit: int | None = typer.Option(
         None, "--leaves-limit", min=1, help="Only the first N."
     ),
@@ -283,6 +286,7 @@ def qa_command(
                     per_call=per_call,
                     dedup_threshold=dedup_threshold,
                     max_calls_per_leaf=max_calls,
+                    stall_calls=stall_calls,
                     leaf_ids=leaf_ids,
                     meter=meter,
                     progress=BarProgress(bars, meter),

@@ -51,6 +51,10 @@ SUBCATEGORIES = (
 PER_LEAF = 16
 ROUND_STEP = 4
 PER_CALL = 4
+#: a leaf is given up for the round after this many generation calls in a row keep nothing
+#: (near-duplicates, or code whose reference fails its own tests): on 2 cores a code call
+#: takes about 4-5 minutes, and saturated leaves used to spend their whole budget this way
+STALL_CALLS = 2
 
 
 def release_leaf_ids(taxonomy: Any) -> list[str]:
@@ -138,6 +142,7 @@ async def build_synthetic(
             per_call=PER_CALL,
             leaf_ids=leaf_ids,
             max_calls_per_leaf=2 * target // PER_CALL + 2,
+            stall_calls=STALL_CALLS,
             concurrency=1,
             spec_for=graded_spec,
             progress=progress,

@@ -6,7 +6,9 @@ question already kept for the same leaf exceeds ``dedup_threshold`` (0.9 in the 
 generators repeat themselves, and near-duplicates would overweight one query in training.
 Rows are appended and flushed one by one; a rerun reads the file back, counts what each
 leaf already has, reloads those questions for deduplication and continues. A leaf that does
-not reach its target within ``max_calls_per_leaf`` calls is given up and reported.
+not reach its target within ``max_calls_per_leaf`` calls is given up and reported; so is one
+whose last ``stall_calls`` calls in a row added nothing (a saturated leaf, where a slow local
+generator would otherwise spend minutes per call on near-duplicates).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ async def asynthesize_qa(
     per_call: int = 8,
     dedup_threshold: float = 0.9,
     max_calls_per_leaf: int | None = None,
+    stall_calls: int | None = None,
     leaf_ids: list[str] | None = None,
     temperature: float = 0.8,
     concurrency: int = 8,
@@ -126,7 +129,8 @@ async def asynthesize_qa(
     ``spec_for(leaf)`` picks how a leaf's requests are written and read (default: free-text
     pairs); items carrying ``format`` / ``extra`` (gradable items,
     :mod:`trouter.synthesis.graded`) keep them. ``max_calls_per_leaf`` defaults to
-    :func:`default_max_calls`; ``leaf_ids`` restricts the run to some leaves; ``meter``
+    :func:`default_max_calls`; ``stall_calls`` (default: no limit) gives a leaf up after that
+    many calls in a row that kept nothing; ``leaf_ids`` restricts the run to some leaves; ``meter``
     carries an optional cost ceiling; ``encoder`` defaults to the shared MiniLM encoder."""
     if per_leaf < 1 or per_call < 1:
         raise ValueError("per_leaf and per_call must be at least 1")
@@ -151,9 +155,13 @@ async def asynthesize_qa(
         report = LeafReport(leaf.id, kept=len(kept))
         vectors = encoder.encode(kept) if kept else np.zeros((0, 0), dtype=np.float32)
         counter = CallCounter(meter)
+        barren = 0  # calls in a row that kept nothing
         spec = spec_for(leaf) if spec_for else PLAIN_SPEC
         async with slots:
             while len(kept) < per_leaf and counter.calls < max_calls:
+                if stall_calls is not None and barren >= stall_calls:
+                    break
+                barren += 1
                 batch = report.calls + 1
                 before = counter.calls
                 try:
@@ -198,6 +206,7 @@ async def asynthesize_qa(
                     )
                     kept.append(question)
                     report.added += 1
+                    barren = 0
                     vectors = vector[None, :] if not len(vectors) else np.vstack([vectors, vector])
         report.kept = len(kept)
         if report.kept < per_leaf:
