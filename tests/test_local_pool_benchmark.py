@@ -74,6 +74,19 @@ def test_release_has_at_least_20_leaves_over_math_code_and_more():
     assert {"Mathematics", "Programming"} < domains and len(domains) >= 3
 
 
+def test_release_leaves_can_be_limited_to_answer_formats():
+    every = release_leaf_ids(Taxonomy.default())
+    choice = release_leaf_ids(Taxonomy.default(), ["choice"])
+    code_and_number = release_leaf_ids(Taxonomy.default(), ["code", "number"])
+    assert choice and code_and_number and not set(choice) & set(code_and_number)
+    assert sorted(choice + code_and_number) == sorted(every)
+    assert all(
+        leaf.startswith("Programming") for leaf in release_leaf_ids(Taxonomy.default(), ["code"])
+    )
+    with pytest.raises(ValueError, match="unknown answer format 'essay'"):
+        release_leaf_ids(Taxonomy.default(), ["essay"])
+
+
 LEAVES = release_leaf_ids(Taxonomy.default())
 WORDS = ["apples", "trains", "rivers", "violins", "tigers", "planets", "bakers", "lamps"]
 

@@ -31,6 +31,9 @@ def local_pool(
     n_gsm8k: int = typer.Option(236, "--gsm8k", min=0, help="GSM8K test questions."),
     n_humaneval: int = typer.Option(164, "--humaneval", min=0, help="HumanEval problems."),
     per_leaf: int = typer.Option(16, "--per-leaf", min=1, help="Synthetic questions per leaf."),
+    formats: str = typer.Option(
+        "", "--formats", help="Grow only the leaves of these answer formats (number,code,choice)."
+    ),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Evaluation seeds 0..N-1."),
     routers: str = typer.Option(
         "", "--routers", help="Routers trained on the synthetic rows (default: all learned)."
@@ -40,7 +43,7 @@ def local_pool(
     """Build the local-pool benchmark release; resumable at any point."""
     from trouter.local.benchmark import build_real, export_real
     from trouter.local.pool import DEFAULT_GENERATOR, make_client, resolve_pool
-    from trouter.local.synthetic import build_synthetic, export_synthetic
+    from trouter.local.synthetic import build_synthetic, export_synthetic, release_leaf_ids
     from trouter.taxonomy.model import Taxonomy
 
     if stage == "eval":
@@ -66,6 +69,12 @@ def local_pool(
     if stage not in ("real", "synthetic"):
         console.print(f"[red]error:[/red] unknown stage {stage!r}; choose real, synthetic, export")
         raise typer.Exit(2)
+    try:
+        wanted = [f.strip() for f in formats.split(",") if f.strip()] or None
+        leaf_ids = release_leaf_ids(Taxonomy.default(), wanted)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] --formats {formats!r}: {err}")
+        raise typer.Exit(2) from None
     with resolve_pool(pool) as running_pool, stage_bars(console) as bars:
         client = make_client(running_pool)
         if stage == "real":
@@ -78,7 +87,7 @@ def local_pool(
         else:
             counts = asyncio.run(
                 build_synthetic(client, running_pool, DEFAULT_GENERATOR, Taxonomy.default(), out,
-                                per_leaf=per_leaf, in_flight=in_flight,
+                                per_leaf=per_leaf, in_flight=in_flight, leaf_ids=leaf_ids,
                                 announce=lambda text: bars.console.print(text, highlight=False))
             )  # fmt: skip
     console.print(f"{stage}: {counts}", highlight=False)

@@ -57,17 +57,25 @@ PER_CALL = 4
 STALL_CALLS = 2
 
 
-def release_leaf_ids(taxonomy: Any) -> list[str]:
-    """The leaf ids of :data:`SUBCATEGORIES` in ``taxonomy`` (KeyError names a missing one)."""
+def release_leaf_ids(taxonomy: Any, formats: Sequence[str] | None = None) -> list[str]:
+    """The leaf ids of :data:`SUBCATEGORIES` in ``taxonomy`` (KeyError names a missing one),
+    optionally only those whose answer format is in ``formats`` (ValueError for an unknown
+    format)."""
+    from trouter.synthesis.graded import FORMAT_BY_DOMAIN, answer_format
+
     wanted = {f"{d} > {s}" for d, s in SUBCATEGORIES}
-    leaves = [
-        leaf.id for leaf in taxonomy.leaves() if f"{leaf.domain} > {leaf.subcategory}" in wanted
-    ]
-    found = {" > ".join(leaf_id.split(" > ")[:2]) for leaf_id in leaves}
+    chosen = [leaf for leaf in taxonomy.leaves() if f"{leaf.domain} > {leaf.subcategory}" in wanted]
+    found = {f"{leaf.domain} > {leaf.subcategory}" for leaf in chosen}
     missing = sorted(wanted - found)
     if missing:
         raise KeyError(f"taxonomy {taxonomy.name!r} has no subcategory {missing[0]!r}")
-    return leaves
+    if formats is not None:
+        known = set(FORMAT_BY_DOMAIN.values())
+        unknown = sorted(set(formats) - known)
+        if unknown:
+            raise ValueError(f"unknown answer format {unknown[0]!r}; choose from {sorted(known)}")
+        chosen = [leaf for leaf in chosen if answer_format(leaf) in formats]
+    return [leaf.id for leaf in chosen]
 
 
 def as_question(row: dict[str, Any]) -> RealQuestion:
