@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from trouter.cli.options import comma_list
 from trouter.cli.progress import stage_bars
 
 console = Console(stderr=True)
@@ -48,13 +49,13 @@ def local_pool(
 
     if stage == "eval":
         try:
-            shot_list = [int(k) for k in shots.split(",") if k.strip()]
+            shot_list = [int(k) for k in comma_list(shots)]
         except ValueError:
             console.print(f"[red]error:[/red] --shots {shots!r}: give numbers like 0,10,25")
             raise typer.Exit(2) from None
         from trouter.local.pool_eval import SYNTHETIC_ROUTERS
 
-        chosen = [r.strip() for r in routers.split(",") if r.strip()] or list(SYNTHETIC_ROUTERS)
+        chosen = comma_list(routers) or list(SYNTHETIC_ROUTERS)
         _evaluate(out, seeds, chosen, shot_list)
         return
     if stage == "export":
@@ -70,7 +71,7 @@ def local_pool(
         console.print(f"[red]error:[/red] unknown stage {stage!r}; choose real, synthetic, export")
         raise typer.Exit(2)
     try:
-        wanted = [f.strip() for f in formats.split(",") if f.strip()] or None
+        wanted = comma_list(formats) or None
         leaf_ids = release_leaf_ids(Taxonomy.default(), wanted)
     except ValueError as err:
         console.print(f"[red]error:[/red] --formats {formats!r}: {err}")

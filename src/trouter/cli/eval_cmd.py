@@ -11,6 +11,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from trouter.cli.options import comma_list
+
 #: Routers shown in every report, whatever was requested: the bounds (the oracle per query and
 #: per task), the chance level, and the two constant choices.
 ALWAYS = ("oracle", "dataset-oracle", "best-single", "random", "cheapest")
@@ -27,7 +29,7 @@ class Setting(StrEnum):
 def parse_shots(spec: str) -> list[int | None]:
     """``0,10,25,all`` -> [0, 10, 25, None]; anything else is a usage error."""
     shots: list[int | None] = []
-    for item in (part.strip() for part in spec.split(",") if part.strip()):
+    for item in comma_list(spec):
         if item == "all":
             shots.append(None)
             continue
@@ -73,7 +75,7 @@ def parse_routers(spec: str) -> list[str]:
     """The requested routers plus :data:`ALWAYS`; unknown names are a usage error."""
     from trouter.routers import ROUTERS
 
-    requested = [name.strip() for name in spec.split(",") if name.strip()]
+    requested = comma_list(spec)
     unknown = [name for name in requested if name not in ROUTERS]
     if unknown:
         raise typer.BadParameter(

@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from trouter.cli.options import comma_list
 from trouter.cli.synth_gen import holds_output_lock
 
 EXIT_FAILED = 1
@@ -45,7 +46,7 @@ def _resolve(pool_path: Path | None, judge: str | None, models: str | None) -> t
         pool = command_pool(pool_path)
     except (ValueError, RuntimeError) as err:
         raise _fail(str(err)) from None
-    names = [n.strip() for n in models.split(",") if n.strip()] if models else pool.names
+    names = comma_list(models) if models else pool.names
     try:
         return [pool.endpoint(n) for n in names], pool.endpoint(judge)
     except KeyError as err:
