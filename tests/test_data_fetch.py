@@ -6,6 +6,7 @@ from __future__ import annotations
 import filecmp
 import functools
 import http.server
+import json
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 from trouter.cli import app
 from trouter.data.fetch import DataFetchError, fetch_files
 from trouter.data.sources import BY_PATH, FILES
-from trouter.evaluation.real_questions import packaged_question_file
+from trouter.evaluation.real_questions import load_gsm8k, load_humaneval, packaged_question_file
 
 
 def _free_port() -> int:
@@ -185,3 +186,22 @@ def test_unreachable_mirror_is_a_short_error(tmp_path):
                        "--dir", str(tmp_path))  # fmt: skip
     assert result.exit_code == 2
     assert "download from" in result.output and "Traceback" not in result.output
+
+
+def test_question_sets_are_read_from_the_data_folder_when_it_has_them(tmp_path, monkeypatch):
+    # Cut 3 real GSM8K rows into a data folder; the loader must read them, not the 1319
+    # packaged ones, and must fall back to the packaged copy when the folder lacks the file.
+    packaged = packaged_question_file("gsm8k_test.jsonl")
+    rows = packaged.read_text(encoding="utf-8").splitlines()[:3]
+    (tmp_path / "questions").mkdir()
+    (tmp_path / "questions" / "gsm8k_test.jsonl").write_text(
+        "\n".join(reversed(rows)) + "\n", encoding="utf-8"
+    )
+    monkeypatch.setenv("TROUTER_DATA_DIR", str(tmp_path))
+    from_folder = load_gsm8k()
+    assert len(from_folder) == 3
+    assert from_folder[0].prompt.startswith(json.loads(rows[2])["question"])
+    assert len(load_humaneval()) == 164  # not in the folder: the packaged copy
+
+    monkeypatch.setenv("TROUTER_DATA_DIR", str(tmp_path / "empty"))
+    assert len(load_gsm8k()) == 1319

@@ -3,7 +3,9 @@
 GSM8K answers are graded by the final number; HumanEval completions by running the
 problem's own unit tests in a separate, resource-limited Python process with a timeout.
 The GSM8K test set and HumanEval ship inside the package (MIT, notices beside them in
-``trouter/data/questions/``), so no data directory is needed.
+``trouter/data/questions/``), so no data directory is needed. When the data directory holds
+its own copy (``<data dir>/questions/<name>``, as ``trouter data fetch`` and the shared data
+folder lay it out), that copy is read instead, so there is one source for both.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from trouter.config import MalformedDataError
+from trouter.config import MalformedDataError, data_dir
 from trouter.labelling.graders import grade_choice, grade_code, grade_number
 
 
 def packaged_question_file(name: str) -> Path:
     """A file of the packaged question sets: ``gsm8k_test.jsonl`` or ``HumanEval.jsonl.gz``."""
     return Path(str(resources.files("trouter.data") / "questions" / name))
+
+
+def question_file(name: str) -> Path:
+    """Where a question set is read from: the data directory's copy, else the packaged one."""
+    in_data_dir = data_dir() / "questions" / name
+    return in_data_dir if in_data_dir.is_file() else packaged_question_file(name)
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def load_gsm8k(limit: int | None = None) -> list[RealQuestion]:
     """The first ``limit`` GSM8K test questions (all 1319 when None)."""
-    path = packaged_question_file("gsm8k_test.jsonl")
+    path = question_file("gsm8k_test.jsonl")
     questions = []
     for index, row in enumerate(_read_jsonl(path)[:limit]):
         if "####" not in row.get("answer", ""):
@@ -70,7 +78,7 @@ def load_gsm8k(limit: int | None = None) -> list[RealQuestion]:
 
 def load_humaneval(limit: int | None = None) -> list[RealQuestion]:
     """The first ``limit`` HumanEval problems (all 164 when None)."""
-    path = packaged_question_file("HumanEval.jsonl.gz")
+    path = question_file("HumanEval.jsonl.gz")
     questions = []
     for row in _read_jsonl(path)[:limit]:
         prompt = (

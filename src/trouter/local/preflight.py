@@ -98,10 +98,10 @@ def _check_loopback() -> str | None:
 
 
 def _check_questions() -> str | None:
-    from trouter.evaluation.real_questions import packaged_question_file
+    from trouter.evaluation.real_questions import question_file
 
     for name in ("gsm8k_test.jsonl", "HumanEval.jsonl.gz"):
-        if not packaged_question_file(name).is_file():
+        if not question_file(name).is_file():
             return f"the packaged real questions are missing ({name}); reinstall trouter"
     return None
 
