@@ -359,3 +359,50 @@ def test_real_rows_are_one_task_the_routed_application(tmp_path):
     assert set(dataset.tasks[~is_synthetic]) == {REAL_TASK}
     assert REAL_TASK not in set(dataset.tasks[is_synthetic])
     assert set(dataset.benchmarks[~is_synthetic]) == {"gsm8k", "humaneval"}  # cost groups kept
+
+
+def test_real_choice_sets_are_read_from_llmrouter_rows_and_graded_by_letter(data_dir):
+    # the fixture cut of LLMRouter's query files: 8 + 23 MMLU rows (test file, then train)
+    from trouter.evaluation.real_questions import grade, load_choice_set
+
+    raw = [
+        json.loads(line)
+        for name in ("default_query_test.jsonl", "default_query_train.jsonl")
+        for line in (data_dir / "llmrouter" / name).read_text(encoding="utf-8").splitlines()
+    ]
+    mmlu = [row for row in raw if row["task_name"] == "mmlu"]
+    questions = load_choice_set("mmlu")
+    assert len(questions) == len(mmlu) > 20  # every fixture MMLU row has four options
+    first, last = questions[0], questions[-1]
+    assert first.id.startswith("mmlu-test-") and last.id.startswith("mmlu-train-")
+    assert first.reference == mmlu[0]["ground_truth"]
+    assert first.prompt.startswith(mmlu[0]["query"].strip())
+    assert "\nA. " in first.prompt and "\nD. " in first.prompt
+    assert "Answer: <letter>" in first.prompt
+    wrong = next(letter for letter in "ABCD" if letter != first.reference)
+    assert grade(first, f"Answer: {first.reference}") == 1.0
+    assert grade(first, f"Answer: {wrong}") == 0.0
+    assert [q.id for q in load_choice_set("mmlu", limit=3)] == [q.id for q in questions[:3]]
+    with pytest.raises(ValueError, match="unknown choice set"):
+        load_choice_set("commonsense_qa")  # five options: not gradable as A-D
+
+
+def test_choice_sets_come_after_the_first_real_questions_alternated():
+    from trouter.local.benchmark import interleaved_real_questions
+
+    questions = interleaved_real_questions(2, 2, 3)
+    assert [q.benchmark for q in questions] == ["gsm8k", "humaneval"] * 2 + [
+        "mmlu", "openbook_qa"] * 3  # fmt: skip
+    assert questions[:4] == interleaved_real_questions(2, 2)  # the first rows keep their place
+
+
+def test_choice_sets_without_the_llmrouter_data_name_the_fetch_command(tmp_path, monkeypatch):
+    from trouter.config import DataNotFoundError
+    from trouter.local.benchmark import export_real, interleaved_real_questions
+
+    monkeypatch.setenv("TROUTER_DATA_DIR", str(tmp_path / "none"))
+    with pytest.raises(DataNotFoundError, match="trouter data fetch llmrouter"):
+        interleaved_real_questions(1, 1, 1)
+    # GSM8K / HumanEval alone need no data folder; nothing answered exports no rows
+    counts = export_real(tmp_path, 2, 2, 0)
+    assert counts["complete_rows"] == 0 and (tmp_path / "real.jsonl").read_text() == ""

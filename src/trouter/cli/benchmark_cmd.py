@@ -31,6 +31,12 @@ def local_pool(
     in_flight: int = typer.Option(1, "--in-flight", min=1, help="Calls in flight at once."),
     n_gsm8k: int = typer.Option(236, "--gsm8k", min=0, help="GSM8K test questions."),
     n_humaneval: int = typer.Option(164, "--humaneval", min=0, help="HumanEval problems."),
+    n_choice: int = typer.Option(
+        100,
+        "--choice",
+        min=0,
+        help="Questions of each four-option set (MMLU, OpenBookQA; needs the llmrouter data).",
+    ),  # fmt: skip
     per_leaf: int = typer.Option(16, "--per-leaf", min=1, help="Synthetic questions per leaf."),
     formats: str = typer.Option(
         "", "--formats", help="Grow only the leaves of these answer formats (number,code,choice)."
@@ -42,7 +48,7 @@ def local_pool(
     shots: str = typer.Option("0,10,25,50,100", "--shots", help="Real rows added (few-shot)."),
 ) -> None:
     """Build the local-pool benchmark release; resumable at any point."""
-    from trouter.local.benchmark import build_real, export_real
+    from trouter.local.benchmark import build_real, export_real, interleaved_real_questions
     from trouter.local.pool import DEFAULT_GENERATOR, make_client, resolve_pool
     from trouter.local.synthetic import build_synthetic, export_synthetic, release_leaf_ids
     from trouter.taxonomy.model import Taxonomy
@@ -59,7 +65,7 @@ def local_pool(
         _evaluate(out, seeds, chosen, shot_list)
         return
     if stage == "export":
-        counts = export_real(out, n_gsm8k, n_humaneval)
+        counts = export_real(out, n_gsm8k, n_humaneval, n_choice)
         synthetic = export_synthetic(out, DEFAULT_GENERATOR, counts["models"])
         console.print(
             f"real.jsonl: {counts['complete_rows']} complete rows; synthetic.jsonl: "
@@ -76,14 +82,15 @@ def local_pool(
     except ValueError as err:
         console.print(f"[red]error:[/red] --formats {formats!r}: {err}")
         raise typer.Exit(2) from None
+    # read the questions before any server starts: a missing data file fails at once
+    real = interleaved_real_questions(n_gsm8k, n_humaneval, n_choice) if stage == "real" else []
     with resolve_pool(pool) as running_pool, stage_bars(console) as bars:
         client = make_client(running_pool)
         if stage == "real":
-            total = (n_gsm8k + n_humaneval) * len(running_pool.models)
-            task = bars.add_task("real questions", total=total)
+            task = bars.add_task("real questions", total=len(real) * len(running_pool.models))
             counts = asyncio.run(
-                build_real(client, running_pool, out, n_gsm8k, n_humaneval, in_flight=in_flight,
-                           on_answer=lambda: bars.advance(task))
+                build_real(client, running_pool, out, n_gsm8k, n_humaneval, n_choice,
+                           in_flight=in_flight, on_answer=lambda: bars.advance(task))
             )  # fmt: skip
         else:
             counts = asyncio.run(

@@ -6,10 +6,16 @@ The GSM8K test set and HumanEval ship inside the package (MIT, notices beside th
 ``trouter/data/questions/``), so no data directory is needed. When the data directory holds
 its own copy (``<data dir>/questions/<name>``, as ``trouter data fetch`` and the shared data
 folder lay it out), that copy is read instead, so there is one source for both.
+
+Four-option multiple-choice sets (MMLU, OpenBookQA) are read from LLMRouter's query files in
+the data directory (``trouter data fetch llmrouter``), which keep each question's options and
+reference letter; they are asked in the same words as the synthetic ``choice`` items and
+graded by the letter.
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 from dataclasses import dataclass
@@ -17,7 +23,17 @@ from importlib import resources
 from pathlib import Path
 
 from trouter.config import MalformedDataError, data_dir
+from trouter.data.sources import require_data
 from trouter.labelling.graders import grade_choice, grade_code, grade_number
+from trouter.synthesis.graded import LETTERS, pool_prompt
+
+#: Four-option sets in LLMRouter's query files (their ``task_name``), for ``load_choice_set``.
+CHOICE_SETS = ("mmlu", "openbook_qa")
+#: Test file first, then train: a small run takes the published test questions.
+LLMROUTER_QUERY_FILES = (
+    "llmrouter/default_query_test.jsonl",
+    "llmrouter/default_query_train.jsonl",
+)
 
 
 def packaged_question_file(name: str) -> Path:
@@ -34,9 +50,10 @@ def question_file(name: str) -> Path:
 @dataclass(frozen=True)
 class RealQuestion:
     id: str
-    benchmark: str  # "gsm8k" or "humaneval"
+    benchmark: str  # "gsm8k", "humaneval" or a CHOICE_SETS name
     prompt: str  # what the pool model is asked
-    reference: str  # GSM8K: the final number; HumanEval: the task id (tests are in `extra`)
+    # GSM8K: the final number; HumanEval: the task id (tests are in `extra`); choice: a letter
+    reference: str
     extra: dict
 
 
@@ -94,6 +111,56 @@ def load_humaneval(limit: int | None = None) -> list[RealQuestion]:
                 {"prompt": row["prompt"], "test": row["test"], "entry_point": row["entry_point"]},
             )
         )
+    return questions
+
+
+def _options(raw: object) -> list[str]:
+    """A row's options: a list, or LLMRouter's ``{'text': [...], 'label': [...]}``, either
+    possibly written as a Python literal string (parsed as a literal, never evaluated)."""
+    if isinstance(raw, str):
+        raw = ast.literal_eval(raw)
+    if isinstance(raw, dict):
+        raw = raw.get("text")
+    if not isinstance(raw, list):
+        raise ValueError(f"options are {type(raw).__name__}, not a list")
+    return [str(option).strip() for option in raw]
+
+
+def load_choice_set(task: str, limit: int | None = None) -> list[RealQuestion]:
+    """The first ``limit`` four-option questions of LLMRouter task ``task`` (test file, then
+    train), asked like a synthetic choice item and graded by the reference letter."""
+    if task not in CHOICE_SETS:
+        raise ValueError(f"unknown choice set {task!r}; choose from {', '.join(CHOICE_SETS)}")
+    root = data_dir()
+    require_data("llmrouter", root)
+    questions: list[RealQuestion] = []
+    for name in LLMROUTER_QUERY_FILES:
+        for number, row in enumerate(_read_jsonl(root / name), start=1):
+            if row.get("task_name") != task:
+                continue
+            try:
+                options = _options(row["choices"])
+                letter = str(row["ground_truth"]).strip().upper()
+                question = str(row["query"]).strip()
+            except (KeyError, ValueError, SyntaxError) as err:
+                raise MalformedDataError(f"{root / name}: line {number}: {err}") from err
+            if len(options) != 4 or letter not in LETTERS or not question:
+                continue  # not a clean four-option item (a handful of rows)
+            prompt = pool_prompt(
+                {"format": "choice", "question": question, "extra": {"options": options}}
+            )
+            split = "test" if "test" in name else "train"
+            questions.append(
+                RealQuestion(
+                    f"{task}-{split}-{number}",
+                    task,
+                    prompt,
+                    letter,
+                    {"format": "choice", "options": options},
+                )
+            )
+            if limit is not None and len(questions) >= limit:
+                return questions
     return questions
 
 
