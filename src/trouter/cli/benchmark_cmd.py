@@ -36,7 +36,7 @@ def local_pool(
         "--choice",
         min=0,
         help="Questions of each four-option set (MMLU, OpenBookQA; needs the llmrouter data).",
-    ),  # fmt: skip
+    ),
     per_leaf: int = typer.Option(16, "--per-leaf", min=1, help="Synthetic questions per leaf."),
     formats: str = typer.Option(
         "", "--formats", help="Grow only the leaves of these answer formats (number,code,choice)."
@@ -89,8 +89,8 @@ def local_pool(
         if stage == "real":
             task = bars.add_task("real questions", total=len(real) * len(running_pool.models))
             counts = asyncio.run(
-                build_real(client, running_pool, out, n_gsm8k, n_humaneval, n_choice,
-                           in_flight=in_flight, on_answer=lambda: bars.advance(task))
+                build_real(client, running_pool, out, real, in_flight=in_flight,
+                           on_answer=lambda: bars.advance(task))
             )  # fmt: skip
         else:
             counts = asyncio.run(

@@ -101,17 +101,15 @@ async def build_real(
     client: Any,
     pool: Any,
     out_dir: str | Path,
-    n_gsm8k: int = REAL_GSM8K,
-    n_humaneval: int = REAL_HUMANEVAL,
-    n_choice: int = REAL_CHOICE,
+    questions: Sequence[RealQuestion],
     in_flight: int = 1,
     on_answer: Any = None,
 ) -> dict[str, Any]:
-    """Answer and grade the real questions (resumable); write ``real.jsonl``; return counts."""
+    """Answer and grade ``questions`` (from :func:`interleaved_real_questions`; resumable);
+    write ``real.jsonl``; return counts."""
     from trouter.local.real_answers import answer_real_questions
 
     out = Path(out_dir)
-    questions = interleaved_real_questions(n_gsm8k, n_humaneval, n_choice)
     answers = await answer_real_questions(
         client, pool, questions, out / "real_answers.jsonl", on_answer, in_flight=in_flight
     )
