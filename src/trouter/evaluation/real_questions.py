@@ -145,7 +145,7 @@ def load_choice_set(task: str, limit: int | None = None) -> list[RealQuestion]:
             except (KeyError, ValueError, SyntaxError) as err:
                 raise MalformedDataError(f"{root / name}: line {number}: {err}") from err
             if len(options) != 4 or letter not in LETTERS or not question:
-                continue  # not a clean four-option item (a handful of rows)
+                continue  # not a clean four-option item (none in the pinned files)
             prompt = pool_prompt(
                 {"format": "choice", "question": question, "extra": {"options": options}}
             )
