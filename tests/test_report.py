@@ -33,3 +33,18 @@ def test_compact_table_has_mean_and_std_over_seeds_per_scenario():
         "| knn | 0.650 ± 0.071 | 0.350 ± 0.071 | – | 0.25 ± 0.00 | 0.700 ± 0.000 | – | – |"
     ), "records without cost saved show a dash"
     assert "over 2 seed(s)" in table
+
+
+def test_a_saving_reached_in_only_some_seeds_says_how_many():
+    # Seed 2's router never reaches 95% of the top model's quality (NaN), so the mean is over
+    # seeds 0 and 1 only and the cell must say so; every seed reaches 100% of it at 10%.
+    records = []
+    for seed, saved_95 in enumerate((0.30, 0.20, float("nan"))):
+        record = _record("mlp", "balanced", seed, 0.3)
+        record.update(cost_saved_95=saved_95, cost_saved_100=0.10)
+        records.append(record)
+    (row,) = summarise(records)
+    assert (row["cost_saved_95_seeds"], row["cost_saved_100_seeds"]) == (2, 3)
+    assert round(row["cost_saved_95_mean"], 6) == 0.25
+    line = next(x for x in compact_markdown([row]).splitlines() if x.startswith("| mlp"))
+    assert line.endswith("| 25% (2 of 3 seeds) | 10% ± 0 |")

@@ -24,6 +24,7 @@ SUMMARY_FIELDS = (
     "cost_saved_95",
     "cost_saved_100",
 )
+SAVING_FIELDS = ("cost_saved_95", "cost_saved_100")
 HEADLINE_TASKS = ("all", "mean")
 
 
@@ -40,8 +41,12 @@ def headline_records(records: Iterable[dict]) -> list[dict]:
     return [r for r in records if r.get("task", "all") in HEADLINE_TASKS]
 
 
+def _finite(values: list[float]) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    finite = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    finite = _finite(values)
     if finite.size == 0:
         return float("nan"), float("nan")
     std = float(np.std(finite, ddof=1)) if finite.size > 1 else 0.0
@@ -53,7 +58,9 @@ def summarise(records: Iterable[dict]) -> list[dict]:
 
     Rows keep the order in which routers and scenarios first appear in ``records``.
     Each row has ``<field>_mean`` and ``<field>_std`` for :data:`SUMMARY_FIELDS`, the
-    number of seeds, and the mean selection share per model.
+    number of seeds, and the mean selection share per model. The savings are undefined in a
+    seed whose router never reaches the quality level, so their mean is over the seeds that
+    do; ``cost_saved_<X>_seeds`` counts those.
     """
     groups: dict[tuple, list[dict]] = {}
     for record in headline_records(records):
@@ -71,6 +78,8 @@ def summarise(records: Iterable[dict]) -> list[dict]:
         }
         for field in SUMMARY_FIELDS:
             row[f"{field}_mean"], row[f"{field}_std"] = _mean_std([r.get(field) for r in group])
+        for field in SAVING_FIELDS:
+            row[f"{field}_seeds"] = int(_finite([r.get(field) for r in group]).size)
         models = list(group[0]["selection"])
         row["selection"] = {m: float(np.mean([r["selection"][m] for r in group])) for m in models}
         rows.append(row)
@@ -78,8 +87,15 @@ def summarise(records: Iterable[dict]) -> list[dict]:
 
 
 def _pct(row: dict, field: str) -> str:
+    """A saving as ``mean% ± std``; where only some seeds reach the level, how many did
+    (a mean over 1 of 3 seeds must not read like a result of all three)."""
     mean, std = row.get(f"{field}_mean", float("nan")), row.get(f"{field}_std", float("nan"))
-    return "–" if math.isnan(mean) else f"{100 * mean:.0f}% ± {100 * std:.0f}"
+    if math.isnan(mean):
+        return "–"
+    reached, seeds = row.get(f"{field}_seeds", row["seeds"]), row["seeds"]
+    if reached < seeds:
+        return f"{100 * mean:.0f}% ({reached} of {seeds} seeds)"
+    return f"{100 * mean:.0f}% ± {100 * std:.0f}"
 
 
 def fmt(mean: float, std: float, digits: int = 3) -> str:
