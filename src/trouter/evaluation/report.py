@@ -13,18 +13,13 @@ from collections.abc import Iterable
 import numpy as np
 from rich.table import Table
 
+from trouter.evaluation.metrics import SAVING_LEVELS
+
+#: The "cost saved at X% of the top model's quality" fields the metrics write.
+SAVING_FIELDS = tuple(f"cost_saved_{level}" for level in SAVING_LEVELS)
 #: Fields summarised as mean ± std over seeds.
-SUMMARY_FIELDS = (
-    "utility",
-    "performance",
-    "cost",
-    "raw_cost",
-    "gap_closed",
-    "aiq",
-    "cost_saved_95",
-    "cost_saved_100",
-)
-SAVING_FIELDS = ("cost_saved_95", "cost_saved_100")
+SUMMARY_FIELDS = ("utility", "performance", "cost", "raw_cost", "gap_closed", "aiq",
+                  *SAVING_FIELDS)  # fmt: skip
 HEADLINE_TASKS = ("all", "mean")
 
 
@@ -236,9 +231,7 @@ def compact_markdown(rows: list[dict]) -> str:
                 fmt(balanced["gap_closed_mean"], balanced["gap_closed_std"], 2) if balanced else "–"
             )
             aiq = fmt(balanced["aiq_mean"], balanced["aiq_std"]) if balanced else "–"
-            saved = [
-                _pct(balanced, f) if balanced else "–" for f in ("cost_saved_95", "cost_saved_100")
-            ]
+            saved = [_pct(balanced, f) if balanced else "–" for f in SAVING_FIELDS]
             lines.append(
                 f"| {router} | {' | '.join(utilities)} | {gap} | {aiq} | {' | '.join(saved)} |"
             )
