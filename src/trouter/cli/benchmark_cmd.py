@@ -1,7 +1,8 @@
 """`trouter experiment local-pool`: build (or resume) the local-pool routing benchmark.
 
 Long-running by design (hours on a 2-core CPU): every stage appends its rows as they
-complete and resumes from them, so it can run in the background across sessions.
+complete and resumes from them, so it can run in the background and be stopped and
+restarted at any point.
 """
 
 from __future__ import annotations

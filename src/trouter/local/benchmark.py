@@ -31,8 +31,8 @@ from trouter.evaluation.real_questions import (
 )
 
 #: The release's size: every HumanEval problem and enough GSM8K test questions for 400, then
-#: (from session 10) this many questions of each four-option set in ``CHOICE_SETS``: the
-#: release's real side then covers the synthetic choice leaves' domains too.
+#: this many questions of each four-option set in ``CHOICE_SETS``: the release's real side
+#: then covers the synthetic choice leaves' domains too.
 REAL_GSM8K = 236
 REAL_HUMANEVAL = 164
 REAL_CHOICE = 100
