@@ -147,9 +147,8 @@ def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output folder."),
 ) -> None:
     """The offline demo: fetch the local models, synthesise, label, train, test on real
-    questions, print the table (no flags, no keys). About 14 minutes the first time on an
-    idle 2-core CPU with the model files fetched (~70 local LLM calls); a rerun answers
-    from the LLM cache in under 2 minutes."""
+    questions, print the table (no flags, no keys). About 70 local LLM calls; the first run
+    also downloads about 1.7 GB of model files, and a rerun answers from the LLM cache."""
     _run_or_exit("quick", out, None)
 
 
