@@ -16,10 +16,12 @@ task type allows it, the generator is asked instead for a question whose answer 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from typing import Any
 
-from trouter.sandbox import passes
+from trouter.sandbox import SandboxError, apasses, passes
 from trouter.synthesis.prompts import SYSTEM, RequestSpec, avoid_lines, leaf_profile
 from trouter.taxonomy.model import Leaf
 
@@ -32,6 +34,9 @@ FORMAT_BY_DOMAIN = {
     "World Knowledge": "choice",
 }
 LETTERS = "ABCD"
+#: Wall-clock seconds a reference solution may take to pass its own tests.
+SOLUTION_TIMEOUT_S = 15.0
+log = logging.getLogger(__name__)
 NUMBER_ONLY = re.compile(r"^\s*-?\d[\d,]*(?:\.\d+)?\s*$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_]\w*$")
 
@@ -119,16 +124,50 @@ def parse_items(data: Any, fmt: str) -> list[dict[str, Any]]:
     """Valid items of a reply as ``{"question", "reference", "format", "extra"}`` dicts.
 
     Invalid items are dropped (a code item whose reference fails its own tests included);
-    a reply with no list at all raises ValueError so that ``ask_json`` asks again.
+    a reply with no list at all raises ValueError so that ``ask_json`` asks again. Runs the
+    sandbox in this thread: from async code use :func:`aparse_items`.
     """
+    candidates = _candidates(data, fmt)
+    return [item for item, program in candidates if program is None or _passes(program)]
+
+
+async def aparse_items(data: Any, fmt: str) -> list[dict[str, Any]]:
+    """:func:`parse_items` with the code items' sandbox runs off the event loop (on the
+    sandbox's bounded pool), concurrently."""
+    candidates = _candidates(data, fmt)
+    verdicts = await asyncio.gather(
+        *(_apasses(program) for _, program in candidates if program is not None)
+    )
+    results = iter(verdicts)
+    return [item for item, program in candidates if program is None or next(results)]
+
+
+def _passes(program: str) -> bool:
+    try:
+        return passes(program, SOLUTION_TIMEOUT_S)
+    except SandboxError as err:  # the item is dropped; the run goes on
+        log.warning("reference solution not checked, item dropped: %s", err)
+        return False
+
+
+async def _apasses(program: str) -> bool:
+    try:
+        return await apasses(program, SOLUTION_TIMEOUT_S)
+    except SandboxError as err:
+        log.warning("reference solution not checked, item dropped: %s", err)
+        return False
+
+
+def _candidates(data: Any, fmt: str) -> list[tuple[dict[str, Any], str | None]]:
+    """(item, program that must pass in the sandbox or None) per well-formed item."""
     items = data.get("items") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError('expected a JSON object with an "items" list')
     parsed = [_parse_one(item, fmt) for item in items if isinstance(item, dict)]
-    return [item for item in parsed if item is not None]
+    return [found for found in parsed if found is not None]
 
 
-def _parse_one(item: dict[str, Any], fmt: str) -> dict[str, Any] | None:
+def _parse_one(item: dict[str, Any], fmt: str) -> tuple[dict[str, Any], str | None] | None:
     question = str(item.get("question") or "").strip()
     if not question:
         return None
@@ -142,7 +181,7 @@ def _parse_one(item: dict[str, Any], fmt: str) -> dict[str, Any] | None:
         if not NUMBER_ONLY.match(answer):
             return None
         return {"question": question, "reference": answer, "format": fmt,
-                "extra": {"solution": str(item.get("solution") or "")}}  # fmt: skip
+                "extra": {"solution": str(item.get("solution") or "")}}, None  # fmt: skip
     if fmt == "code":
         name = str(item.get("function_name") or "").strip()
         solution = str(item.get("solution") or "")
@@ -151,17 +190,17 @@ def _parse_one(item: dict[str, Any], fmt: str) -> dict[str, Any] | None:
         if not FUNCTION_NAME.match(name) or len(tests) < 2 or f"def {name}" not in solution:
             return None
         test_code = "\n".join(tests)
-        if not passes(solution + "\n\n" + test_code + "\n"):
-            return None  # the generator's own solution fails its tests: unusable
+        # kept only if the generator's own solution passes its tests (checked by the caller)
         return {"question": question, "reference": solution, "format": fmt,
-                "extra": {"function_name": name, "tests": test_code}}  # fmt: skip
+                "extra": {"function_name": name, "tests": test_code}}, (
+            solution + "\n\n" + test_code + "\n")  # fmt: skip
     if fmt == "choice":
         options = [str(o).strip() for o in item.get("options") or []]
         letter = str(item.get("answer") or "").strip().upper()[:1]
         if len(options) != 4 or not all(options) or len(set(options)) < 4 or letter not in LETTERS:
             return None
         return {"question": question, "reference": letter, "format": fmt,
-                "extra": {"options": options}}  # fmt: skip
+                "extra": {"options": options}}, None  # fmt: skip
     raise ValueError(f"unknown answer format {fmt!r}")
 
 
@@ -194,6 +233,7 @@ def graded_spec(leaf: Leaf) -> RequestSpec:
     def messages(leaf: Leaf, scale: list[str], count: int, batch: int, kept: list[str]):
         return graded_messages(leaf, fmt, scale, count, batch, kept)
 
+    # the parse returns a coroutine: ask_json awaits it, so the sandbox runs off the loop
     return RequestSpec(
-        messages, lambda data: parse_items(data, fmt), (f"{fmt}_items", items_schema(fmt))
+        messages, lambda data: aparse_items(data, fmt), (f"{fmt}_items", items_schema(fmt))
     )

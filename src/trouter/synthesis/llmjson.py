@@ -9,6 +9,7 @@ attempt it raises :class:`MalformedOutputError` naming the step (level and node)
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -103,10 +104,11 @@ async def ask_json(
     """Call the LLM until ``parse(extract_json(reply))`` succeeds; give up after ``attempts``
     unusable fresh replies (replies replayed from the cache do not count).
 
-    ``parse`` raises ``ValueError`` (or ``KeyError``/``TypeError``) with a message written
-    for the model: it is sent back verbatim as the reason the reply was rejected. ``schema``
-    (name, JSON schema) becomes a ``response_format`` where the endpoint supports one; a
-    server that rejects it (HTTP 400) is asked again without, once and for the whole run.
+    ``parse`` (or the awaitable it returns) raises ``ValueError`` (or ``KeyError``/
+    ``TypeError``) with a message written for the model: it is sent back verbatim as the
+    reason the reply was rejected. ``schema`` (name, JSON schema) becomes a
+    ``response_format`` where the endpoint supports one; a server that rejects it (HTTP 400)
+    is asked again without, once and for the whole run.
     """
     conversation = list(messages)
     last_error = ""
@@ -122,7 +124,9 @@ async def ask_json(
         meter.add(completion)
         last_text = completion.text or ""
         try:
-            return parse(extract_json(last_text))
+            parsed = parse(extract_json(last_text))
+            # an async parse (one that runs blocking checks off the event loop) is awaited
+            return await parsed if inspect.isawaitable(parsed) else parsed
         except (ValueError, KeyError, TypeError) as err:
             last_error = str(err) or type(err).__name__
         failures += not getattr(completion, "cached", False)
