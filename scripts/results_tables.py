@@ -1,10 +1,12 @@
-"""Turn `trouter eval --json` record files into README markdown tables.
+"""Turn `trouter eval --json` record files into the markdown tables of README and docs/.
 
-Usage: python scripts/results_tables.py [--compact|--curve|--goals] results/a.json ... > results.md
+Usage: python scripts/results_tables.py [--compact|--curve|--checks|--headline] results/a.json ...
 
 ``--curve`` prints the few-shot learning-curve tables (balanced utility per K, and the share of
-each router's own K=all gain over best-single reached at each K); ``--goals`` the few-shot
-checks of ``auto`` against best-single (K=0 per held-out task, shares at K=25 / K=100).
+each router's own K=all gain over best-single reached at each K); ``--checks`` the few-shot
+checks of ``auto`` against best-single (K=0 per held-out task, shares at K=25 / K=100);
+``--headline`` one row per suite: ``auto`` on a new task with K labelled rows, beside
+best-single and the oracle (balanced).
 ``--learning-curve OUT.png`` draws the few-shot learning curve of the records (e.g. of a run
 split over jobs with ``trouter eval --first-seed``).
 
@@ -20,7 +22,8 @@ from pathlib import Path
 
 from trouter.evaluation.report import (
     compact_markdown,
-    few_shot_goals_markdown,
+    few_shot_checks_markdown,
+    fmt,
     learning_curve_markdown,
     markdown_tables,
     summarise,
@@ -43,6 +46,39 @@ def load_records(paths: list[str]) -> list[dict]:
     return records
 
 
+HEADLINE_SHOTS = ("0", "25", "100", "all")
+
+
+def headline_markdown(rows: list[dict], router: str = "auto", scenario: str = "balanced") -> str:
+    """Per suite: best-single and ``router`` on a held-out task with K labelled rows of it."""
+    cell = {
+        (r["suite"], r["router"], r["setting"].split("K=")[1]): r
+        for r in rows
+        if r["setting"].startswith("few-shot") and r["scenario"] == scenario
+    }
+
+    def show(suite: str, name: str, k: str) -> str:
+        row = cell.get((suite, name, k))
+        return fmt(row["utility_mean"], row["utility_std"]) if row else "–"
+
+    suites = list(dict.fromkeys(suite for suite, *_ in cell))
+    lines = [
+        f"| {scenario} utility on a new task | best-single | "
+        + " | ".join(f"{router}, K={k}" for k in HEADLINE_SHOTS)
+        + " | oracle |",
+        "|---|---:|" + "---:|" * len(HEADLINE_SHOTS) + "---:|",
+    ]
+    for suite in suites:
+        seeds = max(r["seeds"] for (s, *_), r in cell.items() if s == suite)
+        shown = [show(suite, router, k) for k in HEADLINE_SHOTS]
+        lines.append(
+            f"| {suite} ({seeds} seeds) | {show(suite, 'best-single', '0')} | "
+            + " | ".join(shown)
+            + f" | {show(suite, 'oracle', '0')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
@@ -52,13 +88,15 @@ def main(argv: list[str]) -> int:
 
         print(plot_learning_curves(load_records(argv[2:]), argv[1]))
         return 0
-    mode = argv[0] if argv[0] in ("--compact", "--curve", "--goals") else None
+    mode = argv[0] if argv[0] in ("--compact", "--curve", "--checks", "--headline") else None
     records = load_records(argv[1:] if mode else argv)
     if not records:
         raise SystemExit("no records in the given files")
     rows = summarise(records)
-    if mode == "--goals":
-        print(few_shot_goals_markdown(records))
+    if mode == "--checks":
+        print(few_shot_checks_markdown(records))
+    elif mode == "--headline":
+        print(headline_markdown(rows))
     elif mode == "--curve":
         print(learning_curve_markdown(rows))
     else:

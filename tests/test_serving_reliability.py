@@ -1,4 +1,4 @@
-"""Reliability of serving (issue 11): a bad request fails alone, client errors are 400s, the
+"""Reliability of serving: a bad request fails alone, client errors are 400s, the
 upstream's Retry-After reaches the client, and nothing grows with traffic.
 
 Each test reproduces a failure seen against the proxy before the fix, through the same real

@@ -293,7 +293,7 @@ def learning_curve_markdown(rows: list[dict], scenario: str = "balanced") -> str
     return "\n".join(lines)
 
 
-def few_shot_goals_markdown(
+def few_shot_checks_markdown(
     records: Iterable[dict], router: str = "auto", tolerance: float = 0.005
 ) -> str:
     """Per suite and scenario, the few-shot checks of ``router`` against best-single.
