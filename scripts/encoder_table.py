@@ -1,6 +1,6 @@
-"""README's encoder comparison: utility with the static encoder against MiniLM, per router.
+"""The encoder comparison of docs/results.md: static encoder against MiniLM, per router.
 
-Reads the MiniLM records behind README's tables (``results/<suite>-<setting>.json``) and the
+Reads the MiniLM records behind the results tables (``results/<suite>-<setting>.json``) and the
 static-encoder runs of the same command (``results/static/<suite>-<setting>-<router>.json``,
 made by ``scripts/run_static.sh``), and prints one markdown row per suite, setting, router and
 scenario: utility mean ± std over seeds for each encoder, the difference, and whether it is
@@ -30,7 +30,7 @@ def main(root: Path) -> None:
         suite, setting = static_records[0]["suite"], static_records[0]["setting"]
         baseline = json.loads((root / f"{suite}-{setting}.json").read_text())
         minilm = {(r["router"], r["scenario"]): r for r in summarise(baseline)}
-        # the same seeds on both sides: README's MiniLM runs of some settings have 1 seed
+        # the same seeds on both sides: the MiniLM runs of some settings have 1 seed
         routers = {r["router"] for r in static_records} - set(REFERENCES)
         seeds = {r["seed"] for r in baseline if r["router"] in routers}
         static_rows = summarise(r for r in static_records if r["seed"] in seeds)

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce README's routing tables and curves: in-domain and few-shot (K=0 is cold start)
+# Re-run the evaluations behind docs/results.md: in-domain and few-shot (K=0 is cold start)
 # for every suite, 3 seeds, all scenarios; records in results/<suite>-<setting>.json.
 # Usage: scripts/run_results.sh [suite ...]   (default: routerbench llmrouter routerdc)
 # An existing non-empty record file is kept (delete it to re-run that table).
-# Then: python scripts/results_tables.py --compact results/*-in-domain.json
-#       python scripts/results_tables.py --curve results/*-few-shot.json
+# Then: python scripts/docs_tables.py   (re-renders every table of README and docs/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TROUTER="${TROUTER:-trouter}"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# README's encoder comparison: knn and mlp with the static encoder (`--param R.encoder=static`),
-# the same eval command as README's MiniLM tables; then scripts/encoder_table.py prints the
+# The encoder comparison of docs/results.md: knn and mlp with the static encoder (`--param R.encoder=static`),
+# the same eval command as the MiniLM tables; then scripts/encoder_table.py prints the
 # table (seed-matched against results/<suite>-<setting>.json). The mlp cold-start runs on
-# llmrouter and routerdc use 1 seed, as README's MiniLM runs of them do (compute).
+# llmrouter and routerdc use 1 seed, as the MiniLM runs of them do (compute).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 run() {  # router suite setting seeds

@@ -1,7 +1,7 @@
 """The local cold-start experiment: synthetic labels from small local models vs real questions.
 
 One function, :func:`run_cold_start`, for every size (``tiny`` for CI, ``quick`` for the
-quickstart, ``full`` for the README table):
+quickstart, ``full`` for a larger run):
 
 a. QA synthesis with the generator (Qwen-1.5B) for math-word-problem and Python-function
    leaves of the packaged taxonomy -- the real per-leaf generation loop with MiniLM dedup;

@@ -15,7 +15,7 @@ on each exported row, so a router can be trained with or without them:
 - ``self_consistent``: the generator, answering its own question as a pool model (same
   prompt as the other models, temperature 0), agrees with its reference. The generator is
   a pool member, so this costs no extra call -- and it makes the generator look perfect on
-  the filtered rows, which the README states;
+  the filtered rows, which docs/local-pool.md reports;
 - ``discriminative``: the pool's scores on the question are not all equal.
 """
 

@@ -86,7 +86,7 @@ class KNNRouter(Router):
     rows to the index after tuning.
 
     The default encoder is ``static``: on the three public suites its utility is within
-    0.005 of MiniLM's in 17 of 18 settings (README, "Encoders") at a fiftieth of the cost.
+    0.005 of MiniLM's in 17 of 18 settings (docs/results.md, "Encoders") at a fiftieth of the cost.
     """
 
     default_encoder = "static"
