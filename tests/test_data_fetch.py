@@ -229,3 +229,93 @@ def test_more_gsm8k_than_shipped_asks_for_the_fetch(tmp_path, monkeypatch):
                                       "--out", str(tmp_path / "out")])  # fmt: skip
     assert result.exit_code == 2 and "trouter data fetch questions" in result.output
     assert "Traceback" not in result.output
+
+
+class HostileMirror(http.server.BaseHTTPRequestHandler):
+    """``/redirect/...`` sends a 302 to ``redirect_to``; ``/endless/...`` streams bytes until
+    the client leaves; ``/slow/...`` sends one byte every ``slow_every_s`` seconds."""
+
+    redirect_to = ""
+    slow_every_s = 0.5
+    sent: list[int] = []  # bytes sent per endless response
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+        kind, _, rest = self.path.lstrip("/").partition("/")
+        if kind == "redirect":
+            self.send_response(302)
+            self.send_header("Location", f"{type(self).redirect_to}/endless/{rest}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.end_headers()  # no Content-Length: the body ends when the connection does
+        sent = 0
+        try:
+            if kind == "endless":
+                block = b"x" * 65536
+                while sent < 50 * 2**20:  # bounded, in case the client never stops reading
+                    self.wfile.write(block)
+                    sent += len(block)
+            else:
+                for _ in range(60):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    sent += 1
+                    time.sleep(type(self).slow_every_s)
+        except OSError:
+            pass
+        type(self).sent.append(sent)
+
+
+@pytest.fixture
+def hostile_mirror() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileMirror)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    HostileMirror.redirect_to = f"http://localhost:{port}"  # the same server, another host name
+    HostileMirror.sent = []
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    server.server_close()
+
+
+SMALL = BY_PATH["questions/HumanEval.jsonl.gz"]
+
+
+def test_redirect_to_an_unlisted_host_is_refused(hostile_mirror, tmp_path):
+    with pytest.raises(DataFetchError) as caught:
+        fetch_files([SMALL], tmp_path, f"{hostile_mirror}/redirect")
+    message = str(caught.value)
+    assert "redirects to http://localhost:" in message and "a host not allowed" in message
+    assert HostileMirror.sent == []  # the other host was never asked
+    assert not list((tmp_path / "questions").glob("HumanEval*"))
+
+
+def test_an_endless_body_is_cut_at_the_pinned_size(hostile_mirror, tmp_path):
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(DataFetchError, match=f"more than the pinned {SMALL.size:,} bytes"):
+        fetch_files([SMALL], tmp_path, f"{hostile_mirror}/redirect", progress=lambda d, t:
+                    seen.append((d, t)), redirect_hosts=["localhost"])  # fmt: skip
+    assert max(done for done, _ in seen) <= SMALL.size  # never more than was pinned
+    assert seen[-1] == (0, 0)  # the failed file leaves the bar: nothing shown as fetched
+    assert not list((tmp_path / "questions").glob("HumanEval*"))  # the overlong part is deleted
+
+
+def test_a_trickling_mirror_meets_the_per_file_deadline(hostile_mirror, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DataFetchError, match="deadline of 2 s passed"):
+        fetch_files([SMALL], tmp_path, f"{hostile_mirror}/slow", deadline_s=2.0)
+    assert time.monotonic() - start < 4
+    part = tmp_path / "questions" / "HumanEval.jsonl.gz.part"
+    assert 0 < part.stat().st_size < 10  # what arrived is kept, to resume from
+
+
+def test_cli_reports_a_hostile_mirror_in_one_paragraph(hostile_mirror, tmp_path):
+    result = fetch_cli("questions", "--mirror", f"{hostile_mirror}/redirect", "--dir",
+                       str(tmp_path))  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "a host not allowed" in " ".join(result.output.split())
