@@ -6,7 +6,8 @@ Usage: python scripts/results_tables.py [--compact|--curve|--checks|--headline] 
 each router's own K=all gain over best-single reached at each K); ``--checks`` the few-shot
 checks of ``auto`` against best-single (K=0 per held-out task, shares at K=25 / K=100);
 ``--headline`` one row per suite: ``auto`` on a new task with K labelled rows, beside
-best-single and the oracle (balanced).
+best-single and the oracle (balanced); ``--suites`` the size of each suite's splits as the
+records of an in-domain run saw them.
 ``--learning-curve OUT.png`` draws the few-shot learning curve of the records (e.g. of a run
 split over jobs with ``trouter eval --first-seed``).
 
@@ -79,6 +80,25 @@ def headline_markdown(rows: list[dict], router: str = "auto", scenario: str = "b
     return "\n".join(lines) + "\n"
 
 
+def suites_markdown(records: list[dict]) -> str:
+    """Per suite: models, train / validation / test rows, and test rows left out as masked."""
+    lines = [
+        "| suite | models | train / validation / test rows | test rows with a masked cell |",
+        "|---|---:|---|---:|",
+    ]
+    seen: set[str] = set()
+    for r in records:
+        if r["setting"] != "in-domain" or r.get("task", "all") != "all" or r["suite"] in seen:
+            continue
+        seen.add(r["suite"])
+        n_test = r["n_test"] + r["masked_rows"]
+        lines.append(
+            f"| {r['suite']} | {len(r['selection'])} | {r['n_train']} / {r['n_validation']} / "
+            f"{n_test} | {r['masked_rows']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
@@ -88,7 +108,8 @@ def main(argv: list[str]) -> int:
 
         print(plot_learning_curves(load_records(argv[2:]), argv[1]))
         return 0
-    mode = argv[0] if argv[0] in ("--compact", "--curve", "--checks", "--headline") else None
+    modes = ("--compact", "--curve", "--checks", "--headline", "--suites")
+    mode = argv[0] if argv[0] in modes else None
     records = load_records(argv[1:] if mode else argv)
     if not records:
         raise SystemExit("no records in the given files")
@@ -97,6 +118,8 @@ def main(argv: list[str]) -> int:
         print(few_shot_checks_markdown(records))
     elif mode == "--headline":
         print(headline_markdown(rows))
+    elif mode == "--suites":
+        print(suites_markdown(records))
     elif mode == "--curve":
         print(learning_curve_markdown(rows))
     else:
