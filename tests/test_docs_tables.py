@@ -138,3 +138,22 @@ def test_no_page_speaks_of_working_sessions_or_tracker_issues() -> None:
 def test_readme_stays_short() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines < 250, f"README.md has {lines} lines; move detail into docs/"
+
+
+def test_readme_install_commands_are_what_ci_runs() -> None:
+    """README's two fresh-machine commands install at least the extras `.ci/run` installs
+    and run the same tests."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci/run").read_text(encoding="utf-8")
+    extras = re.compile(r'pip install[^\n]*-e "\.(\[[^\]]*\])?"')
+    readme_extras = extras.search(readme)
+    ci_extras = extras.search(ci)
+    assert readme_extras and ci_extras
+
+    def names(match: re.Match) -> set[str]:
+        return set((match.group(1) or "[]").strip("[]").replace(" ", "").split(",")) - {""}
+
+    assert names(readme_extras) >= names(ci_extras)
+    test_command = ".venv/bin/python -m pytest -q"
+    assert test_command in readme
+    assert ci.rstrip().splitlines()[-1] == test_command
