@@ -2,6 +2,8 @@
 
 Reading: :func:`iter_json_objects` decodes line by line, so a file that is not UTF-8 (or a
 row that is not a JSON object) is reported as ``file:line`` instead of a decoder traceback.
+A line longer than :data:`MAX_LINE_BYTES` is refused the same way before it is read whole,
+so one huge row cannot take the reader's memory.
 
 Appending (``trouter label`` and ``trouter synth qa`` write results one line at a time):
 
@@ -23,6 +25,10 @@ from typing import Any
 
 from trouter.config import MalformedDataError
 
+#: Longest line read from a JSONL file: one row (a question with every model's answer)
+#: is far below it; a longer one is refused, naming its file and line.
+MAX_LINE_BYTES = 16 * 1024**2
+
 
 class OutputWriteError(OSError):
     """An output file could not be written (e.g. a full disk); it is intact up to its last
@@ -43,14 +49,21 @@ def decode_line(raw: bytes, where: str) -> str:
         ) from None
 
 
-def read_text(path: Path, what: str = "file") -> str:
-    """A whole text file as UTF-8; a bad byte is reported as ``file:line``."""
+def read_text(path: Path, what: str = "file", max_bytes: int | None = None) -> str:
+    """A whole text file as UTF-8; a bad byte is reported as ``file:line``.
+
+    With ``max_bytes``, a file larger than that is refused without reading the rest (also
+    a device or a pipe, whose size is not known beforehand).
+    """
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise MalformedDataError(f"{what} {path} does not exist") from None
     except OSError as err:
         raise MalformedDataError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise MalformedDataError(f"{what} {path} is larger than {max_bytes:,} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -62,23 +75,33 @@ def read_text(path: Path, what: str = "file") -> str:
         ) from None
 
 
-def iter_json_objects(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+def iter_json_objects(
+    path: Path, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """Yield ``(where, line_number, row)`` per non-blank line; ``where`` is ``file:line``.
 
-    A line that is not UTF-8, not JSON or not a JSON object raises
-    :class:`MalformedDataError` naming it.
+    A line that is not UTF-8, not JSON, not a JSON object or longer than
+    ``max_line_bytes`` raises :class:`MalformedDataError` naming it.
     """
     try:
         handle = path.open("rb")
     except OSError as err:
         raise MalformedDataError(f"cannot read {path}: {err.strerror or err}") from None
     with handle:
-        yield from _objects(handle, path)
+        lines = iter(lambda: handle.readline(max_line_bytes + 1), b"")
+        yield from _objects(lines, path, max_line_bytes)
 
 
-def _objects(lines: Iterable[bytes], path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+def _objects(
+    lines: Iterable[bytes], path: Path, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
     for number, raw in enumerate(lines, start=1):
         where = f"{path}:{number}"
+        if len(raw.rstrip(b"\r\n")) > max_line_bytes:
+            raise MalformedDataError(
+                f"{where}: line longer than {max_line_bytes:,} bytes (one row never needs "
+                "that much); remove or shorten it"
+            )
         line = decode_line(raw, where)
         if line.strip():
             yield where, number, parse_object(line, where)
@@ -92,6 +115,8 @@ def parse_object(line: str, where: str) -> dict[str, Any]:
         raise MalformedDataError(f"{where}: not valid JSON ({err.msg})") from None
     except RecursionError:
         raise MalformedDataError(f"{where}: JSON nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise MalformedDataError(f"{where}: not usable JSON (a number too long to read)") from None
     if not isinstance(row, dict):
         raise MalformedDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     return row

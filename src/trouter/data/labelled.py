@@ -24,6 +24,7 @@ real benchmark suite.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,10 @@ OPTIONAL_FIELDS = ("benchmark", "task", "cost_source")
 DEFAULT_BENCHMARK = "synthetic"
 DEFAULT_COST_SOURCE = "usd-per-call, measured by trouter label (tokens x prices)"
 LEAF_SEPARATOR = " > "
+#: Longest question kept for training; longer ones are cut (with a warning naming the row).
+#: The encoders read only the first few hundred tokens, so the cut changes no embedding.
+MAX_QUESTION_CHARS = 100_000
+log = logging.getLogger(__name__)
 
 
 def leaf_domain(leaf_id: str) -> str:
@@ -60,12 +65,20 @@ def leaf_domain(leaf_id: str) -> str:
     return leaf_id.split(LEAF_SEPARATOR, 1)[0].strip()
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _number(value: Any, where: str, name: str, low: float | None = None) -> float | None:
     """A finite number (or None), checked against ``low`` and for performance against 1."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise MalformedDataError(f"{where}: {name} must be a number or null, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        shown = repr(value) if len(repr(value)) < 40 else f"{repr(value)[:40]}..."
+        raise MalformedDataError(f"{where}: {name} must be a number or null, got {shown}")
     if low is not None and value < low:
         raise MalformedDataError(f"{where}: {name} must be >= {low}, got {value!r}")
     if name.endswith("performance") and value > 1:
@@ -99,10 +112,14 @@ def check_row(row: Any, where: str) -> dict[str, Any]:
     return row
 
 
-def read_labelled(path: str | Path) -> list[dict[str, Any]]:
+def read_labelled(
+    path: str | Path, max_question_chars: int | None = MAX_QUESTION_CHARS
+) -> list[dict[str, Any]]:
     """All rows of a labelled file, validated; blank lines are skipped.
 
-    Raises :class:`MalformedDataError` naming the file and line for a bad row or a
+    A question longer than ``max_question_chars`` is cut to that length, with a warning
+    naming its file and line (a line over :data:`~trouter.data.jsonl.MAX_LINE_BYTES` is
+    refused). Raises :class:`MalformedDataError` naming the file and line for a bad row or a
     repeated id, and :class:`DataNotFoundError` when the file does not exist.
     """
     path = Path(path)
@@ -112,6 +129,12 @@ def read_labelled(path: str | Path) -> list[dict[str, Any]]:
     first_line: dict[str, int] = {}
     for where, number, row in iter_json_objects(path):
         check_row(row, where)
+        if max_question_chars is not None and len(row["question"]) > max_question_chars:
+            log.warning(
+                "%s: question of %s characters cut to the first %s for training",
+                where, f"{len(row['question']):,}", f"{max_question_chars:,}",
+            )  # fmt: skip
+            row["question"] = row["question"][:max_question_chars]
         if row["id"] in first_line:
             raise MalformedDataError(
                 f"{where}: id {row['id']!r} repeats line {first_line[row['id']]}"
