@@ -203,7 +203,10 @@ def mechanism() -> str:
         if forced not in MECHANISMS:
             raise SandboxError(f"TROUTER_SANDBOX={forced!r}: choose from {', '.join(MECHANISMS)}")
         return forced
-    return next(m for m in MECHANISMS if works(m))
+    found = next((m for m in MECHANISMS if works(m)), None)
+    if found is None:
+        raise SandboxError(f"no sandbox mechanism runs here (tried {', '.join(MECHANISMS)})")
+    return found
 
 
 @functools.cache
