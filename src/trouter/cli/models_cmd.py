@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
+from trouter.cli.errors import EXPECTED_EXIT_CODE
 from trouter.local.catalogue import CATALOGUE, get_local_model
 from trouter.local.fetch import ModelFetchError, fetch, is_fetched, model_path
 
@@ -71,7 +73,7 @@ def serve_models_command(
     import time
 
     from trouter.local.pool import serve_local, write_pool_yaml
-    from trouter.local.server import LocalServerError
+    from trouter.local.server import LocalServerError, check_servers, dead_servers
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on kill too
     try:
@@ -80,14 +82,13 @@ def serve_models_command(
             for item in running:
                 console.print(f"{item.model.name}: {item.api_base} (log {item.log_path})")
             console.print(f"pool written to {path}; use --pool {path}. Ctrl-C stops the servers.")
-            while all(item.process.poll() is None for item in running):
+            while not dead_servers(running):
                 time.sleep(1.0)
-            dead = [item.model.name for item in running if item.process.poll() is not None]
-            console.print(f"[red]error:[/red] server(s) exited: {', '.join(dead)}")
-            raise typer.Exit(1)
+            check_servers(running)  # raises ServerDiedError for the dead one
     except (KeyError, ModelFetchError, LocalServerError) as err:
-        console.print(f"[red]error:[/red] {err.args[0] if isinstance(err, KeyError) else err}")
-        raise typer.Exit(1) from None
+        message = err.args[0] if isinstance(err, KeyError) else str(err)
+        console.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
+        raise typer.Exit(EXPECTED_EXIT_CODE) from None
     except KeyboardInterrupt:
         console.print("servers stopped")
 

@@ -180,8 +180,6 @@ def _run_with_bars(
     todo: int,
 ) -> Any:
     """Run :func:`trouter.labelling.run.alabel` under a Rich bar with the running $ total."""
-    import asyncio
-
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -192,6 +190,7 @@ def _run_with_bars(
     )
 
     from trouter.labelling.run import alabel
+    from trouter.local.server import run_watched
 
     bars = Progress(
         TextColumn("labelling"),
@@ -212,7 +211,7 @@ def _run_with_bars(
                 spent=f"${report.spent_usd:.4f} | {report.calls} calls",
             )
 
-        return asyncio.run(alabel(client, answering, judge, rows, out, settings, update))
+        return run_watched(alabel(client, answering, judge, rows, out, settings, update))
 
 
 def _dry_run(

@@ -317,9 +317,9 @@ def _client(endpoint: Any) -> Any:
 
 
 def _run(coroutine: Any) -> Any:
-    import asyncio
+    from trouter.local.server import run_watched
 
-    return asyncio.run(coroutine)
+    return run_watched(coroutine)  # a local server that dies ends the command at once
 
 
 def register(synth_app: typer.Typer) -> None:

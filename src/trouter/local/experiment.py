@@ -20,7 +20,6 @@ state file records per-stage wall times.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from trouter.evaluation.scenarios import SCENARIOS
+from trouter.local.server import run_watched
 
 LEAVES = (
     "Mathematics > Arithmetic Word Problems > Easy",
@@ -94,7 +94,7 @@ def _synthesize(client, pool, generator: str, size: Size, out: Path, progress) -
     from trouter.taxonomy.model import Taxonomy
 
     leaf_ids = list(LEAVES[: size.n_leaves])
-    asyncio.run(
+    run_watched(
         asynthesize_qa(
             client,
             pool.get(generator),
@@ -190,7 +190,7 @@ def run_cold_start(
         progress.start("label", len(qa))
     report = stages.run(
         "label",
-        lambda: asyncio.run(
+        lambda: run_watched(
             alabel(
                 client,
                 list(pool.models),
@@ -211,7 +211,7 @@ def run_cold_start(
         progress.start("real questions", len(questions) * len(pool.models))
     answers = stages.run(
         "answer-real",
-        lambda: asyncio.run(
+        lambda: run_watched(
             answer_real_questions(client, pool, questions, out / "real_answers.jsonl", tick)
         ),
     )

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from trouter.local.catalogue import CATALOGUE, GENERATOR, LocalModel, get_local_model
-from trouter.local.server import RunningModel, start_model, stop_model
+from trouter.local.server import RunningModel, check_servers, start_model, stop_model
 
 #: The offline defaults: every catalogue model is in the pool; the largest generates and judges.
 DEFAULT_MODELS: tuple[str, ...] = tuple(CATALOGUE)
@@ -112,7 +112,11 @@ def _resolve_models(models: Sequence[str] | None, extra: Sequence[str | None]) -
 def serve_local(
     models: Sequence[str] | None = None, **options: Any
 ) -> Iterator[list[RunningModel]]:
-    """Start the named catalogue models on their fixed ports; always stops them."""
+    """Start the named catalogue models on their fixed ports; always stops them.
+
+    An error inside the block while one of them is dead is reported as that death
+    (:class:`~trouter.local.server.ServerDiedError`), after every server is stopped.
+    """
     options.setdefault("n_threads", local_threads())
     with ExitStack() as stack:
         running: list[RunningModel] = []
@@ -120,7 +124,11 @@ def serve_local(
             item = start_model(model, port=preferred_port(model), **options)
             stack.callback(stop_model, item)
             running.append(item)
-        yield running
+        try:
+            yield running
+        except Exception:
+            check_servers(running)
+            raise
 
 
 @contextmanager

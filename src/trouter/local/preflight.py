@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from trouter.config import TrouterError, cache_dir
 from trouter.local.catalogue import CATALOGUE, LocalModel, get_local_model
@@ -139,3 +140,43 @@ def preflight(model_names: Sequence[str], out: Path, serve_locally: bool = True)
             "cannot start: " + "; ".join(f"({i}) {p}" for i, p in enumerate(found, start=1))
         )
     return notes
+
+
+#: The one tiny completion each served model must answer before any stage starts.
+PROBE_MESSAGES = [{"role": "user", "content": "Reply with one word: ready"}]
+PROBE_TIMEOUT_S = 300.0
+
+
+def check_completions(pool: Any) -> dict[str, float]:
+    """One tiny completion per pool model, uncached; seconds per model.
+
+    Run right after the servers start: a model that cannot answer (llama.cpp crashing on
+    its first matrix multiply, a server answering HTTP 500) then stops the run in seconds,
+    not minutes into a stage. A server that dies raises
+    :class:`~trouter.local.server.ServerDiedError`; any other failure a
+    :class:`PreflightError` naming every model that failed.
+    """
+    import time
+
+    from trouter.llm import LLMError
+    from trouter.local.pool import make_client
+    from trouter.local.server import run_watched
+
+    client = make_client(pool, use_cache=False, max_retries=1, timeout_s=PROBE_TIMEOUT_S)
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+
+    async def probe_all() -> None:
+        for endpoint in pool.models:
+            started = time.perf_counter()
+            try:
+                await client.acomplete(endpoint, PROBE_MESSAGES, max_tokens=2)
+            except LLMError as err:
+                failed.append(str(err))
+                continue
+            seconds[endpoint.name] = round(time.perf_counter() - started, 2)
+
+    run_watched(probe_all())
+    if failed:
+        raise PreflightError("a test completion failed: " + "; ".join(failed))
+    return seconds

@@ -31,9 +31,9 @@ from trouter.evaluation.real_questions import RealQuestion
 #: (domain, subcategory) of the packaged taxonomy; all three difficulty leaves of each.
 #: The first eight (24 leaves) made the release's first two rounds; the four after them were
 #: added later because the filters keep under half of what is generated, and a small
-#: generator's near-duplicates cap a narrow leaf at about 8-12 questions. They are all four-option ``choice`` leaves;
-#: geometry and probability were left out because their decimal answers would be graded
-#: by exact match.
+#: generator's near-duplicates cap a narrow leaf at about 8-12 questions. They are all
+#: four-option ``choice`` leaves; geometry and probability were left out because their
+#: decimal answers would be graded by exact match.
 SUBCATEGORIES = (
     ("Mathematics", "Arithmetic Word Problems"),
     ("Mathematics", "Algebra"),
