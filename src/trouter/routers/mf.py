@@ -12,41 +12,28 @@ factorisation shares statistical strength across models through the low-rank spa
 the model vectors are what a pool change would re-learn. Trained with the shared masked
 loss (:mod:`trouter.routers.tuning`), early stopping on validation; the dimension and
 weight decay are chosen on validation. Training, refit and persistence come from
-:class:`trouter.routers.mlp.TorchBaseline`.
+:class:`trouter.routers.mlp.TorchBaseline`; the torch module is
+:class:`trouter.routers.torch_nets.MFNet`, and :func:`mf_forward` runs it in numpy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+import numpy as np
 
 from trouter.routers.base import register
-from trouter.routers.mlp import TorchBaseline, param_grid
+from trouter.routers.mlp import TorchBaseline, param_grid, sigmoid
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
-class MFNet(nn.Module):
-    """One factorisation: (n, 384) -> (n, m) in [0, 1], logits ((W x) * w) @ V^T + b."""
-
-    def __init__(self, dim_in: int, dim: int, n_models: int, dropout: float) -> None:
-        super().__init__()
-        self.project = nn.Linear(dim_in, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
-        self.model_vectors = nn.Parameter(torch.randn(n_models, dim) / dim**0.5)
-        self.mix = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(n_models))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query = self.dropout(self.project(x)) * self.mix
-        return torch.sigmoid(query @ self.model_vectors.T + self.bias)
-
-    def set_prior(self, prior: torch.Tensor) -> None:
-        """Biases at each model's mean logit and a small start for the interaction, so
-        training begins from the best-single guess and learns per-query deviations."""
-        self.bias.copy_(prior)
-        self.model_vectors.mul_(0.1)
+def mf_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """:class:`trouter.routers.torch_nets.MFNet` in eval mode, in numpy: (n, d) -> (n, m)."""
+    query = (x @ weights["project.weight"].T) * weights["mix"]
+    return sigmoid(query @ weights["model_vectors"].T + weights["bias"])
 
 
 @register("mf")
@@ -87,4 +74,19 @@ class MFRouter(TorchBaseline):
         return param_grid(dim=self.params["dim"], weight_decay=self.params["weight_decay"])
 
     def build(self, dim_in: int, n_models: int, params: dict[str, Any]) -> nn.Module:
+        from trouter.routers.torch_nets import MFNet
+
         return MFNet(dim_in, int(params["dim"]), n_models, self.params["dropout"])
+
+    def weight_shapes(
+        self, dim_in: int, n_models: int, params: dict[str, Any]
+    ) -> dict[str, tuple[int, ...]]:
+        dim = int(params["dim"])
+        return {
+            "project.weight": (dim, dim_in),
+            "model_vectors": (n_models, dim),
+            "mix": (dim,),
+            "bias": (n_models,),
+        }
+
+    forward = staticmethod(mf_forward)

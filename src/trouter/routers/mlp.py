@@ -10,21 +10,23 @@ cost keeps improving long after; one early-stopping point for both leaves cost u
 :mod:`trouter.routers.tuning` is a sum of a performance and a cost term, so each network is
 early-stopped and tuned (hidden size, weight decay) on its own term. The training, tuning,
 refit and persistence machinery here is reused by ``mf``.
+
+Torch trains the networks (:mod:`trouter.routers.torch_nets`, ``trouter[train]``); a fitted
+router keeps numpy copies of their weights and predicts with :func:`mlp_forward`, which
+``tests/test_base_install.py`` checks against the torch module, so routing needs no torch.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from trouter.data.dataset import RoutingDataset
+from trouter.encoders import ENCODER_DIMS
+from trouter.extras import require
 from trouter.routers.base import Prediction, Queries, Router, register
 from trouter.routers.tuning import (
     Candidate,
@@ -35,6 +37,9 @@ from trouter.routers.tuning import (
     tuning_split,
     tuning_table,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -48,104 +53,19 @@ class TrainConfig:
     patience: int = 10
 
 
-def masked_loss(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over observed cells only (zero, not NaN, when none is observed).
-
-    On the validation rows this is one term of
-    :func:`trouter.routers.tuning.validation_loss`.
-    """
-    return (((out - y) ** 2) * mask).sum() / mask.sum().clamp(min=1.0)
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function without overflow warnings for large negative inputs."""
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
-def train_masked(
-    net: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
-    mask: np.ndarray,
-    config: TrainConfig,
-    seed: int,
-    validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    epochs: int | None = None,
-) -> tuple[int, float]:
-    """Train ``net`` (embeddings -> (n, m) in [0, 1]) in place on masked targets.
-
-    With ``validation`` it stops after ``patience`` epochs without improvement and restores
-    the best weights; without it, it trains exactly ``epochs`` epochs (a refit whose length
-    was chosen on validation). Returns (epochs of the kept weights, their validation loss).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    xt, yt, mt = (torch.as_tensor(a, dtype=torch.float32) for a in (x, y, mask))
-    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if validation is not None:
-        xv, yv, mv = (torch.as_tensor(a, dtype=torch.float32) for a in validation)
-    n_epochs = epochs if epochs is not None else config.max_epochs
-    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
-    for epoch in range(1, n_epochs + 1):
-        net.train()
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            optimiser.zero_grad()
-            masked_loss(net(xt[batch]), yt[batch], mt[batch]).backward()
-            optimiser.step()
-        if validation is None:
-            continue
-        net.eval()
-        with torch.no_grad():
-            loss = float(masked_loss(net(xv), yv, mv))
-        if loss < best_loss - 1e-6:
-            best_loss, best_epoch, stale = loss, epoch, 0
-            best_state = copy.deepcopy(net.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    if validation is None:
-        return n_epochs, float("nan")
-    net.load_state_dict(best_state)
-    net.eval()
-    return best_epoch, best_loss
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
 
 
-@contextmanager
-def few_threads(n: int = 1) -> Iterator[None]:
-    """Run torch on ``n`` threads, then restore the previous setting.
-
-    These networks are tiny (a few hundred thousand weights, batches of 128), so
-    intra-op threading costs more in synchronisation than it saves; on a busy 2-core
-    machine one thread trains about ten times faster than the default.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def logit_prior(y: np.ndarray, mask: np.ndarray) -> torch.Tensor:
-    """Logit of each target column's observed mean: heads start at the best-single guess."""
-    counts = mask.sum(axis=0)
-    mean = np.where(counts > 0, (y * mask).sum(axis=0) / np.maximum(counts, 1), 0.5)
-    mean = np.clip(mean, 1e-3, 1 - 1e-3)
-    return torch.as_tensor(np.log(mean / (1 - mean)), dtype=torch.float32)
-
-
-class MLPNet(nn.Module):
-    """Embedding -> hidden (ReLU, dropout) -> one logit per model -> sigmoid."""
-
-    def __init__(self, dim_in: int, hidden: int, n_outputs: int, dropout: float) -> None:
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Dropout(dropout))
-        self.heads = nn.Linear(hidden, n_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.heads(self.trunk(x)))
-
-    def set_prior(self, prior: torch.Tensor) -> None:
-        """Start every head at its column's mean (the best-single guess), not at random."""
-        self.heads.bias.copy_(prior)
-        self.heads.weight.mul_(0.1)
+def mlp_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """:class:`trouter.routers.torch_nets.MLPNet` in eval mode, in numpy: (n, d) -> (n, m)."""
+    hidden = relu(x @ weights["trunk.0.weight"].T + weights["trunk.0.bias"])
+    return sigmoid(hidden @ weights["heads.weight"].T + weights["heads.bias"])
 
 
 METRICS = ("performance", "cost")
@@ -155,8 +75,11 @@ class TorchBaseline(Router):
     """Grid search, early stopping, refit and persistence shared by the torch baselines.
 
     One network per metric (see the module docstring). Subclasses say which
-    hyper-parameters to search (:meth:`grid`) and how to build a network with one output
-    per model for one setting (:meth:`build`); the rest is common.
+    hyper-parameters to search (:meth:`grid`), how to build a network with one output per
+    model for one setting (:meth:`build`, torch, training only), which weights it has
+    (:meth:`weight_shapes`) and how to run it in numpy (:meth:`forward`); the rest is
+    common. Torch is needed to fit; a fitted router keeps numpy copies of its weights and
+    predicts with them, so a loaded router routes without torch.
     """
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
@@ -186,6 +109,17 @@ class TorchBaseline(Router):
     def build(self, dim_in: int, n_models: int, params: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 
+    def weight_shapes(
+        self, dim_in: int, n_models: int, params: dict[str, Any]
+    ) -> dict[str, tuple[int, ...]]:
+        """The shape of every weight of :meth:`build`'s network (its state dict)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        """The network of :meth:`build` in eval mode, in numpy: (n, dim_in) -> (n, models)."""
+        raise NotImplementedError
+
     def config(self, params: dict[str, Any]) -> TrainConfig:
         return TrainConfig(
             lr=self.params["lr"],
@@ -196,6 +130,10 @@ class TorchBaseline(Router):
         )
 
     def _new_net(self, dim_in: int, y: np.ndarray, mask: np.ndarray, params: dict) -> nn.Module:
+        import torch
+
+        from trouter.routers.torch_nets import logit_prior
+
         torch.manual_seed(self.seed)
         net = self.build(dim_in, y.shape[1], params)
         with torch.no_grad():
@@ -203,10 +141,15 @@ class TorchBaseline(Router):
         return net
 
     def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
+        require("torch", f"training the {self.name!r} router")
+        from trouter.routers.torch_nets import few_threads
+
         with few_threads():
             return self._fit(train, validation)
 
     def _fit(self, train: RoutingDataset, validation: RoutingDataset | None) -> Router:
+        from trouter.routers.torch_nets import train_masked
+
         fit_rows, val_rows = tuning_split(train, validation, self.seed)
         x, (y, mask) = embed(fit_rows, self.encoder), targets(fit_rows)
         xv, (yv, mv) = embed(val_rows, self.encoder), targets(val_rows)
@@ -256,35 +199,44 @@ class TorchBaseline(Router):
                     epochs=epochs,
                 )
                 nets[metric] = net
-        self._nets = {metric: net.eval() for metric, net in nets.items()}
+        self._weights = {
+            metric: {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            for metric, net in nets.items()
+        }
         self.models_ = fit_rows.model_names
         return self
 
     def predict(self, queries: Queries) -> Prediction:
         models = self._require_fitted()
-        x = torch.as_tensor(embed(queries, self.encoder))
-        with torch.no_grad(), few_threads():
-            out = {metric: net.eval()(x).double().numpy() for metric, net in self._nets.items()}
+        x = embed(queries, self.encoder)
+        out = {metric: self.forward(w, x).astype(np.float64) for metric, w in self._weights.items()}
         return Prediction(list(models), out["performance"], out["cost"])
 
-    # ----- persistence: weights as numpy arrays, the modules rebuilt on load --------------
+    # ----- persistence: the numpy weights, checked against the network they belong to -------
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        state["net_weights"] = {
-            metric: {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-            for metric, net in self._nets.items()
-        }
+        state["net_weights"] = self._weights
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         state = dict(state)
         weights = state.pop("net_weights")
         super().set_state(state)
-        self._nets = {}
+        expected_dim = ENCODER_DIMS[self.encoder]
+        if self.dim_in_ != expected_dim:
+            raise ValueError(
+                f"dim_in_ is {self.dim_in_}, but the {self.encoder!r} encoder gives "
+                f"{expected_dim}-d embeddings"
+            )
+        self._weights = {}
         for metric in METRICS:
-            net = self.build(self.dim_in_, self.n_models_, self.best_params_[metric])
-            net.load_state_dict({k: torch.as_tensor(v) for k, v in weights[metric].items()})
-            self._nets[metric] = net.eval()
+            shapes = self.weight_shapes(self.dim_in_, self.n_models_, self.best_params_[metric])
+            found = {k: np.shape(v) for k, v in weights[metric].items()}
+            if found != shapes:
+                raise ValueError(f"the {metric} network's weights are {found}; expected {shapes}")
+            self._weights[metric] = {
+                k: np.asarray(v, dtype=np.float32) for k, v in weights[metric].items()
+            }
 
 
 def param_grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:
@@ -332,4 +284,19 @@ class MLPRouter(TorchBaseline):
         return param_grid(hidden=self.params["hidden"], weight_decay=self.params["weight_decay"])
 
     def build(self, dim_in: int, n_models: int, params: dict[str, Any]) -> nn.Module:
+        from trouter.routers.torch_nets import MLPNet
+
         return MLPNet(dim_in, int(params["hidden"]), n_models, self.params["dropout"])
+
+    def weight_shapes(
+        self, dim_in: int, n_models: int, params: dict[str, Any]
+    ) -> dict[str, tuple[int, ...]]:
+        hidden = int(params["hidden"])
+        return {
+            "trunk.0.weight": (hidden, dim_in),
+            "trunk.0.bias": (hidden,),
+            "heads.weight": (n_models, hidden),
+            "heads.bias": (n_models,),
+        }
+
+    forward = staticmethod(mlp_forward)

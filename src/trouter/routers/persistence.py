@@ -6,11 +6,18 @@ A trained router directory holds three files:
   router's registered name, seed and hyper-parameters, the encoder, the pool's model names,
   and the SHA-256 of each other file;
 - ``state.json``: the JSON-able part of :meth:`Router.get_state`;
-- ``weights.safetensors``: its numpy arrays and torch tensors.
+- ``weights.safetensors``: its numpy arrays and torch tensors;
+- ``encoder/``: for a router that encodes queries with the ``static`` encoder, a copy of that
+  model's files (about 16 MB), so that serving it never distils the model (which needs torch).
 
 Nothing on the load path can execute code (no pickle, no ``torch.load``), and every file is
 checked against its recorded checksum before it is parsed, so that a truncated, damaged or
-swapped file is refused with an error naming it rather than half-loaded.
+swapped file is refused with an error naming it rather than half-loaded. A directory is also
+treated as hostile input: only regular files are read (a symbolic link, FIFO or device is
+refused before it is opened for reading), each file kind has a size cap checked before
+reading, JSON nesting is bounded, and :func:`check_routes` routes one stand-in query right
+after loading, so that arrays whose shapes do not fit each other, the pool or the encoder are
+refused at load rather than at the first request.
 
 ``get_state`` returns nested dicts and lists of numpy arrays, torch tensors and JSON values;
 :func:`split_state` moves every array into the weights file and leaves a marker
@@ -19,24 +26,39 @@ swapped file is refused with an error naming it rather than half-loaded.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trouter.config import MalformedDataError
 
+if TYPE_CHECKING:
+    from trouter.routers.base import Router
+
 FORMAT = "trouter-router"
-FORMAT_VERSION = 1
+#: 2: the files table may list the static encoder's files (``encoder/NAME``); 1 is read too.
+FORMAT_VERSION = 2
 META_FILE = "router.json"
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "weights.safetensors"
+ENCODER_DIR = "encoder"
 _MARKERS = ("__array__", "__tensor__")
+_ENCODER_FILE = re.compile(rf"{ENCODER_DIR}/[A-Za-z0-9][A-Za-z0-9._-]{{0,100}}")
+MIB = 2**20
+#: The largest file of each kind that is read at all (checked before reading).
+SIZE_CAPS = {META_FILE: 1 * MIB, STATE_FILE: 256 * MIB, WEIGHTS_FILE: 4096 * MIB}
+ENCODER_FILE_CAP = 256 * MIB
+#: Router states nest a few levels (a guard's members' network weights are 5 deep).
+MAX_JSON_DEPTH = 64
 
 
 class RouterFileError(MalformedDataError):
@@ -132,6 +154,7 @@ def write_router_dir(directory: Path, meta: dict[str, Any], state: dict[str, Any
     from trouter import __version__
 
     tree, arrays = split_state(state)
+    encoder_files = _encoder_files(meta)
     directory.mkdir(parents=True, exist_ok=True)
     # the router name inside state.json too: a state swapped in from another router is refused
     document = {"router": meta["router"], "state": tree}
@@ -140,6 +163,12 @@ def write_router_dir(directory: Path, meta: dict[str, Any], state: dict[str, Any
     _write_atomic(directory / STATE_FILE, state_bytes)
     _write_atomic(directory / WEIGHTS_FILE, weights_bytes)
     (directory / "state.pkl").unlink(missing_ok=True)  # an older format's file: never kept
+    digests = {}
+    if encoder_files:
+        (directory / ENCODER_DIR).mkdir(exist_ok=True)
+        for name, data in encoder_files.items():
+            _write_atomic(directory / name, data)
+            digests[name] = hashlib.sha256(data).hexdigest()
     full = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -148,6 +177,7 @@ def write_router_dir(directory: Path, meta: dict[str, Any], state: dict[str, Any
         "files": {
             STATE_FILE: hashlib.sha256(state_bytes).hexdigest(),
             WEIGHTS_FILE: hashlib.sha256(weights_bytes).hexdigest(),
+            **digests,
         },
     }
     # router.json last: a directory is complete only once its checksums are written
@@ -155,15 +185,33 @@ def write_router_dir(directory: Path, meta: dict[str, Any], state: dict[str, Any
     return directory
 
 
+def _encoder_files(meta: dict[str, Any]) -> dict[str, bytes]:
+    """``encoder/NAME`` -> bytes of the static model this process encodes with, for a router
+    that encodes queries with it; {} for any other router."""
+    from trouter.routers.base import ROUTERS
+
+    cls = ROUTERS.get(meta["router"])
+    if meta.get("encoder") != "static" or (cls is not None and cls.query_independent):
+        return {}
+    from trouter.encoders import current_static_dir, static_model_dir
+
+    folder = current_static_dir() or static_model_dir()
+    return {
+        f"{ENCODER_DIR}/{path.name}": path.read_bytes()
+        for path in sorted(folder.iterdir())
+        if path.is_file() and _ENCODER_FILE.fullmatch(f"{ENCODER_DIR}/{path.name}")
+    }
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     """The checked ``router.json`` of a router directory (format, version, file list)."""
     meta_file = directory / META_FILE
-    if not meta_file.is_file():
+    if not os.path.lexists(meta_file):
         raise RouterFileError(
             f"{directory} is not a trained router directory (no {META_FILE}); "
             "create one with `trouter train`"
         )
-    meta = _read_json(meta_file)
+    meta = _parse_json(_read_file(meta_file, SIZE_CAPS[META_FILE]), meta_file)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         hint = ""
         if (directory / "state.pkl").exists():
@@ -181,8 +229,20 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"(reads up to {FORMAT_VERSION}; written by trouter {meta.get('trouter_version')})"
         )
     files = meta.get("files")
-    if not isinstance(files, dict) or set(files) != {STATE_FILE, WEIGHTS_FILE}:
+    if (
+        not isinstance(files, dict)
+        or not {STATE_FILE, WEIGHTS_FILE} <= set(files)
+        or not all(isinstance(digest, str) for digest in files.values())
+    ):
         raise RouterFileError(f'{meta_file}: the "files" checksum table is missing or damaged')
+    strange = sorted(
+        set(files) - {STATE_FILE, WEIGHTS_FILE} - set(filter(_ENCODER_FILE.fullmatch, files))
+    )
+    if strange:
+        raise RouterFileError(
+            f"{meta_file} lists a file a router directory never holds: {strange[0]!r} (only "
+            f"{STATE_FILE}, {WEIGHTS_FILE} and {ENCODER_DIR}/NAME files are read)"
+        )
     for key in ("router", "models"):
         if key not in meta:
             raise RouterFileError(f"{meta_file}: field {key!r} is missing")
@@ -195,20 +255,22 @@ def read_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     from safetensors.numpy import load
 
     blobs = {}
+    encoder_dir = directory / ENCODER_DIR
+    has_encoder = any(name.startswith(f"{ENCODER_DIR}/") for name in meta["files"])
+    if has_encoder and not stat.S_ISDIR(_lstat(encoder_dir).st_mode):
+        raise RouterFileError(f"{encoder_dir} is not a directory (a link or a file)")
     for name, expected in meta["files"].items():
         path = directory / name
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise RouterFileError(f"{path} is missing (listed in {META_FILE})") from None
-        except OSError as err:
-            raise RouterFileError(f"cannot read {path}: {err.strerror or err}") from None
+        data = _read_file(path, SIZE_CAPS.get(name, ENCODER_FILE_CAP))
         if hashlib.sha256(data).hexdigest() != expected:
             raise RouterFileError(
                 f"{path} does not match the SHA-256 recorded in {META_FILE}: the file is "
                 "damaged, truncated or from another router; retrain or restore the directory"
             )
-        blobs[name] = data
+        if name in (STATE_FILE, WEIGHTS_FILE):
+            blobs[name] = data
+    if has_encoder:
+        _use_encoder(directory, meta)
     document = _parse_json(blobs[STATE_FILE], directory / STATE_FILE)
     if not isinstance(document, dict) or not isinstance(document.get("state"), dict):
         raise RouterFileError(f'{directory / STATE_FILE}: expected {{"router", "state"}}')
@@ -229,17 +291,72 @@ def read_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
         raise RouterFileError(f"{directory / STATE_FILE}: {err.args[0]}") from None
 
 
-def _read_json(path: Path) -> Any:
+def _use_encoder(directory: Path, meta: dict[str, Any]) -> None:
+    """Make the router's verified copy of the static model this process's static encoder."""
+    from trouter.encoders import EncoderError, use_static_model
+
+    if meta.get("encoder") != "static":
+        raise RouterFileError(
+            f"{directory / META_FILE} lists static encoder files, but records encoder "
+            f"{meta.get('encoder')!r}"
+        )
     try:
-        data = path.read_bytes()
+        use_static_model(directory / ENCODER_DIR, str(directory))
+    except EncoderError as err:
+        raise RouterFileError(str(err)) from None
+
+
+def _lstat(path: Path) -> os.stat_result:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        raise RouterFileError(f"{path} is missing (listed in {META_FILE})") from None
     except OSError as err:
         raise RouterFileError(f"cannot read {path}: {err.strerror or err}") from None
-    return _parse_json(data, path)
+
+
+def _read_file(path: Path, cap: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not a link) of at most ``cap`` bytes.
+
+    Opened without following a final symbolic link and without blocking (a FIFO would
+    otherwise wait for a writer); the type and size come from the open descriptor, so the
+    file checked is the file read.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise RouterFileError(f"{path} is missing (listed in {META_FILE})") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RouterFileError(
+                f"{path} is a symbolic link; router files must be regular files in the "
+                "directory (a link could point anywhere, such as a device)"
+            ) from None
+        raise RouterFileError(f"cannot read {path}: {err.strerror or err}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RouterFileError(f"{path} is not a regular file (a FIFO, socket or device)")
+        if info.st_size > cap:
+            raise RouterFileError(
+                f"{path} is {info.st_size:,} bytes, more than the {cap:,} a router's "
+                f"{path.name} may have; it is not a router file"
+            )
+        data = handle.read(cap + 1)
+    if len(data) > cap:  # it grew while being read
+        raise RouterFileError(f"{path} grew past {cap:,} bytes while being read")
+    return data
 
 
 def _parse_json(data: bytes, path: Path) -> Any:
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_constant)
+        document = json.loads(data.decode("utf-8"), parse_constant=_constant)
+    except RecursionError:
+        raise RouterFileError(
+            f"{path}: JSON nested deeper than the parser allows (router files nest a few "
+            "levels); not a router file"
+        ) from None
     except UnicodeDecodeError as err:
         raise RouterFileError(
             f"{path}: not UTF-8 text (byte offset {err.start}); damaged or not a router file"
@@ -248,6 +365,56 @@ def _parse_json(data: bytes, path: Path) -> Any:
         raise RouterFileError(
             f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
             "the file is damaged or truncated"
+        ) from None
+    if _depth(document) > MAX_JSON_DEPTH:
+        raise RouterFileError(
+            f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep (router files nest "
+            "a few levels); not a router file"
+        )
+    return document
+
+
+def _depth(document: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (stops counting past the cap)."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict | list) and level <= MAX_JSON_DEPTH + 1:
+            deepest = max(deepest, level)
+            stack.extend((item, level + 1) for item in _children(value))
+    return deepest
+
+
+def _children(value: dict | list) -> Any:
+    return value.values() if isinstance(value, dict) else value
+
+
+# ----- after loading ---------------------------------------------------------------------
+def check_routes(router: Router, directory: Path) -> None:
+    """Route one stand-in query through a loaded router, or refuse it with a RouterFileError.
+
+    The stand-in encoder gives vectors of the encoder's dimension without loading a model, so
+    this costs a forward pass. Arrays whose shapes do not fit each other, the pool or the
+    encoder fail here, at load, with the directory named, instead of at the first request.
+    """
+    if router.needs_labels:
+        return
+    from trouter.encoders import stand_in_encoders
+    from trouter.evaluation.scenarios import Weights
+
+    models = list(router.models_ or [])
+    try:
+        with stand_in_encoders():
+            prediction = router.predict(["a stand-in query to check the saved arrays"])
+            shapes = {np.shape(prediction.performance), np.shape(prediction.cost)}
+            if shapes != {(1, len(models))}:
+                raise ValueError(f"predictions of shape {sorted(shapes)} for {len(models)} models")
+            prediction.choose(Weights(performance=1.0, cost=-0.5))
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, RuntimeError) as err:
+        raise RouterFileError(
+            f"{directory}: the saved arrays do not fit router {router.name!r} with "
+            f"{len(models)} models and the {router.encoder!r} encoder: routing a stand-in "
+            f"query failed ({type(err).__name__}: {err})"
         ) from None
 
 

@@ -32,23 +32,20 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from trouter.data.dataset import RoutingDataset
 from trouter.encoders import get_encoder
+from trouter.extras import require
 from trouter.routers.base import Prediction, Queries, Router, query_texts, register
-from trouter.routers.trouter_model import (
-    TRouterConfig,
-    TRouterNet,
-    batched_forward,
-    column_means,
-    kl_prior_posterior,
-    masked_mse,
-    single_thread,
-)
+from trouter.routers.trouter_model import NumpyTRouter, TRouterConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from trouter.routers.trouter_nets import TRouterNet
 
 
 @dataclass
@@ -78,15 +75,14 @@ class _TRouterBase(Router):
     def __init__(self, seed: int = 0, **params: Any) -> None:
         super().__init__(seed=seed, **params)
         self.config = TRouterConfig.from_params(_hyper(params))
-        self.net_: TRouterNet | None = None
+        self.net_: TRouterNet | None = None  # torch, while fitting only
+        self._inference: NumpyTRouter | None = None
 
     # ----- public API beyond the router protocol ------------------------------------------
     def posterior(self, queries: Queries) -> np.ndarray:
         """q(t|x) per query, shape (n, K); columns follow ``self.leaf_ids_``."""
-        net = self._require_net()
-        with torch.no_grad():
-            x = torch.from_numpy(self._embed(query_texts(queries)))
-            return batched_forward(net, x, self._task_tensor())[1].exp().numpy()
+        inference = self._require_inference()
+        return np.exp(inference(self._embed(query_texts(queries)))[1])
 
     def task_accuracy(self, dataset: RoutingDataset) -> float | None:
         """Top-1 task-type accuracy (argmax q vs ``dataset.leaf_ids``) on rows with a known
@@ -122,6 +118,8 @@ class _TRouterBase(Router):
         return train.subset(np.sort(order[n_val:])), train.subset(np.sort(order[:n_val]))
 
     def _arrays(self, data: RoutingDataset, config: TRouterConfig) -> _Arrays:
+        import torch
+
         missing = [m for m in self.models_ if m not in data.model_names]
         if missing:
             raise KeyError(f"{data.name}: models {missing} of the trained pool are missing")
@@ -166,12 +164,24 @@ class _TRouterBase(Router):
         self, config: TRouterConfig, train: _Arrays, val: _Arrays, seed: int
     ) -> tuple[TRouterNet, dict[str, Any]]:
         """One training run with early stopping; returns the best-on-validation network."""
+        require("torch", f"training the {self.name!r} router")
+        from trouter.routers.trouter_nets import single_thread
+
         with single_thread():
             return self._train_loop(config, train, val, seed)
 
     def _train_loop(
         self, config: TRouterConfig, train: _Arrays, val: _Arrays, seed: int
     ) -> tuple[TRouterNet, dict[str, Any]]:
+        import torch
+
+        from trouter.routers.trouter_nets import (
+            TRouterNet,
+            column_means,
+            kl_prior_posterior,
+            masked_mse,
+        )
+
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         m = len(self.models_)
@@ -241,6 +251,8 @@ class _TRouterBase(Router):
         net: TRouterNet, config: TRouterConfig, data: _Arrays, e: torch.Tensor
     ) -> tuple[float, float]:
         """(full loss = MSE perf + MSE cost + lambda KL, MSE perf + MSE cost) on ``data``."""
+        from trouter.routers.trouter_nets import batched_forward, kl_prior_posterior, masked_mse
+
         m = net.n_models
         pred, log_q = batched_forward(net, data.x, e)
         mse = masked_mse(pred[:, :m], data.y[:, :m]) + masked_mse(pred[:, m:], data.y[:, m:])
@@ -248,17 +260,16 @@ class _TRouterBase(Router):
         return float(mse + config.lambda_kl * kl), float(mse)
 
     def predict(self, queries: Queries) -> Prediction:
-        net = self._require_net()
+        inference = self._require_inference()
         m = len(self.models_)
-        with torch.no_grad():
-            x = torch.from_numpy(self._embed(query_texts(queries)))
-            pred, _ = batched_forward(net, x, self._task_tensor())
-        out = pred.numpy().astype(float)
+        out = inference(self._embed(query_texts(queries)))[0].astype(float)
         return Prediction(list(self.models_), out[:, :m], out[:, m:])
 
     def validation_loss(self, dataset: RoutingDataset) -> dict[str, float]:
         """Full objective and prediction MSE (perf + cost) on a labelled dataset."""
         net = self._require_net()
+        import torch
+
         data = self._arrays(dataset, self.fitted_config_)
         with torch.no_grad():
             loss, mse = self._losses(net, self.fitted_config_, data, self._task_tensor())
@@ -269,28 +280,44 @@ class _TRouterBase(Router):
         return np.asarray(get_encoder(self.encoder).encode(texts), dtype=np.float32)
 
     def _task_tensor(self) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(np.asarray(self.task_embeddings_, dtype=np.float32))
 
     def _require_net(self) -> TRouterNet:
-        self._require_fitted()
+        """The torch network (fitted here, or rebuilt from the loaded weights: torch)."""
+        inference = self._require_inference()
         if self.net_ is None:
-            raise RuntimeError(f"router {self.name!r} has no network; fit() or load() it")
+            require("torch", f"the torch network of the {self.name!r} router")
+            from trouter.routers.trouter_nets import network_from_weights
+
+            self.net_ = network_from_weights(
+                inference.w, len(self.models_), inference.dim, self.fitted_config_
+            )
         return self.net_
+
+    def _require_inference(self) -> NumpyTRouter:
+        self._require_fitted()
+        if self._inference is None:
+            raise RuntimeError(f"router {self.name!r} has no network; fit() or load() it")
+        return self._inference
 
     def _finish(self, net: TRouterNet, config: TRouterConfig, history: dict[str, Any]) -> None:
         self.net_, self.fitted_config_, self.history_ = net, config, history
         self.net_.eval()
+        weights = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+        self._inference = NumpyTRouter(weights, self.task_embeddings_, config, len(self.models_))
 
     def get_state(self) -> dict[str, Any]:
         """Plain data only: config, numpy state dict, leaf ids and their embeddings."""
-        net = self._require_net()
+        inference = self._require_inference()
         return {
             "models_": list(self.models_),
             "leaf_ids_": list(self.leaf_ids_),
             "task_embeddings_": np.asarray(self.task_embeddings_, dtype=np.float32),
             "fitted_config_": asdict(self.fitted_config_),
             "history_": self.history_,
-            "state_dict": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
+            "state_dict": dict(inference.w),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -299,19 +326,14 @@ class _TRouterBase(Router):
         self.task_embeddings_ = state["task_embeddings_"]
         self.fitted_config_ = TRouterConfig(**state["fitted_config_"])
         self.history_ = state["history_"]
-        config = self.fitted_config_
-        net = TRouterNet(
-            len(self.models_),
-            dim=self.task_embeddings_.shape[1],
-            hidden=config.hidden,
-            scorer_hidden=config.scorer_hidden,
-            decoder_hidden=config.decoder_hidden,
-            dropout=config.dropout,
-            tau=config.tau,
-            residual=config.residual,
+        if len(self.leaf_ids_) != len(self.task_embeddings_):
+            raise ValueError(
+                f"{len(self.leaf_ids_)} leaf ids but {len(self.task_embeddings_)} task embeddings"
+            )
+        self.net_ = None
+        self._inference = NumpyTRouter(
+            state["state_dict"], self.task_embeddings_, self.fitted_config_, len(self.models_)
         )
-        net.load_state_dict({k: torch.from_numpy(v) for k, v in state["state_dict"].items()})
-        self.net_ = net.eval()
 
 
 @register("trouter")

@@ -1,171 +1,25 @@
-"""The TRouter network: a latent task-type posterior and per-task metric decoders.
+"""The TRouter's hyper-parameters and its inference in numpy.
 
-Shapes: ``x`` (B, D) frozen query embeddings, ``e`` (K, D) frozen task (leaf) embeddings,
-M pool models. The posterior is ``q(t|x) = softmax_t(s([h(x); g(e_t)]) / tau)``; the
-decoders map each task representation ``g(e_t)`` to a performance and a normalised cost per
-model; a query's prediction is the posterior mixture of its tasks' decoder outputs.
-
-Scoring all B x K (query, task) pairs with an MLP on the concatenation is the expensive
-part. The first layer of ``s`` is linear, so ``W [h; g] = W_h h + W_g g``: both halves are
-computed once per query and once per task and broadcast-added, and only the two small
-hidden layers run on the B x K grid.
-
-Also here: :class:`TRouterConfig` (the hyper-parameters) and the small torch helpers the
-router wrappers in ``trouter.py`` use (thread pinning, chunked inference, target means).
+:class:`TRouterConfig` holds the hyper-parameters of one fit. :class:`NumpyTRouter` runs a
+fitted network (the state dict of :class:`trouter.routers.trouter_nets.TRouterNet`, as
+numpy arrays) in eval mode without torch: routing and serving need only numpy, and the
+task-side half of the network (``g(e_t)``, the decoders' per-task tables and the task half of
+the pair scorer's first layer) is computed once at load instead of on every call.
+``tests/test_base_install.py`` checks it against the torch module to 1e-5.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
-import torch
-from torch import nn
-from torch.nn import functional as F
+import numpy as np
 
+from trouter.routers.mlp import relu, sigmoid
 
-def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, dim_out))
-
-
-class PairScorer(nn.Module):
-    """``s``: MLP 2D -> H -> H -> 1 (ReLU, dropout) on ``[h(x); g(e_t)]``, for every pair."""
-
-    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
-        super().__init__()
-        self.dim = dim
-        self.first = nn.Linear(2 * dim, hidden)
-        self.second = nn.Linear(hidden, hidden)
-        self.out = nn.Linear(hidden, 1)
-        self.dropout = dropout
-
-    def _drop(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Dropout with one mask per query, shared by its K candidate pairs.
-
-        The same thinned scorer then ranks all task types of a query (they compete in one
-        softmax), and only B x H random numbers are drawn instead of B x K x H, which
-        otherwise dominates the CPU time of a training step.
-        """
-        if not self.training or self.dropout == 0.0:
-            return hidden
-        keep = torch.rand(hidden.shape[0], 1, hidden.shape[2]) >= self.dropout
-        return hidden * (keep.to(hidden.dtype) / (1.0 - self.dropout))
-
-    def forward(self, hx: torch.Tensor, ge: torch.Tensor) -> torch.Tensor:
-        """Scores (B, K) for queries ``hx`` (B, D) against tasks ``ge`` (K, D)."""
-        w_query, w_task = self.first.weight[:, : self.dim], self.first.weight[:, self.dim :]
-        from_query = hx @ w_query.T + self.first.bias  # (B, H)
-        from_task = ge @ w_task.T  # (K, H)
-        pairs = from_query[:, None, :] + from_task[None, :, :]  # (B, K, H) == first([h; g])
-        hidden = self._drop(F.relu(pairs))
-        hidden = self._drop(F.relu(self.second(hidden)))
-        return self.out(hidden).squeeze(-1)
-
-
-class GroupedDecoders(nn.Module):
-    """``n_heads`` independent MLPs D -> H -> 1 (one per metric and model), run as one einsum."""
-
-    def __init__(self, n_heads: int, dim: int, hidden: int) -> None:
-        super().__init__()
-        bound1, bound2 = 1.0 / math.sqrt(dim), 1.0 / math.sqrt(hidden)
-        self.w1 = nn.Parameter(torch.empty(n_heads, dim, hidden).uniform_(-bound1, bound1))
-        self.b1 = nn.Parameter(torch.empty(n_heads, hidden).uniform_(-bound1, bound1))
-        self.w2 = nn.Parameter(torch.empty(n_heads, hidden).uniform_(-bound2, bound2))
-        self.b2 = nn.Parameter(torch.empty(n_heads).uniform_(-bound2, bound2))
-
-    @torch.no_grad()
-    def start_at(self, means: torch.Tensor) -> None:
-        """Make every head output ``means`` (n_heads,) in [0, 1] for any input at first:
-        the output weights start at zero and the bias at the logit of the mean, so the
-        untrained router already predicts the per-model averages (best-single)."""
-        self.w2.zero_()
-        self.b2.copy_(torch.logit(means.clamp(1e-3, 1 - 1e-3)))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits (K, n_heads) for task representations ``z`` (K, D)."""
-        hidden = F.relu(torch.einsum("kd,jdh->kjh", z, self.w1) + self.b1)
-        return torch.einsum("kjh,jh->kj", hidden, self.w2) + self.b2
-
-
-class TRouterNet(nn.Module):
-    """Posterior over K latent task types plus performance/cost decoders for M models.
-
-    ``residual=True`` (TRouter+) adds a query-specific correction ``c(x)`` in logit space,
-    ``y = sigmoid(logit(sum_t q(t|x) f(g(e_t))) + c(x))``. Its last layer starts at zero, so
-    training starts from the faithful mixture and only learns what the task type misses
-    (query difficulty within a task type, which the paper's decoders cannot see).
-    """
-
-    def __init__(
-        self,
-        n_models: int,
-        dim: int = 384,
-        hidden: int = 256,
-        scorer_hidden: int = 256,
-        decoder_hidden: int = 128,
-        dropout: float = 0.1,
-        tau: float = 0.07,
-        residual: bool = False,
-        residual_hidden: int = 128,
-    ) -> None:
-        super().__init__()
-        self.n_models = n_models
-        self.tau = tau
-        self.h = _mlp(dim, hidden, dim)
-        self.g = _mlp(dim, hidden, dim)
-        self.s = PairScorer(dim, scorer_hidden, dropout)
-        # Heads 0..M-1 predict performance, M..2M-1 normalised cost.
-        self.decoders = GroupedDecoders(2 * n_models, dim, decoder_hidden)
-        self.residual: nn.Module | None = None
-        if residual:
-            self.residual = nn.Sequential(
-                nn.Linear(dim, residual_hidden),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-                nn.Linear(residual_hidden, 2 * n_models),
-            )
-            nn.init.zeros_(self.residual[-1].weight)
-            nn.init.zeros_(self.residual[-1].bias)
-
-    def log_posterior(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """log q(t|x), shape (B, K)."""
-        return F.log_softmax(self.s(self.h(x), self.g(e)) / self.tau, dim=-1)
-
-    def task_tables(self, e: torch.Tensor) -> torch.Tensor:
-        """Per-task predictions f(g(e_t)) in [0, 1], shape (K, 2M)."""
-        return torch.sigmoid(self.decoders(self.g(e)))
-
-    def forward(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(predictions (B, 2M) in [0, 1], log posterior (B, K))."""
-        log_q = self.log_posterior(x, e)
-        mixture = log_q.exp() @ self.task_tables(e)
-        if self.residual is not None:
-            mixture = mixture.clamp(1e-5, 1 - 1e-5)
-            mixture = torch.sigmoid(torch.logit(mixture) + self.residual(x))
-        return mixture, log_q
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the observed (non-NaN) cells; 0 when nothing is observed."""
-    observed = ~torch.isnan(target)
-    if not bool(observed.any()):
-        return pred.sum() * 0.0
-    diff = torch.where(observed, pred - torch.nan_to_num(target), torch.zeros_like(pred))
-    return (diff**2).sum() / observed.sum()
-
-
-def kl_prior_posterior(prior: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of KL(p || q) = sum_t p(t|x) (log p(t|x) - log q(t|x)).
-
-    This direction is the one that stays finite for a one-hot prior: it reduces to the
-    cross-entropy ``-log q(t*|x)`` of the prior's leaf (the reverse, KL(q || p), is
-    infinite unless q is itself one-hot). Rows with an all-zero prior contribute 0.
-    """
-    log_p = torch.log(prior.clamp_min(1e-12))
-    return (prior * (log_p - log_q)).sum(dim=-1).mean()
+#: Width of TRouter+'s residual correction network.
+RESIDUAL_HIDDEN = 128
 
 
 @dataclass(frozen=True)
@@ -223,37 +77,111 @@ class TRouterConfig:
         return cls(**params)
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Train on one intra-op thread, then restore the caller's setting.
+def _log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
-    The step's tensors are small enough that a second thread buys little, while on a shared
-    2-core machine two threads per process oversubscribe the cores and are several times
-    slower; one thread also makes the float summation order, hence the fit, reproducible
-    across machines.
+
+def weight_shapes(config: TRouterConfig, n_models: int, dim: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every entry of the TRouterNet state dict for these settings."""
+    hidden, scorer, decoder, heads = (
+        config.hidden,
+        config.scorer_hidden,
+        config.decoder_hidden,
+        2 * n_models,
+    )
+    shapes: dict[str, tuple[int, ...]] = {}
+    for part in ("h", "g"):
+        shapes |= {f"{part}.0.weight": (hidden, dim), f"{part}.0.bias": (hidden,)}
+        shapes |= {f"{part}.2.weight": (dim, hidden), f"{part}.2.bias": (dim,)}
+    shapes |= {"s.first.weight": (scorer, 2 * dim), "s.first.bias": (scorer,)}
+    shapes |= {"s.second.weight": (scorer, scorer), "s.second.bias": (scorer,)}
+    shapes |= {"s.out.weight": (1, scorer), "s.out.bias": (1,)}
+    shapes |= {"decoders.w1": (heads, dim, decoder), "decoders.b1": (heads, decoder)}
+    shapes |= {"decoders.w2": (heads, decoder), "decoders.b2": (heads,)}
+    if config.residual:
+        shapes |= {
+            "residual.0.weight": (RESIDUAL_HIDDEN, dim),
+            "residual.0.bias": (RESIDUAL_HIDDEN,),
+        }
+        shapes |= {"residual.3.weight": (heads, RESIDUAL_HIDDEN), "residual.3.bias": (heads,)}
+    return shapes
+
+
+class NumpyTRouter:
+    """A fitted TRouterNet in eval mode, in numpy (dropout is off at inference).
+
+    ``weights`` is the state dict, checked against :func:`weight_shapes` (a ValueError names
+    the first entry that does not fit); ``tasks`` the (K, D) task embeddings.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
+    def __init__(
+        self,
+        weights: dict[str, np.ndarray],
+        tasks: np.ndarray,
+        config: TRouterConfig,
+        n_models: int,
+        rows: int = 512,
+    ) -> None:
+        tasks = np.asarray(tasks, dtype=np.float32)
+        if tasks.ndim != 2 or not len(tasks):
+            raise ValueError(f"task embeddings have shape {tasks.shape}; expected (K, D)")
+        expected = weight_shapes(config, n_models, tasks.shape[1])
+        found = {k: tuple(np.shape(v)) for k, v in weights.items()}
+        if found != expected:
+            wrong = sorted(
+                k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k)
+            )
+            raise ValueError(
+                f"network weights do not fit the settings: {wrong[0]} is "
+                f"{found.get(wrong[0])}, expected {expected.get(wrong[0])}"
+            )
+        self.w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.tau, self.dim, self.rows = config.tau, tasks.shape[1], rows
+        self.residual = config.residual
+        task_rep = self._mlp("g", tasks)
+        w_task = self.w["s.first.weight"][:, self.dim :]
+        self.from_task = task_rep @ w_task.T  # (K, H): the task half of the first layer
+        self.tables = sigmoid(self._decoders(task_rep))  # (K, 2M)
 
-def column_means(y: torch.Tensor) -> torch.Tensor:
-    """Mean of each target column over its observed cells (0.5 where none is observed)."""
-    observed = ~torch.isnan(y)
-    total = torch.nan_to_num(y).sum(dim=0)
-    count = observed.sum(dim=0)
-    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, 0.5))
+    def _mlp(self, part: str, x: np.ndarray) -> np.ndarray:
+        w = self.w
+        hidden = relu(x @ w[f"{part}.0.weight"].T + w[f"{part}.0.bias"])
+        return hidden @ w[f"{part}.2.weight"].T + w[f"{part}.2.bias"]
 
+    def _decoders(self, z: np.ndarray) -> np.ndarray:
+        w = self.w
+        hidden = relu(np.einsum("kd,jdh->kjh", z, w["decoders.w1"]) + w["decoders.b1"])
+        return np.einsum("kjh,jh->kj", hidden, w["decoders.w2"]) + w["decoders.b2"]
 
-def batched_forward(
-    net: TRouterNet, x: torch.Tensor, e: torch.Tensor, rows: int = 512
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``net(x, e)`` in chunks of queries: the pair grid is rows x K x hidden floats, which
-    for a whole test split (10k+ queries x ~200 task types) would need gigabytes."""
-    if len(x) <= rows:
-        return net(x, e)
-    parts = [net(chunk, e) for chunk in x.split(rows)]
-    return torch.cat([p for p, _ in parts]), torch.cat([q for _, q in parts])
+    def log_posterior(self, x: np.ndarray) -> np.ndarray:
+        """log q(t|x), shape (B, K)."""
+        w = self.w
+        query = self._mlp("h", x)
+        from_query = query @ w["s.first.weight"][:, : self.dim].T + w["s.first.bias"]
+        pairs = relu(from_query[:, None, :] + self.from_task[None, :, :])  # (B, K, H)
+        hidden = relu(pairs @ w["s.second.weight"].T + w["s.second.bias"])
+        scores = (hidden @ w["s.out.weight"].T)[..., 0] + w["s.out.bias"][0]
+        return _log_softmax(scores / self.tau)
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_q = self.log_posterior(x)
+        mixture = np.exp(log_q) @ self.tables
+        if self.residual:
+            w = self.w
+            mixture = np.clip(mixture, 1e-5, 1 - 1e-5)
+            hidden = relu(x @ w["residual.0.weight"].T + w["residual.0.bias"])
+            correction = hidden @ w["residual.3.weight"].T + w["residual.3.bias"]
+            mixture = sigmoid(np.log(mixture / (1 - mixture)) + correction)
+        return mixture, log_q
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions (B, 2M) in [0, 1], log posterior (B, K)), in chunks of queries: the
+        pair grid is rows x K x hidden floats."""
+        x = np.asarray(x, dtype=np.float32)
+        parts = [self._forward(x[i : i + self.rows]) for i in range(0, len(x), self.rows)]
+        if not parts:
+            return np.zeros((0, self.tables.shape[1]), np.float32), np.zeros(
+                (0, len(self.tables)), np.float32
+            )
+        return np.concatenate([p for p, _ in parts]), np.concatenate([q for _, q in parts])
