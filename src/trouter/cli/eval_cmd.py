@@ -24,6 +24,7 @@ class Setting(StrEnum):
     few_shot = "few-shot"
     synthetic = "synthetic"
     transfer = "transfer"
+    online = "online"
 
 
 def parse_shots(spec: str) -> list[int | None]:
@@ -156,6 +157,30 @@ def register(app: typer.Typer) -> None:
             None, "--limit", min=1, help="At most N rows per split (deterministic), for quick runs."
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+        label_budget: str = typer.Option(
+            "0",
+            "--label-budget",
+            help="Online: background labels, N (over the stream) or "
+            "N/WINDOW (in the first WINDOW queries); comma-separated for several.",
+        ),
+        feedback_rate: float = typer.Option(
+            1.0, "--feedback-rate", min=0.0, max=1.0, help="Online: share of served queries scored."
+        ),
+        feedback_noise: float = typer.Option(
+            0.0,
+            "--feedback-noise",
+            min=0.0,
+            max=1.0,
+            help="Online: share of scores that are wrong.",
+        ),
+        feedback_delay: int = typer.Option(
+            0, "--feedback-delay", min=0, help="Online: events arrive N queries late."
+        ),
+        base: str = typer.Option("auto", "--base", help="Online: the base router, or none."),
+        max_stream: int | None = typer.Option(
+            None, "--max-stream", min=1, help="Online: replay at most N rows per stream."
+        ),
+        tasks: str | None = typer.Option(None, "--tasks", help="Online: stream only these tasks."),
     ) -> None:
         """Fit and score routers; print mean ± std over seeds per router and scenario."""
         from trouter.config import MalformedDataError
@@ -166,6 +191,10 @@ def register(app: typer.Typer) -> None:
         from trouter.evaluation.report import rich_tables, summarise
         from trouter.evaluation.scenarios import resolve_scenarios
 
+        if setting is Setting.online:  # replayed streams: see trouter.cli.eval_online
+            from trouter.cli.eval_online import run_online_eval
+
+            return run_online_eval(locals(), Console(width=200))
         if test_file is not None:
             setting = Setting.transfer
         if suite is None and not (setting is Setting.transfer and train_file is not None):

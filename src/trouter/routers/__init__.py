@@ -7,6 +7,7 @@ from trouter.routers import (
     metric_router,  # noqa: F401
     mf,  # noqa: F401
     mlp,  # noqa: F401
+    online,  # noqa: F401
     reference,  # noqa: F401
     trouter,  # noqa: F401
 )

@@ -1,0 +1,93 @@
+"""Speed of the online router's own work: one event update and one routing decision.
+
+Prints microseconds per served event, per background label, per decision on precomputed
+features (what the proxy pays on top of its base router), and per full ``route`` call of
+one query with a best-single base (encoder included). Run:
+``TROUTER_DATA_DIR=tests/fixtures/data .venv/bin/python scripts/online_bench.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from trouter.data.suites import load_suite
+from trouter.evaluation.online import OnlineConfig, stream_folds
+from trouter.evaluation.scenarios import SCENARIOS
+from trouter.routers.base import make_router
+from trouter.routers.online import OnlineRouter
+
+
+def per_call_us(calls, repeat: int = 1) -> tuple[float, float]:
+    """(p50, p90) microseconds of the calls."""
+    times = []
+    for call in calls * repeat:
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e6)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 90))
+
+
+def report(label: str, times: tuple[float, float]) -> None:
+    print(f"{label}: {times[0]:.1f} / {times[1]:.1f}")
+
+
+def main() -> None:
+    weights = SCENARIOS["balanced"]
+    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
+    stream, names = fold.test, fold.test.model_names
+    base = make_router("best-single").fit(fold.train)
+    router = OnlineRouter.around(base, fold.train, cells=8, half_life=500.0)
+    feats = router.features(list(stream.texts), weights)
+    served, labels = [], []
+    for t in range(len(stream)):
+        common = {
+            "t": t,
+            "cell": int(feats["cell"][t]),
+            "prior_performance": feats["performance"][t],
+            "prior_cost": feats["cost"][t],
+        }
+        served.append(
+            {
+                "id": f"s{t}",
+                "kind": "served",
+                "model": names[t % len(names)],
+                "score": float(stream.performance[t, t % len(names)]),
+                **common,
+            }
+        )
+        labels.append(
+            {
+                "id": f"l{t}",
+                "kind": "label",
+                **common,
+                "scores": dict(zip(names, stream.performance[t].tolist(), strict=True)),
+            }
+        )
+    report(
+        "served event  p50/p90 us",
+        per_call_us([lambda e=e: router.partial_fit([e]) for e in served]),
+    )
+    report(
+        "label event   p50/p90 us",
+        per_call_us([lambda e=e: router.partial_fit([e]) for e in labels]),
+    )
+    rows = [
+        {k: feats[k][i : i + 1] for k in ("performance", "cost", "cell", "guard")}
+        for i in range(len(stream))
+    ]
+    report(
+        "decision      p50/p90 us",
+        per_call_us([lambda r=r: router.decide_features(r, weights) for r in rows]),
+    )
+    texts = list(stream.texts)
+    router.route(texts[:5], weights)  # warm the encoder
+    report(
+        "route 1 query p50/p90 us",
+        per_call_us([lambda q=q: router.route([q], weights) for q in texts[:100]]),
+    )
+
+
+if __name__ == "__main__":
+    main()

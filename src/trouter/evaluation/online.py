@@ -1,0 +1,346 @@
+"""Replay evaluation of online routers: ``trouter eval --setting online``.
+
+A full-information log (every query scored for every pool model) is replayed as a stream in
+a random order per seed. A policy sees only the score of the model it served, except on the
+queries it chose for a background label within its budget; the full matrix is otherwise
+used only for scoring, so the simulation is exact.
+
+Streams: on a suite, each task in turn is the new task. Its rows (every split, scorable rows
+only) are the stream, and the base router is fitted as in the cold-start setting, on the
+other tasks' train and validation rows. With a labelled test file, the base is fitted on the
+training source (restricted to the shared pool) and every row of the file is streamed.
+
+Routers of one run (all on the same streams and orders):
+
+* ``best-single`` (the cold-start one, fitted on the base's rows), ``oracle``, ``random``;
+* ``skyline``: ``knn`` fitted in-domain on the streamed task's own labels, cross-fitted (each
+  row is predicted by a model that never saw it); the upper reference for learning;
+* ``few-shot``: the base router refitted with K stream rows picked at random up front, K the
+  label budget (what in-stream labelling must beat);
+* ``online`` (active labels), ``online-random`` (random labels), ``online-nobase`` (no base:
+  price prior), each with the same budget and feedback;
+* the bandit peers ``linucb``, ``thompson``, ``eps-greedy`` (served feedback only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trouter.data.dataset import RoutingDataset
+from trouter.evaluation.folds import Fold, cold_start_folds, transfer_folds
+from trouter.evaluation.harness import fit_params
+from trouter.evaluation.online_metrics import stream_metrics
+from trouter.evaluation.online_policies import (
+    EpsilonGreedy,
+    FixedPolicy,
+    LinUCB,
+    OnlinePolicy,
+    ThompsonCells,
+    projection,
+)
+from trouter.evaluation.scenarios import Weights
+from trouter.routers.base import Router, make_router
+from trouter.routers.cluster import fit_centroids, nearest
+from trouter.routers.guard import AUTO_MEMBERS
+from trouter.routers.online import OnlineRouter
+from trouter.routers.online_labels import LabelBudget, parse_budget
+from trouter.routers.tuning import embed, merge
+
+#: Online variants: extra parameters of each (``online-random`` differs in label selection).
+ONLINE_VARIANTS: dict[str, dict[str, Any]] = {
+    "online": {},
+    "online-random": {},
+    "online-nobase": {},
+    "online-explore": {"explore": 0.05},
+}
+ONLINE_ROUTERS = tuple(ONLINE_VARIANTS)
+PEERS = ("linucb", "thompson", "eps-greedy")
+FIXED = ("best-single", "oracle", "random", "skyline", "few-shot")
+ALL_ROUTERS = FIXED + ONLINE_ROUTERS + PEERS
+ENCODER = "static"
+
+
+@dataclass
+class Feedback:
+    """How served outcomes reach the policy: the share that carries a score, the share of
+    those (and of labels) whose score is wrong (a 0/1 score flipped, else redrawn uniformly),
+    and the delay in queries."""
+
+    rate: float = 1.0
+    noise: float = 0.0
+    delay: int = 0
+
+
+@dataclass
+class OnlineConfig:
+    base: str = "auto"
+    label_budgets: tuple[str, ...] = ("0",)
+    feedback: Feedback = field(default_factory=Feedback)
+    routers: tuple[str, ...] = ALL_ROUTERS
+    online_params: dict[str, Any] = field(default_factory=dict)
+    max_stream: int | None = None
+    tasks: tuple[str, ...] = ()
+    skyline_folds: int = 5
+    #: More online variants to compare (name -> parameters), e.g. {"online-cells8": {"cells": 8}}
+    extra_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return {**ONLINE_VARIANTS, **self.extra_variants}
+
+
+def base_params(name: str) -> dict[str, Any]:
+    """Base routers run on the fast static encoder (members of ``auto`` included)."""
+    if name in ("auto", "guarded"):
+        members = AUTO_MEMBERS if name == "auto" else "knn"
+        return {
+            "encoder": ENCODER,
+            "member_params": {m: {"encoder": ENCODER} for m in members.split(",")},
+        }
+    return {"encoder": ENCODER}
+
+
+def stream_folds(dataset: RoutingDataset, seed: int, config: OnlineConfig) -> list[Fold]:
+    """Per task: the base's rows (other tasks) and the stream (every scorable row of it)."""
+    folds = []
+    for fold in cold_start_folds(dataset, seed, 0.15):
+        if config.tasks and fold.task not in config.tasks:
+            continue
+        rows = dataset.subset((dataset.tasks == fold.task) & dataset.complete_rows)
+        folds.append(Fold(fold.task, fold.train, fold.validation, rows, 0, 0))
+    return folds
+
+
+def fit_base(name: str, fold: Fold, seed: int, shots: int | None = 0) -> Router:
+    fold_view = Fold(fold.task, fold.train, fold.validation, fold.test, 0, shots)
+    params = fit_params(name, fold_view, {name: base_params(name)})
+    return make_router(name, seed=seed, **params).fit(fold.train, fold.validation)
+
+
+def _order(n: int, seed: int, limit: int | None) -> np.ndarray:
+    order = np.random.default_rng([seed, 3]).permutation(n)
+    return order if limit is None else order[:limit]
+
+
+# ----- fixed choices ---------------------------------------------------------------------
+def skyline_choices(fold: Fold, weights: Weights, seed: int, folds: int) -> np.ndarray:
+    """``knn`` fitted on the other tasks plus the task's other cross-fitting folds."""
+    stream, n = fold.test, len(fold.test)
+    part = np.random.default_rng([seed, 5]).permutation(n) % folds
+    rows = merge(fold.train, fold.validation) if fold.validation is not None else fold.train
+    choices = np.zeros(n, dtype=int)
+    for g in range(folds):
+        own = stream.subset(part != g)
+        own.splits[:] = "train"
+        router = make_router("knn", seed=seed).fit(merge(rows, own))
+        held = np.flatnonzero(part == g)
+        pred = router.predict([stream.texts[i] for i in held]).reorder(stream.model_names)
+        choices[held] = pred.choose(weights)
+    return choices
+
+
+def few_shot_choices(
+    fold: Fold, config: OnlineConfig, shots: int, weights: Weights, seed: int, order: np.ndarray
+) -> np.ndarray:
+    """The base refitted with ``shots`` stream rows picked at random up front."""
+    picked = order[np.random.default_rng([seed, 9]).permutation(len(order))[:shots]]
+    own = fold.test.subset(np.sort(picked))
+    own.splits[:] = "train"
+    train = merge(fold.train, own).with_validation(0.15, seed)
+    shot_fold = Fold(fold.task, train.split("train"), train.split("validation"), fold.test)
+    base = fit_base(config.base, shot_fold, seed, shots=shots)
+    pred = base.predict(list(fold.test.texts)).reorder(fold.test.model_names)
+    return pred.choose(weights)
+
+
+# ----- the replay ------------------------------------------------------------------------
+def _noisy(score: float, noise: float, rng: np.random.Generator) -> float:
+    if noise <= 0 or rng.random() >= noise:
+        return score
+    return 1.0 - score if score in (0.0, 1.0) else float(rng.random())
+
+
+def replay(
+    policy,
+    stream: RoutingDataset,
+    order: np.ndarray,
+    weights: Weights,
+    feedback: Feedback,
+    budget: LabelBudget | None,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Serve ``stream`` rows in ``order``; events reach ``policy`` ``feedback.delay`` later."""
+    rng = np.random.default_rng([seed, 19])
+    perf, cost = stream.performance, stream.normalised_cost
+    n = len(order)
+    chosen, explored, labelled = np.zeros(n, int), np.zeros(n, bool), np.zeros(n, bool)
+    propensity = np.zeros(n)
+    pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for t, row in enumerate(order):
+        if t in pending:
+            policy.learn(pending.pop(t))
+        model, propensity[t], explored[t], priority = policy.choose(t, row)
+        chosen[t] = model
+        events = []
+        if budget is not None and budget.take(t, priority):
+            labelled[t] = True
+            scores = np.array([_noisy(s, feedback.noise, rng) for s in perf[row]])
+            events.append(
+                {
+                    "id": f"l{t}",
+                    "kind": "label",
+                    "t": t,
+                    "row": row,
+                    "scores": scores,
+                    "costs": cost[row].copy(),
+                }
+            )
+        if rng.random() < feedback.rate:
+            score = _noisy(float(perf[row, model]), feedback.noise, rng)
+            events.append(
+                {
+                    "id": f"s{t}",
+                    "kind": "served",
+                    "t": t,
+                    "row": row,
+                    "model": model,
+                    "score": score,
+                    "cost": float(cost[row, model]),
+                }
+            )
+        if events:
+            pending[t + 1 + feedback.delay].extend(events)
+    return {"chosen": chosen, "explored": explored, "labelled": labelled, "propensity": propensity}
+
+
+def _online(name: str, base: Router | None, fold: Fold, config: OnlineConfig) -> OnlineRouter:
+    params = {"encoder": ENCODER, **config.online_params, **config.variants().get(name, {})}
+    if name == "online-nobase" or base is None:
+        router = OnlineRouter(base="none", seed=base.seed if base else 0, **params)
+        return router.fit(fold.train, fold.validation)
+    train = merge(fold.train, fold.validation) if fold.validation is not None else fold.train
+    return OnlineRouter.around(base, train, **params)
+
+
+def _policy(name: str, ctx: dict[str, Any]):
+    stream, weights, seed = ctx["stream"], ctx["weights"], ctx["seed"]
+    m = len(stream.models)
+    if name in ctx["config"].variants():
+        router = _online(name, ctx["base"], ctx["fold"], ctx["config"])
+        return OnlinePolicy(router, router.features(list(stream.texts), weights), weights, seed)
+    if name == "linucb":
+        return LinUCB(m, weights, seed, projection(ctx["x"], 64, seed))
+    if name == "thompson":
+        return ThompsonCells(m, weights, seed, ctx["cells"])
+    if name == "eps-greedy":
+        return EpsilonGreedy(m, weights, seed, start=int(ctx["fixed"]["best-single"][0]))
+    return FixedPolicy(ctx["fixed"][name])
+
+
+def _trace(name: str, ctx: dict[str, Any], order: np.ndarray, budget: LabelBudget | None):
+    started = time.perf_counter()
+    trace = replay(
+        _policy(name, ctx),
+        ctx["stream"],
+        order,
+        ctx["weights"],
+        ctx["config"].feedback,
+        budget,
+        ctx["seed"],
+    )
+    trace["seconds"] = time.perf_counter() - started
+    return trace
+
+
+def run_stream(
+    fold: Fold, config: OnlineConfig, weights: Weights, seed: int, context: dict[str, Any]
+) -> list[dict]:
+    """Every router of ``config`` replayed on one task's stream with one seed's order, for
+    every label budget (the base and the fixed choices are fitted once)."""
+    stream = fold.test
+    order = _order(len(stream), seed, config.max_stream)
+    utility = weights.utility(stream.performance, stream.normalised_cost)
+    base = fit_base(config.base, fold, seed) if config.base != "none" else None
+    best_single = make_router("best-single").fit(fold.train, fold.validation)
+    fixed = {
+        "best-single": best_single.predict(list(stream.texts))
+        .reorder(stream.model_names)
+        .choose(weights),
+        "oracle": np.argmax(utility - 1e-9 * stream.normalised_cost, axis=1),
+        "random": np.random.default_rng([seed, 23]).integers(len(stream.models), size=len(stream)),
+    }
+    if "skyline" in config.routers:
+        fixed["skyline"] = skyline_choices(fold, weights, seed, config.skyline_folds)
+    x = embed(stream, ENCODER)
+    cells = nearest(x, fit_centroids(embed(fold.train, ENCODER), 16, seed))
+    ctx = {
+        "stream": stream,
+        "weights": weights,
+        "seed": seed,
+        "base": base,
+        "fold": fold,
+        "config": config,
+        "x": x,
+        "cells": cells,
+        "fixed": fixed,
+    }
+    variants = config.variants()
+    shared = {
+        name: _trace(name, ctx, order, None)
+        for name in config.routers
+        if name in fixed or name in PEERS
+    }
+    records = []
+    for spec in config.label_budgets:
+        total, window = parse_budget(spec, len(order))
+        window = min(window, len(order))
+        traces = dict(shared)
+        if "few-shot" in config.routers and total > 0 and base is not None:
+            ctx["fixed"] = {
+                **fixed,
+                "few-shot": few_shot_choices(fold, config, total, weights, seed, order),
+            }
+            traces["few-shot"] = _trace("few-shot", ctx, order, None)
+        for name in (n for n in config.routers if n in variants):
+            if name == "online-nobase" and base is None and "online" in variants:
+                continue
+            budget = None
+            if total > 0:
+                mode = "random" if name == "online-random" else "active"
+                budget = LabelBudget(total=total, window=window, mode=mode, seed=seed)
+            traces[name] = _trace(name, ctx, order, budget)
+        context_now = context | {"task": fold.task, "seed": seed, "label_budget": spec}
+        records.extend(stream_metrics(traces, stream, order, utility, context_now))
+    return records
+
+
+def run_online(
+    dataset: RoutingDataset,
+    config: OnlineConfig,
+    weights: Weights,
+    seeds: list[int],
+    context: dict[str, Any],
+    source: RoutingDataset | None = None,
+    on_stream=None,
+) -> list[dict]:
+    """Records of every (seed, streamed task, router); ``source`` = transfer from a file."""
+    records = []
+    for seed in seeds:
+        if source is not None:
+            folds = transfer_folds(source, dataset)
+            stream = folds[0].test
+            folds = [Fold("all", folds[0].train, folds[0].validation, stream, 0, 0)]
+        else:
+            folds = stream_folds(dataset, seed, config)
+        for fold in folds:
+            if on_stream is not None:
+                on_stream(seed, fold.task, len(fold.test))
+            records.extend(run_stream(fold, config, weights, seed, context))
+    return records
+
+
+__all__ = ["Feedback", "OnlineConfig", "run_online", "run_stream"]

@@ -1,0 +1,124 @@
+"""Scores of replayed streams: utility per window, regret, safety and labelling spend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trouter.data.dataset import RoutingDataset
+
+#: Window edges (queries seen) of the per-window utility.
+WINDOWS = (0, 100, 250, 500, 1000, 2000, 5000)
+#: Width of the sliding window of the safety check.
+SAFETY_WINDOW = 200
+#: Points of the stored running-mean curve (for plots).
+CURVE_POINTS = 60
+
+
+def window_names(n: int) -> list[tuple[str, int, int]]:
+    edges = [e for e in WINDOWS if e < n] + [n]
+    return [
+        (f"{a}-{b if b != n or b in WINDOWS else 'end'}", a, b)
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
+
+
+def first_pass(gain: np.ndarray, warmup: int = 50) -> int | None:
+    """Queries until the running mean of ``gain`` is >= 0 and stays so (None: never)."""
+    running = np.cumsum(gain) / np.arange(1, len(gain) + 1)
+    below = np.flatnonzero(running[warmup - 1 :] < -1e-12) if len(gain) >= warmup else []
+    if len(below) == 0:
+        return warmup if len(gain) >= warmup else None
+    last = int(below[-1]) + warmup
+    return last + 1 if last + 1 < len(gain) else None
+
+
+def reach(gain: np.ndarray, target: float, width: int = SAFETY_WINDOW) -> int | None:
+    """Queries until a trailing ``width`` window's mean gain first reaches ``target``."""
+    if len(gain) < width or not target > 0:
+        return None
+    window = np.convolve(gain, np.ones(width) / width, mode="valid")
+    hit = np.flatnonzero(window >= target)
+    return int(hit[0]) + width if len(hit) else None
+
+
+def worst_window(gain: np.ndarray, width: int = SAFETY_WINDOW) -> float:
+    """The lowest mean gain over any ``width`` consecutive queries (the whole stream if
+    shorter)."""
+    if len(gain) <= width:
+        return float(np.mean(gain))
+    return float(np.convolve(gain, np.ones(width) / width, mode="valid").min())
+
+
+def curve(values: np.ndarray) -> list[list[float]]:
+    """(queries seen, running mean) at up to :data:`CURVE_POINTS` points."""
+    n = len(values)
+    running = np.cumsum(values) / np.arange(1, n + 1)
+    at = (
+        np.unique(np.geomspace(10, n, CURVE_POINTS).astype(int)) if n >= 10 else np.arange(1, n + 1)
+    )
+    return [[int(i), float(running[i - 1])] for i in at]
+
+
+def stream_metrics(
+    traces: dict[str, dict[str, np.ndarray]],
+    stream: RoutingDataset,
+    order: np.ndarray,
+    utility: np.ndarray,
+    context: dict[str, Any],
+) -> list[dict]:
+    """One record per router of one replayed stream (see docs/online.md for each field)."""
+    n = len(order)
+    served = {name: utility[order, trace["chosen"]] for name, trace in traces.items()}
+    reference = served["best-single"]
+    oracle = utility[order].max(axis=1)
+    best_fixed = float(utility[order].mean(axis=0).max())
+    quarter = slice(n - n // 4, n)
+    sky = served.get("skyline")
+    sky_gain = None if sky is None else float(sky[quarter].mean() - reference[quarter].mean())
+    sky_stream_gain = None if sky is None else float(np.mean(sky - reference))
+    records = []
+    for name, trace in traces.items():
+        u = served[name]
+        gain = u - reference
+        labelled = trace["labelled"]
+        rows, chosen = order, trace["chosen"]
+        served_usd = float(np.nansum(stream.cost[rows, chosen]))
+        label_usd = float(
+            np.nansum(stream.cost[rows[labelled]])
+            - np.nansum(stream.cost[rows[labelled], chosen[labelled]])
+        )
+        last_gain = float(u[quarter].mean() - reference[quarter].mean())
+        records.append(
+            {
+                **context,
+                "router": name,
+                "n_stream": n,
+                "utility": float(u.mean()),
+                "windows": {key: float(u[a:b].mean()) for key, a, b in window_names(n)},
+                "gain_vs_best_single": float(gain.mean()),
+                "regret_oracle": float(np.sum(oracle - u)),
+                "regret_best_single": float(np.sum(-gain)),
+                "best_fixed_utility": best_fixed,
+                "last_quarter_gain": last_gain,
+                "last_quarter_skyline_share": (
+                    last_gain / sky_gain if sky_gain and sky_gain > 1e-9 else None
+                ),
+                "passes_best_single_at": first_pass(gain),
+                "reaches_90pct_skyline_at": (
+                    reach(gain, 0.9 * sky_stream_gain) if sky_stream_gain else None
+                ),
+                "worst_window_gap": worst_window(gain),
+                "exploration_share": float(np.mean(trace["explored"])),
+                "labels": int(labelled.sum()),
+                "label_usd": label_usd,
+                "served_usd": served_usd,
+                "label_share_of_served": label_usd / served_usd if served_usd > 0 else None,
+                "selection": np.bincount(chosen, minlength=len(stream.models)).tolist(),
+                "models": stream.model_names,
+                "seconds": float(trace.get("seconds", 0.0)),
+                "curve": curve(u),
+            }
+        )
+    return records

@@ -1,0 +1,355 @@
+"""``online``: a router that starts from a fitted base and learns from live traffic, safely.
+
+It wraps any fitted router (its *base*: ``auto``, a cold-start ``trouter``, ...; or none)
+and keeps, per cell of the query space and pool model, discounted statistics of how far
+observed outcomes fall from what the base predicted (:mod:`online_stats`). Two kinds of
+events feed them, through :meth:`OnlineRouter.partial_fit`:
+
+* ``served``: ``{"id", "kind": "served", "t", "model", "score", "cost"?}`` - bandit feedback,
+  only the served model's outcome;
+* ``label``: ``{"id", "kind": "label", "t", "scores": {model: score}, "costs"?: {...}}`` - a
+  background label: several models called on the same query, never served.
+
+Each event also carries the query's features as the decision recorded them
+(``"prior_performance"``, ``"prior_cost"``: the base prediction per model in pool order, and
+``"cell"``) or, failing that, the ``"query"`` text, from which they are recomputed. Events are
+idempotent by ``id``; late, out-of-order and repeated events give the same state, because
+discounting (``half_life``, in units of ``t``) is by event time. Costs are normalised costs
+in [0, 1], as in every :class:`Prediction`; a missing cost is taken as predicted.
+
+Serving (:mod:`online_posterior`) is guarded: with no evidence the router serves what its
+base serves, and it switches to another model only when the posterior gain is significant.
+Exploration is off by default (``explore`` > 0 turns on a capped share, limited to models
+that plausibly beat the served one and whose expected loss is small). :meth:`decide` returns
+every decision with its propensity and whether the query deserves a background label
+(:func:`label_priority`; the caller's :class:`~trouter.routers.online_labels.LabelBudget`
+decides whether to spend one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from trouter.data.dataset import RoutingDataset
+from trouter.evaluation.scenarios import Weights
+from trouter.routers import base as router_base
+from trouter.routers.base import (
+    Prediction,
+    Queries,
+    Router,
+    make_router,
+    query_texts,
+    register,
+)
+from trouter.routers.cluster import fit_centroids, nearest
+from trouter.routers.online_posterior import Decisions, Rule, decide
+from trouter.routers.online_stats import EvidenceStats
+from trouter.routers.tuning import embed, merge
+
+#: Utility tilt of the price prior (no base): a pricier model is assumed slightly better.
+PRICE_TILT = 0.1
+
+
+@register("online")
+class OnlineRouter(Router):
+    """A posterior per (cell, model) around a base router's predictions (see module)."""
+
+    default_encoder = "static"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        base: str = "auto",
+        base_params: dict[str, Any] | None = None,
+        cells: int = 1,
+        half_life: float | None = None,
+        prior_strength: float = 10.0,
+        cell_strength: float = 20.0,
+        confidence: float = 0.95,
+        margin: float = 0.0,
+        min_evidence: float = 8.0,
+        explore: float = 0.0,
+        explore_max_loss: float = 0.02,
+        explore_floor: float = 0.2,
+        label_min: int = 10,
+        label_cell_min: int = 3,
+        **params: Any,
+    ) -> None:
+        super().__init__(
+            seed=seed,
+            base=str(base),
+            base_params=dict(base_params or {}),
+            cells=int(cells),
+            half_life=None if half_life is None else float(half_life),
+            prior_strength=float(prior_strength),
+            cell_strength=float(cell_strength),
+            confidence=float(confidence),
+            margin=float(margin),
+            min_evidence=float(min_evidence),
+            explore=float(explore),
+            explore_max_loss=float(explore_max_loss),
+            explore_floor=float(explore_floor),
+            label_min=int(label_min),
+            label_cell_min=int(label_cell_min),
+            **params,
+        )
+        if cells < 1 or not 0.5 <= confidence < 1 or not 0 <= explore <= 0.5:
+            raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
+        if half_life is not None and half_life <= 0:
+            raise ValueError(f"half_life must be positive, got {half_life}")
+        self._base: Router | None = None
+        self._seen: set[str] = set()
+
+    @property
+    def rule(self) -> Rule:
+        p = self.params
+        return Rule(**{k: p[k] for k in asdict(Rule()) if k in p})
+
+    # ----- fitting -----------------------------------------------------------------------
+    @classmethod
+    def around(cls, base: Router, train: RoutingDataset, **params: Any) -> OnlineRouter:
+        """An online router around an already fitted ``base`` (fitted on ``train``)."""
+        router = cls(base=base.name, base_params=dict(base.params), seed=base.seed, **params)
+        router._base = base
+        return router.fit(train)
+
+    def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
+        pool = merge(train, validation) if validation is not None and len(validation) else train
+        if self._base is None and self.params["base"] != "none":
+            self._base = make_router(
+                self.params["base"], seed=self.seed, **self.params["base_params"]
+            ).fit(train, validation)
+        self.models_ = list(pool.model_names)
+        self.pool_performance_ = np.nanmean(pool.performance, axis=0)
+        self.pool_cost_ = np.nanmean(pool.normalised_cost, axis=0)
+        cells = self.params["cells"]
+        self.centroids_ = (
+            fit_centroids(embed(pool, self.encoder), cells, self.seed)
+            if cells > 1
+            else np.zeros((1, 1), dtype=np.float32)
+        )
+        self.stats_ = EvidenceStats(
+            len(self.centroids_) if cells > 1 else 0, len(self.models_), self.params["half_life"]
+        )
+        self.seen_ids_: list[str] = []
+        self.skipped_events_ = 0
+        self._seen: set[str] = set()
+        return self
+
+    def add_model(self, name: str, cost: float) -> None:
+        """A new pool model with normalised price ``cost``: its prior comes from the price and
+        the pool's shared mean, and label proposals include it first (it has none)."""
+        models = self._require_fitted()
+        if name in models:
+            raise ValueError(f"model {name!r} is already in the pool")
+        models.append(name)
+        self.pool_performance_ = np.append(self.pool_performance_, np.nan)
+        self.pool_cost_ = np.append(self.pool_cost_, float(cost))
+        self.stats_.add_model()
+
+    # ----- features: the base's prediction and the cell of each query --------------------
+    def price_prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-model (performance, cost) expected with no base: one shared mean, tilted by
+        price, and the price itself."""
+        shared = float(np.nanmean(self.pool_performance_))
+        cost = np.nan_to_num(self.pool_cost_, nan=float(np.nanmean(self.pool_cost_)))
+        return shared + PRICE_TILT * (cost - cost.mean()), cost
+
+    def features(self, queries: Queries, weights: Weights | None = None) -> dict[str, np.ndarray]:
+        """Per query: prior performance and cost (n, m), cell, and (with ``weights``) the
+        guarded choice (the base's own choice; the best price-prior model with no base)."""
+        models = self._require_fitted()
+        texts = query_texts(queries)
+        n, m = len(texts), len(models)
+        perf_prior, cost_prior = self.price_prior()
+        perf, cost = np.tile(perf_prior, (n, 1)), np.tile(cost_prior, (n, 1))
+        guard = np.full(n, -1)
+        if self._base is not None and n:
+            known = [j for j, name in enumerate(models) if name in self._base.models_]
+            prediction = self._base.predict(texts).reorder([models[j] for j in known])
+            perf[:, known] = np.asarray(prediction.performance)
+            cost[:, known] = np.asarray(prediction.cost)
+            if weights is not None:
+                guard = np.asarray(known)[prediction.choose(weights)]
+        if weights is not None and (guard < 0).any():
+            utility = weights.utility(perf, cost)
+            guard = np.where(guard < 0, np.argmax(utility, axis=1), guard)
+        cells = np.zeros(n, dtype=int)
+        if self.params["cells"] > 1 and n:
+            cells = nearest(embed(texts, self.encoder), self.centroids_)
+        return {"performance": perf, "cost": cost, "cell": cells, "guard": guard, "m": m}
+
+    # ----- decisions ----------------------------------------------------------------------
+    def decide_features(
+        self,
+        features: dict[str, np.ndarray],
+        weights: Weights,
+        rng: np.random.Generator | None = None,
+    ) -> Decisions:
+        """Decisions for queries whose :meth:`features` were computed with ``weights``."""
+        if (features["guard"] < 0).any():
+            raise ValueError("features were computed without weights; pass weights to features()")
+        return decide(self.stats_, features, weights, self.rule, rng)
+
+    def decide(
+        self, queries: Queries, weights: Weights, rng: np.random.Generator | None = None
+    ) -> list[dict[str, Any]]:
+        """One decision record per query: model, propensity, probabilities, exploration flag,
+        label priority and the features a later event needs (see :meth:`partial_fit`)."""
+        models = self._require_fitted()
+        feats = self.features(queries, weights)
+        made = self.decide_features(feats, weights, rng)
+        priority = label_priority(self, feats, made)
+        return [
+            {
+                "model": models[int(made.chosen[i])],
+                "propensity": float(made.propensity[i]),
+                "probabilities": dict(zip(models, made.probabilities[i].tolist(), strict=True)),
+                "explored": bool(made.explored[i]),
+                "label_priority": float(priority[i]),
+                "cell": int(feats["cell"][i]),
+                "prior_performance": feats["performance"][i].tolist(),
+                "prior_cost": feats["cost"][i].tolist(),
+            }
+            for i in range(len(made.chosen))
+        ]
+
+    def predict(self, queries: Queries) -> Prediction:
+        """Posterior mean performance and cost; the guarded decision (no exploration) as the
+        override, so that ``route`` serves exactly what :meth:`decide` exploits."""
+        models = self._require_fitted()
+        feats = self.features(queries)
+        stats, total = self.stats_, self.stats_.total
+        n0 = self.params["prior_strength"]
+        count = stats.count[total]
+        perf = feats["performance"] + stats.sum_perf[total] / (n0 + count)
+        cost = feats["cost"] + stats.sum_cost[total] / (n0 + count)
+
+        def override(weights: Weights):
+            feats = self.features(queries, weights)
+            made = self.decide_features(feats, weights)
+            reasons = [
+                "online: the base's choice" if keep else "online: posterior gain over the base"
+                for keep in (made.exploit == made.guard).tolist()
+            ]
+            forced = getattr(router_base, "Forced", None)
+            if forced is None:  # a router protocol whose overrides are plain index arrays
+                return made.exploit
+            return forced(made.exploit, reasons)
+
+        return Prediction(
+            list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models)
+        )
+
+    # ----- learning -----------------------------------------------------------------------
+    def partial_fit(self, events: Iterable[dict[str, Any]]) -> OnlineRouter:
+        """Apply events (see module); an id seen before, or an unknown model, is skipped."""
+        models = self._require_fitted()
+        fresh = [e for e in events if str(e["id"]) not in self._seen]
+        missing = [e for e in fresh if "prior_performance" not in e]
+        if missing:
+            feats = self.features([str(e["query"]) for e in missing])
+            for i, event in enumerate(missing):  # filled in place: recomputed once only
+                event["prior_performance"] = feats["performance"][i]
+                event["prior_cost"] = feats["cost"][i]
+                event["cell"] = int(feats["cell"][i])
+        index = {name: j for j, name in enumerate(models)}
+        for event in fresh:
+            key = str(event["id"])
+            if key in self._seen:  # repeated within this batch
+                continue
+            self._seen.add(key)
+            self.seen_ids_.append(key)
+            cell = int(event.get("cell", 0)) if self.stats_.total > 0 else 0
+            weight = self.stats_.weight(float(event.get("t", 0.0)))
+            if event.get("kind", "served") == "label":
+                perf = self._prior_vector(event["prior_performance"], 0)
+                cost = self._prior_vector(event["prior_cost"], 1)
+                self._apply_label(event, index, perf, cost, cell, weight)
+            elif event["model"] in index:
+                j = index[event["model"]]
+                perf_j = self._prior_at(event["prior_performance"], j, 0)
+                observed_cost = event.get("cost")
+                residual_cost = (
+                    0.0
+                    if observed_cost is None
+                    else float(observed_cost) - self._prior_at(event["prior_cost"], j, 1)
+                )
+                self.stats_.add(cell, j, float(event["score"]) - perf_j, residual_cost, weight)
+            else:
+                self.skipped_events_ += 1
+        return self
+
+    def _prior_at(self, values: Sequence[float], j: int, which: int) -> float:
+        """Model ``j``'s recorded prior, or its price prior for a model added since."""
+        return float(values[j]) if j < len(values) else float(self.price_prior()[which][j])
+
+    def _prior_vector(self, values: Sequence[float], which: int) -> np.ndarray:
+        """A recorded prior vector, completed from the price prior if the pool has grown."""
+        if len(values) == len(self.models_):
+            return np.asarray(values, dtype=float)
+        out = np.array(self.price_prior()[which], dtype=float)
+        given = np.asarray(values, dtype=float)[: len(out)]
+        out[: len(given)] = given
+        return out
+
+    def _apply_label(self, event, index, perf, cost, cell, weight) -> None:
+        m = len(index)
+        scores, costs = np.full(m, np.nan), np.full(m, np.nan)
+        for name, score in event["scores"].items():
+            if name in index:
+                scores[index[name]] = float(score)
+        for name, value in (event.get("costs") or {}).items():
+            if name in index and value is not None:
+                costs[index[name]] = float(value)
+        observed = ~np.isnan(scores)
+        if not observed.any():
+            self.skipped_events_ += 1
+            return
+        cost_residual = np.where(np.isnan(costs), 0.0, costs - cost)
+        self.stats_.add_full(cell, scores - perf, cost_residual, observed, weight)
+
+    # ----- persistence: statistics as arrays, the base nested ------------------------------
+    def get_state(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "stats_"}
+        state["stats_"] = self.stats_.to_state()
+        state["base_state"] = None if self._base is None else self._base.get_state()
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        base_state = state.pop("base_state")
+        self.stats_ = EvidenceStats.from_state(state.pop("stats_"), self.params["half_life"])
+        self.__dict__.update(state)
+        self.models_ = list(self.models_)
+        self.seen_ids_ = list(self.seen_ids_)
+        self._seen = set(self.seen_ids_)
+        self._base = None
+        if base_state is not None:
+            self._base = make_router(
+                self.params["base"], seed=self.seed, **self.params["base_params"]
+            )
+            self._base.set_state(base_state)
+
+
+def label_priority(
+    router: OnlineRouter, features: dict[str, np.ndarray], made: Decisions
+) -> np.ndarray:
+    """How much a background label of each query is worth, in [0, 3]:
+
+    3 while some pool model (a new one first) has fewer than ``label_min`` labels; 2 while
+    the query's cell has fewer than ``label_cell_min``; otherwise the chance that a rival
+    beats the served model, doubled (1 = even odds: the posteriors overlap)."""
+    stats, p = router.stats_, router.params
+    labels = stats.label_count
+    priority = 2.0 * np.clip(made.overlap, 0.0, 1.0)
+    if stats.total > 0:
+        cell_short = labels[features["cell"]].min(axis=1) < p["label_cell_min"]
+        priority = np.where(cell_short, 2.0, priority)
+    if labels[stats.total].min() < p["label_min"]:
+        priority = np.full_like(priority, 3.0)
+    return priority

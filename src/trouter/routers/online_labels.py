@@ -1,0 +1,82 @@
+"""Spending a background-labelling budget: which routed queries get every model called.
+
+A :class:`LabelBudget` holds a number of labels that may be spent within the first
+``window`` queries (``None``: no end), or accrues ``rate`` labels per 1,000 queries. It asks
+nothing of the router but a priority per query (:func:`trouter.routers.online.label_priority`):
+
+* ``active`` spends a label on a query whose priority is at least ``threshold`` (a model
+  or cell short of labels, or overlapping posteriors), and on every query once the queries
+  left in the window are no more than the labels left, so the budget is spent in time;
+* ``random`` is uniform selection sampling: each query is labelled with probability
+  (labels left) / (queries left in the window), so exactly the budget is spent, uniformly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODES = ("active", "random")
+
+
+@dataclass
+class LabelBudget:
+    total: int | None = None
+    window: int | None = None
+    rate: float | None = None
+    mode: str = "active"
+    threshold: float = 1.0
+    seed: int = 0
+    used: int = 0
+    _rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"label selection must be one of {MODES}, got {self.mode!r}")
+        if (self.total is None) == (self.rate is None):
+            raise ValueError("a label budget is a total (with an optional window) or a rate")
+        if self.mode == "random" and self.total is not None and self.window is None:
+            raise ValueError("random label selection over a total needs a window (queries)")
+        self._rng = np.random.default_rng([self.seed, 7])
+
+    def allowance(self, t: int) -> float:
+        """Labels that may have been spent by the time query ``t`` (0-based) is routed."""
+        if self.rate is not None:
+            return self.rate * (t + 1) / 1000.0
+        if self.window is not None and t >= self.window:
+            return float(self.used)
+        return float(self.total)
+
+    def take(self, t: int, priority: float) -> bool:
+        """Whether query ``t`` gets a background label (and if so, count it)."""
+        left = self.allowance(t) - self.used
+        if left < 1:
+            return False
+        if self.mode == "random":
+            per_query = self.rate / 1000.0 if self.rate is not None else None
+            chance = per_query if per_query is not None else left / max(self.window - t, 1)
+            taken = bool(self._rng.random() < chance)
+        else:
+            closing = self.window is not None and self.window - t <= left
+            taken = priority >= self.threshold or closing
+        self.used += int(taken)
+        return taken
+
+
+def parse_budget(spec: str, stream_length: int) -> tuple[int, int | None]:
+    """``25/500`` -> 25 labels within the first 500 queries; ``100`` -> 100 over the stream;
+    ``0`` -> none. Returns (total, window)."""
+    text = str(spec).strip()
+    head, sep, tail = text.partition("/")
+    try:
+        total = int(head)
+        window = int(tail) if sep else stream_length
+    except ValueError:
+        raise ValueError(
+            f"label budget {spec!r} is not N or N/WINDOW (e.g. 25/500: 25 labels in the first "
+            "500 queries)"
+        ) from None
+    if total < 0 or window < 1:
+        raise ValueError(f"label budget {spec!r} needs N >= 0 and WINDOW >= 1")
+    return total, window

@@ -1,0 +1,137 @@
+"""Sufficient statistics of the online router: discounted sums, updated in microseconds.
+
+Every observation is a *residual*: the observed performance and normalised cost of a model
+minus what the prior (the base router) predicted for that query. Per (cell, model) the
+statistics keep the discounted count and sums of residuals and of their squares.
+Full-information rows (background labels, where several models were scored on the same
+query) also feed per *pair* of models the moments of the residual differences, so that two
+models can be compared paired, which is far tighter than comparing two independent means;
+a pair counts only the rows where both were scored, so a model added later pairs cleanly.
+
+Discounting is by event time, not arrival order: an event at time ``t`` carries weight
+``2 ** ((t - now) / half_life)``. The sums are kept relative to a reference time that only
+moves forward (rescaling everything when it does), so the state after a set of events is
+the same whatever order they arrived in. Row ``cells`` (the last) of every per-cell array
+holds the totals over all cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Arrays of the state, with their shape as a function of (cells + 1, models).
+FIELDS = ("count", "sum_perf", "sum_cost", "sq_perf", "sq_cost", "label_count")
+#: Per pair of models (m, m): count, sums of the perf and cost residual differences, of their
+#: squares and of their product.
+PAIR_FIELDS = ("pair_count", "pair_dp", "pair_dc", "pair_dpp", "pair_dcc", "pair_dpc")
+
+
+class EvidenceStats:
+    """Discounted residual statistics for ``cells`` cells (plus a total row) and ``m`` models."""
+
+    def __init__(self, cells: int, m: int, half_life: float | None = None) -> None:
+        self.half_life = half_life
+        self.reference_time = 0.0
+        rows = cells + 1
+        self.count = np.zeros((rows, m))
+        self.sum_perf = np.zeros((rows, m))
+        self.sum_cost = np.zeros((rows, m))
+        self.sq_perf = np.zeros((rows, m))
+        self.sq_cost = np.zeros((rows, m))
+        self.label_count = np.zeros((rows, m))
+        for name in PAIR_FIELDS:
+            setattr(self, name, np.zeros((m, m)))
+
+    @property
+    def models(self) -> int:
+        return self.count.shape[1]
+
+    @property
+    def total(self) -> int:
+        """Index of the row of totals over all cells."""
+        return self.count.shape[0] - 1
+
+    # ----- time ----------------------------------------------------------------------------
+    def weight(self, t: float) -> float:
+        """The weight of an event at time ``t``, moving the reference forward if it is new."""
+        if self.half_life is None:
+            return 1.0
+        if t > self.reference_time:
+            scale = 2.0 ** (-(t - self.reference_time) / self.half_life)
+            for name in FIELDS + PAIR_FIELDS:
+                getattr(self, name).__imul__(scale)
+            self.reference_time = float(t)
+        return 2.0 ** ((t - self.reference_time) / self.half_life)
+
+    # ----- updates -------------------------------------------------------------------------
+    def add(
+        self,
+        cell: int,
+        model: int,
+        perf_residual: float,
+        cost_residual: float,
+        weight: float,
+        label: bool = False,
+    ) -> None:
+        """One model's observed residuals on one query."""
+        for row in (cell, self.total) if cell != self.total else (cell,):
+            self.count[row, model] += weight
+            self.sum_perf[row, model] += weight * perf_residual
+            self.sum_cost[row, model] += weight * cost_residual
+            self.sq_perf[row, model] += weight * perf_residual * perf_residual
+            self.sq_cost[row, model] += weight * cost_residual * cost_residual
+            if label:
+                self.label_count[row, model] += weight
+
+    def add_full(
+        self,
+        cell: int,
+        perf_residual: np.ndarray,
+        cost_residual: np.ndarray,
+        observed: np.ndarray,
+        weight: float,
+    ) -> None:
+        """A full-information row: every observed model's residuals on the same query."""
+        seen = observed * weight
+        perf, cost = np.nan_to_num(perf_residual), np.nan_to_num(cost_residual)
+        rows = [cell, self.total] if cell != self.total else [cell]
+        self.count[rows] += seen
+        self.label_count[rows] += seen
+        self.sum_perf[rows] += seen * perf
+        self.sum_cost[rows] += seen * cost
+        self.sq_perf[rows] += seen * perf * perf
+        self.sq_cost[rows] += seen * cost * cost
+        both = np.outer(observed, observed) * weight
+        dp = np.nan_to_num(perf_residual[:, None] - perf_residual[None, :])
+        dc = np.nan_to_num(cost_residual[:, None] - cost_residual[None, :])
+        self.pair_count += both
+        self.pair_dp += both * dp
+        self.pair_dc += both * dc
+        self.pair_dpp += both * dp * dp
+        self.pair_dcc += both * dc * dc
+        self.pair_dpc += both * dp * dc
+
+    def add_model(self) -> None:
+        """Room for one more pool model (no evidence yet)."""
+        for name in FIELDS:
+            array = getattr(self, name)
+            setattr(self, name, np.pad(array, ((0, 0), (0, 1))))
+        for name in PAIR_FIELDS:
+            setattr(self, name, np.pad(getattr(self, name), ((0, 1), (0, 1))))
+
+    # ----- persistence ---------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {name: getattr(self, name) for name in FIELDS + PAIR_FIELDS}
+        state["reference_time"] = float(self.reference_time)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], half_life: float | None) -> EvidenceStats:
+        count = np.asarray(state["count"], dtype=float)
+        stats = cls(count.shape[0] - 1, count.shape[1], half_life)
+        for name in FIELDS + PAIR_FIELDS:
+            setattr(stats, name, np.array(state[name], dtype=float))
+        stats.reference_time = float(state["reference_time"])
+        return stats

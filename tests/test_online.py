@@ -1,0 +1,192 @@
+"""The online router and its replay, on real RouterBench rows (the committed fixture cut)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trouter.data.suites import load_suite
+from trouter.evaluation.folds import Fold, restrict
+from trouter.evaluation.online import OnlineConfig, run_stream, stream_folds
+from trouter.evaluation.scenarios import SCENARIOS
+from trouter.routers.base import Router, make_router
+from trouter.routers.online import OnlineRouter
+from trouter.routers.online_labels import LabelBudget, parse_budget
+
+BALANCED = SCENARIOS["balanced"]
+
+
+@pytest.fixture(scope="module")
+def mbpp_fold() -> Fold:
+    """The mbpp rows streamed; the base knows only ARC-Challenge and WinoGrande."""
+    dataset = load_suite("routerbench")
+    (fold,) = stream_folds(dataset, 0, OnlineConfig(tasks=("mbpp",)))
+    return fold
+
+
+def _router(fold: Fold, **params) -> OnlineRouter:
+    base = make_router("best-single").fit(fold.train, fold.validation)
+    return OnlineRouter.around(base, fold.train, **params)
+
+
+def _events(fold: Fold, rows: range, labels: bool) -> list[dict]:
+    """Served events (the model's real score) and, with ``labels``, background labels."""
+    stream, names = fold.test, fold.test.model_names
+    events = []
+    for t in rows:
+        query = stream.texts[t]
+        events.append({"id": f"s{t}", "kind": "served", "t": t, "query": query,
+                       "model": names[t % len(names)], "score": float(stream.performance[t, t % len(names)]),
+                       "cost": float(stream.normalised_cost[t, t % len(names)])})  # fmt: skip
+        if labels and t % 3 == 0:
+            events.append({"id": f"l{t}", "kind": "label", "t": t, "query": query,
+                           "scores": dict(zip(names, stream.performance[t].tolist())),
+                           "costs": dict(zip(names, stream.normalised_cost[t].tolist()))})  # fmt: skip
+    return events
+
+
+def _state(router: OnlineRouter) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in router.stats_.to_state().items()}
+
+
+def _same_state(a: OnlineRouter, b: OnlineRouter) -> None:
+    left, right = _state(a), _state(b)
+    assert left.keys() == right.keys()
+    for key in left:
+        np.testing.assert_allclose(left[key], right[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_events_are_idempotent_and_order_free(mbpp_fold):
+    events = _events(mbpp_fold, range(60), labels=True)
+    in_order = _router(mbpp_fold, half_life=25.0).partial_fit(events)
+    shuffled = [events[i] for i in np.random.default_rng(1).permutation(len(events))]
+    repeated = shuffled[:40] + shuffled + events[::2]  # late, out of order and twice
+    scrambled = _router(mbpp_fold, half_life=25.0)
+    for start in range(0, len(repeated), 7):
+        scrambled.partial_fit(repeated[start : start + 7])
+    _same_state(in_order, scrambled)
+    assert len(scrambled.seen_ids_) == len(events)
+    # the discount is real: the same events at other times give another state
+    later = [{**e, "t": e["t"] * 3} for e in events]
+    moved = _router(mbpp_fold, half_life=25.0).partial_fit(later)
+    assert not np.allclose(_state(moved)["count"], _state(in_order)["count"])
+
+
+def test_rebuilding_from_the_event_log_equals_the_incremental_state(mbpp_fold):
+    events = _events(mbpp_fold, range(80), labels=True)
+    incremental = _router(mbpp_fold, cells=4)
+    for event in events:
+        incremental.partial_fit([dict(event)])
+    rebuilt = _router(mbpp_fold, cells=4).partial_fit([dict(e) for e in events])
+    _same_state(incremental, rebuilt)
+    assert incremental.stats_.count[:-1].sum() == pytest.approx(incremental.stats_.count[-1].sum())
+
+
+def test_save_and_load_round_trip_without_pickle(mbpp_fold, tmp_path):
+    router = _router(mbpp_fold, cells=4, half_life=50.0)
+    router.partial_fit(_events(mbpp_fold, range(90), labels=True))
+    router.save(tmp_path / "online")
+    files = {p.name for p in (tmp_path / "online").iterdir()}
+    assert {"router.json", "state.json", "weights.safetensors"} <= files
+    assert not [p for p in (tmp_path / "online").rglob("*") if p.suffix in (".pkl", ".pt")]
+    loaded = Router.load(tmp_path / "online")
+    _same_state(router, loaded)
+    queries = list(mbpp_fold.test.texts[90:130])
+    assert loaded.route(queries, BALANCED) == router.route(queries, BALANCED)
+    assert json.loads((tmp_path / "online" / "router.json").read_text())["router"] == "online"
+    # the event ids travel with the state: a replayed event is still a duplicate
+    before = _state(loaded)
+    loaded.partial_fit(_events(mbpp_fold, range(10), labels=False))
+    np.testing.assert_array_equal(before["count"], _state(loaded)["count"])
+
+
+def test_propensities_are_probabilities_of_the_served_choice(mbpp_fold):
+    router = _router(mbpp_fold, explore=0.3, explore_max_loss=1.0, explore_floor=0.0)
+    router.partial_fit(_events(mbpp_fold, range(30), labels=True))
+    queries = list(mbpp_fold.test.texts[30:130])
+    decisions = router.decide(queries, BALANCED, rng=np.random.default_rng(0))
+    explored = 0
+    for decision in decisions:
+        probs = decision["probabilities"]
+        assert sum(probs.values()) == pytest.approx(1.0)
+        assert decision["propensity"] == pytest.approx(probs[decision["model"]])
+        explored += decision["explored"]
+    assert 10 <= explored <= 50  # about 30% of 100
+    # no exploration: every decision is certain
+    calm = router.decide(queries, BALANCED)
+    assert all(d["propensity"] == 1.0 and not d["explored"] for d in calm)
+
+
+def test_background_labels_beat_the_base_on_a_new_task(mbpp_fold):
+    """The base's best single model on the other tasks is a poor choice for mbpp; 25 labels
+    in the stream's first 100 queries must fix that, served utility included."""
+    config = OnlineConfig(base="best-single", label_budgets=("25/100",),
+                          routers=("best-single", "oracle", "online", "online-random"))  # fmt: skip
+    records = {r["router"]: r for r in run_stream(mbpp_fold, config, BALANCED, 0, {})}
+    assert records["online"]["labels"] == 25
+    assert records["online-random"]["labels"] == 25
+    assert records["online"]["last_quarter_gain"] > 0.05
+    assert records["online"]["utility"] > records["best-single"]["utility"] + 0.03
+
+
+@pytest.mark.parametrize("task", ["mbpp", "winogrande", "arc-challenge"])
+def test_safety_on_real_streams(task):
+    """Served utility stays at best-single's or above, on every 200-query window too, with
+    and without labels, even with a noisy judge."""
+    from trouter.evaluation.online import Feedback
+
+    dataset = load_suite("routerbench")
+    config = OnlineConfig(base="best-single", label_budgets=("0", "25/100"), tasks=(task,),
+                          routers=("best-single", "oracle", "online"),
+                          feedback=Feedback(noise=0.1))  # fmt: skip
+    for seed in (0, 1):
+        (fold,) = stream_folds(dataset, seed, config)
+        for record in run_stream(fold, config, BALANCED, seed, {}):
+            if record["router"] == "online":
+                assert record["gain_vs_best_single"] >= -0.002, record["label_budget"]
+                assert record["worst_window_gap"] >= -0.01, record["label_budget"]
+
+
+def test_a_new_model_gets_an_arm_and_is_labelled_first(mbpp_fold):
+    names = mbpp_fold.test.model_names
+    newcomer = "gpt-3.5-turbo-1106"  # the best balanced model on mbpp
+    older = [n for n in names if n != newcomer]
+    train = restrict(mbpp_fold.train, older)
+    router = OnlineRouter.around(make_router("best-single").fit(train), train, label_min=5)
+    for t in range(8):  # labels so that the older models are known, without the newcomer
+        router.partial_fit([{"id": f"old{t}", "kind": "label", "t": t,
+                             "query": mbpp_fold.test.texts[t],
+                             "scores": {n: 0.5 for n in older}}])  # fmt: skip
+    queries = list(mbpp_fold.test.texts[:20])
+    assert all(d["label_priority"] < 3 for d in router.decide(queries, BALANCED))
+    cost = float(np.mean(mbpp_fold.train.normalised_cost[:, names.index(newcomer)]))
+    router.add_model(newcomer, cost)
+    decisions = router.decide(queries, BALANCED)
+    assert all(len(d["probabilities"]) == len(names) for d in decisions)
+    assert all(d["label_priority"] == 3 for d in decisions)  # the newcomer has no labels
+    assert all(d["model"] != newcomer for d in decisions)  # and no evidence yet
+    stream = mbpp_fold.test
+    for t in range(20, 60):
+        scores = dict(zip(names, stream.performance[t].tolist()))
+        router.partial_fit([{"id": f"new{t}", "kind": "label", "t": t,
+                             "query": stream.texts[t], "scores": scores,
+                             "costs": dict(zip(names, stream.normalised_cost[t].tolist()))}])  # fmt: skip
+    chosen = router.route(list(stream.texts[60:120]), BALANCED)
+    assert chosen.count(newcomer) > 30
+
+
+def test_unknown_models_and_bad_budgets_are_refused_cleanly(mbpp_fold):
+    router = _router(mbpp_fold)
+    router.partial_fit([{"id": "x", "kind": "served", "t": 0, "query": "hello",
+                         "model": "no-such-model", "score": 1.0}])  # fmt: skip
+    assert router.skipped_events_ == 1
+    assert parse_budget("25/500", 1000) == (25, 500)
+    assert parse_budget("100", 700) == (100, 700)
+    with pytest.raises(ValueError, match="N/WINDOW"):
+        parse_budget("lots", 100)
+    budget = LabelBudget(total=5, window=50, mode="random", seed=3)
+    assert sum(budget.take(t, 0.0) for t in range(50)) == 5
+    active = LabelBudget(total=5, window=50)
+    assert sum(active.take(t, 0.0) for t in range(50)) == 5  # spent by the window's end
