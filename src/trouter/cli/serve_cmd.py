@@ -34,14 +34,17 @@ def _load(model_dir: Path, pool_file: Path | None, allow_partial_pool: bool):
 
 def _build_app(config: dict):
     """The proxy app for one process: load router and pool, check keys, warm the encoder."""
-    import torch
-
     from trouter.serving.proxy import ProxySettings, create_app
 
     if config["torch_threads"] > 0:
         from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(config["torch_threads"])
+        try:  # torch runs the minilm encoder; the base install (static encoder) has none
+            import torch
+
+            torch.set_num_threads(config["torch_threads"])
+        except ImportError:
+            pass
         threadpool_limits(config["torch_threads"])  # numpy's BLAS (the kNN product) as well
     service, pool = _load(Path(config["model_dir"]), Path(config["pool"]), config["partial"])
     try:
