@@ -83,6 +83,9 @@ def stack(request, routerbench_router_dir, tmp_path_factory) -> Iterator[dict]: 
     settings = ProxySettings(
         max_body_bytes=100_000, max_attempts=3, upstream_timeout_s=1.5, upstream=request.param
     )
+    # the tests inject failures into one shared proxy: no cooldown carries between them
+    # (cooldowns are tested in test_upstream_isolation)
+    settings.cooldown_failures = 0
     folder = tmp_path_factory.mktemp("pool")
     with running_proxy(routerbench_router_dir, folder, settings) as running:
         running["client"] = openai.OpenAI(
@@ -181,7 +184,8 @@ def test_failed_upstream_falls_back_to_the_next_best_model(stack, up, questions,
         "500": lambda: up.fail_next(1, 500, model=first),
         "timeout": lambda: up.hang_next(1, 5.0, model=first),
         "malformed": lambda: up.malformed_next(1, model=first),
-        "drop": lambda: up.drop_next(1, model=first),
+        # a drop on a reused keep-alive connection is retried once on a fresh one first
+        "drop": lambda: up.drop_next(2, model=first),
     }[fault]()
     started = time.perf_counter()
     raw, reply = ask(stack, "trouter-balanced", questions[1], stream=stream)
@@ -189,7 +193,8 @@ def test_failed_upstream_falls_back_to_the_next_best_model(stack, up, questions,
         reply = list(reply)
     assert raw.headers["x-trouter-model"] == ranking[1]
     assert raw.headers["x-trouter-fallbacks"] == "1"
-    assert up.calls[first] == 1 and up.calls[ranking[1]] == 1
+    assert 1 <= up.calls[first] <= (2 if fault == "drop" else 1)
+    assert up.calls[ranking[1]] == 1
     assert time.perf_counter() - started < 4.5  # the 1.5 s upstream timeout, not the 5 s hang
 
 

@@ -13,18 +13,32 @@ in flight cost several ms of CPU per request; aiohttp's does not. README quotes 
 
 Failures are classified exactly as on the LiteLLM path: timeouts, connection errors, 5xx,
 404 and unparseable replies may fall back to the next model; 429 (with the upstream's
-``Retry-After``) and other 4xx are the caller's and are passed through.
+``Retry-After``) and other 4xx are the caller's and are passed through. Error text is scrubbed
+of keys and upstream addresses before it is cut (:mod:`trouter.serving.scrub`); transport
+details (which host could not be reached) go to the server log only.
+
+Each upstream origin (``scheme://host:port``) has its own bounded connection pool, sized by
+the caller (:func:`trouter.serving.isolation.host_limits`), so a hung host cannot take the
+connections another host needs. A pooled keep-alive connection that the upstream closed while
+idle fails the first write or read of the next request; such a failure, on a reused connection
+and before any response byte, is retried once on a fresh connection (the request never reached
+the upstream's handler), as HTTP clients do for idempotent requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint
+from trouter.serving.isolation import origin
+from trouter.serving.scrub import public, scrub_secrets
 from trouter.serving.upstream import UpstreamError
+
+log = logging.getLogger("trouter.serving.upstream")
 
 PREFIX = "openai/"
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -45,27 +59,57 @@ Opened = tuple[int, str | None, AsyncIterator[bytes], Callable[[], Awaitable[Non
 
 
 class OpenAIClient:
-    """One bounded keep-alive connection pool for every OpenAI-compatible upstream.
+    """Bounded keep-alive connection pools, one per upstream origin.
 
-    The pool is bounded (``max_connections``), so memory does not grow with traffic: a burst
-    beyond it waits for a free connection instead of opening more. Subclasses supply the
-    transport: :meth:`_post`, :meth:`_open`, :meth:`aclose` and the exception types.
+    Each origin's pool holds at most ``host_limits[origin]`` connections (``max_connections``
+    for an origin not listed), so memory does not grow with traffic and one origin's hung
+    calls never hold another's connections: a burst beyond the bound waits for a free
+    connection. Subclasses supply the transport: :meth:`_new_pool`, :meth:`_post`,
+    :meth:`_open`, :meth:`_close_pool` and the exception types.
     """
 
     timeout_errors: tuple[type[BaseException], ...] = (TimeoutError,)
     transport_errors: tuple[type[BaseException], ...] = ()
 
-    def __init__(self, timeout: float, max_connections: int = 512) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        max_connections: int = 512,
+        host_limits: dict[str, int] | None = None,
+    ) -> None:
         self.timeout = timeout
         self.max_connections = max_connections
+        self.host_limits = dict(host_limits or {})
+        self._pools: dict[tuple[str, bool], Any] = {}
+        self._configure()
+
+    def _configure(self) -> None:
+        """Transport set-up (imports, exception types, timeouts)."""
+
+    def pool(self, url: str, fresh: bool = False) -> Any:
+        """The origin's pooled client, or (``fresh``) its client that never reuses a
+        connection; created lazily inside the server's event loop."""
+        key = (origin(url), fresh)
+        if key not in self._pools:
+            limit = self.host_limits.get(key[0], self.max_connections)
+            self._pools[key] = self._new_pool(limit, fresh)
+        return self._pools[key]
+
+    def _new_pool(self, limit: int, fresh: bool) -> Any:
+        raise NotImplementedError
+
+    async def _close_pool(self, pool: Any) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await self._close_pool(pool)
 
     async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> Reply:
         raise NotImplementedError
 
     async def _open(self, url: str, content: bytes, headers: dict[str, str]) -> Opened:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
         raise NotImplementedError
 
     def _request(self, endpoint: ModelEndpoint, body: dict[str, Any]):
@@ -79,9 +123,13 @@ class OpenAIClient:
         return f"{base}/chat/completions", json.dumps(body).encode(), headers
 
     def _transport_error(self, endpoint: ModelEndpoint, err: BaseException) -> UpstreamError:
+        """The client sees the kind of failure; the log gets the detail (keys scrubbed)."""
+        detail = scrub_secrets(f"{type(err).__name__}: {err}", [endpoint])
+        log.warning("upstream %s transport failure: %s", endpoint.name, detail)
         if isinstance(err, self.timeout_errors):
             return UpstreamError(endpoint.name, "timeout", 504, "upstream timed out", True)
-        return UpstreamError(endpoint.name, "connection", 502, f"{type(err).__name__}: {err}", True)
+        message = f"could not reach the upstream ({type(err).__name__})"
+        return UpstreamError(endpoint.name, "connection", 502, message, True)
 
     async def complete(
         self, endpoint: ModelEndpoint, messages: list[dict], params: dict
@@ -94,15 +142,14 @@ class OpenAIClient:
             raise self._transport_error(endpoint, err) from err
         if status != 200:
             text = body.decode("utf-8", "replace")
-            raise status_error(endpoint.name, status, text, retry_after)
+            raise status_error(endpoint, status, text, retry_after)
         try:
             data = json.loads(body)
             if not isinstance(data, dict) or not data.get("choices"):
                 raise ValueError("reply has no choices")
         except ValueError as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise UpstreamError(
-                endpoint.name, "malformed", 502, f"bad upstream reply: {err}", True
-            ) from err
+            message = public(f"bad upstream reply: {err}", [endpoint])
+            raise UpstreamError(endpoint.name, "malformed", 502, message, True) from err
         data["model"] = endpoint.name
         return data
 
@@ -126,8 +173,8 @@ class OpenAIClient:
                 text = ""
             finally:
                 await close()
-            raise status_error(endpoint.name, status, text, retry_after)
-        chunks = self._events(endpoint.name, lines, close)
+            raise status_error(endpoint, status, text, retry_after)
+        chunks = self._events(endpoint, lines, close)
         head: list[dict[str, Any]] = []
         try:
             while not any(_has_delta(chunk) for chunk in head):
@@ -143,9 +190,13 @@ class OpenAIClient:
         return head, chunks
 
     async def _events(
-        self, name: str, lines: AsyncIterator[bytes], close: Callable[[], Awaitable[None]]
+        self,
+        endpoint: ModelEndpoint,
+        lines: AsyncIterator[bytes],
+        close: Callable[[], Awaitable[None]],
     ) -> AsyncIterator[dict[str, Any]]:
         """The JSON chunks of a server-sent event stream; closes the response when done."""
+        name = endpoint.name
         try:
             async for line in lines:
                 if not line.startswith(b"data:"):
@@ -153,16 +204,20 @@ class OpenAIClient:
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
                     return
-                yield _chunk(name, payload)
+                yield _chunk(endpoint, payload)
         except self.timeout_errors as err:
             raise UpstreamError(name, "timeout", 504, "upstream stream stalled", True) from err
         except (*self.transport_errors, ValueError) as err:  # ValueError: a line over the limit
-            raise UpstreamError(name, "connection", 502, f"stream broke: {err!r}", True) from err
+            detail = scrub_secrets(f"{type(err).__name__}: {err}", [endpoint])
+            log.warning("upstream %s stream broke: %s", name, detail)
+            message = f"stream broke ({type(err).__name__})"
+            raise UpstreamError(name, "connection", 502, message, True) from err
         finally:
             await close()
 
 
-def _chunk(name: str, payload: bytes) -> dict[str, Any]:
+def _chunk(endpoint: ModelEndpoint, payload: bytes) -> dict[str, Any]:
+    name = endpoint.name
     try:
         chunk = json.loads(payload)
     except ValueError as err:
@@ -170,54 +225,70 @@ def _chunk(name: str, payload: bytes) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise UpstreamError(name, "malformed", 502, "stream chunk is not an object", True)
     if "error" in chunk and not chunk.get("choices"):
-        raise UpstreamError(name, "server", 502, f"stream error: {chunk['error']}", True)
+        message = public(f"stream error: {chunk['error']}", [endpoint])
+        raise UpstreamError(name, "server", 502, message, True)
     chunk["model"] = name
     return chunk
 
 
 class AiohttpClient(OpenAIClient):
-    """The default transport: one ``aiohttp.ClientSession`` over a bounded ``TCPConnector``."""
+    """The default transport: one ``aiohttp.ClientSession`` per origin, each over a bounded
+    ``TCPConnector``."""
 
-    def __init__(self, timeout: float, max_connections: int = 512) -> None:
+    def _configure(self) -> None:
         import aiohttp
 
-        super().__init__(timeout, max_connections)
+        timeout = self.timeout
         self._aiohttp = aiohttp
         self.timeout_errors = (TimeoutError,)  # aiohttp's timeouts subclass it
         self.transport_errors = (aiohttp.ClientError,)
+        # what a keep-alive connection the upstream closed while idle fails with
+        self._stale_errors = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+        self._fresh_only = (aiohttp.ClientConnectorError,)  # raised before any reuse
         # connect covers waiting for a pooled connection too; sock_read bounds a stall
         self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
         self._call_timeout = aiohttp.ClientTimeout(
             total=timeout + 1.0, connect=timeout, sock_read=timeout
         )
-        self._session: Any = None
+        self._trace = aiohttp.TraceConfig()
+        self._trace.on_connection_reuseconn.append(_note_reuse)
 
-    @property
-    def session(self):
-        if self._session is None:  # created lazily inside the server's event loop
-            connector = self._aiohttp.TCPConnector(
-                limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300
-            )
-            self._session = self._aiohttp.ClientSession(
-                connector=connector, read_bufsize=READ_BUFFER_BYTES
-            )
-        return self._session
+    def _new_pool(self, limit: int, fresh: bool) -> Any:
+        aiohttp = self._aiohttp
+        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, force_close=fresh)
+        return aiohttp.ClientSession(
+            connector=connector,
+            read_bufsize=READ_BUFFER_BYTES,
+            trace_configs=[] if fresh else [self._trace],
+        )
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    async def _close_pool(self, pool: Any) -> None:
+        await pool.close()
+
+    async def _send(self, url: str, content: bytes, headers: dict[str, str], timeout: Any):
+        """POST up to the response's status line, once more on a fresh connection if a
+        reused one turns out to be closed."""
+        attempt = {"reused": False}
+        try:
+            return await self.pool(url).post(
+                url, data=content, headers=headers, timeout=timeout, trace_request_ctx=attempt
+            )
+        except self._fresh_only:
+            raise
+        except self._stale_errors as err:
+            if not attempt["reused"]:
+                raise
+            log.info("retrying on a fresh connection: a pooled one failed (%s)", type(err).__name__)
+        return await self.pool(url, fresh=True).post(
+            url, data=content, headers=headers, timeout=timeout
+        )
 
     async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> Reply:
-        async with self.session.post(
-            url, data=content, headers=headers, timeout=self._call_timeout
-        ) as response:
+        async with await self._send(url, content, headers, self._call_timeout) as response:
             return response.status, response.headers.get("retry-after"), await response.read()
 
     async def _open(self, url: str, content: bytes, headers: dict[str, str]) -> Opened:
-        response = await self.session.post(
-            url, data=content, headers=headers, timeout=self._stream_timeout
-        )
+        response = await self._send(url, content, headers, self._stream_timeout)
 
         async def close() -> None:
             response.release()  # back to the pool if read to the end, else closed
@@ -225,44 +296,63 @@ class AiohttpClient(OpenAIClient):
         return response.status, response.headers.get("retry-after"), response.content, close
 
 
+async def _note_reuse(session: Any, context: Any, params: Any) -> None:
+    """aiohttp trace hook: the request got a pooled keep-alive connection."""
+    if isinstance(context.trace_request_ctx, dict):
+        context.trace_request_ctx["reused"] = True
+
+
 class HttpxClient(OpenAIClient):
     """The httpx transport (``--upstream httpx``), kept to measure against aiohttp."""
 
-    def __init__(self, timeout: float, max_connections: int = 512) -> None:
+    def _configure(self) -> None:
         import httpx
 
-        super().__init__(timeout, max_connections)
         self._httpx = httpx
         self.timeout_errors = (TimeoutError, httpx.TimeoutException)
         self.transport_errors = (httpx.HTTPError,)
-        self._client: Any = None
+        self._stale_errors = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
-    @property
-    def client(self):
-        if self._client is None:  # created lazily inside the server's event loop
-            httpx = self._httpx
-            limits = httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
-            )
-            timeout = httpx.Timeout(self.timeout, pool=self.timeout)
-            self._client = httpx.AsyncClient(limits=limits, timeout=timeout)
-        return self._client
+    def _new_pool(self, limit: int, fresh: bool) -> Any:
+        httpx = self._httpx
+        limits = httpx.Limits(
+            max_connections=limit, max_keepalive_connections=0 if fresh else limit
+        )
+        timeout = httpx.Timeout(self.timeout, pool=self.timeout)
+        return httpx.AsyncClient(limits=limits, timeout=timeout)
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    async def _close_pool(self, pool: Any) -> None:
+        await pool.aclose()
+
+    async def _send(self, url: str, content: bytes, headers: dict[str, str], stream: bool):
+        """As :meth:`AiohttpClient._send`; httpcore's trace events tell a new connection."""
+        attempt = {"reused": True}
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event.startswith("connection.connect_tcp."):
+                attempt["reused"] = False
+
+        client = self.pool(url)
+        request = client.build_request(
+            "POST", url, content=content, headers=headers, extensions={"trace": trace}
+        )
+        try:
+            return await client.send(request, stream=stream)
+        except self._stale_errors as err:
+            if not attempt["reused"]:
+                raise
+            log.info("retrying on a fresh connection: a pooled one failed (%s)", type(err).__name__)
+        client = self.pool(url, fresh=True)
+        request = client.build_request("POST", url, content=content, headers=headers)
+        return await client.send(request, stream=stream)
 
     async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> Reply:
-        request = self.client.build_request("POST", url, content=content, headers=headers)
         async with asyncio.timeout(self.timeout + 1.0):
-            response = await self.client.send(request)
+            response = await self._send(url, content, headers, stream=False)
         return response.status_code, response.headers.get("retry-after"), response.content
 
     async def _open(self, url: str, content: bytes, headers: dict[str, str]) -> Opened:
-        request = self.client.build_request("POST", url, content=content, headers=headers)
-        response = await self.client.send(request, stream=True)
+        response = await self._send(url, content, headers, stream=True)
 
         async def lines() -> AsyncIterator[bytes]:
             async for line in response.aiter_lines():
@@ -276,12 +366,16 @@ class HttpxClient(OpenAIClient):
         )
 
 
-def make_client(kind: str, timeout: float, max_connections: int = 512) -> OpenAIClient:
+def make_client(
+    kind: str,
+    timeout: float,
+    max_connections: int = 512,
+    host_limits: dict[str, int] | None = None,
+) -> OpenAIClient:
     """The direct client of that transport (one of :data:`CLIENTS`)."""
-    if kind == "aiohttp":
-        return AiohttpClient(timeout, max_connections)
-    if kind == "httpx":
-        return HttpxClient(timeout, max_connections)
+    transports = {"aiohttp": AiohttpClient, "httpx": HttpxClient}
+    if kind in transports:
+        return transports[kind](timeout, max_connections, host_limits)
     raise ValueError(f"unknown upstream client {kind!r}; choose from {', '.join(CLIENTS)}")
 
 
@@ -290,10 +384,14 @@ def _has_delta(chunk: dict[str, Any]) -> bool:
 
 
 def status_error(
-    model: str, status: int, text: str, retry_after: str | None = None
+    endpoint: ModelEndpoint, status: int, text: str, retry_after: str | None = None
 ) -> UpstreamError:
-    """Classify an upstream HTTP error status (with its body's message) like LiteLLM's errors."""
-    message = _error_message(text) or f"HTTP {status}"
+    """Classify an upstream HTTP error status (with its body's message) like LiteLLM's errors.
+
+    The message is scrubbed of keys and addresses before it is cut.
+    """
+    model = endpoint.name
+    message = public(_error_message(text) or f"HTTP {status}", [endpoint])
     if status == 429:
         return UpstreamError(model, "rate_limit", 429, message, False, retry_after)
     if status in (401, 403):
@@ -306,10 +404,11 @@ def status_error(
 
 
 def _error_message(text: str) -> str:
+    """The ``error.message`` of an OpenAI error body, else the whole text (uncut)."""
     try:
         error = json.loads(text).get("error")
     except (ValueError, AttributeError):
-        return text[:300]
+        return text
     if isinstance(error, dict):
-        return str(error.get("message") or error)[:300]
-    return str(error)[:300]
+        return str(error.get("message") or error)
+    return str(error)

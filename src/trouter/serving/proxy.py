@@ -35,6 +35,7 @@ from trouter.llm.pool import ModelEndpoint, Pool
 from trouter.serving import upstream
 from trouter.serving.api import RoutingRequestError, RoutingService, resolve_policy
 from trouter.serving.batching import RouteBatcher
+from trouter.serving.isolation import UpstreamGuard, UpstreamLimits, host_limits
 from trouter.serving.metrics import ProxyMetrics
 from trouter.serving.openai_http import make_client, speaks_openai
 from trouter.serving.requests import (
@@ -66,6 +67,11 @@ class ProxySettings:
     #: ``auto``: OpenAI-compatible upstreams over the shared aiohttp client, others through
     #: LiteLLM; ``httpx``: the same over an httpx client; ``litellm``: every call via LiteLLM.
     upstream: Literal["auto", "httpx", "litellm"] = "auto"
+    #: per pool model: calls in flight at once, and the cooldown after repeated failures
+    max_in_flight_per_model: int = UpstreamLimits.max_in_flight
+    cooldown_failures: int = UpstreamLimits.cooldown_failures
+    cooldown_window_s: float = UpstreamLimits.cooldown_window_s
+    cooldown_s: float = UpstreamLimits.cooldown_s
 
 
 def create_app(
@@ -90,7 +96,15 @@ def create_app(
         after_batch=lambda: metrics.record_cache(service.query_cache()),
     )
     transport = "httpx" if settings.upstream == "httpx" else "aiohttp"
-    direct = make_client(transport, settings.upstream_timeout_s)
+    limits = UpstreamLimits(
+        settings.max_in_flight_per_model,
+        settings.cooldown_failures,
+        settings.cooldown_window_s,
+        settings.cooldown_s,
+    )
+    guard = UpstreamGuard(limits, endpoints, registry=metrics.registry)
+    per_host = host_limits(endpoints.values(), limits.max_in_flight)
+    direct = make_client(transport, settings.upstream_timeout_s, host_limits=per_host)
     endpoint_list = list(endpoints.values())
 
     @asynccontextmanager
@@ -104,13 +118,19 @@ def create_app(
 
     async def complete(endpoint: ModelEndpoint, messages: list[dict], params: dict) -> dict:
         if _direct(endpoint):
-            return await direct.complete(endpoint, messages, params)
-        return await upstream.complete(endpoint, messages, params, settings.upstream_timeout_s)
+            call = lambda: direct.complete(endpoint, messages, params)  # noqa: E731
+        else:
+            timeout = settings.upstream_timeout_s
+            call = lambda: upstream.complete(endpoint, messages, params, timeout)  # noqa: E731
+        return await guard.complete(endpoint.name, call)
 
     async def open_stream(endpoint: ModelEndpoint, messages: list[dict], params: dict):
         if _direct(endpoint):
-            return await direct.open_stream(endpoint, messages, params)
-        return await upstream.open_stream(endpoint, messages, params, settings.upstream_timeout_s)
+            call = lambda: direct.open_stream(endpoint, messages, params)  # noqa: E731
+        else:
+            timeout = settings.upstream_timeout_s
+            call = lambda: upstream.open_stream(endpoint, messages, params, timeout)  # noqa: E731
+        return await guard.open_stream(endpoint.name, call)
 
     # FastAPI's native OpenTelemetry looks up its providers (and os.environ) per request:
     # 8% of the proxy's CPU at 200 in flight; /metrics is the proxy's own telemetry.
@@ -190,7 +210,7 @@ def create_app(
                 result = await batcher.route(query, resolve_policy(POLICY_MODELS[req.model]))
             except RoutingRequestError as err:
                 raise invalid(str(err), "unroutable_query") from err
-            candidates = list(result.ranking[: max(1, settings.max_attempts)])
+            candidates = guard.ranked(result.ranking)[: max(1, settings.max_attempts)]
             metrics.overhead.observe(time.perf_counter() - started)
         elif req.model in endpoints:
             candidates = [req.model]

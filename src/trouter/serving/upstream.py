@@ -8,7 +8,8 @@ process can hold hundreds of upstream calls open at once.
 
 API keys come from the environment variable each pool entry names (read at call time by
 ``ModelEndpoint.api_key()``); they are passed to LiteLLM only and scrubbed from any error text
-that is returned or logged.
+that is returned or logged (:mod:`trouter.serving.scrub`: before the text is cut, and with the
+upstream's address taken out of what clients see; the log keeps it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetc
 import litellm  # noqa: E402
 
 from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint  # noqa: E402
+from trouter.serving.scrub import public, scrub_secrets  # noqa: E402
+
+log = logging.getLogger("trouter.serving.upstream")
 
 litellm.suppress_debug_info = True
 for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
@@ -59,22 +63,23 @@ def missing_keys(endpoints: list[ModelEndpoint]) -> list[str]:
 
 
 def scrub(text: str, endpoints: list[ModelEndpoint]) -> str:
-    """Remove any configured API key from a message before it leaves the process."""
-    for e in endpoints:
-        key = os.environ.get(e.api_key_env) if e.api_key_env else None
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
-    return text
+    """Remove any configured API key (or 8+ character piece of one) and bearer token from a
+    message before it leaves the process."""
+    return scrub_secrets(text, endpoints)
 
 
-def classify(model: str, err: BaseException) -> UpstreamError:
-    """Map a LiteLLM (or lower-level) exception to an :class:`UpstreamError`."""
-    message = str(getattr(err, "message", None) or err) or type(err).__name__
+def classify(endpoint: ModelEndpoint, err: BaseException) -> UpstreamError:
+    """Map a LiteLLM (or lower-level) exception to an :class:`UpstreamError` whose message a
+    client may read (keys and addresses scrubbed, then cut)."""
+    model = endpoint.name
+    raw = str(getattr(err, "message", None) or err) or type(err).__name__
+    message = public(raw, [endpoint])
     if isinstance(err, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
         return UpstreamError(model, "timeout", 504, "upstream timed out", True)
     if isinstance(err, litellm.RateLimitError):
         return UpstreamError(model, "rate_limit", 429, message, False, _retry_after(err))
     if isinstance(err, litellm.APIConnectionError):
+        log.warning("upstream %s connection failure: %s", model, scrub_secrets(raw, [endpoint]))
         return UpstreamError(model, "connection", 502, message, True)
     if isinstance(err, litellm.AuthenticationError | litellm.PermissionDeniedError):
         return UpstreamError(model, "auth", 502, f"upstream refused the key: {message}", True)
@@ -140,7 +145,7 @@ async def complete(
     except MissingAPIKeyError as err:
         raise UpstreamError(endpoint.name, "auth", 502, str(err), True) from err
     except Exception as err:  # every failure is classified; the caller decides what to do
-        raise classify(endpoint.name, err) from err
+        raise classify(endpoint, err) from err
     data["model"] = endpoint.name
     return data
 
@@ -163,7 +168,7 @@ async def open_stream(
         except StopAsyncIteration:
             return None
         except Exception as err:
-            raise classify(endpoint.name, err) from err
+            raise classify(endpoint, err) from err
         data = _as_dict(chunk)
         data["model"] = endpoint.name
         return data
@@ -174,7 +179,7 @@ async def open_stream(
     except MissingAPIKeyError as err:
         raise UpstreamError(endpoint.name, "auth", 502, str(err), True) from err
     except Exception as err:
-        raise classify(endpoint.name, err) from err
+        raise classify(endpoint, err) from err
     iterator = aiter(stream)
     head: list[dict[str, Any]] = []
     while not any(_has_delta(chunk) for chunk in head):
