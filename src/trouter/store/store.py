@@ -1,0 +1,298 @@
+"""The decision log, feedback events and background labels: records and their queries.
+
+A *decision* is what the proxy did for one request (router, policy, the routing features,
+every candidate's predicted utility, the chosen model and its propensity, tokens, cost,
+latency, upstream status). A *feedback event* scores one decision in [0, 1]. A *label* is a
+full-information row: several models' scores on one query, never served. Every row carries
+an expiry (the retention TTL, 7 days by default); :meth:`Store.purge` first blanks an
+expired decision's query and features (what could identify it) and deletes it one TTL
+later, so late feedback on it is answered "expired", not "unknown".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import astuple, dataclass, field, fields
+from typing import Any, Literal
+
+from trouter.store.backends import Backend, open_backend
+
+DEFAULT_TTL_S = 7 * 24 * 3600.0
+SOURCES = ("user", "judge", "grader")
+
+
+def query_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class Decision:
+    """One row of ``decisions`` (JSON fields as Python values)."""
+
+    request_id: str
+    created_at: float
+    expires_at: float
+    router: str
+    model: str
+    propensity: float = 1.0
+    explored: bool = False
+    router_version: str | None = None
+    pool: str | None = None
+    policy: str | None = None
+    weights: list[float] | None = None
+    cell: int | None = None
+    features: dict[str, Any] | None = None
+    utilities: dict[str, float] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    predicted_cost_usd: float | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    upstream_status: int | None = None
+    fallbacks: int = 0
+    query_hash: str | None = None
+    query_text: str | None = None
+
+
+DECISION_COLUMNS = [f.name for f in fields(Decision)]
+JSON_COLUMNS = {"weights", "features", "utilities"}
+
+
+def _to_row(decision: Decision) -> tuple:
+    values = astuple(decision)
+    return tuple(
+        json.dumps(v)
+        if name in JSON_COLUMNS and v is not None
+        else int(v)
+        if v is True or v is False
+        else v
+        for name, v in zip(DECISION_COLUMNS, values, strict=True)
+    )
+
+
+def _from_row(row: tuple) -> Decision:
+    values = {
+        name: json.loads(v) if name in JSON_COLUMNS and v is not None else v
+        for name, v in zip(DECISION_COLUMNS, row, strict=True)
+    }
+    values["explored"] = bool(values["explored"])
+    return Decision(**values)
+
+
+@dataclass
+class Feedback:
+    request_id: str
+    score: float
+    source: str = "user"
+    key: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def event_id(self) -> str:
+        """The idempotency key; without one, one score per decision and source counts."""
+        return self.key or f"{self.request_id}:{self.source}"
+
+
+FeedbackStatus = Literal["accepted", "duplicate", "unknown", "expired"]
+
+
+class Store:
+    """The decision log, feedback and labels on one :class:`Backend`."""
+
+    def __init__(self, backend: Backend, ttl_s: float = DEFAULT_TTL_S) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"the retention TTL must be positive, got {ttl_s}")
+        self.backend, self.ttl_s = backend, float(ttl_s)
+
+    @classmethod
+    def open(cls, url: str, ttl_s: float = DEFAULT_TTL_S) -> Store:
+        return cls(open_backend(url), ttl_s)
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # ----- decisions ---------------------------------------------------------------------
+    def write_decisions(self, decisions: list[Decision]) -> None:
+        """Insert a batch; a request id already logged keeps its first row."""
+        if not decisions:
+            return
+        columns = ", ".join(DECISION_COLUMNS)
+        marks = ", ".join("?" * len(DECISION_COLUMNS))
+        self.backend.executemany(
+            f"INSERT INTO decisions ({columns}) VALUES ({marks}) "
+            "ON CONFLICT (request_id) DO NOTHING",
+            [_to_row(d) for d in decisions],
+        )
+
+    def decision(self, request_id: str) -> Decision | None:
+        rows = self.backend.fetchall(
+            f"SELECT {', '.join(DECISION_COLUMNS)} FROM decisions WHERE request_id = ?",
+            (request_id,),
+        )
+        return _from_row(rows[0]) if rows else None
+
+    def decisions(self, since: float = 0.0) -> list[Decision]:
+        rows = self.backend.fetchall(
+            f"SELECT {', '.join(DECISION_COLUMNS)} FROM decisions WHERE created_at >= ? "
+            "ORDER BY created_at",
+            (since,),
+        )
+        return [_from_row(r) for r in rows]
+
+    # ----- feedback ------------------------------------------------------------------------
+    def add_feedback(self, feedback: Feedback, now: float | None = None) -> FeedbackStatus:
+        """Record one score for a logged decision; a replayed key is not counted twice."""
+        now = time.time() if now is None else now
+        rows = self.backend.fetchall(
+            "SELECT expires_at FROM decisions WHERE request_id = ?", (feedback.request_id,)
+        )
+        if not rows:
+            return "unknown"
+        if rows[0][0] < now:
+            return "expired"
+        changed = self.backend.execute(
+            "INSERT INTO feedback (event_id, request_id, score, source, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            (
+                feedback.event_id,
+                feedback.request_id,
+                float(feedback.score),
+                feedback.source,
+                feedback.created_at,
+                feedback.created_at + self.ttl_s,
+            ),
+        )
+        return "accepted" if changed else "duplicate"
+
+    def served_events(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Feedback joined with its decision, as the online router's ``served`` events
+        (see :meth:`trouter.routers.online.OnlineRouter.partial_fit`), oldest first."""
+        rows = self.backend.fetchall(
+            "SELECT f.event_id, f.score, f.source, f.created_at, d.model, d.cell, d.features, "
+            "d.created_at, d.request_id FROM feedback f JOIN decisions d "
+            "ON d.request_id = f.request_id WHERE f.created_at >= ? ORDER BY f.created_at",
+            (since,),
+        )
+        events = []
+        for event_id, score, source, received, model, cell, features, decided, rid in rows:
+            event = {
+                "id": f"fb:{event_id}",
+                "kind": "served",
+                "t": decided / 3600.0,
+                "model": model,
+                "score": float(score),
+                "source": source,
+                "received_at": received,
+                "request_id": rid,
+            }
+            if features is not None:
+                feats = json.loads(features)
+                event.update(
+                    prior_performance=feats["prior_performance"],
+                    prior_cost=feats["prior_cost"],
+                    cell=int(cell or 0),
+                )
+            events.append(event)
+        return events
+
+    def feedback_rows(self, since: float = 0.0) -> list[tuple[str, float, str, float]]:
+        """(request id, score, source, time) of every feedback event since ``since``."""
+        return self.backend.fetchall(
+            "SELECT request_id, score, source, created_at FROM feedback WHERE created_at >= ? "
+            "ORDER BY created_at",
+            (since,),
+        )
+
+    # ----- background labels -----------------------------------------------------------------
+    def add_label(
+        self,
+        event_id: str,
+        scores: dict[str, float],
+        costs: dict[str, float] | None = None,
+        request_id: str | None = None,
+        judge: str | None = None,
+        spend_usd: float = 0.0,
+        now: float | None = None,
+    ) -> bool:
+        now = time.time() if now is None else now
+        changed = self.backend.execute(
+            "INSERT INTO labels (event_id, request_id, scores, costs, judge, spend_usd, "
+            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (event_id) DO NOTHING",
+            (
+                event_id,
+                request_id,
+                json.dumps(scores),
+                None if costs is None else json.dumps(costs),
+                judge,
+                float(spend_usd),
+                now,
+                now + self.ttl_s,
+            ),
+        )
+        return bool(changed)
+
+    def label_events(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Background labels with their decision's features, as ``label`` events."""
+        rows = self.backend.fetchall(
+            "SELECT l.event_id, l.scores, l.costs, l.created_at, d.cell, d.features "
+            "FROM labels l LEFT JOIN decisions d ON d.request_id = l.request_id "
+            "WHERE l.created_at >= ? ORDER BY l.created_at",
+            (since,),
+        )
+        events = []
+        for event_id, scores, costs, created, cell, features in rows:
+            if features is None:
+                continue  # without the decision's features a label cannot be placed
+            feats = json.loads(features)
+            events.append(
+                {
+                    "id": f"label:{event_id}",
+                    "kind": "label",
+                    "t": created / 3600.0,
+                    "scores": json.loads(scores),
+                    "costs": None if costs is None else json.loads(costs),
+                    "prior_performance": feats["prior_performance"],
+                    "prior_cost": feats["prior_cost"],
+                    "cell": int(cell or 0),
+                    "received_at": created,
+                }
+            )
+        return events
+
+    def label_spend(self, since: float = 0.0) -> tuple[int, float]:
+        ((count, spend),) = self.backend.fetchall(  # fmt: skip
+            "SELECT count(*), coalesce(sum(spend_usd), 0) FROM labels WHERE created_at >= ?",
+            (since,),
+        )
+        return int(count), float(spend)
+
+    # ----- retention -------------------------------------------------------------------------
+    def purge(self, now: float | None = None) -> dict[str, int]:
+        """Apply the TTL: blank expired decisions' text and features, delete them one TTL
+        after expiry; delete expired feedback and labels. Counts of rows touched."""
+        now = time.time() if now is None else now
+        b = self.backend
+        blanked = b.execute(
+            "UPDATE decisions SET query_text = NULL, query_hash = NULL, features = NULL, "
+            "utilities = NULL WHERE expires_at < ? AND (features IS NOT NULL OR "
+            "query_text IS NOT NULL OR query_hash IS NOT NULL)",
+            (now,),
+        )
+        deleted = b.execute("DELETE FROM decisions WHERE expires_at < ?", (now - self.ttl_s,))
+        feedback = b.execute("DELETE FROM feedback WHERE expires_at < ?", (now,))
+        labels = b.execute("DELETE FROM labels WHERE expires_at < ?", (now,))
+        return {"blanked": blanked, "decisions": deleted, "feedback": feedback, "labels": labels}
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for table in ("decisions", "feedback", "labels"):
+            (n,), = self.backend.fetchall(f"SELECT count(*) FROM {table}")  # fmt: skip
+            out[table] = int(n)
+        return out

@@ -1,0 +1,159 @@
+"""Writing the decision log off the request path: a bounded queue and one writer thread.
+
+:meth:`DecisionLog.submit` never blocks and never raises: when the queue is full (the store
+is slow or down) the record is dropped and counted. The writer thread takes up to
+``batch`` records at a time, lets ``prepare`` complete them (e.g. the online router's
+features, computed here rather than on the request path), and inserts them in one
+transaction. A failed insert drops that batch (counted) and backs off, so a database
+outage costs records, never requests. Records not yet written are kept by request id, so
+that feedback arriving before the flush still finds its decision (:meth:`pending`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from trouter.config import TrouterError
+from trouter.store.store import Decision, Store, query_hash
+
+log = logging.getLogger("trouter.store")
+
+#: A record and its query text (held in memory only until the batch is written).
+Item = tuple[Decision, str]
+Prepare = Callable[[list[Item]], None]
+
+
+class DecisionLog:
+    """A bounded queue of decisions in front of a :class:`Store` (see module)."""
+
+    def __init__(
+        self,
+        store: Store,
+        max_queue: int = 10_000,
+        batch: int = 256,
+        interval_s: float = 0.2,
+        log_text: bool = False,
+        prepare: Prepare | None = None,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store, self.batch, self.interval_s = store, int(batch), float(interval_s)
+        self.log_text, self.prepare = log_text, prepare
+        self._on_written = on_written or (lambda n: None)
+        self._on_dropped = on_dropped or (lambda n: None)
+        self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=max_queue)
+        self._pending: dict[str, Decision] = {}
+        self._lock = threading.Lock()
+        self._flushed = threading.Condition(self._lock)
+        self.written = self.dropped = self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="trouter-decision-log", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    # ----- the request path ----------------------------------------------------------------
+    def submit(self, decision: Decision, text: str) -> bool:
+        """Queue one decision; False (and counted as dropped) when the queue is full."""
+        if self._closed:
+            self._drop(1)
+            return False
+        with self._lock:
+            self._pending[decision.request_id] = decision
+        try:
+            self._queue.put_nowait((decision, text))
+        except queue.Full:
+            with self._lock:
+                self._pending.pop(decision.request_id, None)
+            self._drop(1)
+            return False
+        return True
+
+    def pending(self, request_id: str) -> Decision | None:
+        with self._lock:
+            return self._pending.get(request_id)
+
+    def wait_written(self, request_id: str, timeout_s: float) -> bool:
+        """Wait until ``request_id`` has left the queue; True if it did in time."""
+        deadline = time.monotonic() + timeout_s
+        with self._flushed:
+            while request_id in self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._flushed.wait(left)
+        return True
+
+    # ----- the writer thread ---------------------------------------------------------------
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        self._on_dropped(n)
+
+    def _take(self) -> list[Item] | None:
+        """The next batch (waiting up to ``interval_s`` for the first item); None at close."""
+        try:
+            first = self._queue.get(timeout=self.interval_s)
+        except queue.Empty:
+            return []
+        if first is None:
+            return None
+        items = [first]
+        while len(items) < self.batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # seen again after this batch
+                break
+            items.append(item)
+        return items
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while (items := self._take()) is not None:
+            if not items:
+                continue
+            if backoff:
+                time.sleep(backoff)
+            ok = self._write(items)
+            backoff = 0.0 if ok else min(max(2 * backoff, 0.1), 2.0)
+
+    def _write(self, items: list[Item]) -> bool:
+        ok = True
+        try:
+            if self.prepare is not None:
+                self.prepare(items)
+            for decision, text in items:
+                decision.query_hash = query_hash(text)
+                decision.query_text = text if self.log_text else None
+            self.store.write_decisions([d for d, _ in items])
+            self.written += len(items)
+            self._on_written(len(items))
+        except TrouterError as err:
+            ok = False
+            self.failures += 1
+            self._drop(len(items))
+            log.warning("decision log: %d records dropped (%s)", len(items), err)
+        except Exception:  # noqa: BLE001  (a bug in prepare must not stop the writer)
+            ok = False
+            self.failures += 1
+            self._drop(len(items))
+            log.exception("decision log: %d records dropped", len(items))
+        with self._flushed:
+            for decision, _ in items:
+                self._pending.pop(decision.request_id, None)
+            self._flushed.notify_all()
+        return ok
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued (within ``timeout_s``) and stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout_s)
+        self._thread.join(timeout_s)

@@ -1,0 +1,214 @@
+"""The decision/feedback store on SQLite and on a real PostgreSQL server started here."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from pg_server import postgres_server
+
+from trouter.store import Decision, DecisionLog, Feedback, Store, StoreError, StoreUnavailable
+from trouter.store.backends import migrations
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg").url
+
+
+@pytest.fixture
+def store(url):
+    s = Store.open(url, ttl_s=3600)
+    yield s
+    s.close()
+
+
+def decision(rid: str | None = None, now: float | None = None, **kw) -> Decision:
+    now = time.time() if now is None else now
+    fields = {
+        "request_id": rid or uuid.uuid4().hex,
+        "created_at": now,
+        "expires_at": now + 3600,
+        "router": "online",
+        "model": "m-a",
+        "cell": 1,
+        "features": {"prior_performance": [0.6, 0.4], "prior_cost": [0.9, 0.1]},
+        "utilities": {"m-a": 0.5, "m-b": 0.3},
+        "weights": [1.0, -0.2],
+    }
+    return Decision(**{**fields, **kw})
+
+
+def test_migrations_apply_once_and_record_their_version(url) -> None:
+    first, second = Store.open(url), Store.open(url)
+    rows = first.backend.fetchall("SELECT version, name FROM schema_migrations")
+    assert rows == [(v, name) for v, name, _ in migrations(first.backend.dialect)]
+    assert rows[0] == (1, "0001_init.sql")
+    first.close()
+    second.close()
+
+
+def test_decisions_round_trip_and_keep_the_first_row_of_an_id(store) -> None:
+    d = decision(prompt_tokens=12, cost_usd=0.002, explored=True, propensity=0.25)
+    store.write_decisions([d])
+    store.write_decisions([decision(d.request_id, model="m-b")])
+    back = store.decision(d.request_id)
+    assert back == d
+    assert store.decision("nope") is None
+
+
+def test_feedback_is_idempotent_and_knows_unknown_and_expired_ids(store) -> None:
+    live, old = decision(), decision(now=time.time() - 7200)
+    store.write_decisions([live, old])
+    assert store.add_feedback(Feedback(live.request_id, 1.0)) == "accepted"
+    assert store.add_feedback(Feedback(live.request_id, 0.0)) == "duplicate"  # same source
+    assert store.add_feedback(Feedback(live.request_id, 0.5, "judge")) == "accepted"
+    assert store.add_feedback(Feedback(live.request_id, 0.5, key="k1")) == "accepted"
+    assert store.add_feedback(Feedback(live.request_id, 0.5, key="k1")) == "duplicate"
+    assert store.add_feedback(Feedback("missing", 1.0)) == "unknown"
+    assert store.add_feedback(Feedback(old.request_id, 1.0)) == "expired"
+    mine = [e for e in store.served_events() if e["request_id"] == live.request_id]
+    assert sorted(e["score"] for e in mine) == [0.5, 0.5, 1.0]
+    assert {e["model"] for e in mine} == {"m-a"}
+    assert mine[0]["prior_performance"] == [0.6, 0.4] and mine[0]["cell"] == 1
+
+
+def test_purge_blanks_then_deletes_and_late_feedback_is_expired(store) -> None:
+    now = time.time()
+    d = decision(now=now, query_text="secret", query_hash="h")
+    store.write_decisions([d])
+    store.add_feedback(Feedback(d.request_id, 1.0), now=now)
+    store.purge(now + 3601)  # past expiry: text and features blanked, row kept
+    kept = store.decision(d.request_id)
+    assert kept is not None and kept.query_text is None and kept.features is None
+    assert store.add_feedback(Feedback(d.request_id, 1.0, key="late"), now=now + 3601) == "expired"
+    assert not [e for e in store.served_events() if e["request_id"] == d.request_id]
+    store.purge(now + 2 * 3600 + 2)  # one TTL later: gone
+    assert store.decision(d.request_id) is None
+
+
+def test_the_log_writes_in_batches_off_the_calling_thread(store) -> None:
+    seen: list[int] = []
+    log = DecisionLog(store, batch=50, interval_s=0.05, on_written=seen.append)
+    ids = [uuid.uuid4().hex for _ in range(120)]
+    for rid in ids:
+        assert log.submit(decision(rid), "what is 2+2?")
+    assert log.wait_written(ids[-1], 10)
+    log.close()
+    assert sum(seen) == 120 and max(seen) <= 50 and log.dropped == 0
+    row = store.decision(ids[0])
+    assert row is not None and row.query_text is None and len(row.query_hash) == 64
+
+
+def test_log_text_is_stored_only_when_asked(store) -> None:
+    log = DecisionLog(store, interval_s=0.05, log_text=True)
+    d = decision()
+    log.submit(d, "keep me")
+    log.close()
+    assert store.decision(d.request_id).query_text == "keep me"
+
+
+class SlowStore:
+    """A store whose writes hang until released (a database that stopped answering)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.rows: list[Decision] = []
+
+    def write_decisions(self, decisions) -> None:
+        self.release.wait(10)
+        self.rows += decisions
+
+
+def test_a_full_queue_drops_and_counts_without_blocking() -> None:
+    slow = SlowStore()
+    log = DecisionLog(slow, max_queue=10, batch=5, interval_s=0.01)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    accepted = sum(log.submit(decision(), "q") for _ in range(100))
+    elapsed = time.perf_counter() - started
+    slow.release.set()
+    log.close()
+    assert elapsed < 0.5  # 100 submits against a hung store
+    assert accepted + log.dropped == 100 and log.dropped >= 80
+    assert len(slow.rows) == accepted
+
+
+def test_failed_writes_are_counted_and_the_writer_recovers(store) -> None:
+    real = store.write_decisions
+    down = threading.Event()
+    down.set()
+
+    def flaky(batch):
+        if down.is_set():
+            raise StoreUnavailable("database is down")
+        real(batch)
+
+    store.write_decisions = flaky  # type: ignore[method-assign]
+    log = DecisionLog(store, batch=10, interval_s=0.02)
+    lost = [decision() for _ in range(10)]
+    for d in lost:
+        log.submit(d, "q")
+    assert log.wait_written(lost[-1].request_id, 5)
+    down.clear()
+    later = decision()
+    log.submit(later, "q")
+    assert log.wait_written(later.request_id, 10)
+    log.close()
+    assert log.dropped == 10 and log.failures >= 1
+    assert store.decision(later.request_id) is not None
+
+
+def test_postgres_stopped_under_writes_loses_records_not_calls(pg) -> None:
+    store = Store.open(pg.url)
+    store.backend.timeout_s = 1.0
+    log = DecisionLog(store, batch=20, interval_s=0.02)
+    try:
+        before = [decision() for _ in range(20)]
+        for d in before:
+            log.submit(d, "q")
+        assert log.wait_written(before[-1].request_id, 10) and log.dropped == 0
+        pg.stop()
+        during = [decision() for _ in range(40)]
+        started = time.perf_counter()
+        assert all(log.submit(d, "q") for d in during)
+        assert time.perf_counter() - started < 0.2
+        assert log.wait_written(during[-1].request_id, 30)
+        assert log.dropped > 0
+        pg.start()
+        after = decision()
+        deadline = time.time() + 30
+        while not _logged(store, after.request_id) and time.time() < deadline:
+            log.submit(decision(), "q")
+            log.submit(after, "q")
+            log.wait_written(after.request_id, 5)
+            time.sleep(0.2)
+        assert _logged(store, after.request_id)
+        assert _logged(store, before[0].request_id)
+    finally:
+        log.close()
+        store.close()
+
+
+def _logged(store: Store, request_id: str) -> bool:
+    try:
+        return store.decision(request_id) is not None
+    except StoreUnavailable:
+        return False
+
+
+@pytest.mark.parametrize(
+    "bad", ["mysql://x", "sqlite:///", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"]
+)
+def test_bad_store_urls_are_one_clear_error(bad: str) -> None:
+    with pytest.raises(StoreError):
+        Store.open(bad)
