@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,12 +40,6 @@ def _build_app(config: dict):
     if config["torch_threads"] > 0:
         from threadpoolctl import threadpool_limits
 
-        try:  # torch runs the minilm encoder; the base install (static encoder) has none
-            import torch
-
-            torch.set_num_threads(config["torch_threads"])
-        except ImportError:
-            pass
         threadpool_limits(config["torch_threads"])  # numpy's BLAS (the kNN product) as well
     service, pool = _load(Path(config["model_dir"]), Path(config["pool"]), config["partial"])
     try:
@@ -53,6 +48,9 @@ def _build_app(config: dict):
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     service.route("warm-up: load the encoder before the first request")
+    torch = sys.modules.get("torch")  # the minilm encoder's; the static encoder has none
+    if torch is not None and config["torch_threads"] > 0:
+        torch.set_num_threads(config["torch_threads"])
     # Torch, LiteLLM and the router leave millions of long-lived objects; each full garbage
     # collection walked them all (11% of the CPU at 200 in flight). Freezing them exempts
     # them; what requests allocate is still collected.
