@@ -17,6 +17,7 @@ FORBIDDEN = {
     "labelling": ["serving", "cli", "synthesis", "local"],
     "synthesis": ["serving", "cli", "labelling", "local"],
     "routers": ["serving", "cli", "labelling", "synthesis", "llm", "local"],
+    "store": ["routers", "serving", "cli", "labelling", "synthesis", "llm", "local"],
 }
 
 

@@ -1,0 +1,275 @@
+"""The proxy's feedback loop: log each decision, take feedback, and let an online router learn.
+
+A :class:`FeedbackLoop` owns the store, the decision log (:class:`~trouter.store.DecisionLog`,
+off the request path) and, with ``learn``, a :class:`Learner`: a thread that every
+``fold_interval_s`` reads the feedback and background labels in the store that it has not
+applied yet, whichever process or replica took them, and applies them to the online
+router with ``partial_fit``. Events are idempotent by id, so each fold re-reads a short
+window behind its watermark (rows committed late by another process are not missed) and
+a restart simply folds everything the store still holds: the state after a restart is
+the state of replaying the log.
+
+The online router needs, for each served event, the base prediction and cell of the
+query it routed (not the posterior the proxy served by). They are computed for the
+logged decisions in the log's writer thread, in batches, so the request path only
+queues a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from trouter.config import TrouterError
+from trouter.routers.online import OnlineRouter
+from trouter.serving.api import RouteResult
+from trouter.store import Decision, DecisionLog, Feedback, Store, StoreUnavailable
+from trouter.store.writer import Item
+
+log = logging.getLogger("trouter.serving")
+
+REQUEST_ID_HEADER = "x-trouter-request-id"
+MAX_REQUEST_ID = 128
+#: Seconds each fold re-reads behind its watermark (late commits, clocks of other hosts).
+FOLD_LOOKBACK_S = 60.0
+
+
+class LearningError(TrouterError, ValueError):
+    """``--learn`` was asked of a router that cannot learn from feedback."""
+
+
+def request_id(header: str | None) -> str:
+    """The client's ``x-trouter-request-id`` when it is a usable id, else a fresh one."""
+    if header and len(header) <= MAX_REQUEST_ID and header.isascii() and header.isprintable():
+        return header.strip() or uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+class LoopMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry or CollectorRegistry()
+        self.written = Counter(
+            "trouter_decision_log_written", "Decision records written to the store.", registry=r
+        )
+        self.dropped = Counter(
+            "trouter_decision_log_dropped",
+            "Decision records dropped (queue full, or the store slow or down); routing went on.",
+            registry=r,
+        )
+        self.feedback = Counter(
+            "trouter_feedback_events",
+            "Feedback posts by outcome (accepted, duplicate, unknown, expired).",
+            ["status"],
+            registry=r,
+        )
+        self.learned = Counter(
+            "trouter_learned_events",
+            "Feedback events and background labels applied to the online router.",
+            registry=r,
+        )
+
+
+class FeedbackLoop:
+    """Decision log + feedback + (optionally) learning for one proxy process (see module)."""
+
+    def __init__(
+        self,
+        store: Store,
+        service,
+        registry: CollectorRegistry | None = None,
+        log_text: bool = False,
+        learn: bool = False,
+        fold_interval_s: float = 2.0,
+        max_queue: int = 10_000,
+    ) -> None:
+        self.store, self.service = store, service
+        self.metrics = LoopMetrics(registry)
+        router = service.router
+        online = isinstance(router, OnlineRouter)
+        if learn and not online:
+            raise LearningError(
+                f"learning from feedback needs an online router; {router.name!r} is not one "
+                "(train one with --router online, or serve without --learn to only log)"
+            )
+        self.log = DecisionLog(
+            store,
+            max_queue=max_queue,
+            log_text=log_text,
+            prepare=self._prepare if online else None,
+            on_written=self.metrics.written.inc,
+            on_dropped=self.metrics.dropped.inc,
+        )
+        self.learner = Learner(store, service, self.metrics, fold_interval_s) if learn else None
+        self.router_version = str(service.source) if service.source else None
+        self.pool = ",".join(service.models)
+
+    # ----- the request path ----------------------------------------------------------------
+    def record(
+        self,
+        rid: str,
+        route: RouteResult | None,
+        model: str,
+        text: str,
+        usage: dict | None,
+        cost_usd: float | None,
+        latency_ms: float,
+        status: int = 200,
+        fallbacks: int = 0,
+    ) -> None:
+        """Queue the decision of one answered request (never blocks)."""
+        now = time.time()
+        usage = usage or {}
+        self.log.submit(
+            Decision(
+                request_id=rid,
+                created_at=now,
+                expires_at=now + self.store.ttl_s,
+                router=self.service.router_name,
+                router_version=self.router_version,
+                pool=self.pool,
+                model=model,
+                policy=None if route is None else route.policy,
+                utilities=None if route is None else route.utility,
+                features=None
+                if route is None
+                else {"performance": route.performance, "cost": route.cost},
+                predicted_cost_usd=None if route is None else route.cost_usd.get(model),
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                cost_usd=cost_usd,
+                latency_ms=latency_ms,
+                upstream_status=status,
+                fallbacks=fallbacks,
+            ),
+            text,
+        )
+
+    def _prepare(self, items: list[Item]) -> None:
+        """The online router's prior and cell of each logged query (writer thread)."""
+        router: OnlineRouter = self.service.router
+        feats = router.features([text for _, text in items])
+        for i, (decision, _) in enumerate(items):
+            decision.cell = int(feats["cell"][i])
+            decision.features = {
+                **(decision.features or {}),
+                "models": list(router.models_),
+                "prior_performance": feats["performance"][i].tolist(),
+                "prior_cost": feats["cost"][i].tolist(),
+            }
+
+    # ----- feedback ----------------------------------------------------------------------------
+    def add_feedback(self, feedback: Feedback, wait_s: float = 2.0) -> str:
+        """Store one feedback event (blocking: call from a worker thread)."""
+        status = self.store.add_feedback(feedback)
+        if status == "unknown" and self.log.pending(feedback.request_id) is not None:
+            self.log.wait_written(feedback.request_id, wait_s)
+            status = self.store.add_feedback(feedback)
+        self.metrics.feedback.labels(status=status).inc()
+        if status == "accepted" and self.learner is not None:
+            self.learner.wake()
+        return status
+
+    def start(self) -> None:
+        if self.learner is not None:
+            self.learner.start()
+
+    def close(self) -> None:
+        if self.learner is not None:
+            self.learner.close()
+        self.log.close()
+
+
+class Learner:
+    """Folds the store's feedback and labels into the online router (see module)."""
+
+    def __init__(self, store: Store, service, metrics: LoopMetrics, interval_s: float) -> None:
+        self.store, self.service, self.metrics = store, service, metrics
+        self.interval_s = float(interval_s)
+        self.watermark = 0.0
+        self.applied = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trouter-learner", daemon=True)
+
+    @property
+    def router(self) -> OnlineRouter:
+        return self.service.router
+
+    def start(self) -> None:
+        self.fold()  # a restart rebuilds the state from the store before serving
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.fold()
+            except StoreUnavailable as err:
+                log.warning("learner: store unavailable, retrying (%s)", err)
+            except Exception:  # noqa: BLE001  (learning must never stop serving)
+                log.exception("learner: fold failed")
+
+    def fold(self) -> int:
+        """Apply the events not applied yet; how many were new."""
+        since = max(0.0, self.watermark - FOLD_LOOKBACK_S)
+        events = self.store.served_events(since) + self.store.label_events(since)
+        if not events:
+            return 0
+        self.watermark = max(self.watermark, max(e["received_at"] for e in events))
+        before = len(self.router.seen_ids_)
+        self.router.partial_fit(self._as_router_events(events))
+        new = len(self.router.seen_ids_) - before
+        self.applied += new
+        if new:
+            self.metrics.learned.inc(new)
+        return new
+
+    def _as_router_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Pool model names to the router's own names; events without features skipped."""
+        to_router: Callable[[str], str | None] = _name_map(self.service)
+        out = []
+        for event in events:
+            if "prior_performance" not in event:
+                continue  # logged by a router without an online prior
+            if event["kind"] == "served":
+                name = to_router(event["model"])
+                if name is None:
+                    continue
+                event = {**event, "model": name}
+            else:
+                scores = {to_router(k): v for k, v in event["scores"].items()}
+                costs = {to_router(k): v for k, v in (event.get("costs") or {}).items()}
+                event = {
+                    **event,
+                    "scores": {k: v for k, v in scores.items() if k is not None},
+                    "costs": {k: v for k, v in costs.items() if k is not None},
+                }
+            out.append(event)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
+def _name_map(service) -> Callable[[str], str | None]:
+    served = set(service.models)
+
+    def to_router(name: str) -> str | None:
+        return service.routes_as(name) if name in served else None
+
+    return to_router

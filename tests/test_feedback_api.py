@@ -1,0 +1,171 @@
+"""``POST /v1/feedback`` and learning from it, on real RouterBench rows and a SQLite store."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from trouter.data.suites import load_suite
+from trouter.evaluation.folds import Fold
+from trouter.evaluation.online import OnlineConfig, stream_folds
+from trouter.routers.base import make_router
+from trouter.routers.online import OnlineRouter
+from trouter.serving.api import RoutingService
+from trouter.serving.feedback import feedback_router, parse_feedback
+from trouter.serving.learning import FeedbackLoop, LearningError, request_id
+from trouter.serving.requests import ProxyError
+from trouter.store import Decision, Feedback, Store
+
+
+@pytest.fixture(scope="module")
+def fold() -> Fold:
+    """mbpp rows streamed; the base (best-single) knows only the other tasks."""
+    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
+    return fold
+
+
+def _service(fold: Fold) -> RoutingService:
+    base = make_router("best-single").fit(fold.train, fold.validation)
+    router = OnlineRouter.around(base, fold.train)
+    return RoutingService(router, prices={m: None for m in router.models_})
+
+
+@pytest.fixture
+def loop(fold, tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'fb.db'}")
+    loop = FeedbackLoop(store, _service(fold), learn=True, fold_interval_s=0.05)
+    loop.start()
+    yield loop
+    loop.close()
+    store.close()
+
+
+def _app(loop: FeedbackLoop) -> TestClient:
+    app = FastAPI()
+    app.include_router(feedback_router(loop))
+
+    @app.exception_handler(ProxyError)
+    async def _error(request, err: ProxyError):
+        return err.response()
+
+    return TestClient(app)
+
+
+def _route(loop: FeedbackLoop, text: str, rid: str) -> str:
+    result = loop.service.route(text)
+    loop.record(rid, result, result.model, text, {"prompt_tokens": 9}, 0.001, 3.0)
+    return result.model
+
+
+def test_scores_thumbs_and_ratings_map_to_zero_one() -> None:
+    assert parse_feedback({"request_id": "r", "thumbs": "up"}).score == 1.0
+    assert parse_feedback({"request_id": "r", "thumbs": "down"}).score == 0.0
+    assert parse_feedback({"request_id": "r", "rating": 4}).score == 0.75
+    fb = parse_feedback({"request_id": "r", "score": 0.3, "source": "judge"}, "hdr")
+    assert (fb.score, fb.source, fb.event_id) == (0.3, "judge", "hdr")
+    for bad in (
+        {"request_id": "r"},
+        {"request_id": "r", "score": 1, "thumbs": "up"},
+        {"request_id": "r", "score": 1.5},
+        {"request_id": "r", "rating": 6},
+        {"request_id": "r", "score": 1, "source": "me"},
+        {"request_id": "r", "score": 1, "extra": 1},
+        ["r", 1],
+    ):
+        with pytest.raises(ProxyError) as err:
+            parse_feedback(bad)
+        assert err.value.status == 400
+
+
+def test_request_ids_from_clients_are_kept_when_usable() -> None:
+    assert request_id("my-id-42") == "my-id-42"
+    assert len(request_id(None)) == 32
+    assert request_id("x" * 500) != "x" * 500
+    assert request_id("bad\nid") != "bad\nid"
+
+
+def test_feedback_statuses_and_openai_errors(loop, fold) -> None:
+    client = _app(loop)
+    _route(loop, fold.test.texts[0], "req-1")  # still queued: the post waits for the flush
+    ok = client.post("/v1/feedback", json={"request_id": "req-1", "thumbs": "up"})
+    assert ok.status_code == 200 and ok.json()["status"] == "accepted"
+    again = client.post("/v1/feedback", json={"request_id": "req-1", "thumbs": "up"})
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    keyed = {"request_id": "req-1", "rating": 2}
+    assert (
+        client.post("/v1/feedback", json=keyed, headers={"idempotency-key": "k"}).json()["status"]
+        == "accepted"
+    )
+    assert (
+        client.post("/v1/feedback", json=keyed, headers={"idempotency-key": "k"}).json()["status"]
+        == "duplicate"
+    )
+    missing = client.post("/v1/feedback", json={"request_id": "nope", "score": 1})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "request_not_found"
+    now = time.time()
+    loop.store.write_decisions([Decision("old", now - 10, now - 1, "online", "m")])
+    gone = client.post("/v1/feedback", json={"request_id": "old", "score": 1})
+    assert gone.status_code == 410 and gone.json()["error"]["type"] == "invalid_request_error"
+    bad = client.post("/v1/feedback", json={"request_id": "req-1", "score": 2})
+    assert bad.status_code == 400 and "score" in bad.json()["error"]["message"]
+    assert len([e for e in loop.store.served_events() if e["request_id"] == "req-1"]) == 2
+
+
+def test_feedback_is_learned_and_a_second_process_folds_it_in(fold, tmp_path) -> None:
+    """Served feedback and background labels posted to one loop reach the router of another
+    loop on the same store; rebuilding from the store gives the same statistics."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = FeedbackLoop(Store.open(url), _service(fold), learn=True, fold_interval_s=0.05)
+    b = FeedbackLoop(Store.open(url), _service(fold), learn=True, fold_interval_s=0.05)
+    a.start()
+    b.start()
+    stream, names = fold.test, fold.test.model_names
+    served_before = Counter(_route(b, stream.texts[t], f"probe-{t}") for t in range(60, 120))
+    for t in range(60):
+        model = _route(a, stream.texts[t], f"q{t}")
+        a.log.wait_written(f"q{t}", 5)
+        score = float(stream.performance[t, names.index(model)])
+        assert a.add_feedback(Feedback(f"q{t}", score)) == "accepted"
+        scores = dict(zip(names, stream.performance[t].tolist(), strict=True))
+        a.store.add_label(f"label-{t}", scores, request_id=f"q{t}", spend_usd=0.01)
+    deadline = time.time() + 10
+    while b.learner.applied < 120 and time.time() < deadline:
+        time.sleep(0.05)
+    assert a.learner.fold() >= 0 and a.learner.applied == 120
+    assert b.learner.applied == 120  # 60 served events + 60 labels, within the deadline
+    np.testing.assert_allclose(a.service.router.stats_.count, b.service.router.stats_.count)
+    served_after = Counter(b.service.route(stream.texts[t]).model for t in range(60, 120))
+    assert served_after != served_before  # the labels moved the routing of unseen mbpp rows
+    mean = lambda c: np.mean([stream.performance[t, names.index(m)] for t, m in c])  # noqa: E731
+    routed = [(t, b.service.route(stream.texts[t]).model) for t in range(60, len(stream.texts))]
+    before = [(t, served_before.most_common(1)[0][0]) for t in range(60, len(stream.texts))]
+    assert mean(routed) > mean(before)
+    restarted = FeedbackLoop(Store.open(url), _service(fold), learn=True)
+    restarted.start()
+    np.testing.assert_allclose(
+        restarted.service.router.stats_.sum_perf, a.service.router.stats_.sum_perf
+    )
+    for loop in (a, b, restarted):
+        loop.close()
+        loop.store.close()
+
+
+def test_learning_needs_an_online_router(fold, tmp_path) -> None:
+    plain = make_router("best-single").fit(fold.train, fold.validation)
+    service = RoutingService(plain, prices={m: None for m in plain.models_})
+    store = Store.open(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(LearningError):
+        FeedbackLoop(store, service, learn=True)
+    only_logging = FeedbackLoop(store, service)  # logs decisions without features
+    result = service.route(fold.test.texts[0])
+    only_logging.record("r0", result, result.model, fold.test.texts[0], None, None, 1.0)
+    only_logging.close()
+    row = store.decision("r0")
+    assert row is not None and row.cell is None and set(row.features) == {"performance", "cost"}
+    store.close()
