@@ -60,18 +60,29 @@ def _run_without_extras(code: str, cache: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: Routers on the static encoder, each with small settings: numpy, torch-trained, TRouter.
+ROUTERS = {
+    "knn": {"k": 5},
+    "mlp": {"hidden": [16], "weight_decay": [1e-2], "max_epochs": 5},
+    "ridge": {},
+    "trouter+": {"max_epochs": 2},
+}
+
+
 @pytest.fixture(scope="module")
-def routers(data_dir: Path, tmp_path_factory) -> dict[str, Path]:
-    """A static kNN and a static MLP router, trained here (with the extras) and saved."""
+def routers(data_dir: Path, tmp_path_factory) -> Path:
+    """Static routers trained here (with the extras), saved with their routes of the test
+    queries."""
     bench = routerbench_slices(train=60, validation=15, test=10)
     root = tmp_path_factory.mktemp("routers")
-    knn = make_router("knn", k=5, encoder="static").fit(bench["train"], bench["validation"])
-    mlp = make_router("mlp", encoder="static", hidden=[16], weight_decay=[1e-2], max_epochs=5)
-    mlp.fit(bench["train"], bench["validation"])
     texts = list(bench["test"].texts)
-    expected = {name: r.route(texts, _weights()) for name, r in (("knn", knn), ("mlp", mlp))}
+    expected = {}
+    for name, params in ROUTERS.items():
+        router = make_router(name, encoder="static", **params)
+        router.fit(bench["train"], bench["validation"]).save(root / name)
+        expected[name] = router.route(texts, _weights())
     (root / "expected.json").write_text(json.dumps({"texts": texts, "routes": expected}))
-    return {"knn": knn.save(root / "knn"), "mlp": mlp.save(root / "mlp"), "root": root}
+    return root
 
 
 def _weights():
@@ -93,12 +104,12 @@ def test_saved_static_routers_route_and_serve_without_the_extras(routers, tmp_pa
         from typer.testing import CliRunner
         from trouter.cli import app
 
-        root = Path({str(routers["root"])!r})
+        root = Path({str(routers)!r})
         expected = json.loads((root / "expected.json").read_text())
         weights = Weights(performance=1.0, cost=-0.5)
         routes = {{
             name: Router.load(root / name).route(expected["texts"], weights)
-            for name in ("knn", "mlp")
+            for name in expected["routes"]
         }}
         service = trouter.load(root / "mlp")
         cli = CliRunner().invoke(app, ["route", "What is 2 + 2?", "--model-dir", str(root / "knn")])
@@ -116,7 +127,7 @@ def test_saved_static_routers_route_and_serve_without_the_extras(routers, tmp_pa
     assert not (tmp_path / "empty-cache" / "encoders" / "static-all-MiniLM-L6-v2-pca256").exists()
 
 
-def test_training_and_minilm_without_the_extras_name_the_extra(routers, tmp_path: Path):
+def test_training_and_minilm_without_the_extras_name_the_extra(tmp_path: Path):
     result = _run_without_extras(
         """
         import json
