@@ -7,8 +7,10 @@ import typer
 from trouter.cli import (
     data_cmd,
     eval_cmd,
+    feedback_cmd,
     local_cmd,
     models_cmd,
+    report_cmd,
     serve_cmd,
     synth_cmd,
     taxonomy_cmd,
@@ -31,6 +33,8 @@ for module in (
     serve_cmd,
     models_cmd,
     local_cmd,
+    feedback_cmd,
+    report_cmd,
 ):
     module.register(app)
 
