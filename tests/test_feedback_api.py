@@ -169,3 +169,52 @@ def test_learning_needs_an_online_router(fold, tmp_path) -> None:
     row = store.decision("r0")
     assert row is not None and row.cell is None and set(row.features) == {"performance", "cost"}
     store.close()
+
+
+def test_a_pool_file_alone_gives_a_router_that_learns_from_labels(tmp_path) -> None:
+    """No trained router: the price prior serves the cheap model; labels that show the
+    pricier one far better move performance-first to it (balanced sees a tie and stays)."""
+    from trouter.llm.pool import Pool
+    from trouter.serving.learning import price_prior_router
+
+    entries = [("small", 0.1, 0.4), ("big", 3.0, 15.0), ("mid", None, None)]
+    pool = Pool.from_dict({"models": [
+        {"name": n, "litellm_model": f"openai/{n}", "api_base": "http://127.0.0.1:9/v1",
+         **({"input_price_per_mtok": i, "output_price_per_mtok": o} if i else {})}
+        for n, i, o in entries
+    ]})  # fmt: skip
+    router = price_prior_router(pool)
+    assert router.models_ == ["small", "big", "mid"]
+    np.testing.assert_allclose(router.pool_cost_, [0.0, 1.0, 0.5])  # mid: the median price
+    service = RoutingService(router, prices={e.name: e.prices for e in pool.models})
+    first = {s: service.route("hi", scenario=s).model for s in ("balanced", "performance-first")}
+    assert first == {"balanced": "small", "performance-first": "small"}
+    loop = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 'p.db'}"), service, learn=True)
+    loop.start()
+    for i in range(30):
+        result = service.route(f"question {i}")
+        loop.record(f"r{i}", result, result.model, result.query, None, None, 1.0)
+        assert loop.log.wait_written(f"r{i}", 5)
+        loop.store.add_label(f"l{i}", {"small": 0.0, "big": 1.0, "mid": 0.3}, request_id=f"r{i}")
+    assert loop.learner.fold() == 30
+    assert service.route("hi", scenario="performance-first").model == "big"
+    assert service.route("hi", scenario="balanced").model == "small"
+    loop.close()
+    loop.store.close()
+
+
+def test_replies_describe_themselves(fold) -> None:
+    from trouter.serving.learning import response_fields, response_headers
+
+    service = _service(fold)
+    route = service.route(fold.test.texts[0])
+    fields = response_fields("rid-1", route, route.model, "trouter-balanced", 0.00123)
+    headers = response_headers(fields)
+    assert headers["x-trouter-request-id"] == "rid-1"
+    assert headers["x-trouter-model"] == route.model
+    assert headers["x-trouter-cost"] == "0.00123000"
+    assert headers["x-trouter-exploration"] == "false"
+    assert "x-trouter-predicted-cost" not in headers  # no prices in this pool
+    assert response_headers(response_fields("r", None, "m", "p", None)).keys() == {
+        "x-trouter-request-id", "x-trouter-model", "x-trouter-policy", "x-trouter-exploration"
+    }  # fmt: skip

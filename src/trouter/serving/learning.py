@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from trouter.config import TrouterError
@@ -40,8 +41,65 @@ MAX_REQUEST_ID = 128
 FOLD_LOOKBACK_S = 60.0
 
 
+#: Tokens of the typical call that turns per-token prices into the price prior's cost.
+PRIOR_CALL_TOKENS = (500, 300)
+
+
+def price_prior_router(pool, shared_mean: float = 0.5, **params: Any) -> OnlineRouter:
+    """An online router with no base and no training data, for ``serve --router online``.
+
+    Every pool model starts at one shared mean performance, tilted by price (a pricier
+    model is assumed slightly better), and at its normalised price for a typical call; a
+    model without a known price takes the pool's median. It learns from feedback and labels.
+    """
+    from trouter.data.dataset import ModelInfo, RoutingDataset
+
+    prices = [e.cost(*PRIOR_CALL_TOKENS) for e in pool.models]
+    known = [p for p in prices if p is not None]
+    fill = float(np.median(known)) if known else 1.0
+    cost = np.array([[fill if p is None else p for p in prices]])
+    models = [ModelInfo(e.name, *(e.prices or (None, None))) for e in pool.models]
+    one = np.array(["pool prior"], dtype=object)
+    prior = RoutingDataset(
+        name="pool-prices", query_ids=one, texts=["pool prior"], tasks=one, benchmarks=one,
+        models=models, performance=np.full((1, len(models)), shared_mean), cost=cost,
+        splits=np.array(["train"], dtype=object),
+    )  # fmt: skip
+    return OnlineRouter(base="none", **params).fit(prior)
+
+
 class LearningError(TrouterError, ValueError):
     """``--learn`` was asked of a router that cannot learn from feedback."""
+
+
+def response_fields(
+    rid: str, route: RouteResult | None, model: str, policy: str, cost_usd: float | None
+) -> dict[str, Any]:
+    """What a routed reply says about itself (the ``trouter`` key of its JSON body)."""
+    predicted = None if route is None else route.cost_usd.get(model)
+    return {
+        "request_id": rid,
+        "model": model,
+        "policy": policy,
+        "predicted_cost_usd": None if predicted is None or predicted != predicted else predicted,
+        "cost_usd": cost_usd,
+        "exploration": False,  # the proxy serves the router's guarded choice
+    }
+
+
+def response_headers(fields: dict[str, Any]) -> dict[str, str]:
+    """The same as ``x-trouter-*`` headers (USD figures only where known)."""
+    headers = {
+        REQUEST_ID_HEADER: fields["request_id"],
+        "x-trouter-model": fields["model"],
+        "x-trouter-policy": fields["policy"],
+        "x-trouter-exploration": "true" if fields["exploration"] else "false",
+    }
+    for key, header in (("predicted_cost_usd", "x-trouter-predicted-cost"),
+                        ("cost_usd", "x-trouter-cost")):  # fmt: skip
+        if fields[key] is not None:
+            headers[header] = f"{fields[key]:.8f}"
+    return headers
 
 
 def request_id(header: str | None) -> str:
@@ -102,14 +160,41 @@ class FeedbackLoop:
             max_queue=max_queue,
             log_text=log_text,
             prepare=self._prepare if online else None,
-            on_written=self.metrics.written.inc,
-            on_dropped=self.metrics.dropped.inc,
+            on_written=lambda n: self.metrics.written.inc(n),
+            on_dropped=lambda n: self.metrics.dropped.inc(n),
         )
         self.learner = Learner(store, service, self.metrics, fold_interval_s) if learn else None
         self.router_version = str(service.source) if service.source else None
         self.pool = ",".join(service.models)
 
+    def attach(self, app, registry: CollectorRegistry) -> None:
+        """Serve ``POST /v1/feedback`` on the proxy's FastAPI ``app``, count into the proxy's
+        metrics ``registry``, and start learning (the state is rebuilt from the store)."""
+        from trouter.serving.feedback import feedback_router
+
+        self.metrics = LoopMetrics(registry)
+        if self.learner is not None:
+            self.learner.metrics = self.metrics
+        app.include_router(feedback_router(self))
+        self.start()
+
     # ----- the request path ----------------------------------------------------------------
+    def answered(
+        self,
+        rid: str,
+        route: RouteResult | None,
+        model: str,
+        usage: dict | None,
+        cost_usd: float | None,
+        started: float,
+        fallbacks: int = 0,
+    ) -> None:
+        """Queue the decision of a request answered by ``model`` (``started``: its
+        ``time.perf_counter()`` on arrival)."""
+        latency_ms = (time.perf_counter() - started) * 1000
+        text = route.query if route is not None else ""
+        self.record(rid, route, model, text, usage, cost_usd, latency_ms, 200, fallbacks)
+
     def record(
         self,
         rid: str,
