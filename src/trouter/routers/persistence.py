@@ -13,9 +13,9 @@ A trained router directory holds three files:
 Nothing on the load path can execute code (no pickle, no ``torch.load``), and every file is
 checked against its recorded checksum before it is parsed, so that a truncated, damaged or
 swapped file is refused with an error naming it rather than half-loaded. A directory is also
-treated as hostile input: only regular files are read (a symbolic link, FIFO or device is
-refused before it is opened for reading), each file kind has a size cap checked before
-reading, JSON nesting is bounded, and :func:`check_routes` routes one stand-in query right
+treated as hostile input (:mod:`trouter.routers.untrusted`): only regular files are read (a
+symbolic link, FIFO or device is refused before it is read), each file kind has a size cap
+checked before reading, JSON nesting is bounded, and :func:`check_routes` routes one stand-in query right
 after loading, so that arrays whose shapes do not fit each other, the pool or the encoder are
 refused at load rather than at the first request.
 
@@ -26,10 +26,8 @@ refused at load rather than at the first request.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import math
 import os
 import re
 import stat
@@ -39,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trouter.config import MalformedDataError
+from trouter.routers.untrusted import MIB, RouterFileError, lstat_entry, parse_json, read_file
 
 if TYPE_CHECKING:
     from trouter.routers.base import Router
@@ -53,16 +51,9 @@ WEIGHTS_FILE = "weights.safetensors"
 ENCODER_DIR = "encoder"
 _MARKERS = ("__array__", "__tensor__")
 _ENCODER_FILE = re.compile(rf"{ENCODER_DIR}/[A-Za-z0-9][A-Za-z0-9._-]{{0,100}}")
-MIB = 2**20
 #: The largest file of each kind that is read at all (checked before reading).
 SIZE_CAPS = {META_FILE: 1 * MIB, STATE_FILE: 256 * MIB, WEIGHTS_FILE: 4096 * MIB}
 ENCODER_FILE_CAP = 256 * MIB
-#: Router states nest a few levels (a guard's members' network weights are 5 deep).
-MAX_JSON_DEPTH = 64
-
-
-class RouterFileError(MalformedDataError):
-    """A router directory, or one of its files, is missing, damaged or not a trouter router."""
 
 
 # ----- state <-> (JSON tree, arrays) ------------------------------------------------------
@@ -211,7 +202,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"{directory} is not a trained router directory (no {META_FILE}); "
             "create one with `trouter train`"
         )
-    meta = _parse_json(_read_file(meta_file, SIZE_CAPS[META_FILE]), meta_file)
+    meta = parse_json(read_file(meta_file, SIZE_CAPS[META_FILE]), meta_file)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         hint = ""
         if (directory / "state.pkl").exists():
@@ -257,11 +248,11 @@ def read_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     blobs = {}
     encoder_dir = directory / ENCODER_DIR
     has_encoder = any(name.startswith(f"{ENCODER_DIR}/") for name in meta["files"])
-    if has_encoder and not stat.S_ISDIR(_lstat(encoder_dir).st_mode):
+    if has_encoder and not stat.S_ISDIR(lstat_entry(encoder_dir).st_mode):
         raise RouterFileError(f"{encoder_dir} is not a directory (a link or a file)")
     for name, expected in meta["files"].items():
         path = directory / name
-        data = _read_file(path, SIZE_CAPS.get(name, ENCODER_FILE_CAP))
+        data = read_file(path, SIZE_CAPS.get(name, ENCODER_FILE_CAP))
         if hashlib.sha256(data).hexdigest() != expected:
             raise RouterFileError(
                 f"{path} does not match the SHA-256 recorded in {META_FILE}: the file is "
@@ -271,7 +262,7 @@ def read_state(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
             blobs[name] = data
     if has_encoder:
         _use_encoder(directory, meta)
-    document = _parse_json(blobs[STATE_FILE], directory / STATE_FILE)
+    document = parse_json(blobs[STATE_FILE], directory / STATE_FILE)
     if not isinstance(document, dict) or not isinstance(document.get("state"), dict):
         raise RouterFileError(f'{directory / STATE_FILE}: expected {{"router", "state"}}')
     if document.get("router") != meta["router"]:
@@ -306,89 +297,6 @@ def _use_encoder(directory: Path, meta: dict[str, Any]) -> None:
         raise RouterFileError(str(err)) from None
 
 
-def _lstat(path: Path) -> os.stat_result:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        raise RouterFileError(f"{path} is missing (listed in {META_FILE})") from None
-    except OSError as err:
-        raise RouterFileError(f"cannot read {path}: {err.strerror or err}") from None
-
-
-def _read_file(path: Path, cap: int) -> bytes:
-    """The bytes of ``path`` if it is a regular file (not a link) of at most ``cap`` bytes.
-
-    Opened without following a final symbolic link and without blocking (a FIFO would
-    otherwise wait for a writer); the type and size come from the open descriptor, so the
-    file checked is the file read.
-    """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise RouterFileError(f"{path} is missing (listed in {META_FILE})") from None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise RouterFileError(
-                f"{path} is a symbolic link; router files must be regular files in the "
-                "directory (a link could point anywhere, such as a device)"
-            ) from None
-        raise RouterFileError(f"cannot read {path}: {err.strerror or err}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise RouterFileError(f"{path} is not a regular file (a FIFO, socket or device)")
-        if info.st_size > cap:
-            raise RouterFileError(
-                f"{path} is {info.st_size:,} bytes, more than the {cap:,} a router's "
-                f"{path.name} may have; it is not a router file"
-            )
-        data = handle.read(cap + 1)
-    if len(data) > cap:  # it grew while being read
-        raise RouterFileError(f"{path} grew past {cap:,} bytes while being read")
-    return data
-
-
-def _parse_json(data: bytes, path: Path) -> Any:
-    try:
-        document = json.loads(data.decode("utf-8"), parse_constant=_constant)
-    except RecursionError:
-        raise RouterFileError(
-            f"{path}: JSON nested deeper than the parser allows (router files nest a few "
-            "levels); not a router file"
-        ) from None
-    except UnicodeDecodeError as err:
-        raise RouterFileError(
-            f"{path}: not UTF-8 text (byte offset {err.start}); damaged or not a router file"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise RouterFileError(
-            f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
-            "the file is damaged or truncated"
-        ) from None
-    if _depth(document) > MAX_JSON_DEPTH:
-        raise RouterFileError(
-            f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep (router files nest "
-            "a few levels); not a router file"
-        )
-    return document
-
-
-def _depth(document: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion (stops counting past the cap)."""
-    deepest, stack = 0, [(document, 1)]
-    while stack:
-        value, level = stack.pop()
-        if isinstance(value, dict | list) and level <= MAX_JSON_DEPTH + 1:
-            deepest = max(deepest, level)
-            stack.extend((item, level + 1) for item in _children(value))
-    return deepest
-
-
-def _children(value: dict | list) -> Any:
-    return value.values() if isinstance(value, dict) else value
-
-
 # ----- after loading ---------------------------------------------------------------------
 def check_routes(router: Router, directory: Path) -> None:
     """Route one stand-in query through a loaded router, or refuse it with a RouterFileError.
@@ -416,8 +324,3 @@ def check_routes(router: Router, directory: Path) -> None:
             f"{len(models)} models and the {router.encoder!r} encoder: routing a stand-in "
             f"query failed ({type(err).__name__}: {err})"
         ) from None
-
-
-def _constant(name: str) -> float:
-    # json writes NaN / Infinity for non-finite floats (an all-masked validation loss)
-    return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
