@@ -1,8 +1,10 @@
-"""``trouter serve``: the OpenAI-compatible routing proxy (one-off routing is ``trouter route``)."""
+"""``trouter serve``: the OpenAI-compatible routing proxy; ``trouter keys add``: its client keys."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -14,6 +16,12 @@ import typer
 
 #: How ``serve --workers N`` hands its configuration to the worker processes uvicorn spawns.
 WORKER_CONFIG_ENV = "TROUTER_SERVE_CONFIG"
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def _load(model_dir: Path, pool_file: Path | None, allow_partial_pool: bool):
@@ -28,13 +36,23 @@ def _load(model_dir: Path, pool_file: Path | None, allow_partial_pool: bool):
             pool = Pool.load(pool_file)
         service = load(model_dir, pool, allow_partial_pool=allow_partial_pool)
     except (OSError, ValueError, KeyError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
+        _fail(str(err))
     return service, pool
+
+
+def _key_ring(config: dict):
+    from trouter.serving.auth import KeysFileError, load_key_ring
+
+    keys_file = config.get("api_keys")
+    try:
+        return load_key_ring(Path(keys_file) if keys_file else None)
+    except KeysFileError as err:
+        _fail(str(err))
 
 
 def _build_app(config: dict):
     """The proxy app for one process: load router and pool, check keys, warm the encoder."""
+    from trouter.serving.limits import Limits, use
     from trouter.serving.proxy import ProxySettings, create_app
 
     if config["torch_threads"] > 0:
@@ -42,11 +60,13 @@ def _build_app(config: dict):
 
         threadpool_limits(config["torch_threads"])  # numpy's BLAS (the kNN product) as well
     service, pool = _load(Path(config["model_dir"]), Path(config["pool"]), config["partial"])
+    limits = Limits(**config["limits"])
+    use(limits)
+    settings = ProxySettings(**config["settings"], limits=limits)
     try:
-        proxy = create_app(service, pool, ProxySettings(**config["settings"]))
+        proxy = create_app(service, pool, settings, _key_ring(config))
     except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
+        _fail(str(err))
     service.route("warm-up: load the encoder before the first request")
     torch = sys.modules.get("torch")  # the minilm encoder's; the static encoder has none
     if torch is not None and config["torch_threads"] > 0:
@@ -66,8 +86,73 @@ def worker_app():
     return _build_app(config)[1]
 
 
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, keys_enabled: bool, no_auth: bool, allowed: list[str]) -> list[str]:
+    """The Host allow-list for this bind address; exit 2 for an open, unauthenticated bind."""
+    from trouter.serving.limits import LOOPBACK_HOSTS
+
+    if is_loopback(host):
+        return allowed or list(LOOPBACK_HOSTS)
+    if not keys_enabled and not no_auth:
+        _fail(
+            f"--host {host} accepts connections from other machines, and no client keys are "
+            "configured: anyone who reaches the port would spend the pool's API keys. Give "
+            "--api-keys FILE (see 'trouter keys add') or TROUTER_API_KEYS, or --no-auth if "
+            "another layer authenticates clients."
+        )
+    if allowed:
+        return allowed
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            _fail(
+                f"--host {host} listens on every interface; name the host names clients use "
+                "with --allowed-host (repeatable; '*' allows any)"
+            )
+    except ValueError:
+        pass
+    return [host, *LOOPBACK_HOSTS]
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` to the top-level app."""
+    """Add ``serve`` and ``keys`` to the top-level app."""
+    keys_app = typer.Typer(help="Client keys of the proxy (stored hashed).", no_args_is_help=True)
+    app.add_typer(keys_app, name="keys")
+
+    @keys_app.command("add")
+    def keys_add(
+        name: str = typer.Argument(..., help="Who the key is for (shown in logs and metrics)."),
+        file: Path = typer.Option(..., "--file", help="Keys file (YAML), created if absent."),
+        policy: str = typer.Option(
+            None, help="Policy of model 'trouter' for this key: a scenario or <w_perf>:<w_cost>."
+        ),
+        daily_budget_usd: float = typer.Option(
+            None, min=0, help="USD this key may spend per UTC day (429 once spent)."
+        ),
+    ) -> None:
+        """Create a key for NAME, store its SHA-256 in FILE and print the key (shown once)."""
+        from trouter.serving.auth import KeysFileError, add_key
+        from trouter.serving.policy import parse_policy
+        from trouter.serving.requests import ProxyError
+
+        if policy is not None:
+            try:
+                parse_policy(policy)
+            except ProxyError as err:
+                _fail(f"--policy: {err.message}")
+        try:
+            key = add_key(file, name, policy, daily_budget_usd)
+        except KeysFileError as err:
+            _fail(str(err))
+        typer.echo(key)
+        typer.echo(f"stored the hash of {name!r}'s key in {file}; it is not shown again", err=True)
 
     @app.command("serve")
     def serve(
@@ -82,10 +167,29 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(
             1, min=1, help="Worker processes sharing the port (metrics are summed over all)."
         ),
+        api_keys: Path = typer.Option(
+            None, "--api-keys", help="Keys file of the clients (trouter keys add)."
+        ),
+        no_auth: bool = typer.Option(
+            False, "--no-auth", help="Allow a non-loopback --host without client keys."
+        ),
+        allowed_host: list[str] = typer.Option(
+            None, "--allowed-host", help="Host header value clients use (repeatable)."
+        ),
+        cors_origin: list[str] = typer.Option(
+            None, "--cors-origin", help="Browser origin allowed to call the proxy (repeatable)."
+        ),
         allow_partial_pool: bool = typer.Option(
             False, help="Route among the models router and pool share when the pool lacks some."
         ),
         max_body_bytes: int = typer.Option(1_000_000, help="Larger request bodies get 413."),
+        max_header_bytes: int = typer.Option(32_768, help="Larger request heads get 431."),
+        max_headers: int = typer.Option(100, help="Requests with more headers get 431."),
+        header_timeout: float = typer.Option(10.0, help="Seconds for a request head to arrive."),
+        body_timeout: float = typer.Option(30.0, help="Seconds for a request body (408)."),
+        max_connections: int = typer.Option(
+            0, help="Open client connections (0: half of what the open-file limit leaves)."
+        ),
         max_attempts: int = typer.Option(3, help="Upstream calls per request, fallbacks included."),
         timeout: float = typer.Option(60.0, help="Upstream timeout in seconds."),
         upstream: str = typer.Option(
@@ -102,27 +206,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve an OpenAI-compatible /v1/chat/completions that routes each request.
 
-        Use model trouter-balanced, trouter-cost-first or trouter-performance-first to route,
-        or a pool model's name to call it directly. Keys are read from the environment
-        variables named in the pool (api_key_env) and never logged.
-
-        The encoder runs on one thread by default: the event loop needs a core too, and on a
-        busy machine two spinning torch threads made routing several times slower (see
-        scripts/bench_serving.py).
+        Use model trouter (the key's policy), trouter-balanced, trouter-cost-first,
+        trouter-performance-first or trouter-<w_perf>:<w_cost> to route, or a pool model's
+        name to call it directly. Upstream keys are read from the environment variables named
+        in the pool (api_key_env) and never logged. See docs/serving.md.
         """
-        import uvicorn
+        from trouter.serving.limits import Limits
 
         if upstream not in ("auto", "httpx", "litellm"):
-            typer.echo(
-                f"error: --upstream must be auto, httpx or litellm, not {upstream!r}", err=True
-            )
-            raise typer.Exit(2)
+            _fail(f"--upstream must be auto, httpx or litellm, not {upstream!r}")
         config = {
             "model_dir": str(model_dir.resolve()),
             "pool": str(pool.resolve()),
             "partial": allow_partial_pool,
             "torch_threads": torch_threads,
             "log_level": log_level,
+            "api_keys": str(api_keys.resolve()) if api_keys else None,
             "settings": {
                 "max_body_bytes": max_body_bytes,
                 "max_attempts": max_attempts,
@@ -130,39 +229,69 @@ def register(app: typer.Typer) -> None:
                 "upstream": upstream,
             },
         }
-        # Check everything once here, so a bad router or pool fails before any worker starts.
-        service, proxy = _build_app(config)
-        logging.basicConfig(level=log_level.upper())
-        typer.echo(
-            f"routing among {len(service.models)} models with {service.router_name} "
-            f"({service.encoder} encoder) from {model_dir}; listening on "
-            f"http://{host}:{port}/v1 with {workers} worker(s)"
-        )
-        # Keep idle client connections longer than uvicorn's 5 s default: under load a client
-        # reusing a connection the server just closed sees a reset (ReadError) instead of a reply.
-        options = {
-            "host": host,
-            "port": port,
-            "log_level": log_level,
-            "timeout_keep_alive": 75,
-            "access_log": access_log,
-            # X-Forwarded-* rewriting is per request work for a client address nobody reads
-            "proxy_headers": False,
-        }
-        if workers == 1:
-            uvicorn.run(proxy, **options)
-            return
-        with tempfile.TemporaryDirectory(prefix="trouter-metrics-") as metrics_dir:
-            # Router files are only read, so the workers share them; metrics go to per-pid
-            # files summed by prometheus_client's multiprocess collector.
-            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
-            os.environ[WORKER_CONFIG_ENV] = json.dumps(config)
-            # A worker loads router, encoder and LiteLLM before it answers the supervisor's
-            # health pings: on a busy machine that takes minutes, not uvicorn's default 5 s.
-            uvicorn.run(
-                "trouter.cli.serve_cmd:worker_app",
-                factory=True,
-                workers=workers,
-                timeout_worker_healthcheck=600,
-                **options,
+        keys = _key_ring(config)
+        if workers > 1 and any(c.daily_budget_usd is not None for c in keys.clients):
+            _fail(
+                "daily budgets are counted in the serving process; with --workers N each "
+                "worker would allow the whole budget. Use --workers 1 with daily budgets."
             )
+        limits = Limits(
+            max_header_bytes=max_header_bytes,
+            max_headers=max_headers,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            allowed_hosts=check_exposure(host, keys.enabled, no_auth, list(allowed_host or [])),
+            cors_origins=list(cors_origin or []),
+        )
+        if max_connections > 0:
+            limits.max_connections = max_connections
+        config["limits"] = dataclasses.asdict(limits)
+        _run(config, limits, keys, host, port, workers, access_log)
+
+
+def _run(config: dict, limits, keys, host: str, port: int, workers: int, access_log: bool):
+    """Load and check everything once, then hand the app to uvicorn (one or N processes)."""
+    import uvicorn
+
+    from trouter.serving.limits import uvicorn_options
+
+    log_level = config["log_level"]
+    # Check everything once here, so a bad router or pool fails before any worker starts.
+    service, proxy = _build_app(config)
+    logging.basicConfig(level=log_level.upper())
+    typer.echo(
+        f"routing among {len(service.models)} models with {service.router_name} "
+        f"({service.encoder} encoder) from {config['model_dir']}; listening on "
+        f"http://{host}:{port}/v1 with {workers} worker(s); "
+        f"{len(keys.clients) or 'no'} client key(s); at most {limits.max_connections} "
+        f"connections; Host allow-list {', '.join(limits.allowed_hosts)}"
+    )
+    # Keep idle client connections longer than uvicorn's 5 s default: under load a client
+    # reusing a connection the server just closed sees a reset (ReadError) instead of a reply.
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "timeout_keep_alive": 75,
+        "access_log": access_log,
+        # X-Forwarded-* rewriting is per request work for a client address nobody reads
+        "proxy_headers": False,
+        **uvicorn_options(limits, importable=workers > 1),
+    }
+    if workers == 1:
+        uvicorn.run(proxy, **options)
+        return
+    with tempfile.TemporaryDirectory(prefix="trouter-metrics-") as metrics_dir:
+        # Router files are only read, so the workers share them; metrics go to per-pid
+        # files summed by prometheus_client's multiprocess collector.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        os.environ[WORKER_CONFIG_ENV] = json.dumps(config)
+        # A worker loads router, encoder and LiteLLM before it answers the supervisor's
+        # health pings: on a busy machine that takes minutes, not uvicorn's default 5 s.
+        uvicorn.run(
+            "trouter.cli.serve_cmd:worker_app",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=600,
+            **options,
+        )

@@ -35,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 #: send a request without some key.
 NO_KEY = "no-key-needed"
 
+#: A pool lists a few dozen models; a bigger file is a mistake (and slow to parse as YAML).
+MAX_POOL_FILE_BYTES = 1_000_000
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -89,6 +91,16 @@ def lookup_price(litellm_model: str) -> tuple[float, float] | None:
     return None
 
 
+class Capabilities(BaseModel):
+    """What a pool model can take, where LiteLLM's model information does not say (or errs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    vision: bool | None = None
+    tools: bool | None = None
+    json_schema: bool | None = None
+    max_input_tokens: int | None = Field(default=None, ge=1)
+
+
 class ModelEndpoint(BaseModel):
     """One pool entry: a routable model name and how to call it through LiteLLM."""
 
@@ -100,6 +112,7 @@ class ModelEndpoint(BaseModel):
     api_key_env: str | None = None
     input_price_per_mtok: float | None = Field(default=None, ge=0)
     output_price_per_mtok: float | None = Field(default=None, ge=0)
+    capabilities: Capabilities | None = None
     _price_source: Literal["pool", "litellm", "unknown"] = PrivateAttr(default="unknown")
 
     @field_validator("api_key_env")
@@ -252,7 +265,7 @@ class Pool(BaseModel):
 
         path = Path(path)
         try:
-            text = read_text(path, "pool file")  # not UTF-8: an error naming file:line
+            text = read_text(path, "pool file", max_bytes=MAX_POOL_FILE_BYTES)  # also a device
         except MalformedDataError as err:
             raise PoolConfigError(str(err)) from None
         try:

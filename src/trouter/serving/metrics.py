@@ -119,10 +119,34 @@ class ProxyMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.client_aborted = Counter(
+            "trouter_client_aborted_requests",
+            "Requests whose client left before the reply was complete (also counted as "
+            "status 499 in trouter_requests); the upstream call was cancelled.",
+            ["streamed"],
+            registry=r,
+        )
+        for streamed in ("true", "false"):
+            self.client_aborted.labels(streamed=streamed)
+        self.sticky = Counter(
+            "trouter_session_sticky_requests",
+            "Routed requests kept on their conversation's model (tool loop or x-trouter-session).",
+            registry=r,
+        )
+        self.client_cost = Counter(
+            "trouter_client_cost_usd",
+            "Upstream cost in USD per client key (names from the keys file).",
+            ["client"],
+            registry=r,
+        )
         self._seen = (0, 0)
 
     def record_answer(self, policy: str, model: str, routed: bool) -> None:
         self.routed.labels(policy=policy, model=model).inc()
+
+    def record_client_abort(self, policy: str, streamed: bool) -> None:
+        self.client_aborted.labels(streamed=str(streamed).lower()).inc()
+        self.requests.labels(policy=policy, status="499").inc()
 
     def record_cost(self, model: str, usd: float | None) -> None:
         if usd is not None and usd > 0:

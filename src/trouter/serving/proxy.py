@@ -1,61 +1,67 @@
 """The OpenAI-compatible routing proxy (``trouter serve``).
 
-``POST /v1/chat/completions`` takes a standard chat request. Its ``model`` field selects the
-policy: ``trouter-balanced``, ``trouter-cost-first`` or ``trouter-performance-first`` route the
-request; the name of a pool model sends it to that model directly (no routing, no fallback).
+``POST /v1/chat/completions`` takes a standard chat request and passes it through small
+steps, each in its own module:
 
-The routing query is the text of the **last user message** (text parts of a multi-part
-message joined by newlines, cut to :data:`MAX_QUERY_CHARS`): it states the task being asked
-now. System prompts and earlier turns are forwarded to the chosen model unchanged but do not
-influence the choice (a system prompt usually describes the application, not the task).
+1. the connection and request head (:mod:`.limits`: head size, count and time, connections,
+   ``Host`` allow-list, cross-origin refusal);
+2. the client key (:mod:`.auth`: 401 without a known key when keys are configured);
+3. the body (:mod:`.requests`: JSON media type, size, deadline, shape; unknown OpenAI fields
+   are kept and forwarded);
+4. the plan (:mod:`.planning`): the policy (``model`` = ``trouter``, ``trouter-<scenario>``
+   or ``trouter-<w_perf>:<w_cost>``, or the ``x-trouter-policy`` header; a pool model's name
+   calls that model directly), the router's ranking on the conversation's task, the models
+   that can take the request, the USD budget, and the model a running tool loop is on;
+5. the upstream calls with fallback (:mod:`.forwarding`), cancelled if the client leaves;
+6. the charge to the key's daily budget, metrics, and the reply.
 
-The request is forwarded through LiteLLM; the reply names the model that answered in its
-``model`` field and in the ``x-trouter-model`` header. If the chosen model fails with a
-timeout, connection error, 5xx or malformed reply, the next model in the router's ranking is
-tried (at most ``max_attempts`` calls in all); for streams this is possible until the first
-chunk has been relayed. 429 and request errors (4xx) are passed through. Errors use OpenAI's
-body shape ``{"error": {"message", "type", "code"}}``.
+OpenAI-compatible upstreams (``litellm_model: openai/...``) are called over one pooled
+aiohttp client by default; other providers go through LiteLLM (``ProxySettings.upstream``).
+The reply names the model that answered in its ``model`` field and the ``x-trouter-model``
+header. Errors use OpenAI's body shape ``{"error": {"message", "type", "code"}}``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from trouter.llm.pool import ModelEndpoint, Pool
 from trouter.serving import upstream
-from trouter.serving.api import RoutingRequestError, RoutingService, resolve_policy
+from trouter.serving.auth import ClientKey, KeyRing
 from trouter.serving.batching import RouteBatcher
+from trouter.serving.capabilities import pool_capabilities
+from trouter.serving.conversation import Sessions
+from trouter.serving.forwarding import ClientGone, Forwarder, client_closed, unless_client_leaves
 from trouter.serving.isolation import UpstreamGuard, UpstreamLimits, host_limits
+from trouter.serving.limits import Limits, refusal, wrap
 from trouter.serving.metrics import ProxyMetrics
 from trouter.serving.openai_http import make_client, speaks_openai
+from trouter.serving.planning import Planner
+from trouter.serving.policy import DEFAULT_MODEL, POLICY_MODELS, is_policy_model
 from trouter.serving.requests import (
     ChatRequest,
     ProxyError,
+    check_json_media_type,
     forward_params,
     invalid,
     parse_chat,
     read_json,
-    routing_query,
 )
 
 log = logging.getLogger("trouter.serving")
 
 CHAT_PATH = "/v1/chat/completions"
-POLICY_MODELS = {
-    "trouter-balanced": "balanced",
-    "trouter-cost-first": "cost-first",
-    "trouter-performance-first": "performance-first",
-}
+__all__ = ["CHAT_PATH", "POLICY_MODELS", "ProxyApp", "ProxySettings", "create_app"]
 
 
 @dataclass
@@ -67,6 +73,10 @@ class ProxySettings:
     #: ``auto``: OpenAI-compatible upstreams over the shared aiohttp client, others through
     #: LiteLLM; ``httpx``: the same over an httpx client; ``litellm``: every call via LiteLLM.
     upstream: Literal["auto", "httpx", "litellm"] = "auto"
+    #: conversations remembered for tool loops and ``x-trouter-session`` (LRU, with a TTL)
+    max_sessions: int = 10_000
+    session_ttl_s: float = 3600.0
+    limits: Limits = field(default_factory=Limits)
     #: per pool model: calls in flight at once, and the cooldown after repeated failures
     max_in_flight_per_model: int = UpstreamLimits.max_in_flight
     cooldown_failures: int = UpstreamLimits.cooldown_failures
@@ -75,13 +85,18 @@ class ProxySettings:
 
 
 def create_app(
-    service: RoutingService, pool: Pool, settings: ProxySettings | None = None
+    service,
+    pool: Pool,
+    settings: ProxySettings | None = None,
+    keys: KeyRing | None = None,
 ) -> ProxyApp:
     """The proxy app for a routing service and the pool serving it.
 
-    Refuses to start when a pool entry names a key variable that is not set.
+    Refuses to start when a pool entry names a key variable that is not set. Without
+    ``keys`` (or with an empty key ring) every client is served.
     """
     settings = settings or ProxySettings()
+    keys = keys or KeyRing([])
     endpoints = {e.name: e for e in pool.models}
     missing = [m for m in service.models if m not in endpoints]
     if missing:
@@ -96,22 +111,15 @@ def create_app(
         after_batch=lambda: metrics.record_cache(service.query_cache()),
     )
     transport = "httpx" if settings.upstream == "httpx" else "aiohttp"
-    limits = UpstreamLimits(
+    upstream_limits = UpstreamLimits(
         settings.max_in_flight_per_model,
         settings.cooldown_failures,
         settings.cooldown_window_s,
         settings.cooldown_s,
     )
-    guard = UpstreamGuard(limits, endpoints, registry=metrics.registry)
-    per_host = host_limits(endpoints.values(), limits.max_in_flight)
+    guard = UpstreamGuard(upstream_limits, endpoints, registry=metrics.registry)
+    per_host = host_limits(endpoints.values(), upstream_limits.max_in_flight)
     direct = make_client(transport, settings.upstream_timeout_s, host_limits=per_host)
-    endpoint_list = list(endpoints.values())
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        await batcher.close()
-        await direct.aclose()
 
     def _direct(endpoint: ModelEndpoint) -> bool:
         return settings.upstream != "litellm" and speaks_openai(endpoint)
@@ -132,11 +140,43 @@ def create_app(
             call = lambda: upstream.open_stream(endpoint, messages, params, timeout)  # noqa: E731
         return await guard.open_stream(endpoint.name, call)
 
+    planner = Planner(
+        batcher,
+        endpoints,
+        pool_capabilities({m: endpoints[m] for m in service.models}),
+        Sessions(settings.max_sessions, settings.session_ttl_s),
+        keys,
+        settings.max_attempts,
+        guard.ranked,
+    )
+    forwarder = Forwarder(endpoints, complete, open_stream, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await batcher.close()
+        await direct.aclose()
+
     # FastAPI's native OpenTelemetry looks up its providers (and os.environ) per request:
     # 8% of the proxy's CPU at 200 in flight; /metrics is the proxy's own telemetry.
     telemetry = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="trouter routing proxy", lifespan=lifespan, telemetry=telemetry)
     app.state.metrics, app.state.service, app.state.settings = metrics, service, settings
+    app.state.sessions = planner.sessions
+    app.state.upstream_guard = guard
+    _add_routes(app, service, endpoints, metrics)
+    handler = ChatHandler(settings, keys, planner, forwarder, metrics, endpoints)
+
+    @app.post(CHAT_PATH)
+    async def chat(request: Request) -> Response:
+        """Reached only by spellings ProxyApp does not take itself (and in the schema)."""
+        return await handler(request, getattr(request.state, "client", None))
+
+    return ProxyApp(app, handler, keys, settings.limits)
+
+
+def _add_routes(app: FastAPI, service, endpoints: dict, metrics: ProxyMetrics) -> None:
+    """Everything but the chat endpoint: health, metrics, models, and the error handlers."""
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, err: ProxyError) -> JSONResponse:
@@ -171,185 +211,162 @@ def create_app(
         metrics.record_cache(service.query_cache())
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    model_ids = [DEFAULT_MODEL, *POLICY_MODELS, *endpoints]
+
+    def card(model_id: str) -> dict[str, Any]:
+        owner = "pool" if model_id in endpoints else "trouter"
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        ids = [*POLICY_MODELS, *endpoints]
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": i,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "trouter" if i in POLICY_MODELS else "pool",
-                }
-                for i in ids
-            ],
-        }
+        return {"object": "list", "data": [card(i) for i in model_ids]}
 
-    @app.post(CHAT_PATH)
-    async def chat(request: Request) -> Response:
+    @app.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
+        if model_id in endpoints or is_policy_model(model_id):
+            return card(model_id)
+        raise ProxyError(
+            404, f"model {model_id!r} does not exist", "invalid_request_error", "model_not_found"
+        )
+
+
+class ChatHandler:
+    """``POST /v1/chat/completions``: read, plan, forward, charge, count."""
+
+    def __init__(self, settings, keys, planner, forwarder, metrics, endpoints) -> None:
+        self.settings, self.keys, self.planner = settings, keys, planner
+        self.forwarder, self.metrics, self.endpoints = forwarder, metrics, endpoints
+
+    async def __call__(self, request: Request, client: ClientKey | None) -> Response:
         started = time.perf_counter()
         label = "invalid"
         try:
-            raw = await read_json(request, settings.max_body_bytes)
+            check_json_media_type(request.headers.get("content-type"))
+            raw = await read_json(
+                request, self.settings.max_body_bytes, self.settings.limits.body_timeout_s
+            )
             if isinstance(raw, dict) and isinstance(raw.get("model"), str):
-                name = raw["model"]
-                label = name if name in POLICY_MODELS or name in endpoints else "unknown"
-            response = await _handle(parse_chat(raw), raw, started)
+                label = self._label(raw["model"])
+            req = parse_chat(raw)
+            response = await unless_client_leaves(
+                request.receive, self._handle(req, raw, request.headers, client, label, started)
+            )
         except ProxyError as err:
-            metrics.requests.labels(policy=label, status=str(err.status)).inc()
+            self.metrics.requests.labels(policy=label, status=str(err.status)).inc()
             return err.response()
-        metrics.requests.labels(policy=label, status=str(response.status_code)).inc()
+        except ClientGone:
+            self.metrics.record_client_abort(label, streamed=raw.get("stream") is True)
+            return client_closed()
+        except ClientDisconnect:  # left while sending the body
+            self.metrics.record_client_abort(label, streamed=False)
+            return client_closed()
+        if not getattr(response, "counted_at_end", False):
+            self.metrics.requests.labels(policy=label, status=str(response.status_code)).inc()
         return response
 
-    async def _handle(req: ChatRequest, raw: dict[str, Any], started: float) -> Response:
-        if req.model in POLICY_MODELS:
-            query = routing_query(req.messages)
-            try:
-                result = await batcher.route(query, resolve_policy(POLICY_MODELS[req.model]))
-            except RoutingRequestError as err:
-                raise invalid(str(err), "unroutable_query") from err
-            candidates = guard.ranked(result.ranking)[: max(1, settings.max_attempts)]
-            metrics.overhead.observe(time.perf_counter() - started)
-        elif req.model in endpoints:
-            candidates = [req.model]
-        else:
-            raise ProxyError(
-                404,
-                f"model {req.model!r} does not exist; use one of "
-                f"{', '.join([*POLICY_MODELS, *endpoints])}",
-                "invalid_request_error",
-                "model_not_found",
-            )
+    def _label(self, model: str) -> str:
+        """The metrics label of a requested model (custom weights share one label)."""
+        if model in POLICY_MODELS or model in self.endpoints or model == DEFAULT_MODEL:
+            return model
+        return "trouter-weights" if is_policy_model(model) else "unknown"
+
+    async def _handle(self, req: ChatRequest, raw, headers, client, label, started) -> Response:
+        plan = await self.planner.plan(req, raw, headers, client)
         routing_ms = (time.perf_counter() - started) * 1000
-        # validated above; forwarded as the client sent them (dumping the models again cost
-        # more than the validation)
-        messages = raw["messages"]
-        params = forward_params(raw)
-        if req.stream:
-            return await _stream(req, candidates, messages, params, routing_ms)
-        errors: list[upstream.UpstreamError] = []
-        for name in candidates:
-            t0 = time.perf_counter()
-            try:
-                data = await complete(endpoints[name], messages, params)
-            except upstream.UpstreamError as err:
-                if not _note_failure(err, errors, candidates):
-                    break
-                continue
-            metrics.upstream_latency.labels(model=name).observe(time.perf_counter() - t0)
-            metrics.record_answer(req.model, name, routed=req.model in POLICY_MODELS)
-            metrics.record_cost(name, upstream.usage_cost(endpoints[name], data.get("usage")))
-            return JSONResponse(data, headers=_headers(name, req.model, len(errors), routing_ms))
-        raise _final_error(errors)
-
-    def _note_failure(err: upstream.UpstreamError, errors: list, candidates: list[str]) -> bool:
-        """Record a failed call; True if the next candidate should be tried."""
-        errors.append(err)
-        metrics.upstream_errors.labels(model=err.model, kind=err.kind).inc()
-        log.warning("upstream %s", upstream.scrub(str(err), endpoint_list))
-        retry = err.retryable and len(errors) < len(candidates)
-        if retry:
-            metrics.fallbacks.inc()
-        return retry
-
-    def _final_error(errors: list[upstream.UpstreamError]) -> ProxyError:
-        last = errors[-1]
-        trail = "; ".join(str(e) for e in errors)
-        message = upstream.scrub(f"upstream call failed ({trail})", endpoint_list)
-        kinds = {
-            "rate_limit": ("rate_limit_error", "rate_limit_exceeded"),
-            "bad_request": ("invalid_request_error", "upstream_bad_request"),
-            "timeout": ("upstream_error", "upstream_timeout"),
+        if plan.routed:
+            self.metrics.overhead.observe(routing_ms / 1000)
+        if plan.sticky:
+            self.metrics.sticky.inc()
+        reply_headers = {
+            "x-trouter-policy": req.model,
+            "x-trouter-routing-ms": f"{routing_ms:.2f}",
         }
-        type_, code = kinds.get(last.kind, ("upstream_error", f"upstream_{last.kind}"))
-        headers = {"retry-after": last.retry_after} if last.retry_after else None
-        return ProxyError(last.status, message, type_, code, headers)
+        if client is not None:
+            reply_headers["x-trouter-key"] = client.name
 
-    async def _stream(
-        req: ChatRequest,
-        candidates: list[str],
-        messages: list[dict],
-        params: dict,
-        routing_ms: float,
-    ) -> Response:
+        def on_answer(model: str, usage: dict | None) -> None:
+            usd = upstream.usage_cost(self.endpoints[model], usage)
+            self.metrics.record_cost(model, usd)
+            self.keys.charge(client, usd)
+            if client is not None and usd:
+                self.metrics.client_cost.labels(client=client.name).inc(usd)
+            if plan.session is not None:
+                self.planner.sessions.remember(plan.session, model)
+
+        # validated above; forwarded as the client sent them, unknown fields included
+        messages, params = raw["messages"], forward_params(raw)
+        if not req.stream:
+            return await self.forwarder.reply(plan, messages, params, reply_headers, on_answer)
+
+        def on_end(status: int) -> None:
+            if status == 200:
+                self.metrics.requests.labels(policy=label, status="200").inc()
+            else:
+                self.metrics.record_client_abort(label, streamed=True)
+
         wants_usage = bool((req.stream_options or {}).get("include_usage"))
-        params = {**params, "stream_options": {"include_usage": True}}
-        errors: list[upstream.UpstreamError] = []
-        for name in candidates:
-            t0 = time.perf_counter()
-            try:
-                head, rest = await open_stream(endpoints[name], messages, params)
-            except upstream.UpstreamError as err:
-                if not _note_failure(err, errors, candidates):
-                    break
-                continue
-            metrics.upstream_latency.labels(model=name).observe(time.perf_counter() - t0)
-            metrics.record_answer(req.model, name, routed=req.model in POLICY_MODELS)
-            body = _relay(name, head, rest, wants_usage)
-            return StreamingResponse(
-                body,
-                media_type="text/event-stream",
-                headers=_headers(name, req.model, len(errors), routing_ms),
-            )
-        raise _final_error(errors)
-
-    async def _relay(name: str, head: list[dict], rest, wants_usage: bool):
-        usage = None
-
-        def event(chunk: dict) -> str | None:
-            nonlocal usage
-            usage = chunk.get("usage") or usage
-            if not wants_usage:
-                if not chunk.get("choices"):
-                    return None  # the usage-only chunk the client did not ask for
-                chunk.pop("usage", None)
-            return f"data: {json.dumps(chunk)}\n\n"
-
-        try:
-            for chunk in head:
-                if (line := event(chunk)) is not None:
-                    yield line
-            async for chunk in rest:
-                if (line := event(chunk)) is not None:
-                    yield line
-        except upstream.UpstreamError as err:
-            metrics.upstream_errors.labels(model=err.model, kind=err.kind).inc()
-            log.warning("upstream stream %s", upstream.scrub(str(err), endpoint_list))
-            message = upstream.scrub(f"upstream stream broke ({err})", endpoint_list)
-            error = {"message": message, "type": "upstream_error", "code": f"upstream_{err.kind}"}
-            yield f"data: {json.dumps({'error': error})}\n\n"
-        finally:
-            await rest.aclose()
-            metrics.record_cost(name, upstream.usage_cost(endpoints[name], usage))
-        yield "data: [DONE]\n\n"
-
-    return ProxyApp(app, chat)
+        response = await self.forwarder.stream(
+            plan, messages, params, reply_headers, wants_usage, on_answer, on_end
+        )
+        response.counted_at_end = True  # type: ignore[attr-defined]
+        return response
 
 
 class ProxyApp:
-    """The FastAPI app, with ``POST /v1/chat/completions`` answered before FastAPI's layers.
+    """The FastAPI app behind the proxy's own checks, with the chat endpoint answered first.
 
-    That endpoint is nearly all the traffic. Through FastAPI's middleware, exception and
-    dependency layers (about twenty nested coroutines, all resumed at every await of the
-    handler) it spent a third of the proxy's CPU at 200 in flight; here the same handler
-    runs directly. Everything else (and other spellings of the path) is FastAPI's.
+    Every HTTP request passes Starlette's Host allow-list, the cross-origin refusal and, for
+    ``/v1/*`` when keys are configured, the key check. ``POST /v1/chat/completions`` is then
+    answered directly: through FastAPI's middleware, exception and dependency layers (about
+    twenty nested coroutines, all resumed at every await of the handler) it spent a third of
+    the proxy's CPU at 200 in flight. Everything else (and other spellings of the path) is
+    FastAPI's.
     """
 
-    def __init__(self, api: FastAPI, chat) -> None:
-        self.api, self._chat = api, chat
+    def __init__(self, api: FastAPI, chat: ChatHandler, keys: KeyRing, limits: Limits) -> None:
+        self.api, self._chat, self._keys, self.limits = api, chat, keys, limits
         self.state = api.state
+        self._entry = wrap(self._checked, limits)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)  # lifespan
+            return
+        await self._entry(scope, receive, send)
+
+    async def _checked(self, scope, receive, send) -> None:
+        request = Request(scope, receive, send)
+        client = None
+        try:
+            if (refused := refusal(request.headers, self.limits)) is not None:
+                raise refused
+            if self._keys.enabled and scope["path"].startswith("/v1/"):
+                client = self._authenticate(request)
+                scope.setdefault("state", {})["client"] = client
+        except ProxyError as err:
+            self.state.metrics.requests.labels(policy="rejected", status=str(err.status)).inc()
+            await err.response()(scope, receive, send)
+            return
+        if scope["path"] != CHAT_PATH or scope["method"] != "POST":
             await self.api(scope, receive, send)
             return
         try:
-            response = await self._chat(Request(scope, receive, send))
+            response = await self._chat(request, client)
         except Exception as err:  # noqa: BLE001  (as FastAPI's handler: an OpenAI-style 500)
             response = internal_error(err)
         await response(scope, receive, send)
+
+    def _authenticate(self, request: Request) -> ClientKey:
+        client = self._keys.identify(request.headers.get("authorization"))
+        if client is None:
+            raise ProxyError(
+                401,
+                "missing or unknown API key: send 'Authorization: Bearer <key>' with a key "
+                "from the proxy's keys file (trouter keys add NAME --file FILE)",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        return client
 
 
 def internal_error(err: Exception) -> JSONResponse:
@@ -357,12 +374,3 @@ def internal_error(err: Exception) -> JSONResponse:
     return ProxyError(
         500, f"internal proxy error: {type(err).__name__}", "server_error", "internal_error"
     ).response()
-
-
-def _headers(model: str, requested: str, fallbacks: int, routing_ms: float) -> dict[str, str]:
-    return {
-        "x-trouter-model": model,
-        "x-trouter-policy": requested,
-        "x-trouter-fallbacks": str(fallbacks),
-        "x-trouter-routing-ms": f"{routing_ms:.2f}",
-    }

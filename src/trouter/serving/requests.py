@@ -4,11 +4,17 @@ Everything a client can get wrong is answered here with a 400 (or 413) in OpenAI
 shape, never with a 5xx: bodies over the size limit, invalid JSON, NaN or infinite numbers
 (which no upstream accepts, so forwarding them only burns attempts), JSON nested deeper than
 any chat request needs (which would otherwise exhaust the interpreter's recursion limit),
-content parts of the wrong shape, and text that is not Unicode (lone surrogates).
+content parts of the wrong shape, and text that is not Unicode (lone surrogates). A body
+that is not sent as ``application/json`` gets 415 (a browser can send ``text/plain``
+cross-site without asking first), and one that does not arrive within the deadline 408.
+
+Fields the proxy does not know (``reasoning_effort``, ``store``, ``metadata``, and whatever
+OpenAI adds next) are kept and forwarded to the upstream as sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Literal
 
@@ -86,9 +92,9 @@ class Message(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """The OpenAI chat request fields the proxy understands; anything else is refused."""
+    """The OpenAI chat request fields the proxy checks; other fields are kept and forwarded."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model: str
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
@@ -121,21 +127,6 @@ def forward_params(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in OWN_FIELDS and v is not None}
 
 
-def routing_query(messages: list[Message]) -> str:
-    """The text of the last user message (text parts joined by newlines), cut to
-    :data:`MAX_QUERY_CHARS`: it states the task being asked now (see ``proxy``)."""
-    for message in reversed(messages):
-        if message.role != "user":
-            continue
-        content = message.content
-        if isinstance(content, list):
-            content = "\n".join(part["text"] for part in content if part["type"] == "text")
-        if not content or not content.strip():
-            raise invalid("the last user message has no text to route on", "empty_query")
-        return content[:MAX_QUERY_CHARS]
-    raise invalid("the request has no user message to route on", "no_user_message")
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
@@ -165,8 +156,21 @@ def _check_tree(value: Any) -> None:
             stack.append((child, depth + 1))
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, checked by :func:`_check_tree`; 413 over ``limit`` bytes."""
+def check_json_media_type(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON (``application/json``, any parameters)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise ProxyError(
+            415,
+            f"the body must be sent as Content-Type: application/json, not {media or 'none'!r}",
+            "invalid_request_error",
+            "unsupported_media_type",
+        )
+
+
+async def read_json(request: Request, limit: int, timeout_s: float | None = None) -> Any:
+    """The request body as JSON, checked by :func:`_check_tree`; 413 over ``limit`` bytes,
+    408 when the whole body has not arrived within ``timeout_s`` seconds."""
     declared = request.headers.get("content-length")
     too_big = ProxyError(
         413,
@@ -177,10 +181,19 @@ async def read_json(request: Request, limit: int) -> Any:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise too_big
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise too_big
+    except TimeoutError:
+        raise ProxyError(
+            408,
+            f"the request body did not arrive within {timeout_s:g} s",
+            "invalid_request_error",
+            "request_timeout",
+        ) from None
     try:
         raw = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
