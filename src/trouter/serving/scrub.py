@@ -33,7 +33,8 @@ MAX_SCAN_CHARS = 16_384
 
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+")
 _ADDRESSES = re.compile(
-    r"(?i)\b(?:https?|wss?)://[^\s\"'<>()\[\]]+"  # URLs
+    r"(?i)\('[^']*',\s*\d+[^)]*\)"  # Python socket addresses: ('10.0.0.5', 8000)
+    r"|\b(?:https?|wss?)://[^\s\"'<>()\[\]]+"  # URLs
     r"|\[[0-9a-f:.]*:[0-9a-f:.]*\](?::\d+)?"  # [IPv6]:port
     r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"  # IPv4:port
     r"|\blocalhost(?::\d+)?\b"
