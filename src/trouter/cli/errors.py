@@ -60,6 +60,10 @@ def user_message(err: BaseException) -> str | None:
     if isinstance(err, OSError) and err.errno in EXPECTED_ERRNOS:
         where = f": {err.filename}" if err.filename else ""
         return f"{err.strerror or err}{where}"
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        from trouter.extras import missing_extra_message
+
+        return missing_extra_message(err.name, "this command")  # None: not an extra's module
     return None
 
 
