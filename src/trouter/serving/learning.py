@@ -239,13 +239,15 @@ class FeedbackLoop:
         """The online router's prior and cell of each logged query (writer thread)."""
         router: OnlineRouter = self.service.router
         feats = router.features([text for _, text in items])
+        models = list(router.models_)
+        # 6 decimals: far below any score's noise, and short JSON (float repr dominates)
+        perf, cost = np.round(feats["performance"], 6).tolist(), np.round(feats["cost"], 6).tolist()
         for i, (decision, _) in enumerate(items):
             decision.cell = int(feats["cell"][i])
-            decision.features = {
-                **(decision.features or {}),
-                "models": list(router.models_),
-                "prior_performance": feats["performance"][i].tolist(),
-                "prior_cost": feats["cost"][i].tolist(),
+            decision.features = {  # the prior replaces the posterior the route carried
+                "models": models,
+                "prior_performance": perf[i],
+                "prior_cost": cost[i],
             }
 
     # ----- feedback ----------------------------------------------------------------------------

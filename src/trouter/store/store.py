@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from trouter.store.backends import Backend, open_backend
@@ -61,7 +61,7 @@ JSON_COLUMNS = {"weights", "features", "utilities"}
 
 
 def _to_row(decision: Decision) -> tuple:
-    values = astuple(decision)
+    values = [getattr(decision, name) for name in DECISION_COLUMNS]  # astuple deep-copies
     return tuple(
         json.dumps(v)
         if name in JSON_COLUMNS and v is not None

@@ -51,6 +51,8 @@ class DecisionLog:
         self._lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
         self.written = self.dropped = self.failures = 0
+        #: CPU seconds the writer thread has spent preparing and writing batches
+        self.cpu_s = 0.0
         self._thread = threading.Thread(target=self._run, name="trouter-decision-log", daemon=True)
         self._closed = False
         self._thread.start()
@@ -119,7 +121,9 @@ class DecisionLog:
                 continue
             if backoff:
                 time.sleep(backoff)
+            started = time.thread_time()
             ok = self._write(items)
+            self.cpu_s += time.thread_time() - started
             backoff = 0.0 if ok else min(max(2 * backoff, 0.1), 2.0)
 
     def _write(self, items: list[Item]) -> bool:

@@ -1,0 +1,93 @@
+"""CPU cost of the proxy's feedback loop per request (a benchmark, not a test).
+
+An ``online`` router around ``best-single`` is fitted on RouterBench training rows and served
+by a :class:`RoutingService`, as ``trouter serve`` serves it. For ``--requests`` real test
+questions it measures, in one process:
+
+* ``route()`` p50 of one query (the baseline the loop must not slow);
+* the request path's share: ``FeedbackLoop.record`` per request (CPU of the calling thread);
+* the writer thread: its own CPU per decision written (the online router's prior and cell,
+  the hash, the batched insert);
+* learning: process CPU per feedback event folded (read from the store + ``partial_fit``).
+
+Stores: SQLite in a temp dir, and PostgreSQL where ``--pg-url`` is given.
+Usage: ``python scripts/bench_feedback_loop.py [--requests 2000] [--pg-url postgresql://...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import numpy as np
+
+
+def _service():
+    from trouter.data.suites import load_suite
+    from trouter.routers.base import make_router
+    from trouter.routers.online import OnlineRouter
+    from trouter.serving.api import RoutingService
+
+    data = load_suite("routerbench")
+    train, test = data.subset(data.splits == "train"), data.subset(data.splits == "test")
+    base = make_router("best-single").fit(train)
+    router = OnlineRouter.around(base, train)
+    return RoutingService(router, prices={m: None for m in router.models_}), test
+
+
+def measure(url: str, service, test, n: int) -> dict:
+    from trouter.serving.learning import FeedbackLoop
+    from trouter.store import Feedback, Store
+
+    texts = [test.texts[i % len(test)] for i in range(n)]
+    names = test.model_names
+    loop = FeedbackLoop(Store.open(url), service, learn=True, fold_interval_s=3600)
+    loop.start()
+    route_ms, caller_cpu = [], 0.0
+    for i, text in enumerate(texts):
+        t0 = time.perf_counter()
+        result = service.route(text)
+        route_ms.append((time.perf_counter() - t0) * 1000)
+        c0 = time.thread_time()
+        loop.record(f"b{i}", result, result.model, text, {"prompt_tokens": 50}, 1e-4, 5.0)
+        caller_cpu += time.thread_time() - c0
+    loop.log.wait_written(f"b{n - 1}", 120)
+    writer_cpu = loop.log.cpu_s
+    for i in range(n):
+        score = float(test.performance[i % len(test), names.index(service.router.models_[0])])
+        loop.store.add_feedback(Feedback(f"b{i}", 0.0 if np.isnan(score) else score))
+    f0 = time.process_time()
+    folded = loop.learner.fold()
+    fold_cpu = time.process_time() - f0
+    dropped = loop.log.dropped
+    loop.close()
+    loop.store.close()
+    return {
+        "store": url.split(":", 1)[0],
+        "requests": n,
+        "route_p50_ms": float(np.percentile(route_ms, 50)),
+        "record_us_per_request": caller_cpu / n * 1e6,
+        "writer_cpu_ms_per_decision": writer_cpu / n * 1000,
+        "fold_cpu_ms_per_event": fold_cpu / max(folded, 1) * 1000,
+        "events_folded": folded,
+        "dropped": dropped,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--pg-url", default=None)
+    args = parser.parse_args()
+    service, test = _service()
+    service.route("warm-up")
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = [f"sqlite:///{tmp}/bench.db"] + ([args.pg_url] if args.pg_url else [])
+        for url in urls:
+            print(json.dumps(measure(url, service, test, args.requests)))
+
+
+if __name__ == "__main__":
+    main()
