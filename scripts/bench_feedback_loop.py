@@ -42,6 +42,7 @@ def measure(url: str, service, test, n: int) -> dict:
     from trouter.store import Feedback, Store
 
     texts = [test.texts[i % len(test)] for i in range(n)]
+    prefix = url.split(":", 1)[0]  # one router serves every store: ids must differ
     names = test.model_names
     loop = FeedbackLoop(Store.open(url), service, learn=True, fold_interval_s=3600)
     loop.start()
@@ -51,13 +52,13 @@ def measure(url: str, service, test, n: int) -> dict:
         result = service.route(text)
         route_ms.append((time.perf_counter() - t0) * 1000)
         c0 = time.thread_time()
-        loop.record(f"b{i}", result, result.model, text, {"prompt_tokens": 50}, 1e-4, 5.0)
+        loop.record(f"{prefix}{i}", result, result.model, text, {"prompt_tokens": 50}, 1e-4, 5.0)
         caller_cpu += time.thread_time() - c0
-    loop.log.wait_written(f"b{n - 1}", 120)
+    loop.log.wait_written(f"{prefix}{n - 1}", 120)
     writer_cpu = loop.log.cpu_s
     for i in range(n):
         score = float(test.performance[i % len(test), names.index(service.router.models_[0])])
-        loop.store.add_feedback(Feedback(f"b{i}", 0.0 if np.isnan(score) else score))
+        loop.store.add_feedback(Feedback(f"{prefix}{i}", 0.0 if np.isnan(score) else score))
     f0 = time.process_time()
     folded = loop.learner.fold()
     fold_cpu = time.process_time() - f0
