@@ -212,3 +212,16 @@ def _logged(store: Store, request_id: str) -> bool:
 def test_bad_store_urls_are_one_clear_error(bad: str) -> None:
     with pytest.raises(StoreError):
         Store.open(bad)
+
+
+def test_the_log_applies_retention_on_start(store) -> None:
+    now = time.time()
+    old = decision(now=now - 3 * 3600)  # expired two hours ago, one TTL past expiry
+    store.write_decisions([old])
+    log = DecisionLog(store, interval_s=0.02)
+    fresh = decision()
+    log.submit(fresh, "q")
+    log.wait_written(fresh.request_id, 5)
+    log.close()
+    assert store.decision(old.request_id) is None
+    assert store.decision(fresh.request_id) is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -41,6 +42,7 @@ class DecisionLog:
         prepare: Prepare | None = None,
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
+        purge_every_s: float | None = 3600.0,
     ) -> None:
         self.store, self.batch, self.interval_s = store, int(batch), float(interval_s)
         self.log_text, self.prepare = log_text, prepare
@@ -55,6 +57,8 @@ class DecisionLog:
         self.cpu_s = 0.0
         self._thread = threading.Thread(target=self._run, name="trouter-decision-log", daemon=True)
         self._closed = False
+        self.purge_every_s = purge_every_s
+        self._purged_at = -math.inf
         self._thread.start()
 
     # ----- the request path ----------------------------------------------------------------
@@ -117,6 +121,7 @@ class DecisionLog:
     def _run(self) -> None:
         backoff = 0.0
         while (items := self._take()) is not None:
+            self._purge_when_due()
             if not items:
                 continue
             if backoff:
@@ -125,6 +130,18 @@ class DecisionLog:
             ok = self._write(items)
             self.cpu_s += time.thread_time() - started
             backoff = 0.0 if ok else min(max(2 * backoff, 0.1), 2.0)
+
+    def _purge_when_due(self) -> None:
+        """Apply the retention TTL once per ``purge_every_s`` (first soon after start)."""
+        if self.purge_every_s is None or time.monotonic() - self._purged_at < self.purge_every_s:
+            return
+        self._purged_at = time.monotonic()
+        try:
+            counts = self.store.purge()
+            if any(counts.values()):
+                log.info("retention: %s", counts)
+        except Exception as err:  # noqa: BLE001  (retention must never stop the log)
+            log.warning("retention purge failed (%s); retried in %g s", err, self.purge_every_s)
 
     def _write(self, items: list[Item]) -> bool:
         ok = True
