@@ -127,6 +127,29 @@ def test_saved_static_routers_route_and_serve_without_the_extras(routers, tmp_pa
     assert not (tmp_path / "empty-cache" / "encoders" / "static-all-MiniLM-L6-v2-pca256").exists()
 
 
+def test_the_proxy_for_an_openai_compatible_pool_never_imports_litellm(routers, tmp_path):
+    """LiteLLM costs about 150 MiB of the proxy's memory; OpenAI-compatible upstreams go
+    through the proxy's own HTTP client, so it is imported only for other upstreams."""
+    result = _run_without_extras(
+        f"""
+        import json, os, sys
+        from pathlib import Path
+        import trouter
+        from trouter.llm.pool import Pool
+        from trouter.serving.proxy import create_app
+
+        service = trouter.load(Path({str(routers)!r}) / "knn")
+        os.environ["STAND_IN_KEY"] = "not-a-secret"
+        pool = Pool.openai_compatible(service.models, "http://127.0.0.1:9/v1", "STAND_IN_KEY",
+                                      1.0, 2.0)
+        create_app(service, pool)
+        print(json.dumps({{"litellm": "litellm" in sys.modules}}))
+        """,
+        tmp_path / "cache",
+    )
+    assert result == {"litellm": False}
+
+
 def test_training_and_minilm_without_the_extras_name_the_extra(tmp_path: Path):
     """`trouter train` (pandas reads the suites), fitting a torch router, MiniLM, distilling."""
     result = _run_without_extras(

@@ -14,9 +14,10 @@ them is never chosen.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
-from trouter.llm.pool import ModelEndpoint
+from trouter.llm.pool import ModelEndpoint, price_map
 from trouter.serving.conversation import Needs
 
 log = logging.getLogger("trouter.serving")
@@ -42,9 +43,20 @@ class ModelCapabilities:
         return None
 
 
-def _litellm_info(litellm_model: str) -> dict:
-    import litellm
+def _bundled_info(litellm_model: str) -> dict:
+    """The entry of LiteLLM's bundled model table, read without importing LiteLLM (about 150
+    MiB): the full name, then without the provider prefix, as LiteLLM looks it up."""
+    table = price_map()
+    for key in (litellm_model, litellm_model.split("/", 1)[-1]):
+        if isinstance(table.get(key), dict):
+            return dict(table[key])
+    return {}
 
+
+def _litellm_info(litellm_model: str) -> dict:
+    litellm = sys.modules.get("litellm")
+    if litellm is None:  # not loaded (an all-OpenAI-compatible pool): its bundled table
+        return _bundled_info(litellm_model)
     try:
         return dict(litellm.get_model_info(model=litellm_model))
     except Exception:  # noqa: BLE001  (unlisted models raise; the pool file may say more)

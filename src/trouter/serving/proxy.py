@@ -124,6 +124,9 @@ def create_app(
     def _direct(endpoint: ModelEndpoint) -> bool:
         return settings.upstream != "litellm" and speaks_openai(endpoint)
 
+    if not all(_direct(e) for e in endpoints.values()):
+        upstream.litellm_module()  # imported now, not by the first request that needs it
+
     async def complete(endpoint: ModelEndpoint, messages: list[dict], params: dict) -> dict:
         if _direct(endpoint):
             call = lambda: direct.complete(endpoint, messages, params)  # noqa: E731

@@ -18,22 +18,46 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
 
-import litellm  # noqa: E402
-
 from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint  # noqa: E402
 from trouter.serving.scrub import public, scrub_secrets  # noqa: E402
 
 log = logging.getLogger("trouter.serving.upstream")
 
-litellm.suppress_debug_info = True
 for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
     logging.getLogger(_name).setLevel(logging.ERROR)  # as trouter.llm.client does
+
+
+_litellm: list[Any] = []
+
+
+def litellm_module() -> Any:
+    """LiteLLM, imported on first use: only upstreams that do not speak OpenAI's chat API (or
+    ``--upstream litellm``) go through it, and importing it costs about 150 MiB and seconds."""
+    if not _litellm:
+        import litellm
+
+        litellm.suppress_debug_info = True
+        _litellm.append(litellm)
+    return _litellm[0]
+
+
+async def _acompletion(args: dict[str, Any]) -> Any:
+    # a first import runs in a thread, so the event loop keeps serving meanwhile
+    litellm = _litellm[0] if _litellm else await asyncio.to_thread(litellm_module)
+    return await litellm.acompletion(**args)
+
+
+def _raised(err: BaseException, *names: str) -> bool:
+    """Whether ``err`` is one of LiteLLM's named errors (none can be while it is not loaded)."""
+    litellm = sys.modules.get("litellm")
+    return litellm is not None and isinstance(err, tuple(getattr(litellm, n) for n in names))
 
 
 @dataclass
@@ -74,19 +98,19 @@ def classify(endpoint: ModelEndpoint, err: BaseException) -> UpstreamError:
     model = endpoint.name
     raw = str(getattr(err, "message", None) or err) or type(err).__name__
     message = public(raw, [endpoint])
-    if isinstance(err, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
+    if isinstance(err, asyncio.TimeoutError | TimeoutError) or _raised(err, "Timeout"):
         return UpstreamError(model, "timeout", 504, "upstream timed out", True)
-    if isinstance(err, litellm.RateLimitError):
+    if _raised(err, "RateLimitError"):
         return UpstreamError(model, "rate_limit", 429, message, False, _retry_after(err))
-    if isinstance(err, litellm.APIConnectionError):
+    if _raised(err, "APIConnectionError"):
         log.warning("upstream %s connection failure: %s", model, scrub_secrets(raw, [endpoint]))
         return UpstreamError(model, "connection", 502, message, True)
-    if isinstance(err, litellm.AuthenticationError | litellm.PermissionDeniedError):
+    if _raised(err, "AuthenticationError", "PermissionDeniedError"):
         return UpstreamError(model, "auth", 502, f"upstream refused the key: {message}", True)
-    if isinstance(err, litellm.NotFoundError):
+    if _raised(err, "NotFoundError"):
         return UpstreamError(model, "server", 502, f"upstream has no such model: {message}", True)
     status = getattr(err, "status_code", None)
-    if isinstance(err, litellm.BadRequestError | litellm.UnprocessableEntityError) or (
+    if _raised(err, "BadRequestError", "UnprocessableEntityError") or (
         isinstance(status, int) and 400 <= status < 500
     ):
         return UpstreamError(model, "bad_request", 400, message, False)
@@ -138,7 +162,7 @@ async def complete(
     """One non-streamed completion as an OpenAI-shaped dict (``model`` = the pool name)."""
     try:
         args = _call_args(endpoint, messages, params, timeout)
-        response = await asyncio.wait_for(litellm.acompletion(**args), timeout + 1.0)
+        response = await asyncio.wait_for(_acompletion(args), timeout + 1.0)
         data = _as_dict(response)
         if not data.get("choices"):
             raise ValueError("reply has no choices")
@@ -175,7 +199,7 @@ async def open_stream(
 
     try:
         args = _call_args(endpoint, messages, {**params, "stream": True}, timeout)
-        stream = await asyncio.wait_for(litellm.acompletion(**args), timeout + 1.0)
+        stream = await asyncio.wait_for(_acompletion(args), timeout + 1.0)
     except MissingAPIKeyError as err:
         raise UpstreamError(endpoint.name, "auth", 502, str(err), True) from err
     except Exception as err:
