@@ -40,6 +40,36 @@ def _load(model_dir: Path, pool_file: Path | None, allow_partial_pool: bool):
     return service, pool
 
 
+def _feedback_config(model_dir, router, store, learn, log_text, retention) -> dict | None:
+    """``serve``'s store options checked; ``--router online`` learns into
+    ``sqlite:///trouter-store.db`` unless ``--store`` names another store."""
+    from trouter.store.traffic import parse_span
+
+    if router not in (None, "online"):
+        _fail(
+            f"--router takes 'online' (a trained router is served with --model-dir), not {router!r}"
+        )
+    if (model_dir is None) == (router is None):
+        _fail("give one of --model-dir DIR (a trained router) or --router online (the pool alone)")
+    if router == "online" and store is None:
+        store = "sqlite:///trouter-store.db"
+        typer.echo(f"--router online: decisions and feedback go to {store}", err=True)
+    if store is None:
+        if learn or log_text:
+            _fail("--learn and --log-text need --store sqlite:///file.db or postgresql://...")
+        return None
+    try:
+        ttl_s = parse_span(retention)
+    except ValueError as err:
+        _fail(f"--retention: {err}")
+    return {
+        "store": store,
+        "ttl_s": ttl_s,
+        "log_text": log_text,
+        "learn": learn or router == "online",
+    }
+
+
 def _key_ring(config: dict):
     from trouter.serving.auth import KeysFileError, load_key_ring
 
@@ -59,12 +89,22 @@ def _build_app(config: dict):
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(config["torch_threads"])  # numpy's BLAS (the kNN product) as well
-    service, pool = _load(Path(config["model_dir"]), Path(config["pool"]), config["partial"])
+    if config.get("router") == "online":
+        from trouter.llm.pool import Pool
+        from trouter.serving.learning import service_from_pool
+
+        pool = Pool.load(Path(config["pool"]))
+        service = service_from_pool(pool)
+    else:
+        service, pool = _load(Path(config["model_dir"]), Path(config["pool"]), config["partial"])
+    from trouter.serving.learning import loop_from_config
+
+    feedback = loop_from_config(config.get("feedback"), service)
     limits = Limits(**config["limits"])
     use(limits)
     settings = ProxySettings(**config["settings"], limits=limits)
     try:
-        proxy = create_app(service, pool, settings, _key_ring(config))
+        proxy = create_app(service, pool, settings, _key_ring(config), feedback)
     except ValueError as err:
         _fail(str(err))
     service.route("warm-up: load the encoder before the first request")
@@ -156,7 +196,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve")
     def serve(
-        model_dir: Path = typer.Option(..., "--model-dir", help="Directory of a trained router."),
+        model_dir: Path = typer.Option(
+            None, "--model-dir", help="Directory of a trained router (or --router online)."
+        ),
         pool: Path = typer.Option(
             ...,
             "--pool",
@@ -203,6 +245,15 @@ def register(app: typer.Typer) -> None:
         torch_threads: int = typer.Option(
             1, help="Threads for the query encoder (0 = torch's default: one per core)."
         ),
+        router: str = typer.Option(
+            None, "--router", help="online: no --model-dir; start from the pool's prices, learn."
+        ),
+        store: str = typer.Option(
+            None, help="Decision log and feedback: sqlite:///file.db or postgresql://..."
+        ),
+        learn: bool = typer.Option(False, help="Apply feedback to an online router (--store)."),
+        log_text: bool = typer.Option(False, help="Keep query text in the log (a hash otherwise)."),
+        retention: str = typer.Option("7d", help="How long decisions and feedback are kept."),
     ) -> None:
         """Serve an OpenAI-compatible /v1/chat/completions that routes each request.
 
@@ -215,8 +266,11 @@ def register(app: typer.Typer) -> None:
 
         if upstream not in ("auto", "httpx", "litellm"):
             _fail(f"--upstream must be auto, httpx or litellm, not {upstream!r}")
+        feedback = _feedback_config(model_dir, router, store, learn, log_text, retention)
         config = {
-            "model_dir": str(model_dir.resolve()),
+            "model_dir": str(model_dir.resolve()) if model_dir else None,
+            "router": router,
+            "feedback": feedback,
             "pool": str(pool.resolve()),
             "partial": allow_partial_pool,
             "torch_threads": torch_threads,
@@ -261,7 +315,7 @@ def _run(config: dict, limits, keys, host: str, port: int, workers: int, access_
     logging.basicConfig(level=log_level.upper())
     typer.echo(
         f"routing among {len(service.models)} models with {service.router_name} "
-        f"({service.encoder} encoder) from {config['model_dir']}; listening on "
+        f"({service.encoder} encoder) from {config['model_dir'] or 'pool prices'}; listening on "
         f"http://{host}:{port}/v1 with {workers} worker(s); "
         f"{len(keys.clients) or 'no'} client key(s); at most {limits.max_connections} "
         f"connections; Host allow-list {', '.join(limits.allowed_hosts)}"

@@ -60,7 +60,8 @@ async def unless_client_leaves(receive, work: Awaitable[Any]) -> Any:
 
 
 #: Called with (pool model, usage) when a reply is complete, to charge and remember it.
-OnAnswer = Callable[[str, dict | None], None]
+#: It may return fields for the reply's ``trouter`` key (the final chunk of a stream).
+OnAnswer = Callable[[str, dict | None], dict | None]
 
 
 @dataclass
@@ -95,7 +96,8 @@ class Forwarder:
         name, data, failed = await self._first_answer(
             plan, lambda endpoint: self.complete(endpoint, messages, params)
         )
-        on_answer(name, data.get("usage"))
+        if extra := on_answer(name, data.get("usage")):
+            data["trouter"] = extra  # what the proxy did, beside the upstream's answer
         return JSONResponse(data, headers={**headers, **_answer_headers(name, failed)})
 
     async def stream(
@@ -119,16 +121,19 @@ class Forwarder:
         )
 
     async def _relay(self, name, head, rest, wants_usage: bool, on_answer, on_end):
-        usage = None
+        usage = held = None
         finished = False
 
         def event(chunk: dict) -> str | None:
-            nonlocal usage
+            nonlocal usage, held
             usage = chunk.get("usage") or usage
             if not wants_usage:
                 if not chunk.get("choices"):
                     return None  # the usage-only chunk the client did not ask for
                 chunk.pop("usage", None)
+            elif not chunk.get("choices") and chunk.get("usage"):
+                held = chunk  # the usage chunk goes out last, with the proxy's own fields
+                return None
             return f"data: {json.dumps(chunk)}\n\n"
 
         try:
@@ -146,10 +151,14 @@ class Forwarder:
             yield f"data: {json.dumps({'error': error})}\n\n"
         finally:
             await rest.aclose()
-            on_answer(name, usage)
+            extra = on_answer(name, usage)
             if not finished:
                 # closed before [DONE] went out: Starlette saw the client leave
                 on_end(CLIENT_CLOSED)
+        if held is not None:
+            if extra:
+                held["trouter"] = extra
+            yield f"data: {json.dumps(held)}\n\n"
         yield "data: [DONE]\n\n"
         finished = True
         on_end(200)

@@ -68,6 +68,27 @@ def price_prior_router(pool, shared_mean: float = 0.5, **params: Any) -> OnlineR
     return OnlineRouter(base="none", **params).fit(prior)
 
 
+def service_from_pool(pool):
+    """The routing service of ``serve --router online`` without a model directory."""
+    from trouter.serving.api import RoutingService
+
+    router = price_prior_router(pool)
+    return RoutingService(router, prices={e.name: e.prices for e in pool.models})
+
+
+def loop_from_config(config: dict[str, Any] | None, service) -> FeedbackLoop | None:
+    """The feedback loop ``trouter serve`` asked for (``store``, ``ttl_s``, ``log_text``,
+    ``learn``), or None without a store."""
+    if not config:
+        return None
+    store = Store.open(config["store"], ttl_s=config["ttl_s"])
+    try:
+        return FeedbackLoop(store, service, log_text=config["log_text"], learn=config["learn"])
+    except LearningError:
+        store.close()
+        raise
+
+
 class LearningError(TrouterError, ValueError):
     """``--learn`` was asked of a router that cannot learn from feedback."""
 

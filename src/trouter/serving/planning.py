@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trouter.llm.pool import ModelEndpoint
-from trouter.serving.api import RoutingRequestError
+from trouter.serving.api import RouteResult, RoutingRequestError
 from trouter.serving.auth import ClientKey, KeyRing
 from trouter.serving.batching import RouteBatcher
 from trouter.serving.capabilities import ModelCapabilities
@@ -47,6 +47,7 @@ class Plan:
     routed: bool
     session: tuple | None  # the conversation's key, to remember the answering model
     sticky: bool  # the first candidate is the conversation's model
+    route: RouteResult | None = None  # the router's decision, for routed requests
 
 
 @dataclass
@@ -88,7 +89,8 @@ class Planner:
         policy = request_policy(req.model, headers.get(POLICY_HEADER), key)
         text = routing_text(req.messages) or NO_TEXT_QUERY
         try:
-            ranking = list((await self.batcher.route(text, policy)).ranking)
+            route = await self.batcher.route(text, policy)
+            ranking = list(route.ranking)
         except RoutingRequestError as err:
             raise invalid(str(err), "unroutable_query") from err
         capable = self._capable(ranking, request_needs)
@@ -107,7 +109,7 @@ class Planner:
                 sticky = True
         if not sticky:
             capable = self.in_service_first(capable)
-        return Plan(req.model, capable[: max(1, self.max_attempts)], True, session, sticky)
+        return Plan(req.model, capable[: max(1, self.max_attempts)], True, session, sticky, route)
 
     def _budget(
         self, headers: dict[str, str], client: ClientKey | None

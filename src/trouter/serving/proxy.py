@@ -43,6 +43,13 @@ from trouter.serving.capabilities import pool_capabilities
 from trouter.serving.conversation import Sessions
 from trouter.serving.forwarding import ClientGone, Forwarder, client_closed, unless_client_leaves
 from trouter.serving.isolation import UpstreamGuard, UpstreamLimits, host_limits
+from trouter.serving.learning import (
+    REQUEST_ID_HEADER,
+    FeedbackLoop,
+    request_id,
+    response_fields,
+    response_headers,
+)
 from trouter.serving.limits import Limits, refusal, wrap
 from trouter.serving.metrics import ProxyMetrics
 from trouter.serving.openai_http import make_client, speaks_openai
@@ -89,11 +96,13 @@ def create_app(
     pool: Pool,
     settings: ProxySettings | None = None,
     keys: KeyRing | None = None,
+    feedback: FeedbackLoop | None = None,
 ) -> ProxyApp:
     """The proxy app for a routing service and the pool serving it.
 
     Refuses to start when a pool entry names a key variable that is not set. Without
-    ``keys`` (or with an empty key ring) every client is served.
+    ``keys`` (or with an empty key ring) every client is served. With ``feedback`` every
+    routed decision is logged, ``POST /v1/feedback`` is served, and an online router learns.
     """
     settings = settings or ProxySettings()
     keys = keys or KeyRing([])
@@ -105,6 +114,8 @@ def create_app(
     if unset:
         raise ValueError(f"API key environment variables are not set for: {', '.join(unset)}")
     metrics = ProxyMetrics()
+    for name, sides in pool.unpriced().items():
+        metrics.unpriced.labels(model=name, missing="+".join(sides)).set(1)
     batcher = RouteBatcher(
         service,
         max_batch=settings.max_batch,
@@ -159,6 +170,8 @@ def create_app(
         yield
         await batcher.close()
         await direct.aclose()
+        if feedback is not None:
+            feedback.close()  # writes what is queued
 
     # FastAPI's native OpenTelemetry looks up its providers (and os.environ) per request:
     # 8% of the proxy's CPU at 200 in flight; /metrics is the proxy's own telemetry.
@@ -168,7 +181,9 @@ def create_app(
     app.state.sessions = planner.sessions
     app.state.upstream_guard = guard
     _add_routes(app, service, endpoints, metrics)
-    handler = ChatHandler(settings, keys, planner, forwarder, metrics, endpoints)
+    if feedback is not None:
+        feedback.attach(app, metrics.registry)
+    handler = ChatHandler(settings, keys, planner, forwarder, metrics, endpoints, feedback)
 
     @app.post(CHAT_PATH)
     async def chat(request: Request) -> Response:
@@ -236,9 +251,10 @@ def _add_routes(app: FastAPI, service, endpoints: dict, metrics: ProxyMetrics) -
 class ChatHandler:
     """``POST /v1/chat/completions``: read, plan, forward, charge, count."""
 
-    def __init__(self, settings, keys, planner, forwarder, metrics, endpoints) -> None:
+    def __init__(self, settings, keys, planner, forwarder, metrics, endpoints, feedback=None):
         self.settings, self.keys, self.planner = settings, keys, planner
         self.forwarder, self.metrics, self.endpoints = forwarder, metrics, endpoints
+        self.feedback: FeedbackLoop | None = feedback
 
     async def __call__(self, request: Request, client: ClientKey | None) -> Response:
         started = time.perf_counter()
@@ -286,8 +302,11 @@ class ChatHandler:
         }
         if client is not None:
             reply_headers["x-trouter-key"] = client.name
+        rid = request_id(headers.get(REQUEST_ID_HEADER))
+        first = response_fields(rid, plan.route, plan.candidates[0], req.model, None)
+        reply_headers.update(response_headers(first))  # what a stream's head can say
 
-        def on_answer(model: str, usage: dict | None) -> None:
+        def on_answer(model: str, usage: dict | None) -> dict:
             usd = upstream.usage_cost(self.endpoints[model], usage)
             self.metrics.record_cost(model, usd)
             self.keys.charge(client, usd)
@@ -295,6 +314,12 @@ class ChatHandler:
                 self.metrics.client_cost.labels(client=client.name).inc(usd)
             if plan.session is not None:
                 self.planner.sessions.remember(plan.session, model)
+            fields = response_fields(rid, plan.route, model, req.model, usd)
+            reply_headers.update(response_headers(fields))
+            if self.feedback is not None and plan.routed:
+                fallbacks = plan.candidates.index(model)
+                self.feedback.answered(rid, plan.route, model, usage, usd, started, fallbacks)
+            return fields
 
         # validated above; forwarded as the client sent them, unknown fields included
         messages, params = raw["messages"], forward_params(raw)
