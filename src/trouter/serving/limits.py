@@ -217,8 +217,18 @@ def wrap(app, limits: Limits):
                 "x-trouter-policy",
                 "x-trouter-max-cost-usd",
                 "x-trouter-session",
+                "x-trouter-request-id",
+                "idempotency-key",
             ],
-            expose_headers=["x-trouter-model", "x-trouter-policy", "x-trouter-fallbacks"],
+            expose_headers=[
+                "x-trouter-model",
+                "x-trouter-policy",
+                "x-trouter-fallbacks",
+                "x-trouter-request-id",
+                "x-trouter-cost",
+                "x-trouter-predicted-cost",
+                "x-trouter-exploration",
+            ],
         )
     return TrustedHostMiddleware(app, allowed_hosts=limits.allowed_hosts, www_redirect=False)
 
