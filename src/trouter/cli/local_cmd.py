@@ -22,7 +22,10 @@ from rich.text import Text
 from trouter.cli.progress import stage_bars
 
 console = Console(stderr=True)
-experiment_app = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
+experiment_app = typer.Typer(
+    help="Research experiments: the local cold start and the local-pool benchmark.",
+    no_args_is_help=True,
+)
 
 
 class ExperimentBars:
@@ -167,9 +170,11 @@ def local_cold_start(
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output folder."),
 ) -> None:
-    """The offline demo: fetch the local models, synthesise, label, train, test on real
-    questions, print the table (no flags, no keys). About 70 local LLM calls; the first run
-    also downloads about 1.7 GB of model files, and a rerun answers from the LLM cache."""
+    """The offline demo: synthesise, label, train and test on real questions, locally.
+
+    Fetches the local models (about 1.7 GB, once), starts them on loopback, checks that
+    each answers, runs about 70 local LLM calls and prints the table; no flags, no keys.
+    A rerun answers from the LLM cache."""
     _run_or_exit("quick", out, None)
 
 
@@ -177,5 +182,5 @@ def register(app: typer.Typer) -> None:
     from trouter.cli import benchmark_cmd
 
     benchmark_cmd.register(experiment_app)
-    app.add_typer(experiment_app, name="experiment")
+    app.add_typer(experiment_app, name="experiment", rich_help_panel="Research")
     app.command("quickstart")(quickstart)

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from trouter.cli.options import comma_list
+from trouter.cli.options import comma_list, default_pool_model
 from trouter.cli.synth_gen import holds_output_lock
 
 EXIT_FAILED = 1
@@ -38,14 +38,21 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 
 def _resolve(pool_path: Path | None, judge: str | None, models: str | None) -> tuple[list, Any]:
     """(answering endpoints, judge endpoint) from the pool, errors naming file and model.
-    Without ``--pool`` the offline local pool is started for the command's duration."""
+    Without ``--judge``: the pool's model (:func:`~trouter.cli.options.default_pool_model`)
+    with ``--pool``, else the offline Qwen-1.5B, whose local pool is then started for the
+    command's duration."""
     from trouter.local.pool import DEFAULT_JUDGE, command_pool
 
-    judge = judge or DEFAULT_JUDGE
     try:
         pool = command_pool(pool_path)
     except (ValueError, RuntimeError) as err:
         raise _fail(str(err)) from None
+    if judge is None and pool_path is not None:
+        try:
+            judge = default_pool_model(pool, "--judge", "judge")
+        except ValueError as err:
+            raise _fail(str(err), 2) from None
+    judge = judge or DEFAULT_JUDGE
     names = comma_list(models) if models else pool.names
     try:
         return [pool.endpoint(n) for n in names], pool.endpoint(judge)
@@ -60,7 +67,10 @@ def label_command(
         None, "--pool", help="Pool YAML: the models that answer (default: the offline pool)."
     ),
     judge: str | None = typer.Option(
-        None, "--judge", help="Pool model that scores the answers (default: offline Qwen-1.5B)."
+        None,
+        "--judge",
+        help="Pool model that scores the answers; default: the --pool's only or most "
+        "expensive model, or the offline Qwen-1.5B without --pool.",
     ),
     out: Path = typer.Option(..., "--out", help="Labelled JSONL to write (appended, resumed)."),
     models: str | None = typer.Option(

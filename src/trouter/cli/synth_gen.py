@@ -18,11 +18,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBars
 
+from trouter.cli.options import default_pool_model
 from trouter.synthesis.budget import BudgetExceededError, CostMeter
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BUDGET = 3
+#: ``synth qa --taxonomy default``: the packaged taxonomy (a file of that name: ``./default``).
+DEFAULT_TAXONOMY = "default"
 
 console = Console(stderr=True)
 
@@ -94,13 +97,20 @@ def holds_output_lock(command: Callable[..., None]) -> Callable[..., None]:
 
 def _generator(pool_path: Path | None, name: str | None) -> tuple[Any, Any]:
     """The pool entry called ``name`` and the pool, with errors naming file and model.
-    Without ``--pool`` the offline local pool is started for the command's duration."""
+    Without ``--generator``: the offline Qwen-1.5B when no ``--pool`` is given, else the
+    pool's model (:func:`~trouter.cli.options.default_pool_model`). Without ``--pool``
+    the offline local pool runs for the command's duration."""
     from trouter.local.pool import DEFAULT_GENERATOR, command_pool
 
     try:
         pool = command_pool(pool_path)
     except (OSError, ValueError, RuntimeError) as err:
         raise _fail(str(err)) from None
+    if pool_path is not None and name is None:
+        try:
+            name = default_pool_model(pool, "--generator", "generator")
+        except ValueError as err:
+            raise _fail(str(err), EXIT_USAGE) from None
     try:
         return pool, pool.get(name or DEFAULT_GENERATOR)
     except KeyError as err:
@@ -116,7 +126,10 @@ def _price(endpoint: Any):
 
 def taxonomy_command(
     generator: str | None = typer.Option(
-        None, "--generator", help="Generator model (a pool name); default: offline Qwen-1.5B."
+        None,
+        "--generator",
+        help="Generator model (a pool name); default: the --pool's only or most expensive "
+        "model, or the offline Qwen-1.5B without --pool.",
     ),
     pool: Path | None = typer.Option(
         None, "--pool", help="Pool YAML that defines the generator; default: the offline pool."
@@ -201,9 +214,11 @@ def taxonomy_command(
                 )
             )
         except BudgetExceededError as err:
-            raise _fail(f"{err} (progress kept in {checkpoint})", EXIT_BUDGET) from None
+            kept = f" (progress kept in {checkpoint})" if checkpoint.exists() else ""
+            raise _fail(f"{err}{kept}", EXIT_BUDGET) from None
         except (TaxonomyBuildError, MalformedOutputError, LLMError) as err:
-            raise _fail(f"{err} (finished node sets kept in {checkpoint})") from None
+            kept = f" (finished node sets kept in {checkpoint})" if checkpoint.exists() else ""
+            raise _fail(f"{err}{kept}") from None
     taxonomy.save(out)
     checkpoint.unlink(missing_ok=True)
     leaves = taxonomy.leaves()
@@ -221,9 +236,17 @@ def taxonomy_command(
 
 @holds_output_lock
 def qa_command(
-    taxonomy: Path = typer.Option(..., "--taxonomy", help="Taxonomy JSON (synth taxonomy)."),
+    taxonomy: Path = typer.Option(
+        ...,
+        "--taxonomy",
+        help=f'Taxonomy JSON (from synth taxonomy), or "{DEFAULT_TAXONOMY}" for the packaged '
+        "one (`trouter taxonomy show`).",
+    ),
     generator: str | None = typer.Option(
-        None, "--generator", help="Generator model (a pool name); default: offline Qwen-1.5B."
+        None,
+        "--generator",
+        help="Generator model (a pool name); default: the --pool's only or most expensive "
+        "model, or the offline Qwen-1.5B without --pool.",
     ),
     pool: Path | None = typer.Option(
         None, "--pool", help="Pool YAML that defines the generator; default: the offline pool."
@@ -256,7 +279,7 @@ def qa_command(
     from trouter.taxonomy.model import Taxonomy, TaxonomyError
 
     try:
-        tax = Taxonomy.load(taxonomy)
+        tax = Taxonomy.default() if str(taxonomy) == DEFAULT_TAXONOMY else Taxonomy.load(taxonomy)
     except TaxonomyError as err:
         raise _fail(str(err)) from None
     _, endpoint = _generator(pool, generator)
