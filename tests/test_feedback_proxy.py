@@ -175,3 +175,50 @@ def test_two_serve_processes_share_learning_through_postgres(standin, tmp_path, 
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+
+
+def test_kill_9_loses_no_acknowledged_feedback(standin, tmp_path) -> None:
+    """Requests and feedback from 8 threads; the proxy is killed with SIGKILL mid-way. Every
+    feedback answered 200 is in the store, and the restarted proxy folds exactly those."""
+    import concurrent.futures
+    import signal
+
+    pool_file = write_pool(tmp_path / "pool.yaml", MODELS, standin.base_url)
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _serve(pool_file, url, port)
+    _wait_up(base, proc)
+    acknowledged: list[str] = []
+
+    def one(i: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            try:
+                reply = _chat(client, base, f"question number {i}?")
+                rid = reply.headers["x-trouter-request-id"]
+                body = {"request_id": rid, "score": (i % 5) / 4, "idempotency_key": f"k{i}"}
+                if client.post(f"{base}/v1/feedback", json=body).status_code == 200:
+                    acknowledged.append(f"k{i}")
+            except (httpx.TransportError, KeyError):
+                pass  # the proxy was killed under this request
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(one, i) for i in range(400)]
+        while len(acknowledged) < 100:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        for future in futures:
+            future.result()
+    store = Store.open(url)
+    stored = {row[0] for row in store.backend.fetchall("SELECT event_id FROM feedback")}
+    assert set(acknowledged) <= stored and len(acknowledged) >= 100
+    restarted = _serve(pool_file, url, port)
+    try:
+        _wait_up(base, restarted)
+        folded = _metrics(base)[("trouter_learned_events_total", ())]
+        assert folded == len(stored)  # the restart rebuilt from every stored event
+    finally:
+        restarted.terminate()
+        restarted.wait(10)
+        store.close()
