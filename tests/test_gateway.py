@@ -48,7 +48,7 @@ def gateway_pool(service, base_url: str, questions: list[str]) -> dict:  # noqa:
     for i, name in enumerate(models):
         caps = {"vision": name in vision}
         if name == no_tools:
-            caps["tools"] = False
+            caps["tools"] = caps["json_schema"] = False
         if name == short:
             caps["max_input_tokens"] = 300
         entries.append(
@@ -298,14 +298,20 @@ def _tool_turns(question: str) -> list[dict]:
 
 def test_a_tool_loop_stays_on_the_model_that_started_it(gw, up, questions):  # noqa: F811
     q = questions[6]
-    ranking = gw["service"].route(q, scenario="cost-first").ranking
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    ranking = [
+        m for m in gw["service"].route(q, scenario="cost-first").ranking if m != gw["no_tools"]
+    ]
     up.fail_next(1, 500, model=ranking[0])  # the first turn falls back to the second model
-    first, _ = chat(gw, user(q), model="trouter-cost-first")
+    first, _ = chat(gw, user(q), model="trouter-cost-first", tools=tools)
     assert first == ranking[1]
-    looped, _ = chat(gw, _tool_turns(q), model="trouter-cost-first")
+    looped, _ = chat(gw, _tool_turns(q), model="trouter-cost-first", tools=tools)
     assert looped == ranking[1]  # ranking[0] is healthy again, but the loop stays
-    before = _metrics({"base": gw["base"]}).get(("trouter_session_sticky_requests_total", ()))
-    assert before and before >= 1
+    sticky = _metrics({"base": gw["base"]}).get(("trouter_session_sticky_requests_total", ()))
+    assert sticky and sticky >= 1
+    # a new user turn ends the loop: routed afresh
+    after = [*_tool_turns(q), {"role": "assistant", "content": "42."}, *user(q)]
+    assert chat(gw, after, model="trouter-cost-first", tools=tools)[0] == ranking[0]
 
 
 def test_a_session_header_keeps_a_conversation_on_one_model(gw, up, questions):  # noqa: F811
@@ -328,11 +334,15 @@ def test_images_go_only_to_models_that_read_them(gw, up, questions):  # noqa: F8
     assert model in gw["vision"]
 
 
-def test_tools_and_context_length_rule_out_models(gw, up, questions):  # noqa: F811
+def test_tools_schemas_and_context_length_rule_out_models(gw, up, questions):  # noqa: F811
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     model, _ = chat(gw, user(questions[0]), tools=[tool])
     assert model != gw["no_tools"]
     assert chat(gw, user(questions[0]))[0] == gw["no_tools"]  # without tools it is the pick
+    schema = {"name": "answer", "schema": {"type": "object"}}
+    response_format = {"type": "json_schema", "json_schema": schema}
+    model, _ = chat(gw, user(questions[0]), response_format=response_format)
+    assert model != gw["no_tools"]
     long_system = {"role": "system", "content": "Context: " + "lorem ipsum " * 200}
     model, _ = chat(gw, [long_system, *user(questions[2])], model="trouter-performance-first")
     assert model != gw["short"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from trouter.serving.policy import estimate_input_tokens
+from trouter.serving.policy import estimate_tokens_of_chars
 from trouter.serving.requests import MAX_QUERY_CHARS, Message
 
 #: A last user turn shorter than this is a follow-up: earlier user turns are added to it.
@@ -75,26 +75,29 @@ class Needs:
 
 def needs(raw: dict[str, Any], messages: list[Message]) -> Needs:
     """What the request (validated by ``parse_chat``) requires of the model that takes it."""
-    images = 0
-    texts: list[str] = []
+    images = chars = 0
+    tool_messages = False
     for message in messages:
-        texts.append(message_text(message))
-        if isinstance(message.content, list):
-            images += sum(1 for part in message.content if part.get("type") == "image_url")
-        calls = getattr(message, "tool_calls", None)
-        if calls:
-            texts.append(json.dumps(calls, ensure_ascii=False))
-    tools = bool(raw.get("tools") or raw.get("functions"))
+        content = message.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content:
+            chars += len(message_text(message))
+            images += sum(1 for part in content if part.get("type") == "image_url")
+        if message.role in ("tool", "function"):
+            tool_messages = True
+        if calls := getattr(message, "tool_calls", None):
+            chars += len(json.dumps(calls, ensure_ascii=False))
+    tools = raw.get("tools") or raw.get("functions")
     if tools:
-        texts.append(json.dumps(raw.get("tools") or raw.get("functions"), ensure_ascii=False))
+        chars += len(json.dumps(tools, ensure_ascii=False))
     response_format = raw.get("response_format")
     schema = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
-    text = "\n".join(texts)
     return Needs(
         vision=images > 0,
-        tools=tools or any(m.role in ("tool", "function") for m in messages),
+        tools=bool(tools) or tool_messages,
         json_schema=schema,
-        input_tokens=estimate_input_tokens(text) + images * IMAGE_TOKENS,
+        input_tokens=estimate_tokens_of_chars(chars) + images * IMAGE_TOKENS,
     )
 
 

@@ -10,7 +10,6 @@ Starlette closing its body (both are counted as client-aborted, status 499, in `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -36,27 +35,30 @@ class ClientGone(Exception):
     """The client disconnected before its reply was ready."""
 
 
-async def _until_disconnect(receive) -> None:
+async def _cancel_on_disconnect(receive, task: asyncio.Task, left: list[bool]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    left.append(True)
+    task.cancel()
 
 
 async def unless_client_leaves(receive, work: Awaitable[Any]) -> Any:
     """``work``'s result, or :class:`ClientGone` (with ``work`` cancelled) if the client leaves
-    first. Call only once the request body has been read."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_until_disconnect(receive))
+    first. Call only once the request body has been read (``receive`` then only reports the
+    disconnect)."""
+    left: list[bool] = []
+    current = asyncio.current_task()
+    assert current is not None
+    watch = asyncio.ensure_future(_cancel_on_disconnect(receive, current, left))
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if left:
+            current.uncancel()
+            raise ClientGone from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         watch.cancel()
-    if task.cancelled():
-        raise ClientGone
-    return task.result()
 
 
 #: Called with (pool model, usage) when a reply is complete, to charge and remember it.

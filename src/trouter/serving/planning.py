@@ -61,6 +61,10 @@ class Planner:
     #: the upstream guard's order: models in cooldown after the others
     in_service_first: Callable[[Sequence[str]], list[str]] = list
 
+    def __post_init__(self) -> None:
+        known = [c.max_input_tokens for c in self.capabilities.values() if c.max_input_tokens]
+        self._smallest_context = min(known, default=2**62)
+
     async def plan(
         self,
         req: ChatRequest,
@@ -97,11 +101,8 @@ class Planner:
         if budget is not None:
             tokens = self._tokens(raw, request_needs)
             capable = within_budget(capable, self.endpoints, tokens, budget, why)
-        session = Sessions.key(
-            client.name if client else "", headers.get(SESSION_HEADER), raw["messages"]
-        )
-        sticky = False
-        if headers.get(SESSION_HEADER) or in_tool_loop(req.messages):
+        session, sticky = self._session(req, raw, headers, client), False
+        if session is not None and (headers.get(SESSION_HEADER) or in_tool_loop(req.messages)):
             held = self.sessions.get(session)
             if held in capable:
                 capable.remove(held)
@@ -131,7 +132,21 @@ class Planner:
             )
         return max_cost(headers.get(MAX_COST_HEADER)), MAX_COST_HEADER
 
+    @staticmethod
+    def _session(req: ChatRequest, raw: dict, headers, client: ClientKey | None) -> tuple | None:
+        """The conversation's key where it matters: with a session header, or when tools are
+        offered (only then can a tool loop start or run)."""
+        header = headers.get(SESSION_HEADER)
+        if not header and not (raw.get("tools") or raw.get("functions")):
+            return None
+        return Sessions.key(client.name if client else "", header, raw["messages"])
+
     def _capable(self, ranking: list[str], request_needs: Needs) -> list[str]:
+        if (
+            not (request_needs.vision or request_needs.tools or request_needs.json_schema)
+            and request_needs.input_tokens <= self._smallest_context
+        ):
+            return ranking  # nothing to rule out (the common case: a short text request)
         reasons = {m: self.capabilities[m].refuses(request_needs) for m in ranking}
         capable = [m for m in ranking if reasons[m] is None]
         if not capable:

@@ -84,9 +84,9 @@ class TokenEstimate:
     output_tokens: int
 
 
-def estimate_input_tokens(text: str) -> int:
-    """A tokenizer-free estimate of a prompt's tokens."""
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+def estimate_tokens_of_chars(chars: int) -> int:
+    """A tokenizer-free estimate of the tokens in ``chars`` characters of prompt."""
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
 
 
 def estimate_tokens(raw: dict, input_tokens: int) -> TokenEstimate:
