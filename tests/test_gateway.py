@@ -161,6 +161,10 @@ def test_serve_refuses_a_public_host_without_keys(tmp_path, routerbench_router_d
     args = ["serve", "--model-dir", str(routerbench_router_dir), "--pool", str(pool)]
     result = CliRunner().invoke(cli_app, [*args, "--host", "0.0.0.0"], env={"TROUTER_API_KEYS": ""})
     assert result.exit_code == 2 and "--no-auth" in result.output
+    # with keys, listening on every interface still needs the host names clients use
+    keys = {"TROUTER_API_KEYS": "ops=trk-ops-0000000000000000"}
+    result = CliRunner().invoke(cli_app, [*args, "--host", "0.0.0.0"], env=keys)
+    assert result.exit_code == 2 and "--allowed-host" in result.output
 
 
 # -- policies ----------------------------------------------------------------------------

@@ -194,3 +194,14 @@ def test_an_oversized_pool_file_is_refused_before_parsing(tmp_path):
     with pytest.raises(PoolConfigError, match="bytes"):
         Pool.load(pool)
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_default_connection_cap_leaves_descriptors_free(monkeypatch):
+    """Under ``ulimit -n 180`` the proxy accepted until accept() failed, resetting clients
+    silently; the default cap now stays below the descriptor limit."""
+    from trouter.serving import limits
+
+    monkeypatch.setattr(limits.resource, "getrlimit", lambda _: (180, 4096))
+    assert limits.Limits().max_connections == 26  # (180 - 128 reserved) / 2
+    monkeypatch.setattr(limits.resource, "getrlimit", lambda _: (1_048_576, 1_048_576))
+    assert limits.Limits().max_connections == 1024
