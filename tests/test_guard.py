@@ -71,7 +71,8 @@ def test_evidence_folds_hold_out_whole_tasks_but_keep_their_shots(bench) -> None
 
 
 def test_guard_wearing_a_random_router_falls_back_to_best_single(bench) -> None:
-    guarded = make_router("guarded", seed=0, members="random", cells=4).fit(
+    # at 99% confidence: 3 scenarios x 4 cells of a 90% bound let chance through now and then
+    guarded = make_router("guarded", seed=0, members="random", cells=4, confidence=0.99).fit(
         bench["train"], bench["validation"]
     )
     best = make_router("best-single").fit(bench["train"], bench["validation"])
@@ -155,3 +156,35 @@ def test_new_task_decision_is_over_tasks_not_rows() -> None:
     assert decide(gains([0.03, 0.03, 0.03, -0.02]), tasks, -1, "in-domain", **settings) == 0
     two = tasks[:100]
     assert decide(gains([0.03, 0.03, 0.03, 0.03])[:100], two, -1, "new-task", **settings) == -1
+
+
+def test_the_served_guard_keeps_its_fallback_and_shows_real_utilities(bench, tmp_path) -> None:
+    """``trouter.load().route()`` (and so the proxy) must choose what the evaluation scored:
+    the guard's best-single fallback, named as the reason, with the router's own predicted
+    utilities on display (no bonus folded into them)."""
+    import trouter
+
+    # at 99% confidence: 3 scenarios x 4 cells of a 90% bound let chance through now and then
+    guarded = make_router("guarded", seed=0, members="random", cells=4, confidence=0.99).fit(
+        bench["train"], bench["validation"]
+    )
+    best = make_router("best-single").fit(bench["train"], bench["validation"])
+    service = trouter.load(guarded.save(tmp_path / "guarded"))
+    texts = list(_scorable(bench["test"]).texts)
+    for name, weights in SCENARIOS.items():
+        expected = [best.models_[i] for i in best.predict(texts).choose(weights)]
+        results = service.route(texts, scenario=name)
+        assert [r.model for r in results] == expected
+        for r in results:
+            assert r.reason == "guard: best-single in this cell"
+            for m in service.models:
+                shown = weights.performance * r.performance[m] + weights.cost * r.cost[m]
+                assert r.utility[m] == pytest.approx(shown) and -1 <= r.utility[m] <= 1
+
+
+def test_auto_encodes_a_query_once_with_the_static_encoder(bench) -> None:
+    auto = make_router("auto", seed=0, cells=2, folds=2, n_boot=50).fit(
+        bench["train"], bench["validation"]
+    )
+    assert auto.encoder == "static"
+    assert {member.encoder for member in auto._members} == {"static"}

@@ -90,8 +90,8 @@ def test_route_stdin_jsonl_and_text_lines_as_json(model_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     decisions = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["model"] for d in decisions] == ["mathstral", "coder"]
-    assert decisions[0]["task_type"].startswith("Mathematics")
-    assert {s["model"] for s in decisions[0]["scores"]} == {"mathstral", "coder", "big"}
+    assert set(decisions[0]["performance"]) == {"mathstral", "coder", "big"}
+    assert decisions[0]["policy"] == "weights(0.6,-0.4)"
     plain = run(["route", "--model-dir", str(model_dir), "--json"], input=UNSEEN_MATH + "\n")
     assert plain.exit_code == 0, plain.output
     assert json.loads(plain.stdout)["model"] == "mathstral"
@@ -107,6 +107,10 @@ def test_route_stdin_jsonl_and_text_lines_as_json(model_dir: Path) -> None:
         (["route"], b'{"question": "wrong key"}\n', 'expected {"query"'),
         (["route", "hi", "--scenario", "balanced", "--weights", "0.5:-0.5"], None, "not both"),
         (["route", "hi", "--weights", "lots"], None, "perf:cost"),
+        (["route", "hi", "--policy", "0.7:lots"], None, "0.7:-0.3"),
+        (["route", "hi", "--policy", "cheap"], None, "unknown scenario"),
+        (["route", "hi", "--policy", "balanced,cost-first"], None, "one policy"),
+        (["route", "hi", "--max-cost-usd", "-1"], None, "dollars"),
     ],
 )
 def test_route_bad_input_exits_2_with_message(model_dir, args, stdin, message) -> None:
@@ -135,3 +139,43 @@ def test_route_and_train_usage_errors(tmp_path: Path) -> None:
     bad = run(["train", "--router", "trouter", "--suite", "routerbench", "--out",
                str(tmp_path), "--param", "learning_rate=1"])  # fmt: skip
     assert bad.exit_code == 2 and "learning_rate" in bad.output
+
+
+def test_route_json_has_the_fields_of_route_result(model_dir: Path) -> None:
+    import dataclasses
+
+    import trouter
+    from trouter.serving.api import RouteResult
+
+    result = run(["route", UNSEEN_MATH, "--model-dir", str(model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.stdout)
+    assert list(decision) == [f.name for f in dataclasses.fields(RouteResult)]
+    python = trouter.load(model_dir).route(UNSEEN_MATH)
+    assert decision == json.loads(json.dumps(python.to_dict()))
+
+
+def test_route_takes_a_weights_policy_and_a_dollar_limit(model_dir: Path, tmp_path) -> None:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        "models:\n"
+        + "".join(
+            f"  - {{name: {m}, litellm_model: openai/{m}, input_price_per_mtok: {p}, "
+            f"output_price_per_mtok: {p}}}\n"
+            for m, p in (("mathstral", 1.0), ("coder", 1.0), ("big", 100.0))
+        )
+    )
+    args = ["route", UNSEEN_MATH, "--model-dir", str(model_dir), "--pool", str(pool), "--json"]
+    heavy = run([*args, "--policy", "1:-0.0"])
+    assert heavy.exit_code == 0, heavy.output
+    decision = json.loads(heavy.stdout)
+    assert decision["policy"] == "weights(1,-0)"
+    # the dearest model's predicted cost: its price x (tokens of the query + 256 out)
+    tokens = -(-len(UNSEEN_MATH) // 4)
+    assert decision["cost_usd"]["big"] == pytest.approx((tokens + 256) * 100.0 / 1e6)
+    limited = run([*args, "--policy", "1:-0.0", "--max-cost-usd", "0.001"])
+    assert limited.exit_code == 0, limited.output
+    capped = json.loads(limited.stdout)
+    assert "big" not in capped["ranking"] and capped["cost_usd"][capped["model"]] <= 0.001
+    none = run([*args, "--max-cost-usd", "0.00001"])
+    assert none.exit_code == 2 and "no served model fits max_cost_usd" in none.output

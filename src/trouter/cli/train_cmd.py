@@ -21,7 +21,6 @@ from trouter.encoders import unicode_problem
 #: Longest query passed to the encoder. MiniLM reads only its first 256 word pieces, so
 #: cutting a longer text changes nothing in the embedding; it only bounds tokeniser time.
 MAX_QUERY_CHARS = 100_000
-PREVIEW_CHARS = 200
 
 
 class InputError(ValueError):
@@ -130,88 +129,67 @@ def parse_stdin(raw: bytes) -> list[str]:
     return queries
 
 
-def resolve_weights(scenario: str | None, weights: str | None):
-    from trouter.evaluation.scenarios import SCENARIOS, Weights
+def resolve_route_policy(policy: str | None, weights: str | None, max_cost_usd: float | None):
+    """The :class:`~trouter.serving.api.Policy` of ``trouter route``: ``--policy`` (a scenario
+    name or perf:cost weights, as ``eval --scenario`` takes them) or ``--weights``, and an
+    optional ``--max-cost-usd``; bad values are a usage error naming the option."""
+    from trouter.evaluation.scenarios import SCENARIOS, resolve_scenarios
+    from trouter.serving.api import RoutingRequestError, resolve_policy
 
-    if scenario and weights:
-        raise typer.BadParameter("give --scenario or --weights, not both", param_hint="--weights")
-    if weights:
-        perf, sep, cost = weights.partition(":")
-        try:
-            pair = Weights(performance=float(perf), cost=float(cost))
-        except ValueError:
-            raise typer.BadParameter(
-                f"{weights!r} is not perf:cost (e.g. 0.7:-0.3)", param_hint="--weights"
-            ) from None
-        if not (math.isfinite(pair.performance) and math.isfinite(pair.cost)):
-            raise typer.BadParameter(
-                f"{weights!r}: both weights must be finite numbers (e.g. 0.7:-0.3)",
-                param_hint="--weights",
-            )
-        return f"{weights}", pair
-    name = scenario or "balanced"
-    if name not in SCENARIOS:
-        raise typer.BadParameter(
-            f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}",
-            param_hint="--scenario",
-        )
-    return name, SCENARIOS[name]
-
-
-def _route_records(router, queries: list[str], weights) -> list[dict[str, Any]]:
-    prediction = router.predict(queries)
-    utility = prediction.utility(weights)
-    chosen = prediction.choose(weights)
-    posterior = router.posterior(queries) if hasattr(router, "posterior") else None
-    records = []
-    for i, query in enumerate(queries):
-        record: dict[str, Any] = {
-            "index": i,
-            "query_preview": query[:PREVIEW_CHARS],
-            "model": prediction.models[chosen[i]],
-            "scores": [
-                {
-                    "model": name,
-                    "performance": round(float(prediction.performance[i, j]), 4),
-                    "cost": round(float(prediction.cost[i, j]), 4),
-                    "utility": round(float(utility[i, j]), 4),
-                }
-                for j, name in enumerate(prediction.models)
-            ],
-        }
-        if posterior is not None:
-            top = int(np.argmax(posterior[i]))
-            record["task_type"] = router.leaf_ids_[top]
-            record["task_probability"] = round(float(posterior[i, top]), 4)
-        records.append(record)
-    return records
+    if policy and weights:
+        raise typer.BadParameter("give --policy or --weights, not both", param_hint="--weights")
+    spec, hint = (weights, "--weights") if weights else (policy or "balanced", "--policy")
+    if weights and ":" not in weights:
+        raise typer.BadParameter(f"{weights!r} is not perf:cost (e.g. 0.7:-0.3)", param_hint=hint)
+    if "," in spec or spec == "all":
+        raise typer.BadParameter(f"route takes one policy, not {spec!r}", param_hint=hint)
+    try:
+        (chosen,) = resolve_scenarios(spec).values()
+        if spec in SCENARIOS:
+            return resolve_policy(scenario=spec, max_cost_usd=max_cost_usd)
+        if not (math.isfinite(chosen.performance) and math.isfinite(chosen.cost)):
+            raise ValueError(f"{spec!r}: both weights must be finite numbers (e.g. 0.7:-0.3)")
+        return resolve_policy(weights=chosen, max_cost_usd=max_cost_usd)
+    except RoutingRequestError as err:
+        raise typer.BadParameter(str(err), param_hint="--max-cost-usd") from None
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint=hint) from None
 
 
-def _print_table(record: dict[str, Any], label: str) -> None:
+def _print_table(index: int, result, task_type: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"query {record['index'] + 1}: {record['query_preview'][:60]!r} -> {record['model']}"
-    table = Table(title=title, caption=label)
-    for column in ("model", "pred. performance", "pred. norm. cost", "utility"):
-        if column == "model":
-            table.add_column(column, overflow="fold")  # model names are long; keep them whole
-        else:
-            table.add_column(column, justify="right")
-    for row in record["scores"]:
-        style = "bold green" if row["model"] == record["model"] else None
+    title = f"query {index + 1}: {result.query[:60]!r} -> {result.model}"
+    table = Table(title=title, caption=f"policy: {result.policy}")
+    table.add_column("model", overflow="fold")  # model names are long; keep them whole
+    for column in ("pred. performance", "pred. norm. cost", "pred. USD", "utility"):
+        table.add_column(column, justify="right")
+    for model in sorted(result.performance, key=lambda m: -result.utility.get(m, -math.inf)):
+        usd = result.cost_usd.get(model)
+        utility = result.utility.get(model)
         table.add_row(
-            row["model"],
-            f"{row['performance']:.3f}",
-            f"{row['cost']:.3f}",
-            f"{row['utility']:.3f}",
-            style=style,
+            model,
+            f"{result.performance[model]:.3f}",
+            f"{result.cost[model]:.3f}",
+            "n/a" if usd is None else f"{usd:.6f}",
+            "excluded" if utility is None else f"{utility:.3f}",
+            style="bold green" if model == result.model else None,
         )
     console = Console()
     console.print(table)
-    if "task_type" in record:
-        console.print(f"task type: {record['task_type']} (q = {record['task_probability']:.2f})")
-    console.print(f"chosen model: [bold]{record['model']}[/bold]")
+    if task_type is not None:
+        console.print(f"task type: {task_type}")
+    console.print(f"chosen model: [bold]{result.model}[/bold] ({result.reason})")
+
+
+def _task_types(router, queries: list[str]) -> list[str | None]:
+    """The trouter router's most likely task type per query (shown in tables only)."""
+    if not hasattr(router, "posterior"):
+        return [None] * len(queries)
+    posterior = router.posterior(queries)
+    tops = np.argmax(posterior, axis=1)
+    return [f"{router.leaf_ids_[t]} (q = {posterior[i, t]:.2f})" for i, t in enumerate(tops)]
 
 
 # ----- commands --------------------------------------------------------------------------
@@ -315,17 +293,39 @@ def register(app: typer.Typer) -> None:
             None, help="One or more queries; omit to read them from stdin (text lines or JSONL)."
         ),
         model_dir: Path = typer.Option(..., "--model-dir", help="A folder from `trouter train`."),
-        scenario: str | None = typer.Option(
-            None, "--scenario", help="performance-first, balanced (default) or cost-first."
+        policy: str | None = typer.Option(
+            None,
+            "--policy",
+            "--scenario",
+            help="performance-first, balanced (default), cost-first, or perf:cost weights "
+            "such as 0.7:-0.3.",
         ),
         weights: str | None = typer.Option(None, "--weights", help="perf:cost, e.g. 0.7:-0.3."),
-        as_json: bool = typer.Option(False, "--json", help="One JSON object per query."),
+        max_cost_usd: float | None = typer.Option(
+            None,
+            "--max-cost-usd",
+            help="Limit in US dollars on a call's predicted cost (input tokens estimated from "
+            "the query x pool prices, plus 256 completion tokens): the policy's best model "
+            "within it, exit 2 when none fits.",
+        ),
+        pool: Path | None = typer.Option(
+            None,
+            "--pool",
+            help="Pool YAML: route its models (routes_as) and price them; default: the "
+            "router's own models, priced from LiteLLM's price map.",
+        ),
+        as_json: bool = typer.Option(
+            False, "--json", help="One JSON object per query: the fields of RouteResult."
+        ),
     ) -> None:
-        """Route queries with a trained router: the chosen model and every model's scores."""
-        from trouter.routers.base import Router
+        """Route queries with a trained router: the chosen model, why, and every model's
+        predictions. Example: trouter route "Prove that sqrt(2) is irrational" --model-dir
+        router --policy 0.7:-0.3 --max-cost-usd 0.01"""
+        from trouter.llm.pool import PoolConfigError
         from trouter.routers.persistence import RouterFileError
+        from trouter.serving.api import PoolMismatchError, RoutingRequestError, load
 
-        label, chosen_weights = resolve_weights(scenario, weights)
+        chosen = resolve_route_policy(policy, weights, max_cost_usd)
         try:
             if query:
                 queries = [
@@ -340,17 +340,18 @@ def register(app: typer.Typer) -> None:
         except InputError as err:
             raise _fail(str(err), 2) from None
         try:
-            router = Router.load(model_dir)
-        except RouterFileError as err:  # names the damaged, missing or foreign file
+            service = load(model_dir, pool)
+        except (RouterFileError, PoolConfigError, PoolMismatchError) as err:
             raise _fail(str(err), 2) from None
-        records = _route_records(router, queries, chosen_weights)
-        for record in records:
-            if as_json:
-                typer.echo(json.dumps({**record, "weights": label}))
-            else:
-                _print_table(
-                    record,
-                    f"weights: {label} ({chosen_weights.performance:g} x "
-                    f"performance {chosen_weights.cost:+g} x cost)",
-                )
+        try:
+            results = service.route_batch(queries, chosen)
+        except RoutingRequestError as err:  # e.g. no model within --max-cost-usd
+            raise _fail(str(err), 2) from None
+        if as_json:
+            for result in results:
+                typer.echo(json.dumps(result.to_dict()))
+        else:
+            types = _task_types(service.router, queries)
+            for i, result in enumerate(results):
+                _print_table(i, result, types[i])
         sys.stdout.flush()

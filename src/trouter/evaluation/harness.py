@@ -33,7 +33,7 @@ from trouter.evaluation.folds import (  # noqa: F401  (re-exported: the harness'
     transfer_folds,
 )
 from trouter.evaluation.scenarios import Weights
-from trouter.routers.base import Prediction, make_router
+from trouter.routers.base import Prediction, Router, decide, make_router
 
 #: Routers that every experiment includes: the gap-closed metric is defined between them.
 BASELINES = ("oracle", "best-single")
@@ -59,6 +59,13 @@ def _align(prediction: Prediction, names: list[str], n: int, router: str) -> Pre
         raise ValueError(f"router {router!r}: {err} (the test pool)") from None
 
 
+def predict_test(router: Router, test: RoutingDataset) -> Prediction:
+    """A fitted router's prediction for the test rows, columns in the test pool's order
+    (what every metric of the harness is computed from, through :func:`decide`)."""
+    prediction = router.predict(test if router.needs_labels else list(test.texts))
+    return _align(prediction, test.model_names, len(test), router.name)
+
+
 def score_prediction(
     prediction: Prediction,
     test: RoutingDataset,
@@ -68,7 +75,7 @@ def score_prediction(
     """Metrics per scenario, the cost-quality curve, and the cost saved at X% of the quality
     of pool model ``top_model`` (empty without one) of one prediction on ``test``."""
     per_scenario = {
-        name: metrics.choice_metrics(test, prediction.choose(weights), weights)
+        name: metrics.choice_metrics(test, decide(prediction, weights).choice, weights)
         for name, weights in scenarios.items()
     }
     curve = metrics.cost_quality_curve(test, prediction.choose)
@@ -124,9 +131,8 @@ def evaluate_fold(
         start = time.perf_counter()
         router.fit(fold.train, fold.validation)
         fitted = time.perf_counter()
-        prediction = router.predict(test if router.needs_labels else list(test.texts))
+        aligned = predict_test(router, test)
         predicted = time.perf_counter()
-        aligned = _align(prediction, names, len(test), name)
         per_scenario, curve, saved = score_prediction(aligned, test, scenarios, top_model)
         results[name] = (per_scenario, curve, saved, fitted - start, predicted - fitted)
 

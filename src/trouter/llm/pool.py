@@ -10,11 +10,17 @@ and the Python API, so that every stage agrees on the model names a router was t
         api_key_env: OPENAI_API_KEY        # optional: the NAME of the variable with the key
         input_price_per_mtok: 0.15         # optional USD per million tokens; when absent,
         output_price_per_mtok: 0.60        #   LiteLLM's bundled price map is used
+        routes_as: gpt-4-1106-preview      # optional: the trained-router model it stands in for
 
 API keys are only ever read from the environment at call time; the file names the variable,
 so a pool file can be committed and shared. Unknown fields are rejected (a typo in a price
 field would otherwise silently fall back to the price map), and every error names the file,
-the model and the field.
+the model and the field. A model with no price, or with only one of its two prices and no
+entry in the price map for the other, is unpriced: its cost is unknown (None), never $0, and
+:meth:`Pool.price_warnings` names it.
+
+``routes_as`` lets a router trained on a public suite (whose models are that suite's) route a
+current pool: the router's predictions for the named model decide for this one.
 """
 
 from __future__ import annotations
@@ -112,8 +118,9 @@ class ModelEndpoint(BaseModel):
     api_key_env: str | None = None
     input_price_per_mtok: float | None = Field(default=None, ge=0)
     output_price_per_mtok: float | None = Field(default=None, ge=0)
+    routes_as: str | None = Field(default=None, min_length=1)
     capabilities: Capabilities | None = None
-    _price_source: Literal["pool", "litellm", "unknown"] = PrivateAttr(default="unknown")
+    _price_source: Literal["pool", "litellm", "partial", "unknown"] = PrivateAttr(default="unknown")
 
     @field_validator("api_key_env")
     @classmethod
@@ -134,7 +141,7 @@ class ModelEndpoint(BaseModel):
         found = lookup_price(self.litellm_model)
         if found is None:
             if self.input_price_per_mtok is not None or self.output_price_per_mtok is not None:
-                self._price_source = "pool"  # one explicit price; the other counts as 0
+                self._price_source = "partial"  # one explicit price, the other unknown
             return
         # frozen model: set the computed defaults through object.__setattr__
         if self.input_price_per_mtok is None:
@@ -145,20 +152,40 @@ class ModelEndpoint(BaseModel):
 
     @property
     def price_source(self) -> str:
-        """``pool`` (explicit in the file), ``litellm`` (price map) or ``unknown``."""
+        """``pool`` (explicit in the file), ``litellm`` (price map), ``partial`` (one of the
+        two prices only) or ``unknown``."""
         return self._price_source
 
     @property
     def priced(self) -> bool:
-        return self._price_source != "unknown"
+        """Both prices known (a missing one never counts as $0)."""
+        return self._price_source in ("pool", "litellm")
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
-        """USD for a call with these token counts; None when the model has no known price."""
+    @property
+    def missing_prices(self) -> list[str]:
+        """``input`` / ``output``: the prices this model lacks."""
+        return [
+            side
+            for side, value in (
+                ("input", self.input_price_per_mtok),
+                ("output", self.output_price_per_mtok),
+            )
+            if value is None
+        ]
+
+    @property
+    def prices(self) -> tuple[float, float] | None:
+        """(input, output) USD per million tokens, or None unless both are known."""
         if not self.priced:
             return None
-        tin = self.input_price_per_mtok or 0.0
-        tout = self.output_price_per_mtok or 0.0
-        return (input_tokens * tin + output_tokens * tout) / 1e6
+        return float(self.input_price_per_mtok), float(self.output_price_per_mtok)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        """USD for a call with these token counts; None when a price is unknown."""
+        prices = self.prices
+        if prices is None:
+            return None
+        return (input_tokens * prices[0] + output_tokens * prices[1]) / 1e6
 
     def api_key(self) -> str:
         """The key from ``api_key_env`` (read now, never stored), or a dummy when none is named."""
@@ -209,6 +236,21 @@ class Pool(BaseModel):
         raise KeyError(f"model {name!r} is not in the pool{where}; pool models: {self.names}")
 
     get = endpoint  # alias used by the synthesis commands
+
+    def unpriced(self) -> dict[str, list[str]]:
+        """{model: the prices it lacks} for every model whose cost cannot be computed."""
+        return {m.name: m.missing_prices for m in self.models if m.missing_prices}
+
+    def price_warnings(self) -> list[str]:
+        """One line per model whose calls cannot be priced (its cost is unknown, not $0)."""
+        where = f" in {self.source}" if self.source else ""
+        return [
+            f"pool model {name!r}{where} has no {' and no '.join(sides)} price "
+            f"(input_price_per_mtok / output_price_per_mtok) and LiteLLM's price map does not "
+            f"list {self.endpoint(name).litellm_model!r}: its cost is unknown, not $0; "
+            "USD budgets leave it out and cost metrics do not count it"
+            for name, sides in self.unpriced().items()
+        ]
 
     def __contains__(self, name: object) -> bool:
         return any(m.name == name for m in self.models)
@@ -270,7 +312,7 @@ class Pool(BaseModel):
             raise PoolConfigError(str(err)) from None
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nested too deeply
             raise PoolConfigError(f"{path} is not valid YAML: {err}") from None
         return cls.from_dict(data, source=str(path))
 

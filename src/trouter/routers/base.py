@@ -58,70 +58,149 @@ def query_texts(queries: Queries) -> list[str]:
     return list(queries)
 
 
-#: Utility bonus that makes an overriding choice win the argmax (utilities lie in [-1, 1]).
-OVERRIDE_BONUS = 10.0
+#: The reason given when the predicted utility decides.
+UTILITY_REASON = "highest predicted utility"
+
+
+@dataclass(frozen=True)
+class Forced:
+    """A router's own choice per query, and why: ``index`` points into the prediction's
+    ``override_models`` (-1 = the predicted utility decides); ``reasons`` has one entry per
+    query (ignored where ``index`` is -1)."""
+
+    index: np.ndarray
+    reasons: Sequence[str]
+
+    def take(self, rows: np.ndarray) -> Forced:
+        return Forced(self.index[rows], [self.reasons[i] for i in np.atleast_1d(rows)])
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chosen column per query (into ``Prediction.models``) and the reason for each."""
+
+    choice: np.ndarray
+    reasons: list[str]
 
 
 @dataclass
 class Prediction:
     """Predicted performance in [0, 1] and normalised cost in [0, 1], shape (queries, models).
 
-    ``override`` (optional) maps weights to a forced model per query: an index into
-    ``override_models``, or -1 where the predicted utility decides. Guarded routers use it,
-    because whether the learned predictions may be trusted in a cell depends on the weights.
+    ``override`` (optional) maps weights to a :class:`Forced` choice per query. Guarded
+    routers use it, because whether the learned predictions may be trusted in a cell depends
+    on the weights. The predicted numbers stay the router's real predictions; :func:`decide`
+    applies the override and names it as the reason.
     """
 
     models: list[str]
     performance: np.ndarray
     cost: np.ndarray
-    override: Callable[[Weights], np.ndarray] | None = field(default=None, repr=False)
+    override: Callable[[Weights], Forced] | None = field(default=None, repr=False)
     override_models: list[str] | None = None
+    _forced: dict[tuple[float, float], Forced] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def utility(self, weights: Weights) -> np.ndarray:
-        utility = weights.utility(self.performance, self.cost)
+        """Predicted utility per query and model (the override plays no part in it)."""
+        return weights.utility(self.performance, self.cost)
+
+    def forced(self, weights: Weights) -> Forced | None:
+        """The override's choice for ``weights``, computed once per weights."""
         if self.override is None:
-            return utility
-        forced = np.asarray(self.override(weights), dtype=int)
-        rows = np.flatnonzero(forced >= 0)
-        if len(rows):
-            column = {name: j for j, name in enumerate(self.models)}
-            names = self.override_models or self.models
-            cols = np.array([column[names[k]] for k in forced[rows]], dtype=int)
-            utility = utility.copy()
-            utility[rows, cols] += OVERRIDE_BONUS
-        return utility
+            return None
+        key = (float(weights.performance), float(weights.cost))
+        if key not in self._forced:
+            self._forced[key] = self.override(weights)
+        return self._forced[key]
 
     def reorder(self, names: Sequence[str]) -> Prediction:
-        """The same prediction with its columns in the order of ``names``."""
+        """The same prediction with its columns in the order of ``names`` (a subset of the
+        models is allowed; the override keeps pointing at its own model list)."""
+        if list(names) == self.models:
+            return self
         missing = [name for name in names if name not in self.models]
         if missing:
             raise ValueError(f"the prediction has no scores for models {missing}")
         cols = [self.models.index(name) for name in names]
-        override_models = self.override_models or list(self.models)
+        has_override = self.override is not None
         return Prediction(
             list(names),
             np.asarray(self.performance)[:, cols],
             np.asarray(self.cost)[:, cols],
-            self.override,
-            override_models if self.override is not None else None,
+            self.forced if has_override else None,
+            (self.override_models or list(self.models)) if has_override else None,
+        )
+
+    def rows(self, index: int | slice | np.ndarray) -> Prediction:
+        """The prediction of some queries only (the override is sliced alike)."""
+        rows = np.arange(len(self.performance))[index]
+        rows = np.atleast_1d(rows)
+        override = None
+        if self.override is not None:
+
+            def override(weights: Weights, parent: Prediction = self) -> Forced:
+                return parent.forced(weights).take(rows)
+
+        return Prediction(
+            list(self.models),
+            np.asarray(self.performance)[rows],
+            np.asarray(self.cost)[rows],
+            override,
+            self.override_models,
         )
 
     def choose(self, weights: Weights) -> np.ndarray:
-        """Index of the highest-utility model per query (ties go to the cheaper model).
+        """Index of the chosen model per query: :func:`decide`'s choice."""
+        return decide(self, weights).choice
 
-        A model whose predicted utility is not finite (NaN: nothing was ever observed for
-        it) is never chosen; a query with no finite utility at all is a ValueError.
-        """
-        utility = self.utility(weights) - 1e-9 * np.nan_to_num(self.cost)
-        known = np.isfinite(utility)
-        if utility.size and not known.any(axis=1).all():
-            row = int(np.flatnonzero(~known.any(axis=1))[0])
-            raise ValueError(
-                f"no model has a finite predicted utility for query {row} (predicted "
-                f"performance {self.performance[row].tolist()}); the router has no usable "
-                "prediction for it"
-            )
-        return np.argmax(np.where(known, utility, -np.inf), axis=1)
+
+def decide(prediction: Prediction, weights: Weights, allowed: np.ndarray | None = None) -> Decision:
+    """The one routing decision: evaluation, ``trouter route``, the Python API and the proxy
+    all choose through it.
+
+    Per query, the router's override where it gives one (and the forced model is present and
+    ``allowed``), else the highest predicted utility among the ``allowed`` models (ties go to
+    the cheaper model). A model whose predicted utility is not finite (NaN: nothing was ever
+    observed for it) is never chosen; a query left with no candidate is a ValueError.
+    """
+    perf, cost = np.asarray(prediction.performance), np.asarray(prediction.cost)
+    nan_cost = np.isnan(cost)
+    # ties go to the cheaper model (np.nan_to_num costs more than routing one query)
+    utility = weights.utility(perf, cost) - 1e-9 * (np.where(nan_cost, 0.0, cost)
+                                                   if nan_cost.any() else cost)  # fmt: skip
+    known = np.isfinite(utility)
+    if allowed is not None:
+        known &= allowed
+    n = len(utility)
+    choice = np.argmax(np.where(known, utility, -np.inf), axis=1) if n else np.zeros(0, int)
+    reasons = [UTILITY_REASON] * n
+    settled = np.zeros(n, dtype=bool)
+    forced = prediction.forced(weights)
+    if forced is not None and n:
+        names = prediction.override_models or prediction.models
+        column = {name: j for j, name in enumerate(prediction.models)}
+        to_column = np.array([column.get(name, -1) for name in names] + [-1])
+        index = np.asarray(forced.index, dtype=int)
+        cols = to_column[np.where(index >= 0, index, -1)]
+        settled = cols >= 0
+        if allowed is not None:
+            settled &= allowed[np.arange(n), np.maximum(cols, 0)]
+        choice = np.where(settled, cols, choice)
+        reasons = [forced.reasons[i] if ok else UTILITY_REASON for i, ok in
+                   enumerate(settled.tolist())]  # fmt: skip
+    empty = ~settled & ~known.any(axis=1) if n else settled
+    if empty.any():
+        row = int(np.flatnonzero(empty)[0])
+        if allowed is not None and np.isfinite(utility[row]).any():
+            raise ValueError(f"no allowed model for query {row}")
+        raise ValueError(
+            f"no model has a finite predicted utility for query {row} (predicted "
+            f"performance {perf[row].tolist()}); the router has no usable "
+            "prediction for it"
+        )
+    return Decision(choice, reasons)
 
 
 class Router(ABC):
@@ -157,7 +236,7 @@ class Router(ABC):
 
     def route(self, queries: Queries, weights: Weights) -> list[str]:
         prediction = self.predict(queries)
-        return [prediction.models[i] for i in prediction.choose(weights)]
+        return [prediction.models[i] for i in decide(prediction, weights).choice]
 
     # ----- persistence (see trouter.routers.persistence: safetensors + JSON, no pickle) ----
     def get_state(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from trouter.data.dataset import RoutingDataset
 from trouter.evaluation.scenarios import Weights
-from trouter.routers.base import Prediction, Queries, Router, make_router, register
+from trouter.routers.base import Forced, Prediction, Queries, Router, make_router, register
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.guard_evidence import (
     decide,
@@ -70,6 +70,9 @@ class GuardedRouter(Router):
 
     deployment_aware = True
     default_members = "knn"
+    #: With one fast encoder for cells and members, routing a query takes well under 1 ms
+    #: (scripts/bench_route.py); MiniLM alone takes about 10 ms a query.
+    default_encoder = "static"
 
     def __init__(
         self,
@@ -92,7 +95,9 @@ class GuardedRouter(Router):
         super().__init__(
             seed=seed,
             members=",".join(names),
-            member_params=dict(member_params or {}),
+            # None: every member encodes with the guard's own encoder, so a query is encoded
+            # once (routers saved before this record {}: each member's default encoder)
+            member_params=None if member_params is None else dict(member_params),
             cells=int(cells),
             folds=int(folds),
             shot_folds=int(shot_folds),
@@ -120,7 +125,9 @@ class GuardedRouter(Router):
         self._cache: dict[tuple[float, float], np.ndarray] = {}
 
     def _member(self, name: str) -> Router:
-        router = make_router(name, seed=self.seed, **self.params["member_params"].get(name, {}))
+        given = self.params["member_params"]
+        own = dict(given.get(name, {})) if given is not None else {"encoder": self.encoder}
+        router = make_router(name, seed=self.seed, **own)
         if router.needs_labels:
             raise ValueError(f"router {name!r} reads test labels and cannot be a guard member")
         return router
@@ -297,7 +304,9 @@ class GuardedRouter(Router):
             else np.zeros(len(texts), dtype=int)
         )
 
-        def override(weights: Weights) -> np.ndarray:
+        names = self.candidate_names
+
+        def override(weights: Weights) -> Forced:
             decision = self.decisions(weights)[cells]
             chosen = np.full(
                 len(texts),
@@ -308,8 +317,11 @@ class GuardedRouter(Router):
                 chosen[rows] = utility_choice(
                     candidates[c][0][rows], candidates[c][1][rows], weights
                 )
-            return chosen
+            reason = {c: f"guard: {names[c] if c >= 0 else 'best-single'} in this cell"
+                      for c in np.unique(decision).tolist()}  # fmt: skip
+            return Forced(chosen, [reason[c] for c in decision.tolist()])
 
+        # shown: the last candidate's predictions (the stack or the mean with several members)
         shown_perf, shown_cost = candidates[-1]
         return Prediction(list(models), np.asarray(shown_perf), np.asarray(shown_cost), override,
                           list(models))  # fmt: skip

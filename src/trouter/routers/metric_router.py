@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from trouter.data.dataset import RoutingDataset
+from trouter.encoders import get_encoder
 from trouter.routers.base import Prediction, Queries, Router, query_texts, register
 from trouter.routers.tuning import (
     Candidate,
@@ -30,7 +31,7 @@ from trouter.routers.tuning import (
     tuning_table,
     validation_loss,
 )
-from trouter.taxonomy.assign import leaf_similarity, soft_assignment
+from trouter.taxonomy.assign import anchor_embeddings, leaf_similarity, soft_assignment
 from trouter.taxonomy.model import Taxonomy
 
 ASSIGNMENTS = ("soft", "top1")
@@ -144,8 +145,8 @@ class MetricRouter(Router):
         self.taxonomy_ = self._taxonomy()
         self.leaf_ids_ = self.taxonomy_.leaf_ids()
         fit_rows, val_rows = tuning_split(train, validation, self.seed)
-        fit_sim = leaf_similarity(self.taxonomy_, fit_rows.texts)
-        val_sim = leaf_similarity(self.taxonomy_, val_rows.texts)
+        fit_sim = self._similarity(fit_rows.texts)
+        val_sim = self._similarity(val_rows.texts)
         values, mask = targets(fit_rows)
         m = len(fit_rows.models)
         candidates = []
@@ -190,8 +191,21 @@ class MetricRouter(Router):
     def assign(self, texts: Sequence[str]) -> np.ndarray:
         """(n, K) leaf weights of queries, with the assignment mode chosen in ``fit``."""
         self._require_fitted()
-        similarity = leaf_similarity(self.taxonomy_, list(texts))
+        similarity = self._similarity(list(texts))
         return assignment_weights(similarity, self.assignment_, self.temperature_)
+
+    def _similarity(self, texts: Sequence[str]) -> np.ndarray:
+        """Leaf similarity in this router's encoder space; the taxonomy's anchors are encoded
+        once per taxonomy and encoder object, not per call (hundreds of texts: most of a
+        query's routing time). Keyed by the encoder's type too: a load-time check may route
+        through a stand-in encoder."""
+        key = (id(self.taxonomy_), type(get_encoder(self.encoder)))
+        cache = self.__dict__.setdefault("_anchors", {})
+        if key not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            cache[key] = (self.taxonomy_, anchor_embeddings(self.taxonomy_, self.encoder))
+        return leaf_similarity(self.taxonomy_, list(texts), self.encoder, cache[key][1])
 
     def leaf_table(self) -> list[dict[str, object]]:
         """Per leaf: training rows reaching it and the predicted metrics per model."""

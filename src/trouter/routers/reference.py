@@ -3,6 +3,8 @@ dataset-oracle (the best model per task in hindsight)."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from trouter.data.dataset import RoutingDataset
@@ -62,8 +64,11 @@ class RandomRouter(Router):
     def predict(self, queries: Queries) -> Prediction:
         models = self._require_fitted()
         texts = query_texts(queries)
-        rng = np.random.default_rng(self.seed)
-        scores = rng.random((len(texts), len(models)))
+        # one generator per text: a query's pick must not depend on its batch neighbours
+        keys = [zlib.crc32(t.encode(errors="surrogatepass")) for t in texts]
+        scores = np.array(
+            [np.random.default_rng([self.seed, key]).random(len(models)) for key in keys]
+        ).reshape(len(texts), len(models))
         # Utility is then (w_perf - w_cost) * score + w_cost: increasing in the score for any
         # weights that value performance or saving cost, so argmax is a uniform random pick.
         return Prediction(models, scores, 1.0 - scores)

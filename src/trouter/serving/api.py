@@ -1,19 +1,23 @@
 """Route queries with a trained router: ``trouter.load(DIR)`` returns a :class:`RoutingService`.
 
 The service wraps a saved router (``Router.save(dir)``) and answers "which pool model should
-take this query?" under a *policy*:
+take this query?" under a *policy*: a named scenario (``"balanced"``, ``"cost-first"``,
+``"performance-first"``) or explicit :class:`Weights` (or a ``(w_perf, w_cost)`` tuple),
+optionally with a dollar limit ``max_cost_usd`` on the predicted cost of the call.
 
-* a named scenario (``"balanced"``, ``"cost-first"``, ``"performance-first"``), or explicit
-  :class:`Weights` (or a ``(w_perf, w_cost)`` tuple): pick the highest predicted utility
-  ``w_perf * perf_hat + w_cost * cost_hat``;
-* a ``budget`` on predicted *normalised* cost (in [0, 1], where 0 is the cheapest and 1 the
-  most expensive call seen in training): pick the model with the best predicted performance
-  among those whose predicted normalised cost is <= budget; when none fits, the cheapest
-  predicted model is chosen (a budget is a preference, not a reason to fail a request).
+Every choice is made by :func:`trouter.routers.base.decide`, the same function the evaluation
+harness, ``trouter route`` and the proxy use, so a guarded router's fallback to best-single
+holds everywhere. Each result names the reason for its choice, the predicted performance,
+normalised cost and utility of every served model (the router's real predictions), the
+predicted cost in USD (input tokens estimated from the text x pool prices, plus
+``output_tokens`` completion tokens), and the ranking the proxy uses as its fallback order.
 
-Every result carries the full ranking of the served models, best first, which the proxy uses
-as its fallback order when an upstream call fails. Lists of queries are routed with a single
-``predict`` call (one encoder batch), so batch routing is much faster than a loop.
+``max_normalised_cost`` (formerly ``budget``) is the older limit on predicted *normalised*
+cost in [0, 1]; it picks the best predicted performance within it and the cheapest model
+when none fits.
+
+A pool model may stand in for a model the router was trained on (``routes_as`` in the pool
+file): the router's predictions for that model route it, and results name the pool model.
 
 New query texts are encoded without being added to the encoder's disk cache: a server would
 otherwise write a cache shard and keep a vector in memory for every request it ever sees.
@@ -21,8 +25,9 @@ otherwise write a cache shard and keep a vector in memory for every request it e
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,15 +42,39 @@ from trouter.encoders import (
     get_encoder,
     unicode_problem,
 )
-from trouter.evaluation.scenarios import SCENARIOS, Weights
+from trouter.evaluation.scenarios import Weights
 from trouter.routers.base import Prediction, Router
+from trouter.serving.ranking import (
+    CHARS_PER_TOKEN,
+    DEFAULT_OUTPUT_TOKENS,
+    BudgetError,
+    Policy,
+    RoutingRequestError,
+    estimate_input_tokens,
+    rank_models,
+    resolve_policy,
+)
 
 if TYPE_CHECKING:
     from trouter.llm.pool import Pool
 
+log = logging.getLogger("trouter.serving")
 
-class RoutingRequestError(ValueError):
-    """A routing call that cannot be answered: empty query, unknown scenario, bad budget."""
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "DEFAULT_OUTPUT_TOKENS",
+    "BudgetError",
+    "Policy",
+    "PoolMismatchError",
+    "RouteResult",
+    "RoutingRequestError",
+    "RoutingService",
+    "estimate_input_tokens",
+    "load",
+    "match_pool",
+    "rank_models",
+    "resolve_policy",
+]
 
 
 class PoolMismatchError(ValueError):
@@ -53,28 +82,25 @@ class PoolMismatchError(ValueError):
 
 
 @dataclass(frozen=True)
-class Policy:
-    """How a query's model is chosen: utility under ``weights``, or best within ``budget``."""
-
-    name: str
-    weights: Weights | None = None
-    budget: float | None = None
-
-
-@dataclass(frozen=True)
 class RouteResult:
     """The routing decision for one query, with everything it was based on.
 
-    ``utility`` holds the score the policy maximises: the weighted utility for scenarios and
-    weights; under a budget, the predicted performance of the models within the budget (models
-    over budget are absent). ``ranking`` lists every served model, best first.
+    ``model`` is the pool model to call (``routes_as``: the trained model whose predictions
+    it was routed by); ``reason`` says why it was chosen. ``performance``, ``cost``
+    (normalised, in [0, 1]) and ``utility`` are the router's predictions per served model;
+    ``cost_usd`` the predicted USD of the call per model with known prices. Models a limit
+    excludes are absent from ``utility`` and ``ranking``; ``ranking`` lists the models the
+    policy allows, best first (under ``max_normalised_cost``, then the rest cheapest first).
     """
 
     query: str
     model: str
+    routes_as: str
+    reason: str
     policy: str
     performance: dict[str, float]
     cost: dict[str, float]
+    cost_usd: dict[str, float]
     utility: dict[str, float]
     ranking: tuple[str, ...]
 
@@ -82,77 +108,14 @@ class RouteResult:
         return asdict(self)
 
 
-def resolve_policy(
-    scenario: str | None = None,
-    weights: Weights | tuple[float, float] | None = None,
-    budget: float | None = None,
-) -> Policy:
-    """Turn the three mutually exclusive ways of stating a preference into one :class:`Policy`.
-
-    With none given the policy is the ``balanced`` scenario.
-    """
-    given = [
-        label
-        for label, v in (("scenario", scenario), ("weights", weights), ("budget", budget))
-        if v is not None
-    ]
-    if len(given) > 1:
-        raise RoutingRequestError(f"give only one of scenario, weights or budget (got {given})")
-    if budget is not None:
-        if isinstance(budget, bool) or not isinstance(budget, int | float) or math.isnan(budget):
-            raise RoutingRequestError(f"budget must be a number, got {budget!r}")
-        if budget < 0:
-            raise RoutingRequestError(
-                f"budget is a predicted normalised cost in [0, 1]; got {budget}"
-            )
-        return Policy(name=f"budget<={budget:g}", budget=float(budget))
-    if weights is not None:
-        if not isinstance(weights, Weights):
-            try:
-                perf, cost = (float(w) for w in weights)
-            except (TypeError, ValueError) as err:
-                raise RoutingRequestError(
-                    f"weights must be Weights or a (w_perf, w_cost) pair, got {weights!r}"
-                ) from err
-            weights = Weights(performance=perf, cost=cost)
-        if not all(math.isfinite(w) for w in (weights.performance, weights.cost)):
-            raise RoutingRequestError(f"weights must be finite numbers, got {weights}")
-        return Policy(name=f"weights({weights.performance:g},{weights.cost:g})", weights=weights)
-    name = "balanced" if scenario is None else scenario
-    if name not in SCENARIOS:
-        raise RoutingRequestError(
-            f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}, "
-            "or pass weights=(w_perf, w_cost) or budget=<normalised cost>"
-        )
-    return Policy(name=name, weights=SCENARIOS[name])
-
-
-def rank_models(prediction: Prediction, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: model indices best first, and the policy's score matrix (NaN = not eligible).
-
-    Ties go to the cheaper model, as in :meth:`Prediction.choose`.
-    """
-    perf, cost = prediction.performance, prediction.cost
-    if np.isnan(perf).any():
-        perf = np.nan_to_num(perf, nan=-np.inf)
-    if np.isnan(cost).any():
-        cost = np.nan_to_num(cost, nan=np.inf)
-    if policy.budget is None:
-        assert policy.weights is not None
-        score = policy.weights.utility(perf, cost)
-        return np.lexsort((cost, -score), axis=-1), score
-    within = cost <= policy.budget
-    score = np.where(within, perf, np.nan)
-    # Within budget by performance (best first, cheaper on ties), then the rest cheapest first.
-    primary = np.where(within, -perf, np.inf)
-    return np.lexsort((cost, primary), axis=-1), score
-
-
 class RoutingService:
     """A trained router restricted to the models that are actually served.
 
     ``models`` (default: all the router's models) must be a non-empty subset of the router's
-    models; predictions for other models are dropped before ranking.
+    models; predictions for other models are dropped before ranking. ``names`` maps a
+    trained model to the pool model that serves it (``routes_as``); results name the pool
+    model. ``prices`` holds (input, output) USD per million tokens per served model (None
+    where unknown); without it the price map of LiteLLM is asked for the trained names.
     """
 
     def __init__(
@@ -161,19 +124,36 @@ class RoutingService:
         models: Sequence[str] | None = None,
         source: Path | None = None,
         cache_new_queries: bool = False,
+        names: Mapping[str, str] | None = None,
+        prices: Mapping[str, tuple[float, float] | None] | None = None,
+        output_tokens: int = DEFAULT_OUTPUT_TOKENS,
     ) -> None:
         trained = router._require_fitted()
         self.router = router
         self.source = source
-        self.models: list[str] = list(trained if models is None else models)
-        unknown = [m for m in self.models if m not in trained]
-        if unknown or not self.models:
+        self.router_models: list[str] = list(trained if models is None else models)
+        unknown = [m for m in self.router_models if m not in trained]
+        if unknown or not self.router_models:
             raise PoolMismatchError(
                 f"cannot serve models {unknown or '(none)'}: the router"
                 f"{f' in {source}' if source else ''} was trained on {trained}"
             )
-        self._columns = np.array([trained.index(m) for m in self.models])
+        names = dict(names or {})
+        #: The served (pool) names, in the order of ``router_models``.
+        self.models: list[str] = [names.get(m, m) for m in self.router_models]
+        if len(set(self.models)) != len(self.models):
+            raise PoolMismatchError(f"two trained models map to one pool model: {names}")
+        self._served_name = dict(zip(self.router_models, self.models, strict=True))
+        self._routes_as = dict(zip(self.models, self.router_models, strict=True))
         self.cache_new_queries = cache_new_queries
+        self.output_tokens = int(output_tokens)
+        if prices is None:
+            from trouter.llm.pool import lookup_price
+
+            prices = {served: lookup_price(m) for m, served in self._served_name.items()}
+        self._prices = np.array(
+            [prices.get(name) or (np.nan, np.nan) for name in self.models], dtype=float
+        ).reshape(len(self.models), 2)
 
     @property
     def router_name(self) -> str:
@@ -188,33 +168,67 @@ class RoutingService:
         """True when encoding a query costs well under a millisecond (the static encoder)."""
         return self.router.encoder == "static"
 
+    def routes_as(self, model: str) -> str:
+        """The trained model whose predictions route served model ``model``."""
+        return self._routes_as[model]
+
     def query_cache(self) -> QueryCache:
         """The bounded LRU that holds embeddings of recently routed query texts."""
         return get_encoder(self.router.encoder).queries
 
     def predict(self, queries: Sequence[str]) -> Prediction:
-        """Predicted performance and normalised cost for the served models (one batch)."""
+        """Predicted performance and normalised cost for the served models (one batch),
+        columns named by the served names; a guarded router's override is kept."""
         texts = [check_query(q) for q in queries]
         encoder = get_encoder(self.router.encoder)
         scope = nullcontext() if self.cache_new_queries else encoder.transient()
         with scope:
             raw = self.router.predict(texts)
-        cols = [raw.models.index(m) for m in self.models]
-        return Prediction(list(self.models), raw.performance[:, cols], raw.cost[:, cols])
+        served = raw.reorder(self.router_models)
+        override_models = None
+        if served.override is not None:
+            override_models = [
+                self._served_name.get(m, f"{m} (not served)") for m in served.override_models
+            ]
+        return Prediction(
+            list(self.models), served.performance, served.cost, served.override, override_models
+        )
+
+    def predicted_cost_usd(
+        self, queries: Sequence[str], output_tokens: int | None = None
+    ) -> np.ndarray:
+        """Predicted USD per query and served model (NaN where the price is unknown)."""
+        tokens_in = np.array([estimate_input_tokens(q) for q in queries], dtype=float)
+        tokens_out = self.output_tokens if output_tokens is None else output_tokens
+        return (tokens_in[:, None] * self._prices[:, 0] + tokens_out * self._prices[:, 1]) / 1e6
 
     def route(
         self,
         query: str | Sequence[str],
         scenario: str | None = None,
         weights: Weights | tuple[float, float] | None = None,
+        max_cost_usd: float | None = None,
+        max_normalised_cost: float | None = None,
         budget: float | None = None,
     ) -> RouteResult | list[RouteResult]:
         """Route one query (returns a :class:`RouteResult`) or a list (returns a list).
 
-        State the preference as a ``scenario`` name, ``weights``, or a ``budget`` on predicted
-        normalised cost; the default is the ``balanced`` scenario.
+        State the preference as a ``scenario`` name or ``weights`` (default: ``balanced``),
+        optionally with ``max_cost_usd``, a limit in dollars on the predicted cost of the
+        call (:class:`BudgetError` when no served model fits). ``budget`` is the deprecated
+        name of ``max_normalised_cost``.
         """
-        policy = resolve_policy(scenario, weights, budget)
+        if budget is not None:
+            warnings.warn(
+                "route(budget=...) is a limit on predicted *normalised* cost in [0, 1], not "
+                "dollars; it is renamed max_normalised_cost. For dollars use max_cost_usd",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if max_normalised_cost is not None:
+                raise RoutingRequestError("give budget or max_normalised_cost, not both")
+            max_normalised_cost = budget
+        policy = resolve_policy(scenario, weights, max_normalised_cost, max_cost_usd)
         single = isinstance(query, str)
         queries = [query] if single else list(query)
         results = self.route_batch(queries, policy)
@@ -230,26 +244,35 @@ class RoutingService:
         self, queries: Sequence[str], prediction: Prediction, policy: Policy
     ) -> list[RouteResult]:
         """Rank the models of an existing prediction (one row per query) under ``policy``."""
-        order, score = rank_models(prediction, policy)
+        usd = self.predicted_cost_usd(queries)
+        order, score, reasons = rank_models(prediction, policy, usd)
         names = self.models
+        limited = policy.max_cost_usd is not None
         # whole matrices to Python lists once: per-row numpy calls cost more than routing
         rows = zip(
             order.tolist(),
+            reasons,
             _rows_as_dicts(names, prediction.performance),
             _rows_as_dicts(names, prediction.cost),
+            _rows_as_dicts(names, usd),
             _rows_as_dicts(names, score),
             strict=True,
         )
         results = []
-        for query, (ranks, performance, cost, utility) in zip(queries, rows, strict=True):
-            ranking = tuple(map(names.__getitem__, ranks))
+        for query, (ranks, reason, performance, cost, cost_usd, utility) in zip(
+            queries, rows, strict=True
+        ):
+            ranking = tuple(names[i] for i in ranks if not limited or names[i] in utility)
             results.append(
                 RouteResult(
                     query=query,
                     model=ranking[0],
+                    routes_as=self._routes_as[ranking[0]],
+                    reason=reason,
                     policy=policy.name,
                     performance=performance,
                     cost=cost,
+                    cost_usd=cost_usd,
                     utility=utility,
                     ranking=ranking,
                 )
@@ -284,29 +307,61 @@ def _rows_as_dicts(names: list[str], values: np.ndarray) -> list[dict[str, float
 
 def match_pool(
     router_models: Sequence[str],
-    pool_models: Sequence[str],
+    pool_models: Sequence[str] | Mapping[str, str],
     allow_partial: bool = False,
     where: str = "",
-) -> list[str]:
-    """The router's models that the pool serves, or a :class:`PoolMismatchError`.
+) -> dict[str, str]:
+    """{trained model: pool model} for the router's models that the pool serves, or a
+    :class:`PoolMismatchError`.
 
-    A pool may hold more models than the router knows (they stay reachable by name in the
-    proxy, but are never chosen by routing: the router has no prediction for them). A router
-    model the pool lacks is refused, because routing would pick a model nobody can call, unless
-    ``allow_partial`` is set, in which case routing is restricted to the models both have.
+    ``pool_models`` is a list of pool names, or {pool name: the trained model it routes as}.
+    A pool model the router has no prediction for is refused: routing could never choose it,
+    and a user who listed it expects it to be routed. A router model the pool lacks is
+    refused too, because routing would pick a model nobody can call, unless
+    ``allow_partial`` is set or the pool maps its models explicitly (``routes_as``): then
+    routing is restricted to the models both have.
     """
-    missing = [m for m in router_models if m not in pool_models]
-    served = [m for m in router_models if m in pool_models]
-    if missing and (not allow_partial or not served):
+    explicit = isinstance(pool_models, Mapping) and any(
+        pool != trained for pool, trained in pool_models.items()
+    )
+    stands_for = dict(pool_models) if isinstance(pool_models, Mapping) else {}
+    stands_for = {name: stands_for.get(name, name) for name in pool_models}
+    known = set(router_models)
+    unknown = [name for name, trained in stands_for.items() if trained not in known]
+    if unknown:
+        raise PoolMismatchError(
+            f"the router{where} has no predictions for pool model(s) "
+            + ", ".join(_describe_unknown(name, stands_for[name]) for name in unknown)
+            + f".\n  router models: {list(router_models)}\nGive each pool model the trained "
+            "model it stands in for (routes_as: <router model> in the pool file), or leave "
+            "it out of the pool."
+        )
+    by_trained: dict[str, list[str]] = {}
+    for name, trained in stands_for.items():
+        by_trained.setdefault(trained, []).append(name)
+    shared = {trained: names for trained, names in by_trained.items() if len(names) > 1}
+    if shared:
+        raise PoolMismatchError(
+            f"pool models {shared} route as the same trained model{where}: the router could "
+            "not tell them apart; give each its own routes_as"
+        )
+    missing = [m for m in router_models if m not in by_trained]
+    served = {m: by_trained[m][0] for m in router_models if m in by_trained}
+    if missing and (not (allow_partial or explicit) or not served):
         hint = "" if served else " (no model in common)"
         raise PoolMismatchError(
             f"the pool does not serve {len(missing)} of the router's models{hint}{where}: "
             f"missing {missing}.\n  router models: {list(router_models)}\n"
-            f"  pool models:   {list(pool_models)}\n"
-            "Add them to the pool, or allow routing among the common models only "
+            f"  pool models:   {list(stands_for)}\n"
+            "Add them to the pool, map pool models onto them (routes_as: <router model>), "
+            "or allow routing among the common models only "
             "(allow_partial_pool=True / --allow-partial-pool)."
         )
     return served
+
+
+def _describe_unknown(name: str, trained: str) -> str:
+    return repr(name) if trained == name else f"{name!r} (routes_as {trained!r})"
 
 
 def load(
@@ -314,11 +369,15 @@ def load(
     pool: Pool | str | Path | None = None,
     allow_partial_pool: bool = False,
     encoder: str | None = None,
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS,
 ) -> RoutingService:
     """Load a trained router directory; with ``pool``, check the pool can serve its models.
 
     ``encoder``, when given, must be the encoder the router was trained with: its predictions
     are a function of that encoder's vectors, and another encoder's are meaningless to it.
+    With a pool, results name the pool's models (see ``routes_as``) and USD costs come from
+    its prices; a model with no price or only one of its two is logged as a warning and has
+    no predicted USD cost (never $0).
     """
     path = Path(model_dir)
     router = Router.load(path)
@@ -328,12 +387,23 @@ def load(
             f"the router in {path} was trained with the {router.encoder!r} encoder and cannot "
             f"serve with {encoder!r}; retrain it with --param encoder={encoder}"
         )
-    models = None
-    if pool is not None:
-        if not hasattr(pool, "models"):
-            from trouter.llm.pool import Pool
+    if pool is None:
+        return RoutingService(router, source=path, output_tokens=output_tokens)
+    if not hasattr(pool, "models"):
+        from trouter.llm.pool import Pool
 
-            pool = Pool.load(pool)
-        where = f" (router {path}, pool {getattr(pool, 'source', None) or 'given'})"
-        models = match_pool(trained, [m.name for m in pool.models], allow_partial_pool, where)
-    return RoutingService(router, models=models, source=path)
+        pool = Pool.load(pool)
+    where = f" (router {path}, pool {getattr(pool, 'source', None) or 'given'})"
+    stands_for = {m.name: m.routes_as or m.name for m in pool.models}
+    served = match_pool(trained, stands_for, allow_partial_pool, where)
+    for warning in pool.price_warnings():
+        log.warning("%s", warning)
+    prices = {m.name: m.prices for m in pool.models}
+    return RoutingService(
+        router,
+        models=list(served),
+        source=path,
+        names=served,
+        prices=prices,
+        output_tokens=output_tokens,
+    )

@@ -74,11 +74,7 @@ class RouteBatcher:
             if self.after_batch is not None:
                 self.after_batch()
             for i, (query, policy, future) in enumerate(batch):
-                row = Prediction(
-                    prediction.models,
-                    prediction.performance[i : i + 1],
-                    prediction.cost[i : i + 1],
-                )
+                row = prediction.rows(slice(i, i + 1))  # keeps a guard's override
                 self._settle(
                     future, lambda q=query, r=row, p=policy: self.service.results([q], r, p)
                 )

@@ -139,6 +139,14 @@ class ProxyMetrics:
             ["client"],
             registry=r,
         )
+        self.unpriced = Gauge(
+            "trouter_pool_model_unpriced",
+            "1 per pool model whose calls cannot be priced (missing: input, output or both "
+            "prices); its cost is unknown and not counted, never $0.",
+            ["model", "missing"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self._seen = (0, 0)
 
     def record_answer(self, policy: str, model: str, routed: bool) -> None:

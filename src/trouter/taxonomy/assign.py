@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trouter.encoders import get_encoder
+from trouter.encoders import LEGACY_ENCODER, get_encoder
 from trouter.taxonomy.model import Taxonomy
 
 
@@ -30,21 +30,27 @@ def leaf_embeddings(taxonomy: Taxonomy) -> np.ndarray:
     return get_encoder().encode([leaf.profile_text() for leaf in taxonomy.leaves()])
 
 
-def anchor_embeddings(taxonomy: Taxonomy) -> np.ndarray:
-    """(3, K, 384): profile text, difficulty example and subcategory example of each leaf."""
+def anchor_embeddings(taxonomy: Taxonomy, encoder: str = LEGACY_ENCODER) -> np.ndarray:
+    """(3, K, D): profile text, difficulty example and subcategory example of each leaf."""
     leaves = taxonomy.leaves()
     texts = [leaf.profile_text() for leaf in leaves]
     texts += [leaf.path[2].example for leaf in leaves]
     texts += [leaf.path[1].example for leaf in leaves]
-    return get_encoder().encode(texts).reshape(3, len(leaves), -1)
+    return get_encoder(encoder).encode(texts).reshape(3, len(leaves), -1)
 
 
-def leaf_similarity(taxonomy: Taxonomy, texts: Sequence[str]) -> np.ndarray:
-    """(n, K) mean cosine similarity of each query with each leaf's three anchors."""
+def leaf_similarity(
+    taxonomy: Taxonomy,
+    texts: Sequence[str],
+    encoder: str = LEGACY_ENCODER,
+    anchors: np.ndarray | None = None,
+) -> np.ndarray:
+    """(n, K) mean cosine similarity of each query with each leaf's three anchors
+    (``anchors``: :func:`anchor_embeddings` of the same taxonomy and encoder, if at hand)."""
     if isinstance(texts, str):
         raise TypeError("pass a list of query texts, not a single string")
-    queries = get_encoder().encode(list(texts))
-    anchors = anchor_embeddings(taxonomy)
+    queries = get_encoder(encoder).encode(list(texts))
+    anchors = anchor_embeddings(taxonomy, encoder) if anchors is None else anchors
     if len(queries) == 0:
         return np.zeros((0, anchors.shape[1]))
     return np.einsum("nd,akd->nk", queries, anchors).astype(float) / len(anchors)
