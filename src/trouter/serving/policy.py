@@ -9,12 +9,16 @@ cost of the call: a token estimate of the request times the pool's prices.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
-from trouter.evaluation.scenarios import SCENARIOS
+from trouter.evaluation.scenarios import SCENARIOS, resolve_scenarios
 from trouter.llm.pool import ModelEndpoint
-from trouter.serving.api import Policy, RoutingRequestError, resolve_policy
+from trouter.serving.ranking import (
+    CHARS_PER_TOKEN,
+    DEFAULT_OUTPUT_TOKENS,
+    Policy,
+    resolve_policy,
+)
 from trouter.serving.requests import ProxyError, invalid
 
 PREFIX = "trouter-"
@@ -27,29 +31,35 @@ POLICY_MODELS = {
 assert set(POLICY_MODELS.values()) == set(SCENARIOS)
 POLICY_HEADER = "x-trouter-policy"
 MAX_COST_HEADER = "x-trouter-max-cost-usd"
-#: Completion tokens assumed for a call's predicted cost when the request sets no cap.
-DEFAULT_OUTPUT_TOKENS = 256
-#: Characters per token of the input estimate (English prose and code average about 4).
-CHARS_PER_TOKEN = 4
-_WEIGHTS = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*:\s*([-+]?\d+(?:\.\d+)?)\s*$")
 
 
 def parse_policy(text: str) -> Policy:
-    """A scenario name or ``<w_perf>:<w_cost>`` weights; 400 otherwise."""
-    weights = _WEIGHTS.match(text)
+    """One scenario name or one ``<w_perf>:<w_cost>`` pair (``trouter eval``'s spelling);
+    400 otherwise."""
+    spec = text.strip()
     try:
-        if weights:
-            return resolve_policy(weights=(float(weights[1]), float(weights[2])))
-        return resolve_policy(scenario=text.strip())
-    except RoutingRequestError as err:
-        raise invalid(f"{err}; or weights as <w_perf>:<w_cost>", "invalid_policy") from err
+        chosen = resolve_scenarios(spec)
+        if spec == "all" or len(chosen) != 1:
+            raise ValueError(f"give one scenario or one <w_perf>:<w_cost> pair, not {spec!r}")
+        ((name, weights),) = chosen.items()
+        if name in SCENARIOS:
+            return resolve_policy(scenario=name)
+        return resolve_policy(weights=(weights.performance, weights.cost))
+    except ValueError as err:  # RoutingRequestError included
+        raise invalid(f"policy {spec[:60]!r}: {err}", "invalid_policy") from err
 
 
 def is_policy_model(model: str) -> bool:
     """True for the model names that route (``trouter``, ``trouter-<scenario>``, weights)."""
     if model == DEFAULT_MODEL or model in POLICY_MODELS:
         return True
-    return model.startswith(PREFIX) and bool(_WEIGHTS.match(model[len(PREFIX) :]))
+    if not model.startswith(PREFIX) or ":" not in model:
+        return False
+    try:
+        parse_policy(model[len(PREFIX) :])
+    except ProxyError:
+        return False
+    return True
 
 
 def request_policy(model: str, header: str | None, key_policy: str | None) -> Policy:
@@ -85,7 +95,8 @@ class TokenEstimate:
 
 
 def estimate_tokens_of_chars(chars: int) -> int:
-    """A tokenizer-free estimate of the tokens in ``chars`` characters of prompt."""
+    """The routing API's tokenizer-free estimate (``ranking.estimate_input_tokens``) for
+    ``chars`` characters of prompt, without joining the conversation into one string."""
     return max(1, math.ceil(chars / CHARS_PER_TOKEN))
 
 
