@@ -87,3 +87,48 @@ def test_a_model_that_cannot_answer_stops_the_run_before_any_stage(standin) -> N
     ):
         check_completions(pool)
     assert standin.calls["good"] == 2 and standin.calls["broken"] == 2  # no cache, one retry
+
+
+def test_a_failing_pool_model_is_one_paragraph_and_leaves_no_call_unawaited(
+    standin,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The generator fails for good in the first stage: exit 2 with one paragraph, and the
+    next leaf starts no call that the ending run would abandon half-made (LiteLLM's
+    'coroutine ... was never awaited' warning)."""
+    import gc
+    import warnings
+
+    import yaml
+
+    from trouter.local import experiment
+
+    generator = "smollm2-135m-instruct"
+    monkeypatch.setitem(
+        experiment.SIZES,
+        "tiny",
+        experiment.Size(2, 2, 2, 2, 2, (0,), models=(generator,), generator=generator),
+    )
+    pool = tmp_path / "pool.yaml"
+    entry = {
+        "name": generator,
+        "litellm_model": f"openai/{generator}",
+        "api_base": standin.base_url,
+    }
+    pool.write_text(yaml.safe_dump({"models": [entry]}))
+    standin.fail_next(100, status=401)  # not retried, and no schema-less second try
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(
+            app,
+            ["experiment", "local-cold-start", "--size", "tiny", "--pool", str(pool),
+             "--out", str(out)],
+        )  # fmt: skip
+        gc.collect()
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and f"{generator}: auth" in result.output
+    assert standin.total_calls == 1  # the second leaf started no call
+    unawaited = [w for w in caught if "was never awaited" in str(w.message)]
+    assert not unawaited

@@ -100,9 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.extra_bufts == "auto":
         enabled, why = extra_bufts_choice()
-    else:
-        enabled, why = args.extra_bufts == "1", "--extra-bufts"
-    print(f"trouter: use_extra_bufts={int(enabled)} ({why})", flush=True)
+        print(f"trouter: use_extra_bufts={int(enabled)} ({why})", flush=True)
+    else:  # trouter.local.server decided, and wrote why into the log
+        enabled = args.extra_bufts == "1"
 
     import uvicorn
     from llama_cpp.server.app import create_app

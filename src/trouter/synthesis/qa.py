@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +149,10 @@ async def asynthesize_qa(
     scales = difficulty_scales(taxonomy)
     generator = getattr(generator_endpoint, "name", str(generator_endpoint))
     slots = asyncio.Semaphore(concurrency)
+    # Set when a leaf fails for good: the others then start no new call. A call started
+    # after the failure would be cancelled when the run ends, and a LiteLLM call cancelled
+    # before its request is sent leaves a never-awaited coroutine (a RuntimeWarning).
+    failed = asyncio.Event()
 
     async def one_leaf(leaf: Leaf) -> LeafReport:
         kept = list(existing.get(leaf.id, []))
@@ -158,7 +162,7 @@ async def asynthesize_qa(
         barren = 0  # calls in a row that kept nothing
         spec = spec_for(leaf) if spec_for else PLAIN_SPEC
         async with slots:
-            while len(kept) < per_leaf and counter.calls < max_calls:
+            while len(kept) < per_leaf and counter.calls < max_calls and not failed.is_set():
                 if stall_calls is not None and barren >= stall_calls:
                     break
                 barren += 1
@@ -209,7 +213,7 @@ async def asynthesize_qa(
                     barren = 0
                     vectors = vector[None, :] if not len(vectors) else np.vstack([vectors, vector])
         report.kept = len(kept)
-        if report.kept < per_leaf:
+        if report.kept < per_leaf and not failed.is_set():
             report.gave_up = True
             progress.note(
                 f"leaf {leaf.id!r}: gave up with {report.kept}/{per_leaf} questions after "
@@ -222,8 +226,16 @@ async def asynthesize_qa(
     # one_leaf reads `existing` and writes through `writer`, both bound here under the lock
     with _locked_output(out_path, progress) as (existing, writer, torn):
         progress.stage("leaves", len(leaves))
-        reports = await asyncio.gather(*(one_leaf(leaf) for leaf in leaves))
+        reports = await asyncio.gather(*(_flag_failure(one_leaf(leaf), failed) for leaf in leaves))
     return QAReport(out_path=out_path, leaves=list(reports), repaired_tail=torn)
+
+
+async def _flag_failure(work: Awaitable[LeafReport], failed: asyncio.Event) -> LeafReport:
+    try:
+        return await work
+    except Exception:
+        failed.set()
+        raise
 
 
 @contextmanager
