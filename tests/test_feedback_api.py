@@ -218,3 +218,27 @@ def test_replies_describe_themselves(fold) -> None:
     assert response_headers(response_fields("r", None, "m", "p", None)).keys() == {
         "x-trouter-request-id", "x-trouter-model", "x-trouter-policy", "x-trouter-exploration"
     }  # fmt: skip
+
+
+def test_serving_and_logging_an_online_router_write_no_embedding_shards(fold, tmp_path) -> None:
+    """Each new query used to leave a cache shard on disk (and its vector in memory for
+    good): the online router's guarded choice encodes again while the models are ranked,
+    outside the service's transient scope. The decision log's features must not either."""
+    from pathlib import Path
+
+    from trouter.encoders import get_encoder
+
+    base = make_router("knn", k=5, encoder="static").fit(fold.train)
+    router = OnlineRouter.around(base, fold.train)
+    service = RoutingService(router, prices={m: None for m in router.models_})
+    encoder = get_encoder(router.encoder)
+    shards = lambda: len(list(Path(encoder.cache_path).glob("*.npz")))  # noqa: E731
+    before = shards()
+    loop = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 'e.db'}"), service)
+    for i in range(10):
+        result = service.route(f"{fold.test.texts[i]} (asked again, {time.time()})")
+        loop.record(f"e{i}", result, result.model, result.query, None, None, 1.0)
+    loop.close()
+    assert shards() == before
+    assert loop.store.decision("e9").features["prior_performance"]
+    loop.store.close()

@@ -180,9 +180,7 @@ class RoutingService:
         """Predicted performance and normalised cost for the served models (one batch),
         columns named by the served names; a guarded router's override is kept."""
         texts = [check_query(q) for q in queries]
-        encoder = get_encoder(self.router.encoder)
-        scope = nullcontext() if self.cache_new_queries else encoder.transient()
-        with scope:
+        with self._encoding():
             raw = self.router.predict(texts)
         served = raw.reorder(self.router_models)
         override_models = None
@@ -193,6 +191,11 @@ class RoutingService:
         return Prediction(
             list(self.models), served.performance, served.cost, served.override, override_models
         )
+
+    def _encoding(self):
+        """New query texts go to the bounded query LRU, not to a cache shard on disk."""
+        encoder = get_encoder(self.router.encoder)
+        return nullcontext() if self.cache_new_queries else encoder.transient()
 
     def predicted_cost_usd(
         self, queries: Sequence[str], output_tokens: int | None = None
@@ -245,7 +248,8 @@ class RoutingService:
     ) -> list[RouteResult]:
         """Rank the models of an existing prediction (one row per query) under ``policy``."""
         usd = self.predicted_cost_usd(queries)
-        order, score, reasons = rank_models(prediction, policy, usd)
+        with self._encoding():  # an override (the online router's) may encode again
+            order, score, reasons = rank_models(prediction, policy, usd)
         names = self.models
         limited = policy.max_cost_usd is not None
         # whole matrices to Python lists once: per-row numpy calls cost more than routing

@@ -28,6 +28,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from trouter.config import TrouterError
+from trouter.encoders import get_encoder
 from trouter.routers.online import OnlineRouter
 from trouter.serving.api import RouteResult
 from trouter.store import Decision, DecisionLog, Feedback, Store, StoreUnavailable
@@ -259,7 +260,10 @@ class FeedbackLoop:
     def _prepare(self, items: list[Item]) -> None:
         """The online router's prior and cell of each logged query (writer thread)."""
         router: OnlineRouter = self.service.router
-        feats = router.features([text for _, text in items])
+        # as the service routes: embeddings from (and into) the bounded query LRU, never a
+        # cache shard on disk per logged batch
+        with get_encoder(router.encoder).transient():
+            feats = router.features([text for _, text in items])
         models = list(router.models_)
         # 6 decimals: far below any score's noise, and short JSON (float repr dominates)
         perf, cost = np.round(feats["performance"], 6).tolist(), np.round(feats["cost"], 6).tolist()
