@@ -1,0 +1,161 @@
+"""The proxy with and without its feedback loop, in one run (a benchmark, not a test).
+
+One ``online`` router (base: kNN, k=20, static encoder, fitted on 300 RouterBench training
+rows, as ``bench_serving.py`` fits its kNN) is served twice, each proxy in its own process
+against the same asyncio loopback upstream: ``plain`` (``--model-dir``), and ``learning``
+(``--store sqlite:///... --learn``: every routed decision logged, feedback folded). For each
+concurrency the same GSM8K questions go through both (alternating which goes first);
+reported per proxy: throughput, p50, errors and CPU ms per request (from /proc). Then one
+feedback post per logged request goes to the learning proxy, and its CPU per post and the
+events it folded are reported.
+
+Usage: ``python scripts/bench_feedback_proxy.py [--levels 1,50,200] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_stack import (  # noqa: E402
+    chat_bodies,
+    cpu_s,
+    gsm8k_questions,
+    machine,
+    run_load,
+    start_proxy,
+    start_upstream,
+    stop,
+    write_pool,
+    write_record,
+)
+
+
+def online_dir(workdir: Path) -> tuple[Path, list[str]]:
+    import numpy as np
+
+    from trouter.data.suites import load_suite
+    from trouter.routers.base import make_router
+    from trouter.routers.online import OnlineRouter
+
+    train = load_suite("routerbench").split("train")
+    rows = np.sort(np.random.default_rng(0).choice(len(train), 300, replace=False))
+    subset = train.subset(rows)
+    base = make_router("knn", k=20, weighting="uniform", encoder="static").fit(subset)
+    router = OnlineRouter.around(base, subset)
+    return router.save(workdir / "online"), list(router.models_)
+
+
+async def _post_all(url: str, bodies: list[dict], concurrency: int) -> dict[int, int]:
+    import aiohttp
+
+    codes: dict[int, int] = {}
+    gate = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+
+        async def one(body: dict) -> None:
+            async with gate, session.post(url, json=body) as reply:
+                await reply.read()
+                codes[reply.status] = codes.get(reply.status, 0) + 1
+
+        await asyncio.gather(*(one(b) for b in bodies))
+    return codes
+
+
+def metric(base: str, name: str) -> float:
+    import httpx
+
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--levels", default="1,50,200")
+    parser.add_argument("--requests", type=int, default=600, help="Per level and proxy.")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    record = {"machine": machine(), "upstream_latency_ms": args.latency_ms, "levels": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model_dir, models = online_dir(workdir)
+        upstream, upstream_base = start_upstream(workdir, args.latency_ms)
+        pool = write_pool(workdir / "pool.yaml", models, upstream_base)
+        store = f"sqlite:///{workdir / 'store.db'}"
+        proxies = {
+            "plain": start_proxy(model_dir, pool, workdir),
+            "learning": start_proxy(model_dir, pool, workdir, "--store", store, "--learn"),
+        }
+        try:
+            questions = gsm8k_questions("train", 7000)
+            for _, base in proxies.values():
+                run_load(f"{base}/v1/chat/completions", chat_bodies(questions[:200], "trouter"), 50)
+            cursor = 200
+            for i, level in enumerate(int(x) for x in args.levels.split(",")):
+                texts = questions[cursor : cursor + args.requests]
+                cursor += args.requests
+                row: dict = {"concurrency": level, "requests": len(texts)}
+                order = list(proxies) if i % 2 == 0 else list(reversed(proxies))
+                for name in order:
+                    process, base = proxies[name]
+                    c0 = cpu_s(process.pid)
+                    bodies = chat_bodies(texts, "trouter-balanced")
+                    result = run_load(f"{base}/v1/chat/completions", bodies, level).summary()
+                    result["cpu_ms_per_request"] = round(
+                        (cpu_s(process.pid) - c0) * 1000 / len(texts), 3
+                    )
+                    row[name] = result
+                row["throughput_ratio"] = round(
+                    row["learning"]["throughput_rps"] / row["plain"]["throughput_rps"], 3
+                )
+                row["added_cpu_ms_per_request"] = round(
+                    row["learning"]["cpu_ms_per_request"] - row["plain"]["cpu_ms_per_request"], 3
+                )
+                record["levels"].append(row)
+                print(json.dumps(row), flush=True)
+            record["feedback"] = feedback_phase(proxies["learning"], store)
+            print(json.dumps(record["feedback"]), flush=True)
+        finally:
+            for process, _ in proxies.values():
+                stop(process)
+            stop(upstream)
+    write_record(record, args.json)
+
+
+def feedback_phase(proxy, store_url: str) -> dict:
+    from trouter.store import Store
+
+    process, base = proxy
+    time.sleep(1.0)  # the log's last batch
+    store = Store.open(store_url)
+    ids = [r[0] for r in store.backend.fetchall("SELECT request_id FROM decisions")]
+    store.close()
+    bodies = [{"request_id": rid, "score": (i % 5) / 4} for i, rid in enumerate(ids)]
+    c0, t0 = cpu_s(process.pid), time.perf_counter()
+    codes = asyncio.run(_post_all(f"{base}/v1/feedback", bodies, 20))
+    wall = time.perf_counter() - t0
+    deadline = time.time() + 30
+    while metric(base, "trouter_learned_events_total") < len(ids) and time.time() < deadline:
+        time.sleep(0.2)
+    return {
+        "posts": len(bodies),
+        "status_codes": codes,
+        "posts_per_s": round(len(bodies) / wall, 1),
+        "cpu_ms_per_post": round((cpu_s(process.pid) - c0) * 1000 / max(len(bodies), 1), 3),
+        "events_folded": metric(base, "trouter_learned_events_total"),
+        "log_dropped": metric(base, "trouter_decision_log_dropped_total"),
+        "log_written": metric(base, "trouter_decision_log_written_total"),
+    }
+
+
+if __name__ == "__main__":
+    main()
