@@ -242,3 +242,27 @@ def test_serving_and_logging_an_online_router_write_no_embedding_shards(fold, tm
     assert shards() == before
     assert loop.store.decision("e9").features["prior_performance"]
     loop.store.close()
+
+
+def test_a_row_committed_below_the_watermark_is_still_folded(fold, tmp_path) -> None:
+    """PostgreSQL numbers rows at insert and commits them in any order: row 5 may become
+    visible after rows 6..10 were folded. The fold re-reads behind its watermark."""
+    store = Store.open(f"sqlite:///{tmp_path / 'w.db'}")
+    loop = FeedbackLoop(store, _service(fold), learn=True)  # not started: folds by hand
+    texts = fold.test.texts
+    for i in range(10):
+        _route(loop, texts[i], f"w{i}")
+    assert loop.log.wait_written("w9", 5)
+    insert = (
+        "INSERT INTO feedback (seq, event_id, request_id, score, source, created_at, "
+        "expires_at) VALUES (?, ?, ?, 1.0, 'user', ?, ?)"
+    )
+    now = time.time()
+    for i in [*range(1, 5), *range(6, 11)]:
+        loop.store.backend.execute(insert, (i, f"w{i - 1}", f"w{i - 1}", now, now + 60))
+    loop.learner.fold()
+    assert loop.learner.applied == 9
+    loop.store.backend.execute(insert, (5, "w4", "w4", now, now + 60))  # the late commit
+    assert loop.learner.fold() == 1 and loop.learner.applied == 10
+    loop.close()
+    store.close()

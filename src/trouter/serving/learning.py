@@ -38,8 +38,9 @@ log = logging.getLogger("trouter.serving")
 
 REQUEST_ID_HEADER = "x-trouter-request-id"
 MAX_REQUEST_ID = 128
-#: Seconds each fold re-reads behind its watermark (late commits, clocks of other hosts).
-FOLD_LOOKBACK_S = 60.0
+#: Rows each fold re-reads behind its watermark: PostgreSQL hands out row numbers at insert
+#: and commits them in any order, so a row may appear below rows already read.
+FOLD_LOOKBACK_ROWS = 1000
 
 
 #: Tokens of the typical call that turns per-token prices into the price prior's cost.
@@ -303,7 +304,7 @@ class Learner:
     def __init__(self, store: Store, service, metrics: LoopMetrics, interval_s: float) -> None:
         self.store, self.service, self.metrics = store, service, metrics
         self.interval_s = float(interval_s)
-        self.watermark = 0.0
+        self.watermark = {"served": 0, "label": 0}
         self.applied = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -335,11 +336,15 @@ class Learner:
 
     def fold(self) -> int:
         """Apply the events not applied yet; how many were new."""
-        since = max(0.0, self.watermark - FOLD_LOOKBACK_S)
-        events = self.store.served_events(since) + self.store.label_events(since)
+        mark = self.watermark
+        served = self.store.served_events(max(0, mark["served"] - FOLD_LOOKBACK_ROWS))
+        labels = self.store.label_events(max(0, mark["label"] - FOLD_LOOKBACK_ROWS))
+        events = served + labels
         if not events:
             return 0
-        self.watermark = max(self.watermark, max(e["received_at"] for e in events))
+        for kind, found in (("served", served), ("label", labels)):
+            if found:
+                mark[kind] = max(mark[kind], found[-1]["seq"])
         before = len(self.router.seen_ids_)
         self.router.partial_fit(self._as_router_events(events))
         new = len(self.router.seen_ids_) - before

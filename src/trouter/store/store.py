@@ -170,18 +170,20 @@ class Store:
         )
         return "accepted" if changed else "duplicate"
 
-    def served_events(self, since: float = 0.0) -> list[dict[str, Any]]:
+    def served_events(self, after_seq: int = 0) -> list[dict[str, Any]]:
         """Feedback joined with its decision, as the online router's ``served`` events
-        (see :meth:`trouter.routers.online.OnlineRouter.partial_fit`), oldest first."""
+        (see :meth:`trouter.routers.online.OnlineRouter.partial_fit`), in insertion order
+        after row ``after_seq``; each carries its row number as ``seq``."""
         rows = self.backend.fetchall(
             "SELECT f.event_id, f.score, f.source, f.created_at, d.model, d.cell, d.features, "
-            "d.created_at, d.request_id FROM feedback f JOIN decisions d "
-            "ON d.request_id = f.request_id WHERE f.created_at >= ? ORDER BY f.created_at",
-            (since,),
+            "d.created_at, d.request_id, f.seq FROM feedback f JOIN decisions d "
+            "ON d.request_id = f.request_id WHERE f.seq > ? ORDER BY f.seq",
+            (after_seq,),
         )
         events = []
-        for event_id, score, source, received, model, cell, features, decided, rid in rows:
+        for event_id, score, source, received, model, cell, features, decided, rid, seq in rows:
             event = {
+                "seq": seq,
                 "id": f"fb:{event_id}",
                 "kind": "served",
                 "t": decided / 3600.0,
@@ -238,16 +240,17 @@ class Store:
         )
         return bool(changed)
 
-    def label_events(self, since: float = 0.0) -> list[dict[str, Any]]:
-        """Background labels with their decision's features, as ``label`` events."""
+    def label_events(self, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Background labels with their decision's features, as ``label`` events, after
+        row ``after_seq`` (labels without a logged decision are left out)."""
         rows = self.backend.fetchall(
-            "SELECT l.event_id, l.scores, l.costs, l.created_at, d.cell, d.features "
+            "SELECT l.event_id, l.scores, l.costs, l.created_at, d.cell, d.features, l.seq "
             "FROM labels l LEFT JOIN decisions d ON d.request_id = l.request_id "
-            "WHERE l.created_at >= ? ORDER BY l.created_at",
-            (since,),
+            "WHERE l.seq > ? ORDER BY l.seq",
+            (after_seq,),
         )
         events = []
-        for event_id, scores, costs, created, cell, features in rows:
+        for event_id, scores, costs, created, cell, features, seq in rows:
             if features is None:
                 continue  # without the decision's features a label cannot be placed
             feats = json.loads(features)
@@ -262,6 +265,7 @@ class Store:
                     "prior_cost": feats["prior_cost"],
                     "cell": int(cell or 0),
                     "received_at": created,
+                    "seq": seq,
                 }
             )
         return events
