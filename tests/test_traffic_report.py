@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from trouter.cli import app
 from trouter.data.suites import load_suite
-from trouter.store import Decision, Store
+from trouter.store import Decision, Feedback, Store
 from trouter.store.traffic import parse_span, traffic_report
 
 
@@ -144,3 +144,22 @@ def test_spans() -> None:
     assert parse_span("7d") == 7 * 86400 and parse_span("30m") == 1800
     with pytest.raises(ValueError):
         parse_span("7 days")
+
+
+def test_a_model_never_served_has_no_ips_and_is_not_best_single(tmp_path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'one.db'}")
+    now = time.time()
+    feats = {"performance": {"cheap": 0.4, "dear": 0.9}, "cost": {}}
+    store.write_decisions(
+        [Decision(f"d{i}", now, now + 60, "online", "cheap", features=feats) for i in range(20)]
+    )
+    for i in range(20):
+        store.add_feedback(Feedback(f"d{i}", float(i % 2)))
+    report = traffic_report(store, rounds=100)
+    ope = report["off_policy"]
+    assert ope["per_model"]["dear"]["support"] == 0
+    assert ope["per_model"]["dear"]["ips"]["mean"] is None
+    assert ope["per_model"]["dear"]["dr"]["mean"] == pytest.approx(0.9)  # the prediction alone
+    assert ope["best_single"] == "cheap"
+    json.loads(json.dumps(report, allow_nan=False))  # strict JSON: no NaN anywhere
+    store.close()

@@ -91,7 +91,7 @@ def estimates(log: Logged, a: int) -> tuple[np.ndarray, np.ndarray]:
 def bootstrap(values: np.ndarray, rounds: int = 1000, seed: int = 0) -> dict[str, float]:
     """Mean and 95% percentile-bootstrap interval."""
     if len(values) == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
+        return {"mean": None, "low": None, "high": None}  # JSON has no NaN
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(values), size=(rounds, len(values)))
     means = values[picks].mean(axis=1)
@@ -103,12 +103,15 @@ def off_policy(log: Logged, rounds: int = 1000) -> dict[str, Any]:
     per_model = {}
     for a, name in enumerate(log.models):
         ips, dr = estimates(log, a)
+        support = int((log.chosen == a).sum())
         per_model[name] = {
-            "support": int((log.chosen == a).sum()),
-            "ips": bootstrap(ips, rounds),
+            "support": support,
+            # never served: IPS has nothing to weigh, DR is the router's own prediction
+            "ips": bootstrap(ips if support else ips[:0], rounds),
             "dr": bootstrap(dr, rounds),
         }
-    best = max(per_model, key=lambda m: per_model[m]["dr"]["mean"]) if per_model else None
+    supported = [m for m in per_model if per_model[m]["support"]]
+    best = max(supported, key=lambda m: per_model[m]["dr"]["mean"]) if supported else None
     return {
         "decisions_with_feedback": int(len(log.reward)),
         "logged_policy": bootstrap(log.reward, rounds),
