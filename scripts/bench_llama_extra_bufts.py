@@ -67,8 +67,8 @@ def run_one(args: argparse.Namespace, model_path: str, extra_bufts: bool) -> dic
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     log = done.stderr
-    result["repacked_buffer"] = "CPU_REPACK" in log
-    result["amx_buffer"] = "AMX" in log and "model buffer" in log
+    result["repacked_buffer"] = "CPU_REPACK model buffer size" in log
+    result["amx_buffer"] = "AMX model buffer size" in log
     return result
 
 

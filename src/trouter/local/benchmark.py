@@ -10,7 +10,7 @@ offline pool (three GGUF models on llama.cpp) this module builds two labelled-JS
   the cold-start *training* set.
 
 Raw answers are appended to ``*_answers.jsonl`` one row per (question, model) as they
-complete, so a killed run, or the next session, resumes where it stopped; the labelled
+complete, so a killed run, or the next one, resumes where it stopped; the labelled
 files are rewritten from them with the questions every model has answered.
 """
 
