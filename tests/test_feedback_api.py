@@ -266,3 +266,43 @@ def test_a_row_committed_below_the_watermark_is_still_folded(fold, tmp_path) -> 
     assert loop.learner.fold() == 1 and loop.learner.applied == 10
     loop.close()
     store.close()
+
+
+def test_imported_labels_teach_the_served_router(fold, tmp_path) -> None:
+    """``trouter feedback import-labels`` with each mbpp row's real scores for 60 logged
+    requests: the router's choices on the other mbpp rows score better afterwards."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from trouter.cli import app
+
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    loop = FeedbackLoop(Store.open(url), _service(fold), learn=True)  # folds by hand
+    stream, names = fold.test, fold.test.model_names
+    for t in range(60):
+        _route(loop, stream.texts[t], f"q{t}")
+    assert loop.log.wait_written("q59", 5)
+    lines = [{"request_id": f"q{t}", "judge": "grader",
+              "scores": dict(zip(names, stream.performance[t].tolist(), strict=True))}
+             for t in range(60)]  # fmt: skip
+    lines.append({"request_id": "never-logged", "scores": {names[0]: 1.0}})
+    good = tmp_path / "labels.jsonl"
+    good.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"request_id": "q0", "scores": {names[0]: 3}}) + "\n")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["feedback", "import-labels", str(bad), "--store", url])
+    assert refused.exit_code == 2 and "bad.jsonl:1" in refused.output
+    out = runner.invoke(app, ["feedback", "import-labels", str(good), "--store", url])
+    assert out.exit_code == 0 and "60 accepted, 0 duplicate, 1 unknown" in out.output
+    again = runner.invoke(app, ["feedback", "import-labels", str(good), "--store", url])
+    assert "0 accepted, 60 duplicate" in again.output
+    rest = range(60, len(stream.texts))
+    served = lambda: [names.index(loop.service.route(stream.texts[t]).model) for t in rest]  # noqa: E731
+    before = np.mean([stream.performance[t, j] for t, j in zip(rest, served(), strict=True)])
+    assert loop.learner.fold() == 60
+    after = np.mean([stream.performance[t, j] for t, j in zip(rest, served(), strict=True)])
+    assert after > before + 0.05, (before, after)
+    loop.close()
+    loop.store.close()
