@@ -54,6 +54,13 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "experiment": ("trouter experiment local-cold-start --size tiny",),
     "experiment local-cold-start": ("trouter experiment local-cold-start --size full",),
     "experiment local-pool": ("trouter experiment local-pool eval --seeds 3",),
+    "feedback": ("trouter feedback import grades.jsonl --store sqlite:///proxy.db",),
+    "feedback import": ("trouter feedback import grades.jsonl --store sqlite:///proxy.db",),
+    "feedback import-labels": (
+        "trouter feedback import-labels labelled.jsonl --store sqlite:///proxy.db",
+    ),
+    "report": ("trouter report traffic --store sqlite:///proxy.db --since 24h",),
+    "report traffic": ("trouter report traffic --store sqlite:///proxy.db --since 24h --json",),
 }
 
 
