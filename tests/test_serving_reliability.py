@@ -235,3 +235,60 @@ def test_litellm_keeps_a_bounded_set_of_clients(stack, up):  # noqa: F811
     size = len(litellm.in_memory_llm_clients_cache.cache_dict)
     asyncio.run(_post_all(stack["base"], [chat_body(f"more traffic {i}") for i in range(60)]))
     assert len(litellm.in_memory_llm_clients_cache.cache_dict) <= max(size, 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat_body("x" * 5_000_000),
+        json.dumps(
+            {"model": "trouter-balanced", "messages": [{"role": "user", "content": "x"}] * 30_000}
+        ).encode(),
+    ],
+    ids=["5MB-body", "30k-messages"],
+)
+def test_oversized_requests_get_413_and_never_reach_the_upstream(stack, up, body):  # noqa: F811
+    reply = httpx.post(f"{stack['base']}/v1/chat/completions", content=body, headers=JSON)
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "request_too_large"
+    assert up.total_calls == 0
+
+
+def test_openai_request_fields_are_forwarded_unchanged(stack, up):  # noqa: F811
+    fields = {
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "add", "parameters": {"type": "object", "properties": {}}},
+            }
+        ],
+        "response_format": {"type": "json_object"},
+        "n": 2,
+        "logprobs": True,
+        "seed": 7,
+    }
+    model = stack["service"].models[0]
+    reply = httpx.post(
+        f"{stack['base']}/v1/chat/completions",
+        content=chat_body("hi", model, **fields),
+        headers={**JSON, "authorization": "Bearer client-key"},
+    )
+    assert reply.status_code == 200
+    sent = up.requests[-1]["body"]
+    assert {k: sent.get(k) for k in fields} == fields
+    assert up.requests[-1]["headers"]["authorization"] != "Bearer client-key"
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/embeddings", "/v1/responses"])
+def test_other_openai_endpoints_get_a_clean_404(stack, up, path):  # noqa: F811
+    reply = httpx.post(f"{stack['base']}{path}", content=chat_body("hi"), headers=JSON)
+    assert reply.status_code == 404
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert up.total_calls == 0
+
+
+def test_serve_listens_on_loopback_unless_told_otherwise():
+    import typer.main
+
+    command = typer.main.get_command(cli_app).commands["serve"]
+    host = next(p for p in command.params if p.name == "host")
+    assert host.default == "127.0.0.1"

@@ -318,3 +318,27 @@ def test_a_keep_alive_connection_the_upstream_closed_is_retried_on_a_fresh_one(
     assert failed == []
     assert all("error" not in r.text for r in replies)
     assert upstream.calls[models[2]] == 60  # each answered once: no request was sent twice
+
+
+def test_serve_refuses_a_bad_in_flight_bound_with_one_paragraph(routerbench_router_dir, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from trouter.cli import app
+
+    models = trouter.load(routerbench_router_dir).models
+    pool = Pool.openai_compatible(models, "http://127.0.0.1:9/v1").save(tmp_path / "pool.yaml")
+    result = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "--model-dir",
+            str(routerbench_router_dir),
+            "--pool",
+            str(pool),
+            "--max-in-flight-per-model",
+            "0",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "max_in_flight must be at least 1" in result.output
+    assert "Traceback" not in result.output

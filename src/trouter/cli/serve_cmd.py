@@ -234,6 +234,13 @@ def register(app: typer.Typer) -> None:
         ),
         max_attempts: int = typer.Option(3, help="Upstream calls per request, fallbacks included."),
         timeout: float = typer.Option(60.0, help="Upstream timeout in seconds."),
+        max_in_flight_per_model: int = typer.Option(
+            256, help="Upstream calls in flight per pool model; beyond it 503 or fallback."
+        ),
+        cooldown_failures: int = typer.Option(
+            5, help="Failures within 60 s (no success between) that cool a model down; 0: off."
+        ),
+        cooldown_s: float = typer.Option(30.0, help="Seconds a cooled-down model is skipped."),
         upstream: str = typer.Option(
             "auto",
             help="auto: OpenAI-compatible upstreams (litellm_model openai/...) over one "
@@ -281,6 +288,9 @@ def register(app: typer.Typer) -> None:
                 "max_attempts": max_attempts,
                 "upstream_timeout_s": timeout,
                 "upstream": upstream,
+                "max_in_flight_per_model": max_in_flight_per_model,
+                "cooldown_failures": cooldown_failures,
+                "cooldown_s": cooldown_s,
             },
         }
         keys = _key_ring(config)
