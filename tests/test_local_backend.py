@@ -160,6 +160,49 @@ def test_exit_descriptions_name_the_signal():
     assert how_it_ended(3) == "exit code 3"
 
 
+def test_a_server_killed_during_a_stage_ends_it_within_a_second(tmp_path, monkeypatch):
+    """watch_servers on real processes (``sleep`` standing in for two servers): SIGKILL to
+    one cancels the stage's work and raises the death, naming the model and its log."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from trouter.local import server
+
+    def fake(name: str) -> server.RunningModel:
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        log = tmp_path / f"{name}.log"
+        log.write_text("loaded\nGET /v1/models 200\n")
+        return server.RunningModel(get_local_model(name), 1, process, log)
+
+    victim, other = fake(SMOKE_MODEL), fake("qwen2.5-coder-0.5b-instruct")
+    monkeypatch.setattr(server, "_STARTED", [victim, other])
+    cancelled = []
+
+    async def stage():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    threading.Timer(0.3, victim.process.send_signal, [signal.SIGKILL]).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(server.ServerDiedError) as died:
+            server.run_watched(stage())
+        assert time.monotonic() - started < 3 and cancelled == [True]
+        message = str(died.value)
+        assert f"server for {SMOKE_MODEL}" in message and "killed by SIGKILL" in message
+        assert str(victim.log_path) in message and "GET /v1/models 200" in message
+        assert "\n" not in message
+    finally:
+        for item in (victim, other):
+            server.stop_model(item)
+
+
 # ----- real llama.cpp servers ------------------------------------------------------------------
 def _require_llama_cpp_server():
     """The server module; with ``CI`` set its absence fails the tests instead of skipping."""
