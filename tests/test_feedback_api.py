@@ -306,3 +306,24 @@ def test_imported_labels_teach_the_served_router(fold, tmp_path) -> None:
     assert after > before + 0.05, (before, after)
     loop.close()
     loop.store.close()
+
+
+def test_feedback_for_a_decision_still_queued_elsewhere_is_accepted(fold, tmp_path) -> None:
+    """Two workers: the decision waits in one worker's queue while the feedback reaches the
+    other. The second looks again after one flush interval instead of answering 404."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    taker = FeedbackLoop(Store.open(url), _service(fold))
+    router = FeedbackLoop(Store.open(url), _service(fold))
+    router.log.interval_s = 0.2
+    result = router.service.route(fold.test.texts[0])
+    late = threading.Timer(
+        0.15, router.record, ("elsewhere", result, result.model, result.query, None, None, 1.0)
+    )
+    late.start()  # logged after the post arrives, written one flush later
+    assert taker.add_feedback(Feedback("elsewhere", 1.0)) == "accepted"
+    assert taker.add_feedback(Feedback("never", 1.0)) == "unknown"
+    for loop in (taker, router):
+        loop.close()
+        loop.store.close()

@@ -131,10 +131,11 @@ def test_a_stopped_database_fails_no_request(standin, tmp_path, pg) -> None:
     loop.store.close()
 
 
-def _serve(pool_file: Path, url: str, port: int) -> subprocess.Popen:
+def _serve(pool_file: Path, url: str, port: int, workers: int = 1) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "trouter", "serve", "--pool", str(pool_file), "--router", "online",
-         "--store", url, "--port", str(port), "--log-level", "warning"],
+         "--store", url, "--port", str(port), "--log-level", "warning",
+         "--workers", str(workers)],
         env={**os.environ, KEY_ENV: KEY}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -222,3 +223,27 @@ def test_kill_9_loses_no_acknowledged_feedback(standin, tmp_path) -> None:
         restarted.terminate()
         restarted.wait(10)
         store.close()
+
+
+def test_workers_each_fold_every_event(standin, tmp_path) -> None:
+    """--workers 2 on one SQLite file: feedback taken by either worker is folded by both
+    within 5 s (/metrics sums the workers' counters: 2 x the events)."""
+    pool_file = write_pool(tmp_path / "pool.yaml", MODELS, standin.base_url)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _serve(pool_file, f"sqlite:///{tmp_path / 'w.db'}", port, workers=2)
+    try:
+        _wait_up(base, proc)
+        with httpx.Client() as client:
+            for i, question in enumerate(QUESTIONS[:10]):
+                rid = _chat(client, base, question).headers["x-trouter-request-id"]
+                body = {"request_id": rid, "score": (i % 3) / 2}
+                assert client.post(f"{base}/v1/feedback", json=body).status_code == 200
+        posted = time.time()
+        learned = lambda: _metrics(base).get(("trouter_learned_events_total", ()), 0)  # noqa: E731
+        while learned() < 20 and time.time() < posted + 5:
+            time.sleep(0.1)
+        assert learned() == 20
+    finally:
+        proc.terminate()
+        proc.wait(20)

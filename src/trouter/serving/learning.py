@@ -280,8 +280,11 @@ class FeedbackLoop:
     def add_feedback(self, feedback: Feedback, wait_s: float = 2.0) -> str:
         """Store one feedback event (blocking: call from a worker thread)."""
         status = self.store.add_feedback(feedback)
-        if status == "unknown" and self.log.pending(feedback.request_id) is not None:
-            self.log.wait_written(feedback.request_id, wait_s)
+        if status == "unknown":
+            if self.log.pending(feedback.request_id) is not None:
+                self.log.wait_written(feedback.request_id, wait_s)
+            else:  # maybe in another worker's queue: one flush interval and a margin
+                time.sleep(min(wait_s, 2 * self.log.interval_s + 0.1))
             status = self.store.add_feedback(feedback)
         self.metrics.feedback.labels(status=status).inc()
         if status == "accepted" and self.learner is not None:
