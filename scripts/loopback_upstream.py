@@ -24,6 +24,16 @@ import uvicorn
 WORDS = ["the", "routed", "model", "answers", "briefly", "and", "then", "stops"]
 
 
+async def read_body(receive) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def make_app(latency_s: float, fault_rate: float, seed: int = 0):
     rng = random.Random(seed)
 
@@ -45,12 +55,7 @@ def make_app(latency_s: float, fault_rate: float, seed: int = 0):
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if scope["path"].endswith("/models"):
             await send_json(send, 200, {"object": "list", "data": []})
             return
