@@ -345,6 +345,8 @@ def _run(config: dict, limits, keys, host: str, port: int, workers: int, access_
     if workers == 1:
         uvicorn.run(proxy, **options)
         return
+    if getattr(proxy.state, "feedback", None) is not None:
+        proxy.state.feedback.close()  # the workers open their own; this one only checked
     with tempfile.TemporaryDirectory(prefix="trouter-metrics-") as metrics_dir:
         # Router files are only read, so the workers share them; metrics go to per-pid
         # files summed by prometheus_client's multiprocess collector.

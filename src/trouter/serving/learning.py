@@ -199,6 +199,7 @@ class FeedbackLoop:
         if self.learner is not None:
             self.learner.metrics = self.metrics
         app.include_router(feedback_router(self))
+        app.state.feedback = self
         self.start()
 
     # ----- the request path ----------------------------------------------------------------
