@@ -3,8 +3,10 @@
 Each router that routes query text (the oracles read test labels) is fitted with its default
 settings on ``--train-rows`` RouterBench training rows (seeded sample), saved, loaded as a
 service would load it, and asked to route ``--queries`` GSM8K test questions one at a time,
-each new to the encoder and its query cache (what a server sees). Reported per router: the
-encoder, p50 and p99 wall time of one ``route()`` call, and the p50 of a repeated query (its
+each new to the encoder and its query cache (what a server sees), on one thread as ``trouter
+serve`` runs. Reported per router: the encoder, p50 and p99 wall time of one ``route()``
+call, the p50 of its CPU time (the thread's own: on a shared, loaded machine wall time also
+counts the time other processes held the core), and the p50 of a repeated query (its
 embedding comes from the query cache). ``--profile ROUTER`` adds the costliest functions of
 that router's calls (cProfile, own time).
 
@@ -50,41 +52,47 @@ def fit_and_load(name: str, train_rows: int, workdir: Path):
 
 
 def bench_one(service, texts: list[str], profile: bool) -> dict:
+    # the encoders' query caches are shared by every router of the process: a tag per router
+    # keeps each router's queries new to them
+    tag = service.router_name
     for i, text in enumerate(texts[:10]):
         service.route(f"warm-up {i} {text}")
-    wall = []
+    wall, cpu = [], []
     for i, text in enumerate(texts):
-        t0 = time.perf_counter()
-        service.route(f"{text} [{i}]")  # new to the encoder and to its query cache
+        t0, c0 = time.perf_counter(), time.thread_time()
+        service.route(f"{text} [{tag} {i}]")  # new to the encoder and to its query cache
         wall.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
     repeat = []
     for i, text in enumerate(texts[:100]):
         t0 = time.perf_counter()
-        service.route(f"{text} [{i}]")
+        service.route(f"{text} [{tag} {i}]")
         repeat.append(time.perf_counter() - t0)
     out = {
         "encoder": service.encoder,
         "queries": len(texts),
         "p50_ms": ms(wall, 50),
         "p99_ms": ms(wall, 99),
+        "cpu_p50_ms": ms(cpu, 50),
         "repeated_p50_ms": ms(repeat, 50),
     }
     if profile:
         out["profile"] = cprofile_shares(
-            lambda: [service.route(f"{t} (profiled)") for t in texts[:100]]
+            lambda: [service.route(f"{t} ({tag} profiled)") for t in texts[:100]]
         )
     return out
 
 
 def table(record: dict) -> str:
     lines = [
-        "| router | encoder | route() p50 (ms) | p99 (ms) | repeated query p50 (ms) |",
-        "|---|---|---:|---:|---:|",
+        "| router | encoder | route() p50 (ms) | p99 (ms) | CPU p50 (ms) | repeated query p50 "
+        "(ms) |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, row in record["routers"].items():
         lines.append(
             f"| `{name}` | {row['encoder']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
-            f"{row['repeated_p50_ms']:.3f} |"
+            f"{row['cpu_p50_ms']:.3f} | {row['repeated_p50_ms']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -104,6 +112,12 @@ def main() -> None:
     names = routers() if args.routers == "all" else args.routers.split(",")
     profiled = set(filter(None, args.profile.split(",")))
     texts = gsm8k_questions("test", args.queries)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # as `trouter serve` runs: one thread for numpy's BLAS and torch
+    import torch
+
+    torch.set_num_threads(1)
     record = {"machine": machine(), "train_rows": args.train_rows, "routers": {}}
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmp:
         for name in names:

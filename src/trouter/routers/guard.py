@@ -26,7 +26,13 @@ that the candidate wins:
    which candidate chooses its model.
 
 ``guarded`` wears one router (``members="knn"``); ``auto`` wears a set of fast routers and so
-also picks among them by validation evidence only.
+also picks among them by validation evidence only. Both encode with ``static`` by default, and
+their members use the guard's encoder unless ``member_params`` is given, so a query is encoded
+once (routing one query takes well under a millisecond; scripts/bench_route.py).
+
+The choice a guard makes is an *override* of the prediction (:class:`Forced`, with the
+reason "guard: <candidate> in this cell"); the predictions shown beside it are the last
+candidate's (the stack or the mean with several members), unaltered.
 """
 
 from __future__ import annotations
