@@ -161,5 +161,7 @@ def test_a_model_never_served_has_no_ips_and_is_not_best_single(tmp_path) -> Non
     assert ope["per_model"]["dear"]["ips"]["mean"] is None
     assert ope["per_model"]["dear"]["dr"]["mean"] == pytest.approx(0.9)  # the prediction alone
     assert ope["best_single"] == "cheap"
+    assert report["cells"]["none"]["requests"] == 20
+    assert report["cells"]["none"]["models"]["cheap"] == {"feedback": 20, "mean_score": 0.5}
     json.loads(json.dumps(report, allow_nan=False))  # strict JSON: no NaN anywhere
     store.close()

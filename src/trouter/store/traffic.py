@@ -176,12 +176,14 @@ def _per_model(decisions: list[Decision], scores: dict, n: int) -> dict[str, dic
 
 
 def _per_cell(decisions: list[Decision], scores: dict) -> dict[str, dict[str, Any]]:
-    """Requests per cell (task type) and the observed mean score per model in it."""
+    """Requests and spend per cell (task type), and the observed mean score per model in
+    it: the learned utility table as the feedback shows it."""
     cells: dict[str, dict[str, Any]] = {}
     for d in decisions:
         key = "none" if d.cell is None else str(d.cell)
-        cell = cells.setdefault(key, {"requests": 0, "models": {}})
+        cell = cells.setdefault(key, {"requests": 0, "spend_usd": 0.0, "models": {}})
         cell["requests"] += 1
+        cell["spend_usd"] += d.cost_usd or 0.0
         if d.request_id in scores:
             seen = cell["models"].setdefault(d.model, [0, 0.0])
             seen[0] += 1
