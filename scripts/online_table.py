@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trouter.evaluation.online_report import markdown_tables, summarise
+from trouter.evaluation.online_report import markdown_tables, plot_streams, summarise
 
 ORDER = ["best-single", "oracle", "random", "skyline", "few-shot", "online", "online-random",
          "online-nobase", "online-explore", "linucb", "thompson", "eps-greedy"]  # fmt: skip
@@ -108,6 +108,13 @@ def main() -> None:
     ]
     args.out.write_text("\n".join(text))
     print(f"wrote {args.out}")
+    for suite in sorted({r["suite"] for r in records}):
+        mine = [r for r in records if r["suite"] == suite]
+        name = {"real": "local-pool"}.get(suite, suite)
+        for budget in sorted({r["label_budget"] for r in mine}):
+            path = args.out.parent / f"{name}_budget{budget.replace('/', '-in-')}.png"
+            shown = [n for n in ORDER if n != "random"]
+            print(f"wrote {plot_streams(mine, path, budget, shown)}")
 
 
 if __name__ == "__main__":

@@ -37,13 +37,28 @@ def _events(fold: Fold, rows: range, labels: bool) -> list[dict]:
     events = []
     for t in rows:
         query = stream.texts[t]
-        events.append({"id": f"s{t}", "kind": "served", "t": t, "query": query,
-                       "model": names[t % len(names)], "score": float(stream.performance[t, t % len(names)]),
-                       "cost": float(stream.normalised_cost[t, t % len(names)])})  # fmt: skip
+        events.append(
+            {
+                "id": f"s{t}",
+                "kind": "served",
+                "t": t,
+                "query": query,
+                "model": names[t % len(names)],
+                "score": float(stream.performance[t, t % len(names)]),
+                "cost": float(stream.normalised_cost[t, t % len(names)]),
+            }
+        )
         if labels and t % 3 == 0:
-            events.append({"id": f"l{t}", "kind": "label", "t": t, "query": query,
-                           "scores": dict(zip(names, stream.performance[t].tolist())),
-                           "costs": dict(zip(names, stream.normalised_cost[t].tolist()))})  # fmt: skip
+            events.append(
+                {
+                    "id": f"l{t}",
+                    "kind": "label",
+                    "t": t,
+                    "query": query,
+                    "scores": dict(zip(names, stream.performance[t].tolist(), strict=True)),
+                    "costs": dict(zip(names, stream.normalised_cost[t].tolist(), strict=True)),
+                }
+            )
     return events
 
 
@@ -122,8 +137,11 @@ def test_propensities_are_probabilities_of_the_served_choice(mbpp_fold):
 def test_background_labels_beat_the_base_on_a_new_task(mbpp_fold):
     """The base's best single model on the other tasks is a poor choice for mbpp; 25 labels
     in the stream's first 100 queries must fix that, served utility included."""
-    config = OnlineConfig(base="best-single", label_budgets=("25/100",),
-                          routers=("best-single", "oracle", "online", "online-random"))  # fmt: skip
+    config = OnlineConfig(
+        base="best-single",
+        label_budgets=("25/100",),
+        routers=("best-single", "oracle", "online", "online-random"),
+    )
     records = {r["router"]: r for r in run_stream(mbpp_fold, config, BALANCED, 0, {})}
     assert records["online"]["labels"] == 25
     assert records["online-random"]["labels"] == 25
@@ -138,9 +156,13 @@ def test_safety_on_real_streams(task):
     from trouter.evaluation.online import Feedback
 
     dataset = load_suite("routerbench")
-    config = OnlineConfig(base="best-single", label_budgets=("0", "25/100"), tasks=(task,),
-                          routers=("best-single", "oracle", "online"),
-                          feedback=Feedback(noise=0.1))  # fmt: skip
+    config = OnlineConfig(
+        base="best-single",
+        label_budgets=("0", "25/100"),
+        tasks=(task,),
+        routers=("best-single", "oracle", "online"),
+        feedback=Feedback(noise=0.1),
+    )
     for seed in (0, 1):
         (fold,) = stream_folds(dataset, seed, config)
         for record in run_stream(fold, config, BALANCED, seed, {}):
@@ -156,9 +178,17 @@ def test_a_new_model_gets_an_arm_and_is_labelled_first(mbpp_fold):
     train = restrict(mbpp_fold.train, older)
     router = OnlineRouter.around(make_router("best-single").fit(train), train, label_min=5)
     for t in range(8):  # labels so that the older models are known, without the newcomer
-        router.partial_fit([{"id": f"old{t}", "kind": "label", "t": t,
-                             "query": mbpp_fold.test.texts[t],
-                             "scores": {n: 0.5 for n in older}}])  # fmt: skip
+        router.partial_fit(
+            [
+                {
+                    "id": f"old{t}",
+                    "kind": "label",
+                    "t": t,
+                    "query": mbpp_fold.test.texts[t],
+                    "scores": {n: 0.5 for n in older},
+                }
+            ]
+        )
     queries = list(mbpp_fold.test.texts[:20])
     assert all(d["label_priority"] < 3 for d in router.decide(queries, BALANCED))
     cost = float(np.mean(mbpp_fold.train.normalised_cost[:, names.index(newcomer)]))
@@ -169,18 +199,37 @@ def test_a_new_model_gets_an_arm_and_is_labelled_first(mbpp_fold):
     assert all(d["model"] != newcomer for d in decisions)  # and no evidence yet
     stream = mbpp_fold.test
     for t in range(20, 60):
-        scores = dict(zip(names, stream.performance[t].tolist()))
-        router.partial_fit([{"id": f"new{t}", "kind": "label", "t": t,
-                             "query": stream.texts[t], "scores": scores,
-                             "costs": dict(zip(names, stream.normalised_cost[t].tolist()))}])  # fmt: skip
+        scores = dict(zip(names, stream.performance[t].tolist(), strict=True))
+        router.partial_fit(
+            [
+                {
+                    "id": f"new{t}",
+                    "kind": "label",
+                    "t": t,
+                    "query": stream.texts[t],
+                    "scores": scores,
+                    "costs": dict(zip(names, stream.normalised_cost[t].tolist(), strict=True)),
+                }
+            ]
+        )
     chosen = router.route(list(stream.texts[60:120]), BALANCED)
     assert chosen.count(newcomer) > 30
 
 
 def test_unknown_models_and_bad_budgets_are_refused_cleanly(mbpp_fold):
     router = _router(mbpp_fold)
-    router.partial_fit([{"id": "x", "kind": "served", "t": 0, "query": "hello",
-                         "model": "no-such-model", "score": 1.0}])  # fmt: skip
+    router.partial_fit(
+        [
+            {
+                "id": "x",
+                "kind": "served",
+                "t": 0,
+                "query": "hello",
+                "model": "no-such-model",
+                "score": 1.0,
+            }
+        ]
+    )
     assert router.skipped_events_ == 1
     assert parse_budget("25/500", 1000) == (25, 500)
     assert parse_budget("100", 700) == (100, 700)
@@ -190,3 +239,41 @@ def test_unknown_models_and_bad_budgets_are_refused_cleanly(mbpp_fold):
     assert sum(budget.take(t, 0.0) for t in range(50)) == 5
     active = LabelBudget(total=5, window=50)
     assert sum(active.take(t, 0.0) for t in range(50)) == 5  # spent by the window's end
+
+
+def test_the_eval_command_replays_and_writes_records(tmp_path):
+    from typer.testing import CliRunner
+
+    from trouter.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    out = tmp_path / "online.json"
+    args = [
+        "eval",
+        "--setting",
+        "online",
+        "--suite",
+        "routerbench",
+        "--base",
+        "best-single",
+        "--tasks",
+        "mbpp",
+        "--label-budget",
+        "0,10/60",
+        "--routers",
+        "online,eps-greedy",
+        "--json",
+        str(out),
+        "--plot",
+        str(tmp_path / "online.png"),
+        "--no-progress",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert {r["router"] for r in records} == {"best-single", "oracle", "online", "eps-greedy"}
+    assert {r["label_budget"] for r in records} == {"0", "10/60"}
+    assert [r["labels"] for r in records if r["router"] == "online"] == [0, 10]
+    assert (tmp_path / "online_budget10-in-60.png").stat().st_size > 0
+    bad = runner.invoke(app, [*args[:-5], "--label-budget", "lots"])
+    assert bad.exit_code == 2 and "N/WINDOW" in bad.output

@@ -47,8 +47,10 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[str, 
         for name, *_ in COLUMNS:
             per_seed[key][name].append(r.get(name))
         per_seed[key]["task"].append(r["task"])
-    means = {key: {name: _mean(values) for name, values in fields.items() if name != "task"}
-             for key, fields in per_seed.items()}  # fmt: skip
+    means = {
+        key: {name: _mean(values) for name, values in fields.items() if name != "task"}
+        for key, fields in per_seed.items()
+    }
     for (suite, budget, _router, seed), row in means.items():
         sky = means.get((suite, budget, "skyline", seed), {}).get("last_quarter_gain")
         ok = sky is not None and np.isfinite(sky) and sky > 1e-9
@@ -114,7 +116,10 @@ def plot_streams(records: list[dict], path: Path, budget: str, routers: list[str
     cols = min(3, len(tasks))
     rows = int(np.ceil(len(tasks) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    styles = {"oracle": "k--", "best-single": "k:", "skyline": "g-."}
+    styles = {"oracle": "k--", "best-single": "k:", "skyline": "k-."}
+    palette = plt.get_cmap("tab10")
+    learners = [r for r in routers if r not in styles]
+    colours = {r: palette(i % 10) for i, r in enumerate(learners)}
     for ax, task in zip(axes.flat, tasks, strict=False):
         for router in routers:
             curves = [r["curve"] for r in chosen if r["task"] == task and r["router"] == router]
@@ -122,7 +127,10 @@ def plot_streams(records: list[dict], path: Path, budget: str, routers: list[str
                 continue
             length = min(len(c) for c in curves)
             points = np.mean([np.asarray(c[:length]) for c in curves], axis=0)
-            ax.plot(points[:, 0], points[:, 1], styles.get(router, "-"), label=router, lw=1.2)
+            style = {"color": colours[router]} if router in colours else {}
+            ax.plot(
+                points[:, 0], points[:, 1], styles.get(router, "-"), label=router, lw=1.2, **style
+            )
         ax.set_xscale("log")
         ax.set_title(f"{chosen[0].get('suite', '')} · {task}", fontsize=9)
         ax.set_xlabel("queries seen")
