@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +124,19 @@ class Forwarder:
         )
 
     async def _relay(self, name, head, rest, wants_usage: bool, on_answer, on_end):
-        usage = held = None
         finished = False
+        try:
+            async with aclosing(self._lines(name, head, rest, wants_usage, on_answer)) as lines:
+                async for line in lines:
+                    yield line
+            finished = True
+        finally:
+            # not finished: closed before [DONE] went out, Starlette saw the client leave
+            on_end(200 if finished else CLIENT_CLOSED)
+
+    async def _lines(self, name, head, rest, wants_usage: bool, on_answer):
+        """The stream's events as relayed, then its usage chunk (if asked for) and [DONE]."""
+        usage = held = None
 
         def event(chunk: dict) -> str | None:
             nonlocal usage, held
@@ -154,16 +166,11 @@ class Forwarder:
         finally:
             await rest.aclose()
             extra = on_answer(name, usage)
-            if not finished:
-                # closed before [DONE] went out: Starlette saw the client leave
-                on_end(CLIENT_CLOSED)
         if held is not None:
             if extra:
                 held["trouter"] = extra
             yield f"data: {json.dumps(held)}\n\n"
         yield "data: [DONE]\n\n"
-        finished = True
-        on_end(200)
 
     def _note_failure(self, err: upstream.UpstreamError, errors: list, candidates: list) -> bool:
         """Record a failed call; True if the next candidate should be tried."""
