@@ -327,3 +327,28 @@ def test_feedback_for_a_decision_still_queued_elsewhere_is_accepted(fold, tmp_pa
     for loop in (taker, router):
         loop.close()
         loop.store.close()
+
+
+def test_exploration_is_capped_and_logged_with_its_propensity(tmp_path) -> None:
+    from trouter.llm.pool import Pool
+    from trouter.serving.api import resolve_policy
+    from trouter.serving.learning import service_from_pool
+
+    pool = Pool.openai_compatible(["small", "big"], "http://127.0.0.1:9/v1", "K", 1.0, 2.0)
+    quiet = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 'a.db'}"), service_from_pool(pool))
+    assert quiet.explorer() is None  # explore = 0: the planner is left alone
+    service = service_from_pool(pool, explore=0.3)
+    loop = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 'b.db'}"), service)
+    explore = loop.explorer()
+    balanced = resolve_policy("balanced")
+    picks = [explore(f"question {i}", balanced, ["small", "big"]) for i in range(400)]
+    explored = [p for p in picks if p[2]]
+    assert 0.2 < len(explored) / len(picks) <= 0.4  # capped at the 0.3 share, with noise
+    assert all(p[1] < 1 and p[0][0] != "small" for p in explored)
+    kept = [p for p in picks if not p[2]]
+    assert all(p[0] == ["small", "big"] and p[1] < 1 for p in kept)  # exploit, its propensity
+    budget = resolve_policy("balanced", max_cost_usd=1.0)
+    assert explore("q", budget, ["small", "big"]) == (["small", "big"], 1.0, False)
+    for each in (quiet, loop):
+        each.close()
+        each.store.close()

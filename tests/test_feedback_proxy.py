@@ -44,9 +44,9 @@ def standin():
     os.environ.pop(KEY_ENV, None)
 
 
-def _proxy(standin: StandIn, folder: Path, url: str):
+def _proxy(standin: StandIn, folder: Path, url: str, explore: float = 0.0):
     pool = Pool.load(write_pool(folder / "pool.yaml", MODELS, standin.base_url))
-    router = price_prior_router(pool)
+    router = price_prior_router(pool, explore=explore)
     service = RoutingService(router, prices={e.name: e.prices for e in pool.models})
     loop = FeedbackLoop(Store.open(url), service, learn=True, fold_interval_s=0.2)
     return create_app(service, pool, ProxySettings(), feedback=loop), loop
@@ -247,3 +247,23 @@ def test_workers_each_fold_every_event(standin, tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_explored_replies_say_so_and_log_their_propensity(standin, tmp_path) -> None:
+    from trouter.store.traffic import traffic_report
+
+    app, loop = _proxy(standin, tmp_path, f"sqlite:///{tmp_path / 'x.db'}", explore=0.3)
+    with serving(app) as base, httpx.Client() as client:
+        heads = [_chat(client, base, q).headers for q in QUESTIONS]
+        deadline = time.time() + 5
+        while loop.log.written < len(QUESTIONS) and time.time() < deadline:
+            time.sleep(0.05)
+    explored = [h for h in heads if h["x-trouter-exploration"] == "true"]
+    assert 0 < len(explored) < len(heads)
+    for h in heads:
+        row = loop.store.decision(h["x-trouter-request-id"])
+        assert row.explored == (h["x-trouter-exploration"] == "true")
+        assert row.model == h["x-trouter-model"] and 0 < row.propensity < 1
+    report = traffic_report(loop.store, rounds=50)
+    assert report["exploration_share"] == len(explored) / len(heads)
+    loop.store.close()

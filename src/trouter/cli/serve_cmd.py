@@ -94,7 +94,7 @@ def _build_app(config: dict):
         from trouter.serving.learning import service_from_pool
 
         pool = Pool.load(Path(config["pool"]))
-        service = service_from_pool(pool)
+        service = service_from_pool(pool, config["explore"])
     else:
         service, pool = _load(Path(config["model_dir"]), Path(config["pool"]), config["partial"])
     from trouter.serving.learning import loop_from_config
@@ -261,6 +261,9 @@ def register(app: typer.Typer) -> None:
         learn: bool = typer.Option(False, help="Apply feedback to an online router (--store)."),
         log_text: bool = typer.Option(False, help="Keep query text in the log (a hash otherwise)."),
         retention: str = typer.Option("7d", help="How long decisions and feedback are kept."),
+        explore: float = typer.Option(
+            0.0, min=0.0, max=0.5, help="--router online: traffic share exploration may take."
+        ),
     ) -> None:
         """Serve an OpenAI-compatible /v1/chat/completions that routes each request.
 
@@ -277,6 +280,7 @@ def register(app: typer.Typer) -> None:
         config = {
             "model_dir": str(model_dir.resolve()) if model_dir else None,
             "router": router,
+            "explore": explore,
             "feedback": feedback,
             "pool": str(pool.resolve()),
             "partial": allow_partial_pool,

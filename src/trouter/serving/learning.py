@@ -18,10 +18,8 @@ queues a record.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,16 +29,14 @@ from trouter.config import TrouterError
 from trouter.encoders import get_encoder
 from trouter.routers.online import OnlineRouter
 from trouter.serving.api import RouteResult
-from trouter.store import Decision, DecisionLog, Feedback, Store, StoreUnavailable
+from trouter.serving.learner import Learner
+from trouter.store import Decision, DecisionLog, Feedback, Store
 from trouter.store.writer import Item
 
 log = logging.getLogger("trouter.serving")
 
 REQUEST_ID_HEADER = "x-trouter-request-id"
 MAX_REQUEST_ID = 128
-#: Rows each fold re-reads behind its watermark: PostgreSQL hands out row numbers at insert
-#: and commits them in any order, so a row may appear below rows already read.
-FOLD_LOOKBACK_ROWS = 1000
 
 
 #: Tokens of the typical call that turns per-token prices into the price prior's cost.
@@ -70,11 +66,12 @@ def price_prior_router(pool, shared_mean: float = 0.5, **params: Any) -> OnlineR
     return OnlineRouter(base="none", **params).fit(prior)
 
 
-def service_from_pool(pool):
-    """The routing service of ``serve --router online`` without a model directory."""
+def service_from_pool(pool, explore: float = 0.0):
+    """The routing service of ``serve --router online`` without a model directory;
+    ``explore``: the share of traffic its capped exploration may take."""
     from trouter.serving.api import RoutingService
 
-    router = price_prior_router(pool)
+    router = price_prior_router(pool, explore=explore)
     return RoutingService(router, prices={e.name: e.prices for e in pool.models})
 
 
@@ -96,7 +93,12 @@ class LearningError(TrouterError, ValueError):
 
 
 def response_fields(
-    rid: str, route: RouteResult | None, model: str, policy: str, cost_usd: float | None
+    rid: str,
+    route: RouteResult | None,
+    model: str,
+    policy: str,
+    cost_usd: float | None,
+    explored: bool = False,
 ) -> dict[str, Any]:
     """What a routed reply says about itself (the ``trouter`` key of its JSON body)."""
     predicted = None if route is None else route.cost_usd.get(model)
@@ -106,7 +108,7 @@ def response_fields(
         "policy": policy,
         "predicted_cost_usd": None if predicted is None or predicted != predicted else predicted,
         "cost_usd": cost_usd,
-        "exploration": False,  # the proxy serves the router's guarded choice
+        "exploration": explored,
     }
 
 
@@ -203,21 +205,41 @@ class FeedbackLoop:
         self.start()
 
     # ----- the request path ----------------------------------------------------------------
-    def answered(
-        self,
-        rid: str,
-        route: RouteResult | None,
-        model: str,
-        usage: dict | None,
-        cost_usd: float | None,
-        started: float,
-        fallbacks: int = 0,
-    ) -> None:
-        """Queue the decision of a request answered by ``model`` (``started``: its
-        ``time.perf_counter()`` on arrival)."""
+    def answered(self, rid, plan, model, usage, cost_usd, started, fallbacks=0) -> None:
+        """Queue the decision of a routed request's :class:`~trouter.serving.planning.Plan`
+        answered by ``model`` (``started``: its ``time.perf_counter()`` on arrival)."""
         latency_ms = (time.perf_counter() - started) * 1000
+        route = plan.route
         text = route.query if route is not None else ""
-        self.record(rid, route, model, text, usage, cost_usd, latency_ms, 200, fallbacks)
+        propensity, explored = (plan.propensity, plan.explored) if not fallbacks else (1.0, False)
+        self.record(rid, route, model, text, usage, cost_usd, latency_ms, 200, fallbacks,
+                    propensity, explored)  # fmt: skip
+
+    def explorer(self):
+        """For an online router with ``explore`` > 0: a function the planner calls with (text,
+        policy, ranking) that returns the ranking with the router's capped exploration
+        applied, the propensity of the first model and whether it explores; else None."""
+        router = self.service.router
+        if not isinstance(router, OnlineRouter) or router.params.get("explore", 0) <= 0:
+            return None
+        rng = np.random.default_rng()
+        served = dict(zip(self.service.router_models, self.service.models, strict=True))
+
+        def explore(text: str, policy, ranking: list[str]) -> tuple[list[str], float, bool]:
+            if policy.weights is None or policy.max_cost_usd or policy.max_normalised_cost:
+                return ranking, 1.0, False  # a limit decides, not the utility
+            with get_encoder(router.encoder).transient():
+                made = router.decide([text], policy.weights, rng)[0]
+            chosen = served.get(made["model"])
+            if chosen not in ranking:
+                return ranking, 1.0, False
+            return (
+                [chosen, *(m for m in ranking if m != chosen)],
+                made["propensity"],
+                made["explored"],
+            )
+
+        return explore
 
     def record(
         self,
@@ -230,6 +252,8 @@ class FeedbackLoop:
         latency_ms: float,
         status: int = 200,
         fallbacks: int = 0,
+        propensity: float = 1.0,
+        explored: bool = False,
     ) -> None:
         """Queue the decision of one answered request (never blocks)."""
         now = time.time()
@@ -255,6 +279,8 @@ class FeedbackLoop:
                 latency_ms=latency_ms,
                 upstream_status=status,
                 fallbacks=fallbacks,
+                propensity=propensity,
+                explored=explored,
             ),
             text,
         )
@@ -300,97 +326,3 @@ class FeedbackLoop:
         if self.learner is not None:
             self.learner.close()
         self.log.close()
-
-
-class Learner:
-    """Folds the store's feedback and labels into the online router (see module)."""
-
-    def __init__(self, store: Store, service, metrics: LoopMetrics, interval_s: float) -> None:
-        self.store, self.service, self.metrics = store, service, metrics
-        self.interval_s = float(interval_s)
-        self.watermark = {"served": 0, "label": 0}
-        self.applied = 0
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trouter-learner", daemon=True)
-
-    @property
-    def router(self) -> OnlineRouter:
-        return self.service.router
-
-    def start(self) -> None:
-        self.fold()  # a restart rebuilds the state from the store before serving
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.fold()
-            except StoreUnavailable as err:
-                log.warning("learner: store unavailable, retrying (%s)", err)
-            except Exception:  # noqa: BLE001  (learning must never stop serving)
-                log.exception("learner: fold failed")
-
-    def fold(self) -> int:
-        """Apply the events not applied yet; how many were new."""
-        mark = self.watermark
-        served = self.store.served_events(max(0, mark["served"] - FOLD_LOOKBACK_ROWS))
-        labels = self.store.label_events(max(0, mark["label"] - FOLD_LOOKBACK_ROWS))
-        events = served + labels
-        if not events:
-            return 0
-        for kind, found in (("served", served), ("label", labels)):
-            if found:
-                mark[kind] = max(mark[kind], found[-1]["seq"])
-        before = len(self.router.seen_ids_)
-        self.router.partial_fit(self._as_router_events(events))
-        new = len(self.router.seen_ids_) - before
-        self.applied += new
-        if new:
-            self.metrics.learned.inc(new)
-        return new
-
-    def _as_router_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Pool model names to the router's own names; events without features skipped."""
-        to_router: Callable[[str], str | None] = _name_map(self.service)
-        out = []
-        for event in events:
-            if "prior_performance" not in event:
-                continue  # logged by a router without an online prior
-            if event["kind"] == "served":
-                name = to_router(event["model"])
-                if name is None:
-                    continue
-                event = {**event, "model": name}
-            else:
-                scores = {to_router(k): v for k, v in event["scores"].items()}
-                costs = {to_router(k): v for k, v in (event.get("costs") or {}).items()}
-                event = {
-                    **event,
-                    "scores": {k: v for k, v in scores.items() if k is not None},
-                    "costs": {k: v for k, v in costs.items() if k is not None},
-                }
-            out.append(event)
-        return out
-
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-
-
-def _name_map(service) -> Callable[[str], str | None]:
-    served = set(service.models)
-
-    def to_router(name: str) -> str | None:
-        return service.routes_as(name) if name in served else None
-
-    return to_router

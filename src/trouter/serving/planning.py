@@ -48,6 +48,8 @@ class Plan:
     session: tuple | None  # the conversation's key, to remember the answering model
     sticky: bool  # the first candidate is the conversation's model
     route: RouteResult | None = None  # the router's decision, for routed requests
+    propensity: float = 1.0  # the probability that the first candidate was chosen
+    explored: bool = False  # the first candidate is an exploration, not the best guess
 
 
 @dataclass
@@ -60,6 +62,9 @@ class Planner:
     max_attempts: int
     #: the upstream guard's order: models in cooldown after the others
     in_service_first: Callable[[Sequence[str]], list[str]] = list
+    #: (text, policy, ranking) -> (ranking, propensity, explored): an online router's
+    #: capped exploration (:meth:`trouter.serving.learning.FeedbackLoop.explorer`)
+    explore: Callable[..., tuple[list[str], float, bool]] | None = None
 
     def __post_init__(self) -> None:
         known = [c.max_input_tokens for c in self.capabilities.values() if c.max_input_tokens]
@@ -95,6 +100,9 @@ class Planner:
         try:
             route = await self.batcher.route(text, policy)
             ranking = list(route.ranking)
+            propensity, explored = 1.0, False
+            if self.explore is not None:
+                ranking, propensity, explored = self.explore(text, policy, ranking)
         except RoutingRequestError as err:
             raise invalid(str(err), "unroutable_query") from err
         capable = self._capable(ranking, request_needs)
@@ -110,7 +118,11 @@ class Planner:
                 sticky = True
         if not sticky:
             capable = self.in_service_first(capable)
-        return Plan(req.model, capable[: max(1, self.max_attempts)], True, session, sticky, route)
+        candidates = capable[: max(1, self.max_attempts)]
+        if sticky or candidates[0] != ranking[0]:
+            propensity, explored = 1.0, False  # the conversation's or a capable model
+
+        return Plan(req.model, candidates, True, session, sticky, route, propensity, explored)
 
     def _budget(
         self, headers: dict[str, str], client: ClientKey | None

@@ -162,6 +162,7 @@ def create_app(
         keys,
         settings.max_attempts,
         guard.ranked,
+        explore=feedback.explorer() if feedback is not None else None,
     )
     forwarder = Forwarder(endpoints, complete, open_stream, metrics)
 
@@ -303,7 +304,7 @@ class ChatHandler:
         if client is not None:
             reply_headers["x-trouter-key"] = client.name
         rid = request_id(headers.get(REQUEST_ID_HEADER))
-        first = response_fields(rid, plan.route, plan.candidates[0], req.model, None)
+        first = response_fields(rid, plan.route, plan.candidates[0], req.model, None, plan.explored)
         reply_headers.update(response_headers(first))  # what a stream's head can say
 
         def on_answer(model: str, usage: dict | None) -> dict:
@@ -314,11 +315,11 @@ class ChatHandler:
                 self.metrics.client_cost.labels(client=client.name).inc(usd)
             if plan.session is not None:
                 self.planner.sessions.remember(plan.session, model)
-            fields = response_fields(rid, plan.route, model, req.model, usd)
+            fields = response_fields(rid, plan.route, model, req.model, usd, plan.explored)
             reply_headers.update(response_headers(fields))
             if self.feedback is not None and plan.routed:
                 fallbacks = plan.candidates.index(model)
-                self.feedback.answered(rid, plan.route, model, usage, usd, started, fallbacks)
+                self.feedback.answered(rid, plan, model, usage, usd, started, fallbacks)
             return fields
 
         # validated above; forwarded as the client sent them, unknown fields included
