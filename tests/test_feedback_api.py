@@ -352,3 +352,49 @@ def test_exploration_is_capped_and_logged_with_its_propensity(tmp_path) -> None:
     for each in (quiet, loop):
         each.close()
         each.store.close()
+
+
+def test_served_feedback_alone_moves_routing_when_the_router_explores(tmp_path) -> None:
+    """Two equally priced models, the pool's first one served by default; users score
+    'big' 0.8 and 'small' 0.3 of the time. Without exploration the router never tries
+    'big'; with 20% it does, and the served feedback alone moves all traffic to it."""
+    import random
+
+    from trouter.llm.pool import Pool
+    from trouter.serving.api import resolve_policy
+    from trouter.serving.learning import service_from_pool
+    from trouter.serving.planning import Plan
+
+    pool = Pool.openai_compatible(["small", "big"], "http://127.0.0.1:9/v1", "K", 1.0, 2.0)
+    service = service_from_pool(pool, explore=0.2)
+    loop = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 's.db'}"), service, learn=True)
+    explore, policy = loop.explorer(seed=0), resolve_policy("balanced")
+    quality, draw = {"small": 0.3, "big": 0.8}, random.Random(0)
+    served = []
+    for i in range(200):
+        route = service.route(f"question {i}", scenario="balanced")
+        ranking, propensity, explored = explore(route.query, policy, list(route.ranking))
+        plan = Plan("trouter", ranking, True, None, False, route, propensity, explored)
+        loop.answered(f"r{i}", plan, ranking[0], None, None, 0.0)
+        assert loop.log.wait_written(f"r{i}", 5)
+        loop.add_feedback(Feedback(f"r{i}", float(draw.random() < quality[ranking[0]])))
+        if i % 10 == 9:
+            loop.learner.fold()
+        served.append(ranking[0])
+    assert served[0] == "small" and "big" in served[:50]
+    assert served[-50:] == ["big"] * 50
+    logged = loop.store.decisions()
+    assert {d.explored for d in logged} == {True, False}
+    loop.close()
+    loop.store.close()
+    plain = service_from_pool(pool)  # no exploration: 'small' and its poor scores only
+    still = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 'p.db'}"), plain, learn=True)
+    for i in range(60):
+        result = plain.route(f"question {i}", scenario="balanced")
+        still.record(f"p{i}", result, result.model, result.query, None, None, 1.0)
+        assert still.log.wait_written(f"p{i}", 5)
+        still.add_feedback(Feedback(f"p{i}", float(draw.random() < quality[result.model])))
+    still.learner.fold()
+    assert plain.route("one more", scenario="balanced").model == "small"
+    still.close()
+    still.store.close()

@@ -215,14 +215,14 @@ class FeedbackLoop:
         self.record(rid, route, model, text, usage, cost_usd, latency_ms, 200, fallbacks,
                     propensity, explored)  # fmt: skip
 
-    def explorer(self):
+    def explorer(self, seed: int | None = None):
         """For an online router with ``explore`` > 0: a function the planner calls with (text,
         policy, ranking) that returns the ranking with the router's capped exploration
         applied, the propensity of the first model and whether it explores; else None."""
         router = self.service.router
         if not isinstance(router, OnlineRouter) or router.params.get("explore", 0) <= 0:
             return None
-        rng = np.random.default_rng()
+        rng = np.random.default_rng(seed)
         served = dict(zip(self.service.router_models, self.service.models, strict=True))
 
         def explore(text: str, policy, ranking: list[str]) -> tuple[list[str], float, bool]:
