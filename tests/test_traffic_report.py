@@ -50,6 +50,7 @@ def _log_uniform(store: Store, rows, seed: int = 0, repeat: int = 1) -> dict[str
                 explored=True,
                 cost_usd=float(cost[i, j]),
                 features={"performance": predicted, "cost": {}},
+                utilities=predicted,  # the greedy choice: the best mean
             )  # fmt: skip
         )
         scores.append((rid, float(perf[i, j])))
@@ -83,6 +84,9 @@ def test_off_policy_estimates_cover_the_true_single_model_utilities(rows, tmp_pa
     assert ope["best_single"] == best
     dr_best = ope["per_model"][best]["dr"]
     assert dr_best["low"] <= truth[best] <= dr_best["high"]
+    greedy = ope["greedy_policy"]["dr"]  # the logged utilities always favour the best model
+    assert greedy["low"] <= truth[best] <= greedy["high"]
+    assert greedy["mean"] == pytest.approx(dr_best["mean"])
     # DR with a reward model is at least as tight as IPS here
     widths = {
         k: np.mean([r[k]["high"] - r[k]["low"] for r in ope["per_model"].values()])

@@ -74,7 +74,9 @@ def _print(report: dict) -> None:
     ope = report["off_policy"]
     console.print(
         f"off-policy, over {ope['decisions_with_feedback']} scored decisions (95% bootstrap): "
-        f"logged policy {_interval(ope['logged_policy'])}; best single: {ope['best_single']}"
+        f"logged policy {_interval(ope['logged_policy'])}; without exploration (IPS, DR) "
+        f"{_interval(ope['greedy_policy']['ips'])}, {_interval(ope['greedy_policy']['dr'])}; "
+        f"best single: {ope['best_single']}"
     )
     table = Table("always this model", "support", "IPS", "doubly robust")
     for name, row in ope["per_model"].items():

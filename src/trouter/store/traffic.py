@@ -41,18 +41,21 @@ def parse_span(text: str) -> float:
 
 @dataclass
 class Logged:
-    """Decisions with feedback as arrays: chosen model index, propensity, reward, and the
-    predicted performance of every model (NaN where not logged)."""
+    """Decisions with feedback as arrays: chosen model index, propensity, reward, the
+    predicted performance of every model (NaN where not logged), and the router's greedy
+    choice (its best predicted utility: what it serves without exploring)."""
 
     models: list[str]
     chosen: np.ndarray
     propensity: np.ndarray
     reward: np.ndarray
     predicted: np.ndarray
+    greedy: np.ndarray
 
 
 def logged(decisions: list[Decision], scores: dict[str, list[float]]) -> Logged:
-    models = sorted({d.model for d in decisions} | {m for d in decisions for m in _predicted(d)})
+    names = {d.model for d in decisions} | {m for d in decisions for m in _predicted(d)}
+    models = sorted(names | {m for d in decisions for m in d.utilities or {}})
     index = {m: j for j, m in enumerate(models)}
     rows = [d for d in decisions if d.request_id in scores]
     predicted = np.full((len(rows), len(models)), np.nan)
@@ -65,7 +68,12 @@ def logged(decisions: list[Decision], scores: dict[str, list[float]]) -> Logged:
         np.array([d.propensity for d in rows], dtype=float),
         np.array([np.mean(scores[d.request_id]) for d in rows], dtype=float),
         predicted,
+        np.array([index[_greedy(d)] for d in rows], dtype=int),
     )
+
+
+def _greedy(d: Decision) -> str:
+    return max(d.utilities, key=d.utilities.get) if d.utilities else d.model
 
 
 def _predicted(d: Decision) -> dict[str, float]:
@@ -75,12 +83,14 @@ def _predicted(d: Decision) -> dict[str, float]:
     return dict(feats.get("performance") or {})
 
 
-def estimates(log: Logged, a: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-decision IPS and DR terms of always choosing model ``a``."""
+def estimates(log: Logged, a: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-decision IPS and DR terms of choosing model ``a`` (one index, or one per row)."""
+    rows = np.arange(len(log.chosen))
+    a = np.broadcast_to(np.asarray(a, dtype=int), log.chosen.shape)
     hit = (log.chosen == a).astype(float)
     ips = hit * log.reward / log.propensity
-    rows = np.arange(len(log.chosen))
-    q_a = np.nan_to_num(log.predicted[:, a], nan=np.nanmean(log.reward) if len(log.reward) else 0)
+    fill = np.nanmean(log.reward) if len(log.reward) else 0.0
+    q_a = np.nan_to_num(log.predicted[rows, a], nan=fill)
     q_chosen = np.where(
         np.isnan(log.predicted[rows, log.chosen]), q_a, log.predicted[rows, log.chosen]
     )
@@ -112,9 +122,12 @@ def off_policy(log: Logged, rounds: int = 1000) -> dict[str, Any]:
         }
     supported = [m for m in per_model if per_model[m]["support"]]
     best = max(supported, key=lambda m: per_model[m]["dr"]["mean"]) if supported else None
+    ips, dr = estimates(log, log.greedy)
     return {
         "decisions_with_feedback": int(len(log.reward)),
         "logged_policy": bootstrap(log.reward, rounds),
+        # the current policy without its exploration: the router's greedy choice
+        "greedy_policy": {"ips": bootstrap(ips, rounds), "dr": bootstrap(dr, rounds)},
         "best_single": best,
         "per_model": per_model,
     }
