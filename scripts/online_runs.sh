@@ -16,4 +16,9 @@ run --suite routerdc --tasks MATH_prealgebra --label-budget 0,25/500 \
     --json "$OUT/routerdc.json" --plot "$OUT/routerdc.png"
 run --train-file results/local-pool/synthetic.jsonl --test-file results/local-pool/real.jsonl \
     --label-budget 0,25/500 --json "$OUT/local-pool.json"
+# one feedback regime: a score for 20% of served queries, 10% of scores wrong, 50 queries late
+run --suite routerbench --tasks mbpp,winogrande --label-budget 25/500 --feedback-rate 0.2 \
+    --feedback-noise 0.1 --feedback-delay 50 \
+    --routers skyline,online,online-random,online-explore,eps-greedy,linucb \
+    --json "$OUT/routerbench-noisy.json"
 .venv/bin/python scripts/online_table.py "$OUT"/*.json --out "$OUT/table.md"

@@ -67,12 +67,21 @@ def window_table(records: list[dict], routers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def with_regime(record: dict) -> dict:
+    """The record, its suite named with the feedback regime where that is not the default."""
+    feedback = record.get("feedback") or {}
+    if feedback and feedback != {"rate": 1, "noise": 0, "delay": 0}:
+        regime = ", ".join(f"{k} {v}" for k, v in feedback.items())
+        record = {**record, "suite": f"{record['suite']} (feedback {regime})"}
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("records", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    records = [r for path in args.records for r in json.loads(path.read_text())]
+    records = [with_regime(r) for path in args.records for r in json.loads(path.read_text())]
     text = [
         "# Online replay results",
         "",
@@ -111,6 +120,8 @@ def main() -> None:
     for suite in sorted({r["suite"] for r in records}):
         mine = [r for r in records if r["suite"] == suite]
         name = {"real": "local-pool"}.get(suite, suite)
+        if "(feedback" in name:
+            name = name.split(" (")[0] + "-noisy"
         for budget in sorted({r["label_budget"] for r in mine}):
             path = args.out.parent / f"{name}_budget{budget.replace('/', '-in-')}.png"
             shown = [n for n in ORDER if n != "random"]
