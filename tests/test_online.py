@@ -277,3 +277,16 @@ def test_the_eval_command_replays_and_writes_records(tmp_path):
     assert (tmp_path / "online_budget10-in-60.png").stat().st_size > 0
     bad = runner.invoke(app, [*args[:-5], "--label-budget", "lots"])
     assert bad.exit_code == 2 and "N/WINDOW" in bad.output
+
+
+def test_labels_in_flight_count_against_a_shortage(mbpp_fold):
+    """Labels requested but not yet arrived (a judge 50 queries late) are not requested again
+    for the same shortage of labels."""
+    from trouter.routers.online import label_priority
+
+    router = _router(mbpp_fold, label_min=10)
+    feats = router.features(list(mbpp_fold.test.texts[:5]), BALANCED)
+    made = router.decide_features(feats, BALANCED)
+    assert (label_priority(router, feats, made) == 3).all()
+    assert (label_priority(router, feats, made, in_flight=9) == 3).all()
+    assert (label_priority(router, feats, made, in_flight=10) < 3).all()

@@ -188,6 +188,8 @@ def replay(
         events = []
         if budget is not None and budget.take(t, priority):
             labelled[t] = True
+            if hasattr(policy, "label_requested"):
+                policy.label_requested()
             scores = np.array([_noisy(s, feedback.noise, rng) for s in perf[row]])
             events.append(
                 {

@@ -43,6 +43,7 @@ class OnlinePolicy:
     ) -> None:
         self.router, self.features, self.weights = router, features, weights
         self.rng = np.random.default_rng([seed, 11])
+        self.in_flight = 0  # background labels requested and not yet learned from
 
     def _row(self, row: int) -> dict[str, np.ndarray]:
         f = self.features
@@ -52,11 +53,15 @@ class OnlinePolicy:
     def choose(self, t: int, row: int) -> tuple[int, float, bool, float]:
         feats = self._row(row)
         made = self.router.decide_features(feats, self.weights, self.rng)
-        priority = float(label_priority(self.router, feats, made)[0])
+        priority = float(label_priority(self.router, feats, made, self.in_flight)[0])
         return int(made.chosen[0]), float(made.propensity[0]), bool(made.explored[0]), priority
+
+    def label_requested(self) -> None:
+        self.in_flight += 1
 
     def learn(self, events: list[dict[str, Any]]) -> None:
         names = self.router.models_
+        self.in_flight -= sum(event["kind"] == "label" for event in events)
         converted = []
         for event in events:
             row = event["row"]

@@ -337,19 +337,21 @@ class OnlineRouter(Router):
 
 
 def label_priority(
-    router: OnlineRouter, features: dict[str, np.ndarray], made: Decisions
+    router: OnlineRouter, features: dict[str, np.ndarray], made: Decisions, in_flight: int = 0
 ) -> np.ndarray:
     """How much a background label of each query is worth, in [0, 3]:
 
     3 while some pool model (a new one first) has fewer than ``label_min`` labels; 2 while
     the query's cell has fewer than ``label_cell_min``; otherwise the chance that a rival
-    beats the served model, doubled (1 = even odds: the posteriors overlap)."""
+    beats the served model, doubled (1 = even odds: the posteriors overlap). ``in_flight``
+    labels (requested, not yet arrived) count as arrived for the first two rules, so that
+    late labels are not requested again and again for the same shortage."""
     stats, p = router.stats_, router.params
     labels = stats.label_count
     priority = 2.0 * np.clip(made.overlap, 0.0, 1.0)
     if stats.total > 0:
-        cell_short = labels[features["cell"]].min(axis=1) < p["label_cell_min"]
+        cell_short = labels[features["cell"]].min(axis=1) + in_flight < p["label_cell_min"]
         priority = np.where(cell_short, 2.0, priority)
-    if labels[stats.total].min() < p["label_min"]:
+    if labels[stats.total].min() + in_flight < p["label_min"]:
         priority = np.full_like(priority, 3.0)
     return priority
