@@ -82,9 +82,9 @@ def test_the_cli_reference_lists_every_command() -> None:
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
-#: Pages written alongside this one by the reliability, online and local-model work; a link
-#: to one of them may point ahead until it exists.
-PAGES_IN_PROGRESS = {"reliability.md", "online.md", "local-models.md"}
+#: A page written alongside this one by the local-model work; a link to it may point ahead
+#: until it exists.
+PAGES_IN_PROGRESS = {"local-models.md"}
 
 
 def test_relative_links_resolve() -> None:
