@@ -70,6 +70,23 @@ def _feedback_config(model_dir, router, store, learn, log_text, retention) -> di
     }
 
 
+def _background_config(judge, budget, judge_rate, feedback) -> dict | None:
+    """``--judge``'s settings checked (labels and judge feedback go to the store)."""
+    from trouter.serving.background import parse_daily_budget
+
+    if judge is None:
+        if judge_rate:
+            _fail("--judge-rate needs --judge MODEL")
+        return None
+    if feedback is None:
+        _fail("--judge needs a store: --store sqlite:///file.db or --router online")
+    try:
+        usd = parse_daily_budget(budget)
+    except ValueError as err:
+        _fail(f"--label-budget-usd: {err}")
+    return {"judge": judge, "budget_usd_per_day": usd, "judge_rate": judge_rate}
+
+
 def _key_ring(config: dict):
     from trouter.serving.auth import KeysFileError, load_key_ring
 
@@ -104,7 +121,9 @@ def _build_app(config: dict):
     use(limits)
     settings = ProxySettings(**config["settings"], limits=limits)
     try:
-        proxy = create_app(service, pool, settings, _key_ring(config), feedback)
+        proxy = create_app(
+            service, pool, settings, _key_ring(config), feedback, _background(config)
+        )
     except ValueError as err:
         _fail(str(err))
     service.route("warm-up: load the encoder before the first request")
@@ -117,6 +136,13 @@ def _build_app(config: dict):
     gc.collect()
     gc.freeze()
     return service, proxy
+
+
+def _background(config: dict):
+    from trouter.serving.background import BackgroundSettings
+
+    chosen = config.get("background")
+    return BackgroundSettings(**chosen) if chosen else None
 
 
 def worker_app():
@@ -264,6 +290,15 @@ def register(app: typer.Typer) -> None:
         explore: float = typer.Option(
             0.0, min=0.0, max=0.5, help="--router online: traffic share exploration may take."
         ),
+        judge: str = typer.Option(
+            None, help="Judge model (pool name or LiteLLM name): background labels (--store)."
+        ),
+        label_budget_usd: str = typer.Option(
+            "5/day", help="--judge: USD per UTC day for background answers and judging."
+        ),
+        judge_rate: float = typer.Option(
+            0.0, min=0.0, max=1.0, help="--judge: share of served answers judged (source=judge)."
+        ),
     ) -> None:
         """Serve an OpenAI-compatible /v1/chat/completions that routes each request.
 
@@ -282,6 +317,7 @@ def register(app: typer.Typer) -> None:
             "router": router,
             "explore": explore,
             "feedback": feedback,
+            "background": _background_config(judge, label_budget_usd, judge_rate, feedback),
             "pool": str(pool.resolve()),
             "partial": allow_partial_pool,
             "torch_threads": torch_threads,

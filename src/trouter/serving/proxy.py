@@ -32,12 +32,14 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from trouter.llm.pool import ModelEndpoint, Pool
 from trouter.serving import upstream
 from trouter.serving.auth import ClientKey, KeyRing
+from trouter.serving.background import BackgroundLabeller, BackgroundSettings, labeller_for
 from trouter.serving.batching import RouteBatcher
 from trouter.serving.capabilities import pool_capabilities
 from trouter.serving.conversation import Sessions
@@ -97,6 +99,7 @@ def create_app(
     settings: ProxySettings | None = None,
     keys: KeyRing | None = None,
     feedback: FeedbackLoop | None = None,
+    background: BackgroundSettings | None = None,
 ) -> ProxyApp:
     """The proxy app for a routing service and the pool serving it.
 
@@ -165,11 +168,16 @@ def create_app(
         explore=feedback.explorer() if feedback is not None else None,
     )
     forwarder = Forwarder(endpoints, complete, open_stream, metrics)
+    labeller = None
+    if background is not None and feedback is not None:
+        labeller = labeller_for(background, feedback, endpoints, complete, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         await batcher.close()
+        if labeller is not None:
+            await labeller.close()
         await direct.aclose()
         if feedback is not None:
             feedback.close()  # writes what is queued
@@ -185,6 +193,7 @@ def create_app(
     if feedback is not None:
         feedback.attach(app, metrics.registry)
     handler = ChatHandler(settings, keys, planner, forwarder, metrics, endpoints, feedback)
+    handler.background = app.state.background = labeller
 
     @app.post(CHAT_PATH)
     async def chat(request: Request) -> Response:
@@ -256,6 +265,7 @@ class ChatHandler:
         self.settings, self.keys, self.planner = settings, keys, planner
         self.forwarder, self.metrics, self.endpoints = forwarder, metrics, endpoints
         self.feedback: FeedbackLoop | None = feedback
+        self.background: BackgroundLabeller | None = None
 
     async def __call__(self, request: Request, client: ClientKey | None) -> Response:
         started = time.perf_counter()
@@ -325,7 +335,12 @@ class ChatHandler:
         # validated above; forwarded as the client sent them, unknown fields included
         messages, params = raw["messages"], forward_params(raw)
         if not req.stream:
-            return await self.forwarder.reply(plan, messages, params, reply_headers, on_answer)
+            response = await self.forwarder.reply(plan, messages, params, reply_headers, on_answer)
+            if self.background is not None and plan.routed:  # runs once the reply is sent
+                response.background = BackgroundTask(
+                    self.background.offer, rid, plan, messages, response.body
+                )
+            return response
 
         def on_end(status: int) -> None:
             if status == 200:

@@ -1,0 +1,355 @@
+"""Background labelling and sampled judging in the proxy (``serve --judge``).
+
+After a routed, non-streamed reply has been sent, the proxy may spend money on learning:
+
+* a **background label**: for a query the online router asks to label (its label
+  priority, :func:`trouter.routers.online.label_priority`, at least ``threshold``; and,
+  with ``label_rate``, within a :class:`~trouter.routers.online_labels.LabelBudget` of
+  that many labels per 1,000 queries), every other pool model answers the same messages,
+  the judge scores every answer (the served one included) with the labeller's judge prompt
+  and parser, and the scores go to the store's labels table, where the learner folds them
+  like ``trouter feedback import-labels`` rows;
+* a **sampled judgement**: a share ``judge_rate`` of served answers is scored alone and
+  stored as served feedback with ``source=judge``.
+
+Every background call is costed from its usage and the pool's prices and charged to a daily
+USD budget (UTC days; a restart counts the day's label spend already in the store). A job
+starts only while the day's budget is not spent and stops between calls once it is, so a
+day may end over budget by at most the calls of the jobs in flight. Jobs wait in a bounded
+queue and run under a semaphore; a full queue drops the job and counts it. Nothing here
+runs before the reply has gone, and no failure here reaches the request.
+
+There is no reference answer in serving, so the judge grades each answer against the
+question alone (:data:`NO_REFERENCE`); a verdict it cannot parse leaves that model out of
+the label rather than scoring it 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter
+
+from trouter.evaluation.scenarios import SCENARIOS, Weights
+from trouter.labelling.judge import VerdictError, judge_messages, parse_verdict
+from trouter.llm.pool import ModelEndpoint
+from trouter.routers.online import OnlineRouter
+from trouter.routers.online_labels import LabelBudget
+from trouter.serving import upstream
+from trouter.store import Feedback
+
+log = logging.getLogger("trouter.serving")
+
+NO_REFERENCE = (
+    "(none available: judge whether the candidate answers the question correctly and "
+    "completely on its own merits)"
+)
+DAY_S = 86_400.0
+_WEIGHTS = re.compile(r"weights\(([^,]+),([^)]+)\)")
+
+Complete = Callable[[ModelEndpoint, list[dict], dict], Awaitable[dict]]
+
+
+@dataclass
+class BackgroundSettings:
+    judge: str
+    budget_usd_per_day: float
+    judge_rate: float = 0.0
+    #: label priority a query needs (``label_priority``: 3 a model short of labels, 2 a cell,
+    #: else twice the chance that a rival beats the served model)
+    threshold: float = 1.0
+    #: labels per 1,000 routed queries at most (None: only the USD budget caps them)
+    label_rate: float | None = None
+    max_concurrency: int = 4
+    max_queue: int = 256
+    judge_max_tokens: int = 16
+
+
+def parse_daily_budget(text: str) -> float:
+    """``5/day`` or ``5`` -> 5.0 USD per UTC day."""
+    head, sep, tail = str(text).strip().partition("/")
+    try:
+        value = float(head.strip().lstrip("$"))
+    except ValueError:
+        value = -1.0
+    if value < 0 or value != value or (sep and tail.strip() not in ("day", "d")):
+        raise ValueError(f"label budget {text!r} is not USD per day, e.g. 5/day")
+    return value
+
+
+class BackgroundMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry or CollectorRegistry()
+        self.calls = Counter(
+            "trouter_background_calls",
+            "Background upstream calls by kind (answer, judge) and outcome (ok, error, "
+            "unparsed: a judge reply without a readable verdict).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.spend = Counter(
+            "trouter_background_spend_usd",
+            "USD spent by background labelling and judging (apart from served spend).",
+            registry=r,
+        )
+        self.jobs = Counter(
+            "trouter_background_jobs",
+            "Background jobs by kind (label, judge) and outcome (done, failed, dropped: the "
+            "queue was full, over_budget: the day's budget was spent).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+
+
+@dataclass
+class _Job:
+    kind: str  # label | judge
+    request_id: str
+    served: str
+    messages: list[dict]
+    answer: str
+    policy: str | None
+    question: str
+
+
+class BackgroundLabeller:
+    """Background labels and sampled judgements for one proxy process (see module)."""
+
+    def __init__(
+        self,
+        settings: BackgroundSettings,
+        loop,  # trouter.serving.learning.FeedbackLoop
+        endpoints: dict[str, ModelEndpoint],
+        complete: Complete,
+        registry: CollectorRegistry | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.settings, self.loop, self.endpoints = settings, loop, endpoints
+        self.complete = complete
+        self.metrics = BackgroundMetrics(registry)
+        self.judge = endpoints.get(settings.judge) or ModelEndpoint(
+            name=settings.judge, litellm_model=settings.judge
+        )
+        self.models = list(loop.service.models)
+        self._rng = np.random.default_rng(seed)
+        self._budget = (
+            LabelBudget(rate=settings.label_rate) if settings.label_rate is not None else None
+        )
+        self._routed = 0
+        self._day, self._spent = self._today(), 0.0
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._workers: list[asyncio.Task] = []
+
+    # ----- spend -------------------------------------------------------------------------
+    @staticmethod
+    def _today() -> float:
+        return time.time() // DAY_S * DAY_S
+
+    def spent_today(self) -> float:
+        if self._today() != self._day:
+            self._day, self._spent = self._today(), 0.0
+        return self._spent
+
+    def over_budget(self) -> bool:
+        return self.spent_today() >= self.settings.budget_usd_per_day
+
+    def _charge(self, usd: float | None) -> float:
+        usd = float(usd or 0.0)
+        self.spent_today()
+        self._spent += usd
+        self.metrics.spend.inc(usd)
+        return usd
+
+    # ----- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the workers (call inside the running event loop)."""
+        if self._queue is not None:
+            return
+        _, stored = self.loop.store.label_spend(since=self._day)  # survives a restart
+        self._spent = stored
+        self._queue = asyncio.Queue(self.settings.max_queue)
+        self._workers = [
+            asyncio.create_task(self._work()) for _ in range(self.settings.max_concurrency)
+        ]
+
+    async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers, self._queue = [], None
+
+    async def idle(self) -> None:
+        """Until every queued job is done (tests and replays)."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    # ----- the request path (after the reply is sent) --------------------------------------
+    async def offer(self, request_id: str, plan, messages: list[dict], body: bytes) -> None:
+        """Queue the jobs one answered, routed request (its reply ``body``) deserves; never
+        waits or raises."""
+        try:
+            self._offer(request_id, plan, messages, json.loads(body))
+        except Exception:  # noqa: BLE001 - nothing here may reach the request
+            log.exception("background: offer failed")
+
+    def _offer(self, request_id: str, plan, messages: list[dict], data: dict) -> None:
+        if self._queue is None:
+            self.start()
+        self._routed += 1
+        served = data.get("model")
+        answer = _text(data)
+        route = plan.route
+        if served not in self.endpoints or answer is None or route is None:
+            return
+        job = _Job("judge", request_id, served, messages, answer, route.policy, route.query)
+        if self.settings.judge_rate > 0 and self._rng.random() < self.settings.judge_rate:
+            self._put(job)
+        self._put(_Job(**{**job.__dict__, "kind": "label"}))
+
+    def _put(self, job: _Job) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.metrics.jobs.labels(kind=job.kind, outcome="dropped").inc()
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                if self.over_budget():
+                    outcome = "over_budget"
+                elif job.kind == "judge":
+                    outcome = await self._judge_served(job)
+                else:
+                    outcome = await self._label(job)
+            except Exception:  # noqa: BLE001 - one failed job never stops the workers
+                log.exception("background: %s job failed", job.kind)
+                outcome = "failed"
+            finally:
+                self._queue.task_done()
+            if outcome is not None:
+                self.metrics.jobs.labels(kind=job.kind, outcome=outcome).inc()
+
+    # ----- the jobs ----------------------------------------------------------------------
+    async def _judge_served(self, job: _Job) -> str:
+        score, _ = await self._verdict(job.question, job.answer)
+        if score is None:
+            return "failed"
+        feedback = Feedback(job.request_id, score, source="judge")
+        status = await asyncio.to_thread(self.loop.add_feedback, feedback)
+        return "done" if status in ("accepted", "duplicate") else "failed"
+
+    async def _label(self, job: _Job) -> str | None:
+        """None when the query is not selected (nothing spent, nothing counted)."""
+        priority = await asyncio.to_thread(self._priority, job.question, job.policy)
+        if priority < self.settings.threshold:
+            return None
+        if self._budget is not None and not self._budget.take(self._routed - 1, priority):
+            return None
+        answers, spend = {job.served: job.answer}, 0.0
+        for model in self.models:
+            if model == job.served or model not in self.endpoints:
+                continue
+            if self.over_budget():
+                break
+            text, usd = await self._call("answer", self.endpoints[model], job.messages, {})
+            spend += usd
+            if text is not None:
+                answers[model] = text
+        scores: dict[str, float] = {}
+        for model, text in answers.items():
+            if self.over_budget():
+                break
+            score, usd = await self._verdict(job.question, text)
+            spend += usd
+            if score is not None:
+                scores[model] = score
+        if len(scores) < 2:
+            return "failed"  # one score alone says nothing full-information
+        await asyncio.to_thread(self._store_label, job.request_id, scores, spend)
+        return "done"
+
+    def _store_label(self, request_id: str, scores: dict[str, float], spend: float) -> None:
+        # the decision (with the features a label is placed by) may still be queued
+        if self.loop.log.pending(request_id) is not None:
+            self.loop.log.wait_written(request_id, 5.0)
+        self.loop.store.add_label(
+            f"{request_id}:background", scores, None, request_id, self.judge.name, spend
+        )
+        if self.loop.learner is not None:
+            self.loop.learner.wake()
+
+    def _priority(self, question: str, policy: str | None) -> float:
+        """The online router's label priority for the query (a frozen router: always)."""
+        router = self.loop.service.router
+        if not isinstance(router, OnlineRouter):
+            return float("inf")
+        from trouter.encoders import get_encoder
+
+        with get_encoder(router.encoder).transient():
+            made = router.decide([question], _policy_weights(policy))
+        return float(made[0]["label_priority"])
+
+    async def _verdict(self, question: str, answer: str) -> tuple[float | None, float]:
+        messages = judge_messages(question, NO_REFERENCE, answer)
+        params = {"temperature": 0, "max_tokens": self.settings.judge_max_tokens}
+        text, usd = await self._call("judge", self.judge, messages, params)
+        if text is None:
+            return None, usd
+        try:
+            return parse_verdict(text), usd
+        except VerdictError as err:
+            log.info("background: judge verdict masked: %s", err)
+            self.metrics.calls.labels(kind="judge", outcome="unparsed").inc()
+            return None, usd
+
+    async def _call(self, kind, endpoint, messages, params) -> tuple[str | None, float]:
+        """(reply text or None, USD charged); upstream failures are counted, not raised."""
+        try:
+            data = await self.complete(endpoint, messages, params)
+        except Exception as err:  # noqa: BLE001 - a failing model only loses its score
+            log.info("background: %s call to %s failed: %s", kind, endpoint.name, err)
+            self.metrics.calls.labels(kind=kind, outcome="error").inc()
+            return None, 0.0
+        usd = self._charge(upstream.usage_cost(endpoint, data.get("usage")))
+        self.metrics.calls.labels(kind=kind, outcome="ok").inc()
+        return _text(data), usd
+
+
+def _text(data: dict[str, Any]) -> str | None:
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
+
+
+def _policy_weights(policy: str | None) -> Weights:
+    """The weights of a route's policy name (``balanced``, ``weights(0.7,0.3)``, ...)."""
+    name = (policy or "balanced").split(",")[0]
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    if (found := _WEIGHTS.fullmatch(name)) is not None:
+        return Weights(float(found[1]), float(found[2]))
+    return SCENARIOS["balanced"]
+
+
+def labeller_for(settings, loop, endpoints, complete: Complete, proxy_settings, metrics):
+    """The proxy's labeller: pool models through the proxy's guarded ``complete``, a judge
+    outside the pool through LiteLLM; counted into the proxy's metrics registry."""
+    timeout = proxy_settings.upstream_timeout_s
+
+    async def call(endpoint: ModelEndpoint, messages: list[dict], params: dict) -> dict:
+        if endpoint.name in endpoints:
+            return await complete(endpoint, messages, params)
+        return await upstream.complete(endpoint, messages, params, timeout)
+
+    return BackgroundLabeller(settings, loop, endpoints, call, metrics.registry)
