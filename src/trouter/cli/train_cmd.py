@@ -183,15 +183,6 @@ def _print_table(index: int, result, task_type: str | None) -> None:
     console.print(f"chosen model: [bold]{result.model}[/bold] ({result.reason})")
 
 
-def _task_types(router, queries: list[str]) -> list[str | None]:
-    """The trouter router's most likely task type per query (shown in tables only)."""
-    if not hasattr(router, "posterior"):
-        return [None] * len(queries)
-    posterior = router.posterior(queries)
-    tops = np.argmax(posterior, axis=1)
-    return [f"{router.leaf_ids_[t]} (q = {posterior[i, t]:.2f})" for i, t in enumerate(tops)]
-
-
 # ----- commands --------------------------------------------------------------------------
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``route`` to the top-level app."""
@@ -351,7 +342,6 @@ def register(app: typer.Typer) -> None:
             for result in results:
                 typer.echo(json.dumps(result.to_dict()))
         else:
-            types = _task_types(service.router, queries)
             for i, result in enumerate(results):
-                _print_table(i, result, types[i])
+                _print_table(i, result, result.task_type)
         sys.stdout.flush()

@@ -29,7 +29,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,8 @@ class RouteResult:
     ``cost_usd`` the predicted USD of the call per model with known prices. Models a limit
     excludes are absent from ``utility`` and ``ranking``; ``ranking`` lists the models the
     policy allows, best first (under ``max_normalised_cost``, then the rest cheapest first).
+    ``task_type`` is the most likely taxonomy leaf and its posterior, for routers that infer
+    one (trouter, trouter+), else None.
     """
 
     query: str
@@ -103,9 +105,19 @@ class RouteResult:
     cost_usd: dict[str, float]
     utility: dict[str, float]
     ranking: tuple[str, ...]
+    task_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def task_types(router: Router, queries: Sequence[str]) -> list[str] | None:
+    """The most likely task type per query (``leaf (q = 0.93)``), None for other routers."""
+    if not hasattr(router, "posterior"):
+        return None
+    posterior = router.posterior(list(queries))
+    tops = np.argmax(posterior, axis=1)
+    return [f"{router.leaf_ids_[t]} (q = {posterior[i, t]:.2f})" for i, t in enumerate(tops)]
 
 
 class RoutingService:
@@ -241,7 +253,11 @@ class RoutingService:
         """Route many queries under one resolved policy with a single prediction."""
         if not queries:
             return []
-        return self.results(queries, self.predict(queries), policy)
+        results = self.results(queries, self.predict(queries), policy)
+        types = task_types(self.router, queries)
+        if types is None:
+            return results
+        return [replace(r, task_type=t) for r, t in zip(results, types, strict=True)]
 
     def results(
         self, queries: Sequence[str], prediction: Prediction, policy: Policy
