@@ -18,7 +18,8 @@ Routers of one run (all on the same streams and orders):
 * ``few-shot``: the base router refitted with K stream rows picked at random up front, K the
   label budget (what in-stream labelling must beat);
 * ``online`` (active labels), ``online-random`` (random labels), ``online-nobase`` (no base:
-  price prior), each with the same budget and feedback;
+  price prior), ``online-base`` (anchored at the base's choice instead of best-single),
+  each with the same budget and feedback;
 * the bandit peers ``linucb``, ``thompson``, ``eps-greedy`` (served feedback only).
 """
 
@@ -57,6 +58,7 @@ ONLINE_VARIANTS: dict[str, dict[str, Any]] = {
     "online-random": {},
     "online-nobase": {},
     "online-explore": {"explore": 0.05},
+    "online-base": {"anchor": "base"},
 }
 ONLINE_ROUTERS = tuple(ONLINE_VARIANTS)
 PEERS = ("linucb", "thompson", "eps-greedy")
@@ -224,8 +226,7 @@ def _online(name: str, base: Router | None, fold: Fold, config: OnlineConfig) ->
     if name == "online-nobase" or base is None:
         router = OnlineRouter(base="none", seed=base.seed if base else 0, **params)
         return router.fit(fold.train, fold.validation)
-    train = merge(fold.train, fold.validation) if fold.validation is not None else fold.train
-    return OnlineRouter.around(base, train, **params)
+    return OnlineRouter.around(base, fold.train, fold.validation, **params)
 
 
 def _policy(name: str, ctx: dict[str, Any]):

@@ -47,7 +47,7 @@ class OnlinePolicy:
 
     def _row(self, row: int) -> dict[str, np.ndarray]:
         f = self.features
-        keys = ("performance", "cost", "cell", "guard")
+        keys = ("performance", "cost", "cell", "guard", "anchor")
         return {k: f[k][row : row + 1] for k in keys}
 
     def choose(self, t: int, row: int) -> tuple[int, float, bool, float]:
@@ -72,6 +72,7 @@ class OnlinePolicy:
                 "cell": int(self.features["cell"][row]),
                 "prior_performance": self.features["performance"][row],
                 "prior_cost": self.features["cost"][row],
+                "base_model": names[int(self.features["guard"][row])],
             }
             if event["kind"] == "label":
                 seen = ~np.isnan(event["scores"])

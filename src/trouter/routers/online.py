@@ -29,10 +29,11 @@ decides whether to spend one).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from trouter.data.dataset import RoutingDataset
 from trouter.evaluation.scenarios import Weights
@@ -50,6 +51,11 @@ from trouter.routers.online_posterior import Decisions, Rule, decide
 from trouter.routers.online_stats import EvidenceStats
 from trouter.routers.tuning import embed, merge
 
+#: What is served with no evidence: ``best-single`` (the pool's best model on the base's
+#: training rows; the base's choice must earn its way in with evidence) or ``base``.
+ANCHORS = ("best-single", "base")
+#: Prior variance (and its pseudo-count) of the base's per-query gain over best-single.
+GAIN_PRIOR_VAR, GAIN_PRIOR_COUNT = 0.05, 2.0
 #: Utility tilt of the price prior (no base): a pricier model is assumed slightly better.
 PRICE_TILT = 0.1
 
@@ -77,6 +83,7 @@ class OnlineRouter(Router):
         explore_floor: float = 0.2,
         label_min: int = 10,
         label_cell_min: int = 3,
+        anchor: str = "best-single",
         **params: Any,
     ) -> None:
         super().__init__(
@@ -95,14 +102,18 @@ class OnlineRouter(Router):
             explore_floor=float(explore_floor),
             label_min=int(label_min),
             label_cell_min=int(label_cell_min),
+            anchor=str(anchor),
             **params,
         )
+        if anchor not in ANCHORS:
+            raise ValueError(f"online anchor must be one of {ANCHORS}, got {anchor!r}")
         if cells < 1 or not 0.5 <= confidence < 1 or not 0 <= explore <= 0.5:
             raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
         if half_life is not None and half_life <= 0:
             raise ValueError(f"half_life must be positive, got {half_life}")
         self._base: Router | None = None
         self._seen: set[str] = set()
+        self._earned: dict[tuple[float, float, int], bool] = {}
 
     @property
     def rule(self) -> Rule:
@@ -111,11 +122,17 @@ class OnlineRouter(Router):
 
     # ----- fitting -----------------------------------------------------------------------
     @classmethod
-    def around(cls, base: Router, train: RoutingDataset, **params: Any) -> OnlineRouter:
+    def around(
+        cls,
+        base: Router,
+        train: RoutingDataset,
+        validation: RoutingDataset | None = None,
+        **params: Any,
+    ) -> OnlineRouter:
         """An online router around an already fitted ``base`` (fitted on ``train``)."""
         router = cls(base=base.name, base_params=dict(base.params), seed=base.seed, **params)
         router._base = base
-        return router.fit(train)
+        return router.fit(train, validation)
 
     def fit(self, train: RoutingDataset, validation: RoutingDataset | None = None) -> Router:
         pool = merge(train, validation) if validation is not None and len(validation) else train
@@ -126,6 +143,9 @@ class OnlineRouter(Router):
         self.models_ = list(pool.model_names)
         self.pool_performance_ = np.nanmean(pool.performance, axis=0)
         self.pool_cost_ = np.nanmean(pool.normalised_cost, axis=0)
+        # the anchor is the ``best-single`` router's model: training rows only
+        self.anchor_performance_ = np.nanmean(train.performance, axis=0)
+        self.anchor_cost_ = np.nanmean(train.normalised_cost, axis=0)
         cells = self.params["cells"]
         self.centroids_ = (
             fit_centroids(embed(pool, self.encoder), cells, self.seed)
@@ -138,6 +158,15 @@ class OnlineRouter(Router):
         self.seen_ids_: list[str] = []
         self.skipped_events_ = 0
         self._seen: set[str] = set()
+        self._earned = {}
+        m = len(self.models_)
+        self.label_perf_ = np.zeros((0, m))
+        self.label_cost_ = np.zeros((0, m))
+        self.label_prior_perf_ = np.zeros((0, m))
+        self.label_prior_cost_ = np.zeros((0, m))
+        self.label_time_ = np.zeros(0)
+        self.label_cell_ = np.zeros(0)
+        self.label_guard_ = np.zeros(0)
         return self
 
     def add_model(self, name: str, cost: float) -> None:
@@ -149,6 +178,18 @@ class OnlineRouter(Router):
         models.append(name)
         self.pool_performance_ = np.append(self.pool_performance_, np.nan)
         self.pool_cost_ = np.append(self.pool_cost_, float(cost))
+        self.anchor_performance_ = np.append(self.anchor_performance_, np.nan)
+        self.anchor_cost_ = np.append(self.anchor_cost_, float(cost))
+        perf_prior, cost_prior = self.price_prior()
+        for name, fill in (
+            ("label_perf_", np.nan),
+            ("label_cost_", np.nan),
+            ("label_prior_perf_", perf_prior[-1]),
+            ("label_prior_cost_", cost_prior[-1]),
+        ):
+            array = getattr(self, name)
+            setattr(self, name, np.pad(array, ((0, 0), (0, 1)), constant_values=fill))
+        self._earned = {}
         self.stats_.add_model()
 
     # ----- features: the base's prediction and the cell of each query --------------------
@@ -159,9 +200,19 @@ class OnlineRouter(Router):
         cost = np.nan_to_num(self.pool_cost_, nan=float(np.nanmean(self.pool_cost_)))
         return shared + PRICE_TILT * (cost - cost.mean()), cost
 
+    def best_single(self, weights: Weights) -> int:
+        """The model with the best mean utility on the base's training rows (price prior for a
+        model added since, or when the rows lack its scores)."""
+        perf_prior, cost_prior = self.price_prior()
+        perf = np.where(np.isnan(self.anchor_performance_), perf_prior, self.anchor_performance_)
+        cost = np.where(np.isnan(self.anchor_cost_), cost_prior, self.anchor_cost_)
+        utility = weights.utility(perf, cost)
+        return int(np.argmax(utility - 1e-12 * cost))
+
     def features(self, queries: Queries, weights: Weights | None = None) -> dict[str, np.ndarray]:
         """Per query: prior performance and cost (n, m), cell, and (with ``weights``) the
-        guarded choice (the base's own choice; the best price-prior model with no base)."""
+        guarded choice: best-single with ``anchor='best-single'``, else the base's own choice
+        (the best price-prior model with no base)."""
         models = self._require_fitted()
         texts = query_texts(queries)
         n, m = len(texts), len(models)
@@ -181,7 +232,15 @@ class OnlineRouter(Router):
         cells = np.zeros(n, dtype=int)
         if self.params["cells"] > 1 and n:
             cells = nearest(embed(texts, self.encoder), self.centroids_)
-        return {"performance": perf, "cost": cost, "cell": cells, "guard": guard, "m": m}
+        anchor = np.full(n, self.best_single(weights) if weights is not None else -1)
+        return {
+            "performance": perf,
+            "cost": cost,
+            "cell": cells,
+            "guard": guard,
+            "anchor": anchor,
+            "m": m,
+        }
 
     # ----- decisions ----------------------------------------------------------------------
     def decide_features(
@@ -193,7 +252,63 @@ class OnlineRouter(Router):
         """Decisions for queries whose :meth:`features` were computed with ``weights``."""
         if (features["guard"] < 0).any():
             raise ValueError("features were computed without weights; pass weights to features()")
-        return decide(self.stats_, features, weights, self.rule, rng)
+        rule = self.rule
+        if self.params["anchor"] == "best-single" and not self.base_earned(weights):
+            # the base has not shown a gain over best-single: serve best-single, no switches
+            features = {**features, "guard": features["anchor"]}
+            rule = replace(rule, min_evidence=np.inf)
+        return decide(self.stats_, features, weights, rule, rng)
+
+    def base_gain(self, weights: Weights) -> tuple[float, float, float]:
+        """(mean, standard error, weight) of the utility gain over best-single of what the
+        router would serve without the anchor (the base's choice, or a switch the evidence
+        supports), paired on the background labels (discounted like every statistic)."""
+        if not len(self.label_time_):
+            return 0.0, np.inf, 0.0
+        anchor = self.best_single(weights)
+        prior = weights.utility(self.label_prior_perf_, self.label_prior_cost_)
+        guard = np.where(
+            self.label_guard_ >= 0,
+            self.label_guard_,
+            np.argmax(prior - 1e-12 * self.label_prior_cost_, axis=1),
+        ).astype(int)
+        features = {
+            "performance": self.label_prior_perf_,
+            "cost": self.label_prior_cost_,
+            "cell": self.label_cell_.astype(int),
+            "guard": guard,
+        }
+        proposal = decide(self.stats_, features, weights, self.rule).exploit
+        observed = weights.utility(self.label_perf_, self.label_cost_)
+        rows = np.arange(len(proposal))
+        diff = observed[rows, proposal] - observed[rows, anchor]
+        ok = ~np.isnan(diff)
+        half_life = self.params["half_life"]
+        times = self.label_time_[ok]
+        weight = (
+            np.ones(len(times)) if half_life is None else 2.0 ** ((times - times.max()) / half_life)
+        )
+        total = float(weight.sum())
+        if total <= 0:
+            return 0.0, np.inf, 0.0
+        mean = float((weight * diff[ok]).sum() / total)
+        second = float((weight * (diff[ok] - mean) ** 2).sum())
+        variance = (second + GAIN_PRIOR_COUNT * GAIN_PRIOR_VAR) / (total + GAIN_PRIOR_COUNT)
+        return mean, float(np.sqrt(variance / total)), total
+
+    def base_earned(self, weights: Weights) -> bool:
+        """Whether the background labels show, one-sided at ``confidence``, that the base's
+        choice beats best-single (and the base may then serve, and switch, as it would)."""
+        key = (float(weights.performance), float(weights.cost), len(self._seen))
+        if key not in self._earned:
+            mean, stderr, total = self.base_gain(weights)
+            z = float(ndtri(self.params["confidence"]))
+            enough = total >= self.params["min_evidence"]
+            stale = [k for k in self._earned if k[2] != key[2]]
+            for old in stale:  # one entry per weights, for the current evidence only
+                del self._earned[old]
+            self._earned[key] = bool(enough and mean - z * stderr > self.params["margin"])
+        return self._earned[key]
 
     def decide(
         self, queries: Queries, weights: Weights, rng: np.random.Generator | None = None
@@ -212,6 +327,7 @@ class OnlineRouter(Router):
                 "explored": bool(made.explored[i]),
                 "label_priority": float(priority[i]),
                 "cell": int(feats["cell"][i]),
+                "base_model": models[int(feats["guard"][i])],
                 "prior_performance": feats["performance"][i].tolist(),
                 "prior_cost": feats["cost"][i].tolist(),
             }
@@ -233,7 +349,7 @@ class OnlineRouter(Router):
             feats = self.features(queries, weights)
             made = self.decide_features(feats, weights)
             reasons = [
-                "online: the base's choice" if keep else "online: posterior gain over the base"
+                "online: the default" if keep else "online: posterior gain over the default"
                 for keep in (made.exploit == made.guard).tolist()
             ]
             forced = getattr(router_base, "Forced", None)
@@ -312,6 +428,16 @@ class OnlineRouter(Router):
             return
         cost_residual = np.where(np.isnan(costs), 0.0, costs - cost)
         self.stats_.add_full(cell, scores - perf, cost_residual, observed, weight)
+        self.label_perf_ = np.vstack([self.label_perf_, scores])
+        self.label_cost_ = np.vstack([self.label_cost_, np.where(np.isnan(costs), cost, costs)])
+        self.label_prior_perf_ = np.vstack([self.label_prior_perf_, perf])
+        self.label_prior_cost_ = np.vstack([self.label_prior_cost_, cost])
+        self.label_time_ = np.append(self.label_time_, float(event.get("t", 0.0)))
+        self.label_cell_ = np.append(self.label_cell_, cell)
+        choice = event.get("base_model")
+        guard = index.get(choice, -1)
+        self.label_guard_ = np.append(self.label_guard_, guard)
+        self._earned = {}
 
     # ----- persistence: statistics as arrays, the base nested ------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -328,6 +454,7 @@ class OnlineRouter(Router):
         self.models_ = list(self.models_)
         self.seen_ids_ = list(self.seen_ids_)
         self._seen = set(self.seen_ids_)
+        self._earned = {}
         self._base = None
         if base_state is not None:
             self._base = make_router(
