@@ -128,7 +128,7 @@ def replay(rows: int) -> dict:
                 client.post(f"{base}/v1/feedback", json={"request_id": rid, "score": float(score)})
         wall = time.perf_counter() - t0
         labeller = app.state.background
-        while labeller._queue is not None and labeller._queue._unfinished_tasks:
+        while labeller.pending():
             time.sleep(0.2)  # the last background jobs
         metrics = httpx.get(f"{base}/metrics").text
     upstream.stop()

@@ -186,6 +186,10 @@ class BackgroundLabeller:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers, self._queue = [], None
 
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        return 0 if self._queue is None else self._queue._unfinished_tasks
+
     async def idle(self) -> None:
         """Until every queued job is done (tests and replays)."""
         if self._queue is not None:
