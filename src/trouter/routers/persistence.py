@@ -15,9 +15,9 @@ checked against its recorded checksum before it is parsed, so that a truncated, 
 swapped file is refused with an error naming it rather than half-loaded. A directory is also
 treated as hostile input (:mod:`trouter.routers.untrusted`): only regular files are read (a
 symbolic link, FIFO or device is refused before it is read), each file kind has a size cap
-checked before reading, JSON nesting is bounded, and :func:`check_routes` routes one stand-in query right
-after loading, so that arrays whose shapes do not fit each other, the pool or the encoder are
-refused at load rather than at the first request.
+checked before reading, JSON nesting is bounded, and :func:`check_routes` routes one
+stand-in query right after loading, so that arrays whose shapes do not fit each other, the
+pool or the encoder are refused at load rather than at the first request.
 
 ``get_state`` returns nested dicts and lists of numpy arrays, torch tensors and JSON values;
 :func:`split_state` moves every array into the weights file and leaves a marker
