@@ -17,10 +17,11 @@ import numpy as np
 
 from trouter.evaluation.online_report import markdown_tables, plot_streams, summarise
 
-ORDER = ["best-single", "oracle", "random", "skyline", "few-shot", "online", "online-random",
-         "online-nobase", "online-explore", "linucb", "thompson", "eps-greedy"]  # fmt: skip
-LEARNERS = ["online", "online-random", "online-nobase", "online-explore", "few-shot",
-            "linucb", "thompson", "eps-greedy"]  # fmt: skip
+ORDER = ["best-single", "oracle", "random", "skyline", "few-shot", "online", "online-base",
+         "online-random", "online-nobase", "online-explore", "linucb", "thompson",
+         "eps-greedy"]  # fmt: skip
+LEARNERS = ["online", "online-base", "online-random", "online-nobase", "online-explore",
+            "few-shot", "linucb", "thompson", "eps-greedy"]  # fmt: skip
 
 
 def safety_table(records: list[dict]) -> str:
@@ -107,6 +108,7 @@ def main() -> None:
                 "oracle",
                 "few-shot",
                 "online",
+                "online-base",
                 "online-random",
                 "linucb",
                 "thompson",

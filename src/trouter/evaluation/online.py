@@ -234,7 +234,13 @@ def _policy(name: str, ctx: dict[str, Any]):
     m = len(stream.models)
     if name in ctx["config"].variants():
         router = _online(name, ctx["base"], ctx["fold"], ctx["config"])
-        return OnlinePolicy(router, router.features(list(stream.texts), weights), weights, seed)
+        # variants on the same base and cells share the stream's features (the base's
+        # predictions over the whole stream are the replay's main cost)
+        key = (router._base is None, router.params["cells"])
+        cache = ctx.setdefault("features", {})
+        if key not in cache:
+            cache[key] = router.features(list(stream.texts), weights)
+        return OnlinePolicy(router, cache[key], weights, seed)
     if name == "linucb":
         return LinUCB(m, weights, seed, projection(ctx["x"], 64, seed))
     if name == "thompson":
