@@ -66,6 +66,8 @@ ROUTERS = {
     "mlp": {"hidden": [16], "weight_decay": [1e-2], "max_epochs": 5},
     "ridge": {},
     "trouter+": {"max_epochs": 2},
+    # the default router: its guard and every default member on the static encoder
+    "auto": {},
 }
 
 
