@@ -263,28 +263,34 @@ class OnlineRouter(Router):
         """(mean, standard error, weight) of the utility gain over best-single of what the
         router would serve without the anchor (the base's choice, or a switch the evidence
         supports), paired on the background labels (discounted like every statistic)."""
-        if not len(self.label_time_):
+        # the learner thread of a serving process appends labels while requests read them:
+        # each array is replaced, never changed in place, so one read of each, cut to the
+        # shortest, is a consistent snapshot
+        arrays = (
+            self.label_perf_, self.label_cost_, self.label_prior_perf_, self.label_prior_cost_,
+            self.label_time_, self.label_cell_, self.label_guard_,
+        )  # fmt: skip
+        n = min(len(a) for a in arrays)
+        if not n:
             return 0.0, np.inf, 0.0
+        perf, cost, prior_perf, prior_cost, label_time, cells, guards = (a[:n] for a in arrays)
         anchor = self.best_single(weights)
-        prior = weights.utility(self.label_prior_perf_, self.label_prior_cost_)
-        guard = np.where(
-            self.label_guard_ >= 0,
-            self.label_guard_,
-            np.argmax(prior - 1e-12 * self.label_prior_cost_, axis=1),
-        ).astype(int)
+        prior = weights.utility(prior_perf, prior_cost)
+        fallback = np.argmax(prior - 1e-12 * prior_cost, axis=1)
+        guard = np.where(guards >= 0, guards, fallback).astype(int)
         features = {
-            "performance": self.label_prior_perf_,
-            "cost": self.label_prior_cost_,
-            "cell": self.label_cell_.astype(int),
+            "performance": prior_perf,
+            "cost": prior_cost,
+            "cell": cells.astype(int),
             "guard": guard,
         }
         proposal = decide(self.stats_, features, weights, self.rule).exploit
-        observed = weights.utility(self.label_perf_, self.label_cost_)
+        observed = weights.utility(perf, cost)
         rows = np.arange(len(proposal))
         diff = observed[rows, proposal] - observed[rows, anchor]
         ok = ~np.isnan(diff)
         half_life = self.params["half_life"]
-        times = self.label_time_[ok]
+        times = label_time[ok]
         weight = (
             np.ones(len(times)) if half_life is None else 2.0 ** ((times - times.max()) / half_life)
         )

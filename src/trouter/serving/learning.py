@@ -63,7 +63,9 @@ def price_prior_router(pool, shared_mean: float = 0.5, **params: Any) -> OnlineR
         models=models, performance=np.full((1, len(models)), shared_mean), cost=cost,
         splits=np.array(["train"], dtype=object),
     )  # fmt: skip
-    return OnlineRouter(base="none", **params).fit(prior)
+    # no base and no data: there is no measured best single model to hold on to, so the
+    # posterior (and exploration, where enabled) decides from the first feedback on
+    return OnlineRouter(base="none", **{"anchor": "base", **params}).fit(prior)
 
 
 def service_from_pool(pool, explore: float = 0.0):
