@@ -37,8 +37,8 @@ from scipy.special import ndtri
 
 from trouter.data.dataset import RoutingDataset
 from trouter.evaluation.scenarios import Weights
-from trouter.routers import base as router_base
 from trouter.routers.base import (
+    Forced,
     Prediction,
     Queries,
     Router,
@@ -358,10 +358,7 @@ class OnlineRouter(Router):
                 "online: the default" if keep else "online: posterior gain over the default"
                 for keep in (made.exploit == made.guard).tolist()
             ]
-            forced = getattr(router_base, "Forced", None)
-            if forced is None:  # a router protocol whose overrides are plain index arrays
-                return made.exploit
-            return forced(made.exploit, reasons)
+            return Forced(made.exploit, reasons)
 
         return Prediction(
             list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models)
