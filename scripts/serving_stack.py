@@ -251,6 +251,14 @@ def chat_bodies(questions: list[str], model: str, stream_share: float = 0.0) -> 
     return bodies
 
 
+def soak_bodies(count: int, stream_share: float) -> list[dict]:
+    """``count`` balanced-policy chat bodies on GSM8K's training questions, each numbered so
+    that none repeats (a repeated query would be answered by the routing cache)."""
+    questions = gsm8k_questions("train", 7473)
+    texts = [f"{questions[i % len(questions)]} (#{i})" for i in range(count)]
+    return chat_bodies(texts, "trouter-balanced", stream_share)
+
+
 def gsm8k_questions(split: str, limit: int) -> list[str]:
     from trouter.config import data_dir
 

@@ -35,12 +35,11 @@ from hostile_clients import HOSTILE, PATH, Target  # noqa: E402
 from serving_stack import (  # noqa: E402
     LoadResult,
     add_common_arguments,
-    chat_bodies,
-    gsm8k_questions,
     machine,
     router_dir,
     rss_mib,
     run_load,
+    soak_bodies,
     start_proxy,
     start_upstream,
     stop,
@@ -240,12 +239,8 @@ def main() -> None:
             limits = ("--header-timeout", str(args.header_timeout))
             limits += ("--body-timeout", str(args.body_timeout))
             proxy, url = start_proxy(model_dir, pool, workdir, *limits)
-            questions = gsm8k_questions("train", 7473)
-            total = args.warmup + args.requests
-            texts = [f"{questions[i % len(questions)]} (#{i})" for i in range(total)]
-            jobs = plan(
-                chat_bodies(texts, "trouter-balanced", args.stream_share), args.hostile_share
-            )
+            bodies = soak_bodies(args.warmup + args.requests, args.stream_share)
+            jobs = plan(bodies, args.hostile_share)
             target = Target(int(url.rsplit(":", 1)[1]), args.header_timeout, args.body_timeout)
             record["start"] = _readings(proxy.pid)
             run = soak(

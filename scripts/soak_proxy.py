@@ -26,12 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_stack import (  # noqa: E402
     LoadResult,
     add_common_arguments,
-    chat_bodies,
-    gsm8k_questions,
     machine,
     router_dir,
     rss_mib,
     run_load,
+    soak_bodies,
     start_proxy,
     start_upstream,
     stop,
@@ -66,10 +65,8 @@ def main() -> None:
         try:
             pool = write_pool(workdir / "pool.yaml", models, base)
             proxy, url = start_proxy(model_dir, pool, workdir, "--workers", str(args.workers))
-            questions = gsm8k_questions("train", 7473)
             total = args.warmup + args.requests
-            texts = [f"{questions[i % len(questions)]} (#{i})" for i in range(total)]
-            bodies = chat_bodies(texts, "trouter-balanced", args.stream_share)
+            bodies = soak_bodies(total, args.stream_share)
             endpoint = f"{url}/v1/chat/completions"
             rss = {"start": round(rss_mib(proxy.pid), 1)}
             warm = run_load(endpoint, bodies[: args.warmup], args.concurrency)
