@@ -69,12 +69,17 @@ def _static_root() -> Path:
     return root
 
 
+def _distilled_dir(root: Path) -> Path:
+    """Where the model distilled from the packaged MiniLM lives under ``root``."""
+    return root / f"static-{SOURCE_MODEL}-pca{STATIC_PCA_DIMS}"
+
+
 def static_model_dir() -> Path:
     """The distilled static model, distilling it first if it is missing or damaged."""
     from filelock import FileLock
 
     root = _static_root()
-    folder = root / f"static-{SOURCE_MODEL}-pca{STATIC_PCA_DIMS}"
+    folder = _distilled_dir(root)
     with FileLock(str(root / f"{folder.name}.lock")):  # one distillation across processes
         if _verified(folder):
             return folder
@@ -107,7 +112,7 @@ def cache_copy(folder: Path, checksum: str) -> Path:
     from filelock import FileLock
 
     root = _static_root()
-    distilled = root / f"static-{SOURCE_MODEL}-pca{STATIC_PCA_DIMS}"
+    distilled = _distilled_dir(root)
     if _verified(distilled, warn=False) and static_checksum(distilled) == checksum:
         return distilled
     target = root / f"static-{checksum[:16]}"
