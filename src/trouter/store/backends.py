@@ -54,6 +54,21 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+def _apply_migrations(conn: Any, dialect: str, create_sql: str, record_sql: str) -> int:
+    """Inside the caller's locked transaction on ``conn`` (sqlite3 or psycopg): create the
+    ``schema_migrations`` table, apply the files of ``dialect`` not recorded yet, record each
+    with ``record_sql`` (version, name); the schema version after."""
+    conn.execute(create_sql)
+    done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    for version, name, sql in migrations(dialect):
+        if version in done:
+            continue
+        for statement in _statements(sql):
+            conn.execute(statement)
+        conn.execute(record_sql, (version, name))
+    return conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+
+
 class Backend:
     """What :class:`~trouter.store.store.Store` needs from a database."""
 
@@ -125,21 +140,13 @@ class SQLiteBackend(Backend):
 
     def migrate(self) -> int:
         with self._transaction(immediate=True) as conn:
-            conn.execute(
+            return _apply_migrations(
+                conn,
+                self.dialect,
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)",
+                "INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))",
             )
-            done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, sql in migrations(self.dialect):
-                if version in done:
-                    continue
-                for statement in _statements(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))",
-                    (version, name),
-                )
-            return conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
@@ -201,21 +208,13 @@ class PostgresBackend(Backend):
     def migrate(self) -> int:
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            conn.execute(
+            return _apply_migrations(
+                conn,
+                self.dialect,
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
             )
-            done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, sql in migrations(self.dialect):
-                if version in done:
-                    continue
-                for statement in _statements(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    (version, name),
-                )
-            return conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
 
     def close(self) -> None:
         self._pool.close()
