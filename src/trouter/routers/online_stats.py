@@ -73,17 +73,14 @@ class EvidenceStats:
         perf_residual: float,
         cost_residual: float,
         weight: float,
-        label: bool = False,
     ) -> None:
-        """One model's observed residuals on one query."""
+        """One model's observed (served) residuals on one query."""
         for row in (cell, self.total) if cell != self.total else (cell,):
             self.count[row, model] += weight
             self.sum_perf[row, model] += weight * perf_residual
             self.sum_cost[row, model] += weight * cost_residual
             self.sq_perf[row, model] += weight * perf_residual * perf_residual
             self.sq_cost[row, model] += weight * cost_residual * cost_residual
-            if label:
-                self.label_count[row, model] += weight
 
     def add_full(
         self,
