@@ -215,7 +215,7 @@ class OnlineRouter(Router):
         (the best price-prior model with no base)."""
         models = self._require_fitted()
         texts = query_texts(queries)
-        n, m = len(texts), len(models)
+        n = len(texts)
         perf_prior, cost_prior = self.price_prior()
         perf, cost = np.tile(perf_prior, (n, 1)), np.tile(cost_prior, (n, 1))
         guard = np.full(n, -1)
@@ -239,7 +239,6 @@ class OnlineRouter(Router):
             "cell": cells,
             "guard": guard,
             "anchor": anchor,
-            "m": m,
         }
 
     # ----- decisions ----------------------------------------------------------------------
