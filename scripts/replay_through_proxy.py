@@ -153,6 +153,8 @@ def summarise(stream, served, errors, wall, labels, label_usd, metrics, rows) ->
         "served_utility": round(float(got), 4),
         "best_single": stream.model_names[best],
         "best_single_utility": round(float(per_model[best]), 4),
+        "oracle_utility": round(float(np.nanmean(np.nanmax(utility[idx], axis=1))), 4),
+        "random_utility": round(float(np.nanmean(np.nanmean(utility[idx], axis=1))), 4),
         "served_mean_score": round(
             float(np.nanmean(stream.performance[idx, [j for _, j in served]])), 4
         ),  # fmt: skip
