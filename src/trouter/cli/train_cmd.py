@@ -156,7 +156,7 @@ def resolve_route_policy(policy: str | None, weights: str | None, max_cost_usd: 
         raise typer.BadParameter(str(err), param_hint=hint) from None
 
 
-def _print_table(index: int, result, task_type: str | None) -> None:
+def _print_table(index: int, result) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -178,8 +178,8 @@ def _print_table(index: int, result, task_type: str | None) -> None:
         )
     console = Console()
     console.print(table)
-    if task_type is not None:
-        console.print(f"task type: {task_type}")
+    if result.task_type is not None:
+        console.print(f"task type: {result.task_type}")
     console.print(f"chosen model: [bold]{result.model}[/bold] ({result.reason})")
 
 
@@ -343,5 +343,5 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps(result.to_dict()))
         else:
             for i, result in enumerate(results):
-                _print_table(i, result, result.task_type)
+                _print_table(i, result)
         sys.stdout.flush()
