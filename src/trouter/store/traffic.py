@@ -53,7 +53,7 @@ class Logged:
     greedy: np.ndarray
 
 
-def logged(decisions: list[Decision], scores: dict[str, list[float]]) -> Logged:
+def logged(decisions: list[Decision], scores: dict[str, float]) -> Logged:
     names = {d.model for d in decisions} | {m for d in decisions for m in _predicted(d)}
     models = sorted(names | {m for d in decisions for m in d.utilities or {}})
     index = {m: j for j, m in enumerate(models)}
@@ -66,7 +66,7 @@ def logged(decisions: list[Decision], scores: dict[str, list[float]]) -> Logged:
         models,
         np.array([index[d.model] for d in rows], dtype=int),
         np.array([d.propensity for d in rows], dtype=float),
-        np.array([np.mean(scores[d.request_id]) for d in rows], dtype=float),
+        np.array([scores[d.request_id] for d in rows], dtype=float),
         predicted,
         np.array([index[_greedy(d)] for d in rows], dtype=int),
     )
@@ -141,12 +141,14 @@ def traffic_report(store: Store, since_s: float | None = None, now: float | None
     now = time.time() if now is None else now
     start = 0.0 if since_s is None else now - since_s
     decisions = store.decisions(start)
-    scores: dict[str, list[float]] = defaultdict(list)
+    received: dict[str, list[float]] = defaultdict(list)
     sources: dict[str, int] = defaultdict(int)
     feedback_rows = store.feedback_rows(start)
     for rid, score, source, _ in feedback_rows:
-        scores[rid].append(float(score))
+        received[rid].append(float(score))
         sources[source] += 1
+    # a decision scored several times counts with its mean score
+    scores = {rid: float(np.mean(values)) for rid, values in received.items()}
     labels, label_spend = store.label_spend(start)
     n = len(decisions)
     spend = sum(d.cost_usd or 0.0 for d in decisions)
@@ -180,7 +182,7 @@ def _per_model(decisions: list[Decision], scores: dict, n: int) -> dict[str, dic
         row["latency_ms"] += d.latency_ms or 0.0
         if d.request_id in scores:
             row["feedback"] += 1
-            row["score_sum"] += float(np.mean(scores[d.request_id]))
+            row["score_sum"] += scores[d.request_id]
     for row in out.values():
         row["share"] = row["requests"] / n
         row["mean_score"] = row.pop("score_sum") / row["feedback"] if row["feedback"] else None
@@ -188,7 +190,7 @@ def _per_model(decisions: list[Decision], scores: dict, n: int) -> dict[str, dic
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["requests"]))
 
 
-def _per_cell(decisions: list[Decision], scores: dict) -> dict[str, dict[str, Any]]:
+def _per_cell(decisions: list[Decision], scores: dict[str, float]) -> dict[str, dict[str, Any]]:
     """Requests and spend per cell (task type), and the observed mean score per model in
     it: the learned utility table as the feedback shows it."""
     cells: dict[str, dict[str, Any]] = {}
@@ -200,7 +202,7 @@ def _per_cell(decisions: list[Decision], scores: dict) -> dict[str, dict[str, An
         if d.request_id in scores:
             seen = cell["models"].setdefault(d.model, [0, 0.0])
             seen[0] += 1
-            seen[1] += float(np.mean(scores[d.request_id]))
+            seen[1] += scores[d.request_id]
     for cell in cells.values():
         cell["models"] = {
             m: {"feedback": c, "mean_score": s / c} for m, (c, s) in cell["models"].items()
@@ -218,7 +220,7 @@ def timeline(decisions: list[Decision], scores: dict, buckets: int = 24) -> list
     out = []
     for b in range(buckets):
         members = [d for d, s in zip(decisions, slot, strict=True) if s == b]
-        rated = [float(np.mean(scores[d.request_id])) for d in members if d.request_id in scores]
+        rated = [scores[d.request_id] for d in members if d.request_id in scores]
         out.append({
             "start": float(edges[b]),
             "requests": len(members),
