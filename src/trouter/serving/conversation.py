@@ -21,7 +21,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from trouter.serving.policy import estimate_tokens_of_chars
+from trouter.serving.ranking import tokens_of_chars
 from trouter.serving.requests import MAX_QUERY_CHARS, Message
 
 #: A last user turn shorter than this is a follow-up: earlier user turns are added to it.
@@ -97,7 +97,7 @@ def needs(raw: dict[str, Any], messages: list[Message]) -> Needs:
         vision=images > 0,
         tools=bool(tools) or tool_messages,
         json_schema=schema,
-        input_tokens=estimate_tokens_of_chars(chars) + images * IMAGE_TOKENS,
+        input_tokens=tokens_of_chars(chars) + images * IMAGE_TOKENS,
     )
 
 

@@ -13,12 +13,7 @@ from dataclasses import dataclass
 
 from trouter.evaluation.scenarios import SCENARIOS, resolve_scenarios
 from trouter.llm.pool import ModelEndpoint
-from trouter.serving.ranking import (
-    CHARS_PER_TOKEN,
-    DEFAULT_OUTPUT_TOKENS,
-    Policy,
-    resolve_policy,
-)
+from trouter.serving.ranking import DEFAULT_OUTPUT_TOKENS, Policy, resolve_policy
 from trouter.serving.requests import ProxyError, invalid
 
 PREFIX = "trouter-"
@@ -92,12 +87,6 @@ def max_cost(header: str | None) -> float | None:
 class TokenEstimate:
     input_tokens: int
     output_tokens: int
-
-
-def estimate_tokens_of_chars(chars: int) -> int:
-    """The routing API's tokenizer-free estimate (``ranking.estimate_input_tokens``) for
-    ``chars`` characters of prompt, without joining the conversation into one string."""
-    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
 
 
 def estimate_tokens(raw: dict, input_tokens: int) -> TokenEstimate:

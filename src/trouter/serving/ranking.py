@@ -115,7 +115,13 @@ def resolve_policy(
 
 def estimate_input_tokens(text: str) -> int:
     """A tokenizer-free estimate of a prompt's tokens (about 4 characters per token)."""
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    return tokens_of_chars(len(text))
+
+
+def tokens_of_chars(chars: int) -> int:
+    """:func:`estimate_input_tokens` for ``chars`` characters of prompt, without joining a
+    conversation into one string."""
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
 
 
 def _replace_nan(values: np.ndarray, fill: float) -> np.ndarray:
