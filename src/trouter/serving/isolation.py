@@ -175,10 +175,7 @@ class UpstreamGuard:
 
     def ranked(self, models: Iterable[str]) -> list[str]:
         """``models`` in their order, those cooling down moved to the end."""
-        models = list(models)
-        return [m for m in models if not self.cooling_down(m)] + [
-            m for m in models if self.cooling_down(m)
-        ]
+        return sorted(models, key=self.cooling_down)  # stable: the order holds within each
 
     async def complete(self, model: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run one non-streamed call under the model's bounds."""
