@@ -213,33 +213,46 @@ class OnlineRouter(Router):
         """Per query: prior performance and cost (n, m), cell, and (with ``weights``) the
         guarded choice: best-single with ``anchor='best-single'``, else the base's own choice
         (the best price-prior model with no base)."""
+        feats, base_prediction, known = self._prior_features(query_texts(queries))
+        if weights is None:
+            return feats
+        return self._guarded(feats, base_prediction, known, weights)
+
+    def _prior_features(self, texts: list[str]) -> tuple[dict, Prediction | None, list[int]]:
+        """The weight-free features (guard and anchor -1), the base's prediction over the pool
+        models it knows, and their pool indices."""
         models = self._require_fitted()
-        texts = query_texts(queries)
         n = len(texts)
         perf_prior, cost_prior = self.price_prior()
         perf, cost = np.tile(perf_prior, (n, 1)), np.tile(cost_prior, (n, 1))
-        guard = np.full(n, -1)
+        prediction, known = None, []
         if self._base is not None and n:
             known = [j for j, name in enumerate(models) if name in self._base.models_]
             prediction = self._base.predict(texts).reorder([models[j] for j in known])
             perf[:, known] = np.asarray(prediction.performance)
             cost[:, known] = np.asarray(prediction.cost)
-            if weights is not None:
-                guard = np.asarray(known)[prediction.choose(weights)]
-        if weights is not None and (guard < 0).any():
-            utility = weights.utility(perf, cost)
-            guard = np.where(guard < 0, np.argmax(utility, axis=1), guard)
         cells = np.zeros(n, dtype=int)
         if self.params["cells"] > 1 and n:
             cells = nearest(embed(texts, self.encoder), self.centroids_)
-        anchor = np.full(n, self.best_single(weights) if weights is not None else -1)
-        return {
-            "performance": perf,
-            "cost": cost,
-            "cell": cells,
-            "guard": guard,
-            "anchor": anchor,
-        }
+        feats = {"performance": perf, "cost": cost, "cell": cells}
+        return {**feats, "guard": np.full(n, -1), "anchor": np.full(n, -1)}, prediction, known
+
+    def _guarded(
+        self,
+        feats: dict[str, np.ndarray],
+        base_prediction: Prediction | None,
+        known: list[int],
+        weights: Weights,
+    ) -> dict[str, np.ndarray]:
+        """``feats`` with the guarded choice and the anchor for ``weights``."""
+        n = len(feats["cell"])
+        guard = np.full(n, -1)
+        if base_prediction is not None:
+            guard = np.asarray(known)[base_prediction.choose(weights)]
+        if (guard < 0).any():
+            utility = weights.utility(feats["performance"], feats["cost"])
+            guard = np.where(guard < 0, np.argmax(utility, axis=1), guard)
+        return {**feats, "guard": guard, "anchor": np.full(n, self.best_single(weights))}
 
     # ----- decisions ----------------------------------------------------------------------
     def decide_features(
@@ -343,16 +356,17 @@ class OnlineRouter(Router):
         """Posterior mean performance and cost; the guarded decision (no exploration) as the
         override, so that ``route`` serves exactly what :meth:`decide` exploits."""
         models = self._require_fitted()
-        feats = self.features(queries)
+        # the base predicts once; each weights' override only reads its choice
+        feats, base_prediction, known = self._prior_features(query_texts(queries))
         stats, total = self.stats_, self.stats_.total
         n0 = self.params["prior_strength"]
         count = stats.count[total]
         perf = feats["performance"] + stats.sum_perf[total] / (n0 + count)
         cost = feats["cost"] + stats.sum_cost[total] / (n0 + count)
 
-        def override(weights: Weights):
-            feats = self.features(queries, weights)
-            made = self.decide_features(feats, weights)
+        def override(weights: Weights) -> Forced:
+            guarded = self._guarded(feats, base_prediction, known, weights)
+            made = self.decide_features(guarded, weights)
             reasons = [
                 "online: the default" if keep else "online: posterior gain over the default"
                 for keep in (made.exploit == made.guard).tolist()
