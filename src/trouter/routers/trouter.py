@@ -165,9 +165,11 @@ class _TRouterBase(Router):
     ) -> tuple[TRouterNet, dict[str, Any]]:
         """One training run with early stopping; returns the best-on-validation network."""
         require("torch", f"training the {self.name!r} router")
-        from trouter.routers.trouter_nets import single_thread
+        from trouter.routers.torch_nets import few_threads
 
-        with single_thread():
+        # one intra-op thread: the step's tensors are small, two threads per process
+        # oversubscribe a shared 2-core machine, and one makes the fit reproducible
+        with few_threads(1):
             return self._train_loop(config, train, val, seed)
 
     def _train_loop(

@@ -13,14 +13,12 @@ hidden layers run on the B x K grid.
 A fitted router keeps the state dict as numpy arrays and predicts with
 :class:`trouter.routers.trouter_model.NumpyTRouter`, the same computation without torch.
 Also here: the small torch helpers the router wrappers in ``trouter.py`` use for training
-(thread pinning, chunked forward passes, target means, the loss terms).
+(chunked forward passes, target means, the loss terms).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -173,23 +171,6 @@ def kl_prior_posterior(prior: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor
     """
     log_p = torch.log(prior.clamp_min(1e-12))
     return (prior * (log_p - log_q)).sum(dim=-1).mean()
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Train on one intra-op thread, then restore the caller's setting.
-
-    The step's tensors are small enough that a second thread buys little, while on a shared
-    2-core machine two threads per process oversubscribe the cores and are several times
-    slower; one thread also makes the float summation order, hence the fit, reproducible
-    across machines.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def column_means(y: torch.Tensor) -> torch.Tensor:
