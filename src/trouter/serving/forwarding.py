@@ -25,6 +25,7 @@ from trouter.serving import upstream
 from trouter.serving.metrics import ProxyMetrics
 from trouter.serving.planning import Plan
 from trouter.serving.requests import ProxyError
+from trouter.serving.scrub import scrub_secrets
 
 log = logging.getLogger("trouter.serving")
 
@@ -75,7 +76,7 @@ class Forwarder:
     metrics: ProxyMetrics
 
     def _scrub(self, text: str) -> str:
-        return upstream.scrub(text, list(self.endpoints.values()))
+        return scrub_secrets(text, self.endpoints.values())
 
     async def _first_answer(self, plan: Plan, call) -> tuple[str, Any, int]:
         """(model, result, failed calls before it) of the first candidate that answers."""

@@ -86,12 +86,6 @@ def missing_keys(endpoints: list[ModelEndpoint]) -> list[str]:
     return missing
 
 
-def scrub(text: str, endpoints: list[ModelEndpoint]) -> str:
-    """Remove any configured API key (or 8+ character piece of one) and bearer token from a
-    message before it leaves the process."""
-    return scrub_secrets(text, endpoints)
-
-
 def classify(endpoint: ModelEndpoint, err: BaseException) -> UpstreamError:
     """Map a LiteLLM (or lower-level) exception to an :class:`UpstreamError` whose message a
     client may read (keys and addresses scrubbed, then cut)."""
