@@ -11,7 +11,10 @@ score. Queries are ``--rows`` test rows in a fixed shuffled order, sent one at a
 Reported: the served utility (``balanced``: 0.5 score - 0.5 normalised cost, from the
 record) against the best single model over the same rows, the labels bought against their
 allowance, and the background USD spend (stand-in token counts x the suite's prices)
-against the daily budget.
+against the daily budget. Beside it, the same policy replayed offline
+(:func:`trouter.evaluation.online.replay`: the same router, rows, order, feedback and label
+rate, exact scores instead of the judge's rounded ones), and the traffic report's
+off-policy estimate of the hindsight best single model's mean score against its true mean.
 
 Usage: ``TROUTER_DATA_DIR=/work/shared/data python scripts/replay_through_proxy.py
 [--rows 300] [--json PATH]``
@@ -50,13 +53,18 @@ def load(rows: int, seed: int = 0):
     return fit, stream
 
 
-def online_service(fit):
+def online_router(fit):
     from trouter.routers.base import make_router
     from trouter.routers.online import OnlineRouter
-    from trouter.serving.api import RoutingService
 
     base = make_router("knn", k=20, weighting="uniform", encoder="static").fit(fit)
-    router = OnlineRouter.around(base, fit)
+    return OnlineRouter.around(base, fit)
+
+
+def online_service(fit):
+    from trouter.serving.api import RoutingService
+
+    router = online_router(fit)
     prices = {m.name: (m.input_price_per_mtok, m.output_price_per_mtok) for m in fit.models}
     return RoutingService(router, prices=prices)
 
@@ -133,7 +141,41 @@ def replay(rows: int) -> dict:
         metrics = httpx.get(f"{base}/metrics").text
     upstream.stop()
     labels, label_usd = loop.store.label_spend()
-    return summarise(stream, served, errors, wall, labels, label_usd, metrics, rows)
+    result = summarise(stream, served, errors, wall, labels, label_usd, metrics, rows)
+    result["offline_replay_utility"] = offline_replay(fit, stream)
+    result["off_policy_best_single"] = off_policy_check(loop.store, stream, result)
+    return result
+
+
+def offline_replay(fit, stream) -> float:
+    """The served utility of the same policy replayed offline over the same rows and order."""
+    from trouter.evaluation.online import Feedback, replay
+    from trouter.evaluation.online_policies import OnlinePolicy
+    from trouter.evaluation.scenarios import SCENARIOS
+    from trouter.routers.online_labels import LabelBudget
+
+    weights = SCENARIOS["balanced"]
+    router = online_router(fit)
+    policy = OnlinePolicy(router, router.features(list(stream.texts), weights), weights, 0)
+    order = np.arange(len(stream))
+    budget = LabelBudget(rate=LABELS_PER_1000)
+    trace = replay(policy, stream, order, weights, Feedback(), budget, seed=0)
+    utility = weights.utility(stream.performance, stream.normalised_cost)
+    return round(float(np.nanmean(utility[order, trace["chosen"]])), 4)
+
+
+def off_policy_check(store, stream, result: dict) -> dict:
+    """The report's IPS and DR estimates of the hindsight best model's mean score (from the
+    logged decisions, propensities and feedback) against its true mean over the rows."""
+    from trouter.store.traffic import traffic_report
+
+    name = result["best_single"]
+    estimate = traffic_report(store, rounds=1000)["off_policy"]["per_model"].get(name, {})
+    truth = float(np.nanmean(stream.performance[:, stream.model_names.index(name)]))
+    dr = estimate.get("dr", {})
+    inside = dr.get("low") is not None and dr["low"] <= truth <= dr["high"]
+    return {"model": name, "true_mean_score": round(truth, 4), "support": estimate.get("support"),
+            "ips": estimate.get("ips"), "dr": dr, "dr_interval_holds_truth": inside}  # fmt: skip
 
 
 def summarise(stream, served, errors, wall, labels, label_usd, metrics, rows) -> dict:

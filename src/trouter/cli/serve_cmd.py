@@ -370,13 +370,10 @@ def _run(config: dict, limits, keys, host: str, port: int, workers: int, access_
         f"{len(keys.clients) or 'no'} client key(s); at most {limits.max_connections} "
         f"connections; Host allow-list {', '.join(limits.allowed_hosts)}"
     )
-    # Keep idle client connections longer than uvicorn's 5 s default: under load a client
-    # reusing a connection the server just closed sees a reset (ReadError) instead of a reply.
     options = {
         "host": host,
         "port": port,
         "log_level": log_level,
-        "timeout_keep_alive": 75,
         "access_log": access_log,
         # X-Forwarded-* rewriting is per request work for a client address nobody reads
         "proxy_headers": False,

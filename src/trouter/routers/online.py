@@ -33,7 +33,6 @@ from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtri
 
 from trouter.data.dataset import RoutingDataset
 from trouter.evaluation.scenarios import Weights
@@ -47,6 +46,7 @@ from trouter.routers.base import (
     register,
 )
 from trouter.routers.cluster import fit_centroids, nearest
+from trouter.routers.online_anchor import paired_gain, significant, snapshot, traffic_best_single
 from trouter.routers.online_posterior import Decisions, Rule, decide
 from trouter.routers.online_stats import EvidenceStats
 from trouter.routers.tuning import embed, merge
@@ -54,8 +54,6 @@ from trouter.routers.tuning import embed, merge
 #: What is served with no evidence: ``best-single`` (the pool's best model on the base's
 #: training rows; the base's choice must earn its way in with evidence) or ``base``.
 ANCHORS = ("best-single", "base")
-#: Prior variance (and its pseudo-count) of the base's per-query gain over best-single.
-GAIN_PRIOR_VAR, GAIN_PRIOR_COUNT = 0.05, 2.0
 #: Utility tilt of the price prior (no base): a pricier model is assumed slightly better.
 PRICE_TILT = 0.1
 
@@ -84,6 +82,7 @@ class OnlineRouter(Router):
         label_min: int = 10,
         label_cell_min: int = 3,
         anchor: str = "best-single",
+        anchor_learns: bool = True,
         **params: Any,
     ) -> None:
         super().__init__(
@@ -103,6 +102,7 @@ class OnlineRouter(Router):
             label_min=int(label_min),
             label_cell_min=int(label_cell_min),
             anchor=str(anchor),
+            anchor_learns=bool(anchor_learns),
             **params,
         )
         if anchor not in ANCHORS:
@@ -113,7 +113,7 @@ class OnlineRouter(Router):
             raise ValueError(f"half_life must be positive, got {half_life}")
         self._base: Router | None = None
         self._seen: set[str] = set()
-        self._earned: dict[tuple[float, float, int], bool] = {}
+        self._cached: dict[tuple[str, float, float, int], Any] = {}
 
     @property
     def rule(self) -> Rule:
@@ -158,7 +158,7 @@ class OnlineRouter(Router):
         self.seen_ids_: list[str] = []
         self.skipped_events_ = 0
         self._seen: set[str] = set()
-        self._earned = {}
+        self._cached = {}
         m = len(self.models_)
         self.label_perf_ = np.zeros((0, m))
         self.label_cost_ = np.zeros((0, m))
@@ -189,7 +189,7 @@ class OnlineRouter(Router):
         ):
             array = getattr(self, name)
             setattr(self, name, np.pad(array, ((0, 0), (0, 1)), constant_values=fill))
-        self._earned = {}
+        self._cached = {}
         self.stats_.add_model()
 
     # ----- features: the base's prediction and the cell of each query --------------------
@@ -252,7 +252,7 @@ class OnlineRouter(Router):
         if (guard < 0).any():
             utility = weights.utility(feats["performance"], feats["cost"])
             guard = np.where(guard < 0, np.argmax(utility, axis=1), guard)
-        return {**feats, "guard": guard, "anchor": np.full(n, self.best_single(weights))}
+        return {**feats, "guard": guard, "anchor": np.full(n, self.anchor_choice(weights))}
 
     # ----- decisions ----------------------------------------------------------------------
     def decide_features(
@@ -264,69 +264,64 @@ class OnlineRouter(Router):
         """Decisions for queries whose :meth:`features` were computed with ``weights``."""
         if (features["guard"] < 0).any():
             raise ValueError("features were computed without weights; pass weights to features()")
-        rule = self.rule
         if self.params["anchor"] == "best-single" and not self.base_earned(weights):
-            # the base has not shown a gain over best-single: serve best-single, no switches
-            features = {**features, "guard": features["anchor"]}
-            rule = replace(rule, min_evidence=np.inf)
-        return decide(self.stats_, features, weights, rule, rng)
+            # the base has not shown a gain over best-single: serve the anchor, no switches
+            # (the per-query switches lean on the base's predictions, not yet trusted)
+            anchor = np.full(len(features["guard"]), self.anchor_choice(weights))
+            anchored = {**features, "guard": anchor, "anchor": anchor}
+            rule = replace(self.rule, min_evidence=np.inf)
+            return decide(self.stats_, anchored, weights, rule, rng)
+        return decide(self.stats_, features, weights, self.rule, rng)
+
+    def _memo(self, kind: str, weights: Weights, compute) -> Any:
+        """``compute()`` once per (kind, weights) for the current evidence."""
+        key = (kind, float(weights.performance), float(weights.cost), len(self._seen))
+        if key not in self._cached:
+            for old in [k for k in self._cached if k[3] != key[3]]:  # stale evidence
+                del self._cached[old]
+            self._cached[key] = compute()
+        return self._cached[key]
+
+    def anchor_choice(self, weights: Weights) -> int:
+        """Best-single on this traffic: the training rows' best-single until the background
+        labels show another model ahead of it (with ``anchor_learns``;
+        :func:`~trouter.routers.online_anchor.traffic_best_single`)."""
+        trained = self.best_single(weights)
+        if not self.params["anchor_learns"]:
+            return trained
+        return self._memo(
+            "anchor",
+            weights,
+            lambda: traffic_best_single(snapshot(self), trained, weights, self.params),
+        )
 
     def base_gain(self, weights: Weights) -> tuple[float, float, float]:
-        """(mean, standard error, weight) of the utility gain over best-single of what the
-        router would serve without the anchor (the base's choice, or a switch the evidence
+        """(mean, standard error, weight) of the utility gain over the anchor of what the
+        router would serve without it (the base's choice, or a switch the evidence
         supports), paired on the background labels (discounted like every statistic)."""
-        # the learner thread of a serving process appends labels while requests read them:
-        # each array is replaced, never changed in place, so one read of each, cut to the
-        # shortest, is a consistent snapshot
-        arrays = (
-            self.label_perf_, self.label_cost_, self.label_prior_perf_, self.label_prior_cost_,
-            self.label_time_, self.label_cell_, self.label_guard_,
-        )  # fmt: skip
-        n = min(len(a) for a in arrays)
-        if not n:
+        labels = snapshot(self)
+        if not len(labels):
             return 0.0, np.inf, 0.0
-        perf, cost, prior_perf, prior_cost, label_time, cells, guards = (a[:n] for a in arrays)
-        anchor = self.best_single(weights)
-        prior = weights.utility(prior_perf, prior_cost)
-        fallback = np.argmax(prior - 1e-12 * prior_cost, axis=1)
-        guard = np.where(guards >= 0, guards, fallback).astype(int)
+        anchor = self.anchor_choice(weights)
+        prior = weights.utility(labels.prior_perf, labels.prior_cost)
+        fallback = np.argmax(prior - 1e-12 * labels.prior_cost, axis=1)
         features = {
-            "performance": prior_perf,
-            "cost": prior_cost,
-            "cell": cells.astype(int),
-            "guard": guard,
+            "performance": labels.prior_perf,
+            "cost": labels.prior_cost,
+            "cell": labels.cell.astype(int),
+            "guard": np.where(labels.guard >= 0, labels.guard, fallback).astype(int),
         }
         proposal = decide(self.stats_, features, weights, self.rule).exploit
-        observed = weights.utility(perf, cost)
+        observed = weights.utility(labels.perf, labels.cost)
         rows = np.arange(len(proposal))
         diff = observed[rows, proposal] - observed[rows, anchor]
-        ok = ~np.isnan(diff)
-        half_life = self.params["half_life"]
-        times = label_time[ok]
-        weight = (
-            np.ones(len(times)) if half_life is None else 2.0 ** ((times - times.max()) / half_life)
-        )
-        total = float(weight.sum())
-        if total <= 0:
-            return 0.0, np.inf, 0.0
-        mean = float((weight * diff[ok]).sum() / total)
-        second = float((weight * (diff[ok] - mean) ** 2).sum())
-        variance = (second + GAIN_PRIOR_COUNT * GAIN_PRIOR_VAR) / (total + GAIN_PRIOR_COUNT)
-        return mean, float(np.sqrt(variance / total)), total
+        return paired_gain(diff, labels.time, self.params["half_life"])
 
     def base_earned(self, weights: Weights) -> bool:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
-        choice beats best-single (and the base may then serve, and switch, as it would)."""
-        key = (float(weights.performance), float(weights.cost), len(self._seen))
-        if key not in self._earned:
-            mean, stderr, total = self.base_gain(weights)
-            z = float(ndtri(self.params["confidence"]))
-            enough = total >= self.params["min_evidence"]
-            stale = [k for k in self._earned if k[2] != key[2]]
-            for old in stale:  # one entry per weights, for the current evidence only
-                del self._earned[old]
-            self._earned[key] = bool(enough and mean - z * stderr > self.params["margin"])
-        return self._earned[key]
+        choice beats the anchor (and the base may then serve, and switch, as it would)."""
+        return self._memo("earned", weights, lambda: significant(self.base_gain(weights),
+                                                                 self.params))  # fmt: skip
 
     def decide(
         self, queries: Queries, weights: Weights, rng: np.random.Generator | None = None
@@ -453,7 +448,7 @@ class OnlineRouter(Router):
         choice = event.get("base_model")
         guard = index.get(choice, -1)
         self.label_guard_ = np.append(self.label_guard_, guard)
-        self._earned = {}
+        self._cached = {}
 
     # ----- persistence: statistics as arrays, the base nested ------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -470,7 +465,7 @@ class OnlineRouter(Router):
         self.models_ = list(self.models_)
         self.seen_ids_ = list(self.seen_ids_)
         self._seen = set(self.seen_ids_)
-        self._earned = {}
+        self._cached = {}
         self._base = None
         if base_state is not None:
             self._base = make_router(

@@ -192,11 +192,18 @@ def protocol(limits: Limits) -> type[GuardedProtocol]:
     return type("BoundGuardedProtocol", (GuardedProtocol,), {"limits": limits})
 
 
+#: Seconds an idle client connection is kept (above common clients' and balancers' 60 s).
+KEEP_ALIVE_S = 75
+
+
 def uvicorn_options(limits: Limits, importable: bool = False) -> dict:
     """uvicorn's options for these limits. ``importable``: name the protocol by import path
     (for ``--workers``, whose processes import it; each sets its limits with :func:`use`)."""
     http = f"{__name__}:GuardedProtocol" if importable else protocol(limits)
-    return {"http": http}
+    # Idle client connections stay open longer than uvicorn's 5 s default, which equals
+    # httpx's (and so the OpenAI SDK's) keep-alive expiry: with both at 5 s, a client reusing
+    # a connection just as the server closes it sees a reset (ReadError) instead of a reply.
+    return {"http": http, "timeout_keep_alive": KEEP_ALIVE_S}
 
 
 def use(limits: Limits) -> None:

@@ -1,0 +1,103 @@
+"""Choose the online router's design on validation streams (never the test rows).
+
+For each task of a suite, the stream is the task's train and validation rows only; the base
+is fitted on the other tasks. Two comparisons:
+
+* ``cells`` (base best-single, cheap, so that only the cells differ): one cell (a per-task
+  posterior) against k-means cells (4, 16) on the static embedding;
+* ``anchor`` (base ``auto``): what is served before the base has earned its choices -
+  the training rows' best-single, best-single re-estimated on the background labels, or
+  the base itself.
+
+Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
+mean ± std over seeds, at the label budgets given. Run:
+``TROUTER_DATA_DIR=../shared/data .venv/bin/python scripts/online_variants.py routerbench
+--compare cells``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+
+from trouter.data.suites import load_suite
+from trouter.evaluation.folds import Fold
+from trouter.evaluation.online import OnlineConfig, run_stream, stream_folds
+from trouter.evaluation.scenarios import SCENARIOS
+
+COMPARISONS = {
+    "cells": (
+        "best-single",
+        {
+            "online-cells1": {"cells": 1},
+            "online-cells4": {"cells": 4},
+            "online-cells16": {"cells": 16},
+        },
+    ),
+    "anchor": (
+        "auto",
+        {
+            "online-anchor-trained": {"anchor": "best-single", "anchor_learns": False},
+            "online-anchor-learns": {"anchor": "best-single", "anchor_learns": True},
+            "online-base": {"anchor": "base"},
+        },
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("suite")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budgets", default="25/500,100")
+    parser.add_argument("--tasks", default="")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="cells")
+    args = parser.parse_args()
+    dataset = load_suite(args.suite)
+    base, variants = COMPARISONS[args.compare]
+    config = OnlineConfig(
+        base=base,
+        label_budgets=tuple(args.budgets.split(",")),
+        routers=("best-single", "oracle", *variants),
+        extra_variants=variants,
+        tasks=tuple(t for t in args.tasks.split(",") if t),
+    )
+    results: dict[tuple[str, str], dict[int, list[tuple[float, ...]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for seed in range(args.seeds):
+        for fold in stream_folds(dataset, seed, config):
+            rows = dataset.subset(
+                (dataset.tasks == fold.task) & (dataset.splits != "test") & dataset.complete_rows
+            )
+            if len(rows) < 100:
+                continue
+            val_fold = Fold(fold.task, fold.train, fold.validation, rows, 0, 0)
+            for r in run_stream(val_fold, config, SCENARIOS["balanced"], seed, {}):
+                results[(r["label_budget"], r["router"])][seed].append(
+                    (r["gain_vs_best_single"], r["last_quarter_gain"], r["worst_window_gap"])
+                )
+    print(f"### {args.suite}: {args.compare} on validation streams (train + validation rows)\n")
+    print(
+        "| label budget | variant | tasks | gain vs best-single | last-quarter gain "
+        "| worst stream gain | worst 200-window gap |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for (budget, router), per_seed in sorted(results.items()):
+        if router not in variants:
+            continue
+        gains = [np.mean([g[0] for g in v]) for v in per_seed.values()]
+        lasts = [np.mean([g[1] for g in v]) for v in per_seed.values()]
+        streams = [g for v in per_seed.values() for g in v]
+        tasks = len(next(iter(per_seed.values())))
+        print(
+            f"| {budget} | {router} | {tasks} | {np.mean(gains):+.4f} ± {np.std(gains):.4f} | "
+            f"{np.mean(lasts):+.4f} ± {np.std(lasts):.4f} | {min(g[0] for g in streams):+.4f} "
+            f"| {min(g[2] for g in streams):+.4f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The online router's anchor: what it serves until the base has earned its own choices.
+
+Both questions are answered on the background labels alone (full-information rows, so every
+comparison is paired on the same queries), discounted like every other statistic:
+
+* :func:`traffic_best_single` - which single model is best *on this traffic*: the training
+  rows' best-single, replaced by the labels' best model once the labels show it ahead
+  (one-sided at the router's confidence, Bonferroni-corrected for the number of rivals,
+  with at least ``min_evidence`` labels). A cold-start
+  base's per-query predictions play no part, so a base that is no better than chance cannot
+  move it;
+* :func:`paired_gain` - the discounted mean and standard error of a per-label utility
+  difference, used both for that and for the base's own gain over the anchor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+
+from trouter.evaluation.scenarios import Weights
+
+#: Prior variance (and its pseudo-count) of a per-query utility difference between models.
+GAIN_PRIOR_VAR, GAIN_PRIOR_COUNT = 0.05, 2.0
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A consistent snapshot of the background labels (observed and prior, per model)."""
+
+    perf: np.ndarray
+    cost: np.ndarray
+    prior_perf: np.ndarray
+    prior_cost: np.ndarray
+    time: np.ndarray
+    cell: np.ndarray
+    guard: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+def snapshot(router) -> Labels:
+    """The router's labels. The learner thread of a serving process appends labels while
+    requests read them: each array is replaced, never changed in place, so one read of each,
+    cut to the shortest, is consistent."""
+    arrays = (
+        router.label_perf_, router.label_cost_, router.label_prior_perf_,
+        router.label_prior_cost_, router.label_time_, router.label_cell_, router.label_guard_,
+    )  # fmt: skip
+    n = min(len(a) for a in arrays)
+    return Labels(*(a[:n] for a in arrays))
+
+
+def paired_gain(
+    diff: np.ndarray, times: np.ndarray, half_life: float | None
+) -> tuple[float, float, float]:
+    """(mean, standard error, weight) of per-label differences (NaN: not comparable)."""
+    ok = ~np.isnan(diff)
+    times, diff = times[ok], diff[ok]
+    if not len(diff):
+        return 0.0, np.inf, 0.0
+    weight = (
+        np.ones(len(times)) if half_life is None else 2.0 ** ((times - times.max()) / half_life)
+    )
+    total = float(weight.sum())
+    mean = float((weight * diff).sum() / total)
+    second = float((weight * (diff - mean) ** 2).sum())
+    variance = (second + GAIN_PRIOR_COUNT * GAIN_PRIOR_VAR) / (total + GAIN_PRIOR_COUNT)
+    return mean, float(np.sqrt(variance / total)), total
+
+
+def significant(gain: tuple[float, float, float], params: dict, rivals: int = 1) -> bool:
+    """Whether a :func:`paired_gain` is above ``margin`` one-sided at ``confidence``, on at
+    least ``min_evidence`` labels' weight; the best of ``rivals`` gains is tested at the
+    Bonferroni level, so that one of many models ahead by chance rarely passes."""
+    mean, stderr, total = gain
+    z = float(ndtri(1.0 - (1.0 - params["confidence"]) / max(rivals, 1)))
+    return bool(total >= params["min_evidence"] and mean - z * stderr > params["margin"])
+
+
+def traffic_best_single(labels: Labels, trained: int, weights: Weights, params: dict) -> int:
+    """The labels' best model if it significantly beats ``trained`` (the training rows'
+    best-single) on the labelled queries, else ``trained``."""
+    if len(labels) < params["min_evidence"]:
+        return trained
+    observed = weights.utility(labels.perf, labels.cost)
+    gains = [
+        paired_gain(observed[:, j] - observed[:, trained], labels.time, params["half_life"])
+        for j in range(observed.shape[1])
+    ]
+    best = int(np.argmax([mean if total else -np.inf for mean, _, total in gains]))
+    rivals = observed.shape[1] - 1
+    return best if best != trained and significant(gains[best], params, rivals) else trained
