@@ -44,6 +44,7 @@ class OnlinePolicy:
         self.router, self.features, self.weights = router, features, weights
         self.rng = np.random.default_rng([seed, 11])
         self.in_flight = 0  # background labels requested and not yet learned from
+        self.proposals: dict[int, int] = {}  # stream row -> proposal when it was routed
 
     def _row(self, row: int) -> dict[str, np.ndarray]:
         f = self.features
@@ -54,6 +55,7 @@ class OnlinePolicy:
         feats = self._row(row)
         made = self.router.decide_features(feats, self.weights, self.rng)
         priority = float(label_priority(self.router, feats, made, self.in_flight)[0])
+        self.proposals[row] = int(self.router.proposal(feats, self.weights, made)[0])
         return int(made.chosen[0]), float(made.propensity[0]), bool(made.explored[0]), priority
 
     def label_requested(self) -> None:
@@ -73,6 +75,7 @@ class OnlinePolicy:
                 "prior_performance": self.features["performance"][row],
                 "prior_cost": self.features["cost"][row],
                 "base_model": names[int(self.features["guard"][row])],
+                "proposal_model": names[self.proposals.get(row, int(self.features["guard"][row]))],
             }
             if event["kind"] == "label":
                 seen = ~np.isnan(event["scores"])

@@ -167,6 +167,7 @@ class OnlineRouter(Router):
         self.label_time_ = np.zeros(0)
         self.label_cell_ = np.zeros(0)
         self.label_guard_ = np.zeros(0)
+        self.label_proposal_ = np.zeros(0)
         return self
 
     def add_model(self, name: str, cost: float) -> None:
@@ -298,7 +299,8 @@ class OnlineRouter(Router):
     def base_gain(self, weights: Weights) -> tuple[float, float, float]:
         """(mean, standard error, weight) of the utility gain over the anchor of what the
         router would serve without it (the base's choice, or a switch the evidence
-        supports), paired on the background labels (discounted like every statistic)."""
+        supports: ``proposal_model`` as each label's decision recorded it), paired on the
+        background labels (discounted like every statistic)."""
         labels = snapshot(self)
         if not len(labels):
             return 0.0, np.inf, 0.0
@@ -311,7 +313,10 @@ class OnlineRouter(Router):
             "cell": labels.cell.astype(int),
             "guard": np.where(labels.guard >= 0, labels.guard, fallback).astype(int),
         }
-        proposal = decide(self.stats_, features, weights, self.rule).exploit
+        # each label's proposal as recorded before it was learned (out of sample); the
+        # current one where none was recorded (in sample: optimistic)
+        current = decide(self.stats_, features, weights, self.rule).exploit
+        proposal = np.where(labels.proposal >= 0, labels.proposal, current).astype(int)
         observed = weights.utility(labels.perf, labels.cost)
         rows = np.arange(len(proposal))
         diff = observed[rows, proposal] - observed[rows, anchor]
@@ -323,6 +328,12 @@ class OnlineRouter(Router):
         return self._memo("earned", weights, lambda: significant(self.base_gain(weights),
                                                                  self.params))  # fmt: skip
 
+    def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
+        """What the router would serve with the anchor lifted (``made``: its decisions)."""
+        if self.params["anchor"] != "best-single" or self.base_earned(weights):
+            return made.exploit
+        return decide(self.stats_, features, weights, self.rule).exploit
+
     def decide(
         self, queries: Queries, weights: Weights, rng: np.random.Generator | None = None
     ) -> list[dict[str, Any]]:
@@ -332,6 +343,7 @@ class OnlineRouter(Router):
         feats = self.features(queries, weights)
         made = self.decide_features(feats, weights, rng)
         priority = label_priority(self, feats, made)
+        proposal = self.proposal(feats, weights, made)
         return [
             {
                 "model": models[int(made.chosen[i])],
@@ -341,6 +353,7 @@ class OnlineRouter(Router):
                 "label_priority": float(priority[i]),
                 "cell": int(feats["cell"][i]),
                 "base_model": models[int(feats["guard"][i])],
+                "proposal_model": models[int(proposal[i])],
                 "prior_performance": feats["performance"][i].tolist(),
                 "prior_cost": feats["cost"][i].tolist(),
             }
@@ -445,9 +458,9 @@ class OnlineRouter(Router):
         self.label_prior_cost_ = np.vstack([self.label_prior_cost_, cost])
         self.label_time_ = np.append(self.label_time_, float(event.get("t", 0.0)))
         self.label_cell_ = np.append(self.label_cell_, cell)
-        choice = event.get("base_model")
-        guard = index.get(choice, -1)
-        self.label_guard_ = np.append(self.label_guard_, guard)
+        self.label_guard_ = np.append(self.label_guard_, index.get(event.get("base_model"), -1))
+        proposal = index.get(event.get("proposal_model"), -1)
+        self.label_proposal_ = np.append(self.label_proposal_, proposal)
         self._cached = {}
 
     # ----- persistence: statistics as arrays, the base nested ------------------------------
@@ -461,6 +474,7 @@ class OnlineRouter(Router):
         state = dict(state)
         base_state = state.pop("base_state")
         self.stats_ = EvidenceStats.from_state(state.pop("stats_"), self.params["half_life"])
+        state.setdefault("label_proposal_", np.full(len(state["label_time_"]), -1.0))
         self.__dict__.update(state)
         self.models_ = list(self.models_)
         self.seen_ids_ = list(self.seen_ids_)

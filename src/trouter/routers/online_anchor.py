@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import stdtrit
 
 from trouter.evaluation.scenarios import Weights
 
@@ -37,6 +37,7 @@ class Labels:
     time: np.ndarray
     cell: np.ndarray
     guard: np.ndarray
+    proposal: np.ndarray
 
     def __len__(self) -> int:
         return len(self.time)
@@ -49,6 +50,7 @@ def snapshot(router) -> Labels:
     arrays = (
         router.label_perf_, router.label_cost_, router.label_prior_perf_,
         router.label_prior_cost_, router.label_time_, router.label_cell_, router.label_guard_,
+        router.label_proposal_,
     )  # fmt: skip
     n = min(len(a) for a in arrays)
     return Labels(*(a[:n] for a in arrays))
@@ -74,11 +76,16 @@ def paired_gain(
 
 def significant(gain: tuple[float, float, float], params: dict, rivals: int = 1) -> bool:
     """Whether a :func:`paired_gain` is above ``margin`` one-sided at ``confidence``, on at
-    least ``min_evidence`` labels' weight; the best of ``rivals`` gains is tested at the
-    Bonferroni level, so that one of many models ahead by chance rarely passes."""
+    least ``min_evidence`` labels' weight (Student's t with weight - 1 degrees of freedom);
+    the best of ``rivals`` gains is tested at the Bonferroni level, so that one of many
+    models ahead by chance rarely passes."""
     mean, stderr, total = gain
-    z = float(ndtri(1.0 - (1.0 - params["confidence"]) / max(rivals, 1)))
-    return bool(total >= params["min_evidence"] and mean - z * stderr > params["margin"])
+    if total < params["min_evidence"]:
+        return False
+    # Student's t, not the normal: a dozen labels estimate their own variance poorly
+    level = 1.0 - (1.0 - params["confidence"]) / max(rivals, 1)
+    quantile = float(stdtrit(max(total - 1.0, 1.0), level))
+    return bool(mean - quantile * stderr > params["margin"])
 
 
 def traffic_best_single(labels: Labels, trained: int, weights: Weights, params: dict) -> int:

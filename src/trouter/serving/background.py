@@ -253,7 +253,7 @@ class BackgroundLabeller:
 
     async def _label(self, job: _Job) -> str | None:
         """None when the query is not selected (nothing spent, nothing counted)."""
-        priority = await asyncio.to_thread(self._priority, job.question, job.policy)
+        priority, proposal = await asyncio.to_thread(self._priority, job.question, job.policy)
         if priority < self.settings.threshold:
             return None
         if self._budget is not None and not self._budget.take(self._routed - 1, priority):
@@ -278,29 +278,31 @@ class BackgroundLabeller:
                 scores[model] = score
         if len(scores) < 2:
             return "failed"  # one score alone says nothing full-information
-        await asyncio.to_thread(self._store_label, job.request_id, scores, spend)
+        await asyncio.to_thread(self._store_label, job.request_id, scores, spend, proposal)
         return "done"
 
-    def _store_label(self, request_id: str, scores: dict[str, float], spend: float) -> None:
+    def _store_label(
+        self, request_id: str, scores: dict[str, float], spend: float, proposal: str | None
+    ) -> None:
         # the decision (with the features a label is placed by) may still be queued
         if self.loop.log.pending(request_id) is not None:
             self.loop.log.wait_written(request_id, 5.0)
-        self.loop.store.add_label(
-            f"{request_id}:background", scores, None, request_id, self.judge.name, spend
-        )
+        self.loop.store.add_label(f"{request_id}:background", scores, None, request_id,
+                                  self.judge.name, spend, proposal=proposal)  # fmt: skip
         if self.loop.learner is not None:
             self.loop.learner.wake()
 
-    def _priority(self, question: str, policy: str | None) -> float:
-        """The online router's label priority for the query (a frozen router: always)."""
+    def _priority(self, question: str, policy: str | None) -> tuple[float, str | None]:
+        """The online router's label priority for the query (a frozen router: always) and
+        its proposal (what it would serve with its anchor lifted), recorded with the label."""
         router = self.loop.service.router
         if not isinstance(router, OnlineRouter):
-            return float("inf")
+            return float("inf"), None
         from trouter.encoders import get_encoder
 
         with get_encoder(router.encoder).transient():
-            made = router.decide([question], _policy_weights(policy))
-        return float(made[0]["label_priority"])
+            (made,) = router.decide([question], _policy_weights(policy))
+        return float(made["label_priority"]), made["proposal_model"]
 
     async def _verdict(self, question: str, answer: str) -> tuple[float | None, float]:
         messages = judge_messages(question, NO_REFERENCE, answer)

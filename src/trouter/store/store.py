@@ -221,11 +221,12 @@ class Store:
         judge: str | None = None,
         spend_usd: float = 0.0,
         now: float | None = None,
+        proposal: str | None = None,
     ) -> bool:
         now = time.time() if now is None else now
         changed = self.backend.execute(
             "INSERT INTO labels (event_id, request_id, scores, costs, judge, spend_usd, "
-            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "created_at, expires_at, proposal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (event_id) DO NOTHING",
             (
                 event_id,
@@ -236,6 +237,7 @@ class Store:
                 float(spend_usd),
                 now,
                 now + self.ttl_s,
+                proposal,
             ),
         )
         return bool(changed)
@@ -244,13 +246,14 @@ class Store:
         """Background labels with their decision's features, as ``label`` events, after
         row ``after_seq`` (labels without a logged decision are left out)."""
         rows = self.backend.fetchall(
-            "SELECT l.event_id, l.scores, l.costs, l.created_at, d.cell, d.features, l.seq "
+            "SELECT l.event_id, l.scores, l.costs, l.created_at, d.cell, d.features, l.seq, "
+            "l.proposal "
             "FROM labels l LEFT JOIN decisions d ON d.request_id = l.request_id "
             "WHERE l.seq > ? ORDER BY l.seq",
             (after_seq,),
         )
         events = []
-        for event_id, scores, costs, created, cell, features, seq in rows:
+        for event_id, scores, costs, created, cell, features, seq, proposal in rows:
             if features is None:
                 continue  # without the decision's features a label cannot be placed
             feats = json.loads(features)
@@ -264,6 +267,7 @@ class Store:
                     "prior_performance": feats["prior_performance"],
                     "prior_cost": feats["prior_cost"],
                     "cell": int(cell or 0),
+                    "proposal_model": proposal,
                     "received_at": created,
                     "seq": seq,
                 }

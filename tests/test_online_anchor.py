@@ -1,0 +1,124 @@
+"""The online router's anchor (best-single on this traffic) and its out-of-sample test of
+the base, on real RouterBench rows (the committed fixture cut)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trouter.data.suites import load_suite
+from trouter.evaluation.folds import Fold
+from trouter.evaluation.online import OnlineConfig, stream_folds
+from trouter.evaluation.scenarios import SCENARIOS
+from trouter.routers.base import make_router
+from trouter.routers.online import OnlineRouter
+from trouter.store import Store
+from trouter.store.store import Decision
+
+BALANCED = SCENARIOS["balanced"]
+
+
+@pytest.fixture(scope="module")
+def mbpp_fold() -> Fold:
+    """The mbpp rows streamed; the base knows only ARC-Challenge and WinoGrande."""
+    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
+    return fold
+
+
+def _router(fold: Fold, base: str = "best-single") -> OnlineRouter:
+    fitted = make_router(base).fit(fold.train, fold.validation)
+    return OnlineRouter.around(fitted, fold.train)
+
+
+def _label(fold: Fold, t: int, scores=None, proposal: str | None = None) -> dict:
+    stream, names = fold.test, fold.test.model_names
+    event = {
+        "id": f"l{t}",
+        "kind": "label",
+        "t": t,
+        "query": stream.texts[t],
+        "scores": scores or dict(zip(names, stream.performance[t].tolist(), strict=True)),
+        "costs": dict(zip(names, stream.normalised_cost[t].tolist(), strict=True)),
+    }
+    if proposal is not None:
+        event["proposal_model"] = proposal
+    return event
+
+
+def test_the_anchor_moves_to_the_best_model_of_the_labelled_traffic(mbpp_fold):
+    router = _router(mbpp_fold)
+    trained = router.best_single(BALANCED)
+    assert router.anchor_choice(BALANCED) == trained  # no labels: the training rows' choice
+    router.partial_fit([_label(mbpp_fold, t) for t in range(100)])
+    stream = mbpp_fold.test
+    utility = BALANCED.utility(stream.performance[:100], stream.normalised_cost[:100])
+    labels_best = int(np.nanargmax(np.nanmean(utility, axis=0)))
+    assert labels_best != trained  # mbpp's best model is not the other tasks' one
+    assert router.anchor_choice(BALANCED) == labels_best
+    # and serving follows it: with no base earned, every query gets the new anchor
+    decisions = router.decide(list(stream.texts[100:110]), BALANCED)
+    assert {d["model"] for d in decisions} == {stream.model_names[labels_best]}
+
+
+def test_labels_that_favour_no_model_leave_the_anchor_where_it_was(mbpp_fold):
+    """Scores drawn at random for every model (the same chance for all) and one price: the
+    best of the rivals is ahead by chance alone, and the corrected test does not move."""
+    router = _router(mbpp_fold)
+    trained = router.best_single(BALANCED)
+    names = mbpp_fold.test.model_names
+    rng = np.random.default_rng(0)
+    events = []
+    for t in range(60):
+        coin = rng.integers(0, 2, len(names)).tolist()
+        event = _label(mbpp_fold, t, dict(zip(names, coin, strict=True)))
+        event["costs"] = dict.fromkeys(names, 0.1)
+        events.append(event)
+    router.partial_fit(events)
+    assert router.anchor_choice(BALANCED) == trained
+
+
+def test_the_base_is_judged_on_the_proposals_recorded_before_its_labels(mbpp_fold):
+    """The same labels: recorded proposals equal to the anchor show no gain at all, recorded
+    proposals of each label's best model show a large one; the router's current proposal
+    (which has learned from those very labels) is never substituted for a recorded one."""
+    stream, names = mbpp_fold.test, mbpp_fold.test.model_names
+    utility = BALANCED.utility(stream.performance, stream.normalised_cost)
+    plain = _router(mbpp_fold)
+    anchor = names[plain.best_single(BALANCED)]
+    timid = _router(mbpp_fold).partial_fit([_label(mbpp_fold, t, proposal=anchor)
+                                            for t in range(40)])  # fmt: skip
+    mean, _, total = timid.base_gain(BALANCED)
+    assert total == 40 and mean == 0.0
+    assert not timid.base_earned(BALANCED)
+    best_each = [names[int(np.nanargmax(utility[t]))] for t in range(40)]
+    sharp = _router(mbpp_fold).partial_fit(
+        [_label(mbpp_fold, t, proposal=best_each[t]) for t in range(40)]
+    )
+    sharp_anchor = sharp.anchor_choice(BALANCED)
+    expected = np.mean([np.nanmax(utility[t]) - utility[t, sharp_anchor] for t in range(40)])
+    assert sharp.base_gain(BALANCED)[0] == pytest.approx(expected)
+    assert sharp.base_earned(BALANCED)
+
+
+def test_a_label_keeps_its_proposal_through_the_store(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 's.db'}")
+    store.add_label("l1", {"a": 1.0, "b": 0.0}, request_id="r1", proposal="b")
+    store.add_label("l2", {"a": 1.0, "b": 0.0}, request_id="r2")
+    # labels are placed by their decision's features: log the decisions they belong to
+    for rid in ("r1", "r2"):
+        store.write_decisions(
+            [
+                Decision(
+                    request_id=rid,
+                    created_at=0.0,
+                    expires_at=1e12,
+                    router="online",
+                    model="a",
+                    propensity=1.0,
+                    features={"prior_performance": [0.5, 0.5], "prior_cost": [0.1, 0.2]},
+                )  # fmt: skip
+            ]
+        )
+    events = {e["id"]: e for e in store.label_events()}
+    assert events["label:l1"]["proposal_model"] == "b"
+    assert events["label:l2"]["proposal_model"] is None
