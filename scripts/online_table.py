@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trouter.evaluation.online_report import markdown_tables, plot_streams, summarise
+from trouter.evaluation.online_report import markdown_tables, plot_streams, section, summarise
 
 ORDER = ["best-single", "oracle", "random", "skyline", "few-shot", "online", "online-base",
          "online-random", "online-nobase", "online-explore", "linucb", "thompson",
@@ -29,7 +29,7 @@ def safety_table(records: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r["router"] in LEARNERS:
-            groups[(r["suite"], r["label_budget"], r["router"])].append(r)
+            groups[(section(r), r["label_budget"], r["router"])].append(r)
     lines = [
         "| suite | label budget | router | streams | worst stream gain vs best-single | "
         "streams below -0.002 | worst 200-window gap | streams with a window below -0.01 |",
@@ -55,7 +55,7 @@ def window_table(records: list[dict], routers: list[str]) -> str:
         if r["router"] not in routers:
             continue
         for window, value in r["windows"].items():
-            rows[(r["suite"], r["label_budget"], r["router"])][window].append(value)
+            rows[(section(r), r["label_budget"], r["router"])][window].append(value)
             if window not in names:
                 names.append(window)
     names.sort(key=lambda w: int(w.split("-")[0]))
@@ -119,11 +119,13 @@ def main() -> None:
     ]
     args.out.write_text("\n".join(text))
     print(f"wrote {args.out}")
-    for suite in sorted({r["suite"] for r in records}):
-        mine = [r for r in records if r["suite"] == suite]
+    for suite in sorted({section(r) for r in records}):
+        mine = [r for r in records if section(r) == suite]
         name = {"real": "local-pool"}.get(suite, suite)
         if "(feedback" in name:
             name = name.split(" (")[0] + "-noisy"
+        if mine[0].get("change"):  # e.g. routerbench-score-drop
+            name = mine[0]["suite"] + "-" + mine[0]["change"].split("@")[0].split(":")[0]
         for budget in sorted({r["label_budget"] for r in mine}):
             path = args.out.parent / f"{name}_budget{budget.replace('/', '-in-')}.png"
             shown = [n for n in ORDER if n != "random"]

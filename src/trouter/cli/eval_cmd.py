@@ -181,6 +181,15 @@ def register(app: typer.Typer) -> None:
             None, "--max-stream", min=1, help="Online: replay at most N rows per stream."
         ),
         tasks: str | None = typer.Option(None, "--tasks", help="Online: stream only these tasks."),
+        change: str | None = typer.Option(
+            None,
+            "--change",
+            help="Online: score-drop[:MODEL]@T, price-drop[:MODEL]@T or new-model[:MODEL]@T "
+            "(default: stationary).",
+        ),
+        change_models: int | None = typer.Option(
+            None, "--change-models", min=1, help="Online: new-model@T runs the first N models."
+        ),
     ) -> None:
         """Fit and score routers; print mean ± std over seeds per router and scenario."""
         from trouter.config import MalformedDataError

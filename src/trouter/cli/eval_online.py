@@ -28,6 +28,22 @@ def online_routers(spec: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(["best-single", "oracle", *names]))
 
 
+def online_change(spec: str | None, models: int | None):
+    """The ``--change`` value as a :class:`~trouter.evaluation.online_changes.Change`."""
+    from trouter.evaluation.online_changes import parse_change
+
+    try:
+        change = parse_change(spec)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--change") from None
+    if models is not None and (change is None or change.kind != "new-model" or change.model):
+        raise typer.BadParameter(
+            "--change-models bounds a new-model@T change that names no model",
+            param_hint="--change-models",
+        )
+    return change
+
+
 def run_online_eval(options: dict[str, Any], console: Console) -> None:
     """Run the replay described by ``options`` (the eval command's values) and report it."""
     from trouter.config import MalformedDataError
@@ -55,10 +71,12 @@ def run_online_eval(options: dict[str, Any], console: Console) -> None:
         raise typer.BadParameter("the online setting replays one scenario at a time",
                                  param_hint="--scenario")  # fmt: skip
     ((scenario, weights),) = scenarios.items()
+    change = online_change(options["change"], options["change_models"])
     config = OnlineConfig(
         base=options["base"], label_budgets=budgets, feedback=feedback,
         routers=online_routers(options["routers"]), max_stream=options["max_stream"],
-        tasks=tuple(comma_list(options["tasks"] or "")),
+        tasks=tuple(comma_list(options["tasks"] or "")), change=change,
+        change_models=options["change_models"],
     )  # fmt: skip
     if options["suite"] is None and options["test_file"] is None:
         raise typer.BadParameter("give --suite (or --test-file with --train-file or --suite)")
@@ -76,6 +94,12 @@ def run_online_eval(options: dict[str, Any], console: Console) -> None:
         else:
             dataset = limit_rows(load_suite(options["suite"], seed=seeds[0]), options["limit"])
             suite = options["suite"]
+        if change is not None and change.model not in (None, *dataset.model_names):
+            raise typer.BadParameter(
+                f"{change.model!r} is not a model of {suite}; pool: "
+                + ", ".join(dataset.model_names),
+                param_hint="--change",
+            )
         context = {"suite": suite, "setting": "online", "scenario": scenario,
                    "feedback": vars(feedback), "base": config.base}  # fmt: skip
         progress = options["progress"]

@@ -21,6 +21,11 @@ Routers of one run (all on the same streams and orders):
   price prior), ``online-base`` (anchored at the base's choice instead of best-single),
   each with the same budget and feedback;
 * the bandit peers ``linucb``, ``thompson``, ``eps-greedy`` (served feedback only).
+
+With a change (:mod:`online_changes`: drift or a new model at query ``T``) every router is
+served, fed and scored on the changed matrix; a new model is available to no one before
+``T`` (the online routers are fitted without it and ``add_model`` it at ``T``). Best-single
+stays the training rows' choice among the models available at the start.
 """
 
 from __future__ import annotations
@@ -35,6 +40,15 @@ import numpy as np
 from trouter.data.dataset import RoutingDataset
 from trouter.evaluation.folds import Fold, cold_start_folds, transfer_folds
 from trouter.evaluation.harness import fit_params
+from trouter.evaluation.online_changes import (
+    ArrivingModel,
+    Change,
+    World,
+    arriving_models,
+    check_models,
+    default_model,
+    without_model,
+)
 from trouter.evaluation.online_metrics import stream_metrics
 from trouter.evaluation.online_policies import (
     EpsilonGreedy,
@@ -45,7 +59,7 @@ from trouter.evaluation.online_policies import (
     projection,
 )
 from trouter.evaluation.scenarios import Weights
-from trouter.routers.base import Router, make_router
+from trouter.routers.base import Prediction, Router, make_router
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.guard import AUTO_MEMBERS
 from trouter.routers.online import OnlineRouter
@@ -90,6 +104,10 @@ class OnlineConfig:
     skyline_folds: int = 5
     #: More online variants to compare (name -> parameters), e.g. {"online-cells8": {"cells": 8}}
     extra_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Drift or a new model at a stream query (None: the stationary stream)
+    change: Change | None = None
+    #: With ``new-model@T`` and no model named: the first N models (by name) arrive in turn
+    change_models: int | None = None
 
     def variants(self) -> dict[str, dict[str, Any]]:
         return {**ONLINE_VARIANTS, **self.extra_variants}
@@ -129,26 +147,38 @@ def _order(n: int, seed: int, limit: int | None) -> np.ndarray:
 
 
 # ----- fixed choices ---------------------------------------------------------------------
-def skyline_choices(fold: Fold, weights: Weights, seed: int, folds: int) -> np.ndarray:
-    """``knn`` fitted on the other tasks plus the task's other cross-fitting folds."""
+def skyline_choices(fold: Fold, weights: Weights, seed: int, folds: int, world: World):
+    """``knn`` fitted on the other tasks plus the task's other cross-fitting folds; with a
+    change, its predictions read in hindsight and its choice among the available models."""
     stream, n = fold.test, len(fold.test)
     part = np.random.default_rng([seed, 5]).permutation(n) % folds
     rows = merge(fold.train, fold.validation) if fold.validation is not None else fold.train
-    choices = np.zeros(n, dtype=int)
+    m = len(stream.models)
+    perf, cost = np.zeros((n, m)), np.zeros((n, m))
     for g in range(folds):
         own = stream.subset(part != g)
         own.splits[:] = "train"
         router = make_router("knn", seed=seed).fit(merge(rows, own))
         held = np.flatnonzero(part == g)
         pred = router.predict([stream.texts[i] for i in held]).reorder(stream.model_names)
-        choices[held] = pred.choose(weights)
-    return choices
+        if pred.override is not None:
+            raise ValueError("the skyline's knn is expected to predict without an override")
+        perf[held], cost[held] = pred.performance, pred.cost
+    pred = Prediction(list(stream.model_names), perf, cost)
+    return world.choose(world.hindsight(pred), weights)
 
 
 def few_shot_choices(
-    fold: Fold, config: OnlineConfig, shots: int, weights: Weights, seed: int, order: np.ndarray
+    fold: Fold,
+    config: OnlineConfig,
+    shots: int,
+    weights: Weights,
+    seed: int,
+    order: np.ndarray,
+    world: World,
 ) -> np.ndarray:
-    """The base refitted with ``shots`` stream rows picked at random up front."""
+    """The base refitted with ``shots`` stream rows picked at random up front (labelled
+    before the stream starts, so before any change); its choice among the available models."""
     picked = order[np.random.default_rng([seed, 9]).permutation(len(order))[:shots]]
     own = fold.test.subset(np.sort(picked))
     own.splits[:] = "train"
@@ -156,12 +186,12 @@ def few_shot_choices(
     shot_fold = Fold(fold.task, train.split("train"), train.split("validation"), fold.test)
     base = fit_base(config.base, shot_fold, seed, shots=shots)
     pred = base.predict(list(fold.test.texts)).reorder(fold.test.model_names)
-    return pred.choose(weights)
+    return world.choose(pred, weights)
 
 
 # ----- the replay ------------------------------------------------------------------------
 def _noisy(score: float, noise: float, rng: np.random.Generator) -> float:
-    if noise <= 0 or rng.random() >= noise:
+    if noise <= 0 or np.isnan(score) or rng.random() >= noise:
         return score
     return 1.0 - score if score in (0.0, 1.0) else float(rng.random())
 
@@ -174,8 +204,10 @@ def replay(
     feedback: Feedback,
     budget: LabelBudget | None,
     seed: int,
+    arrival: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Serve ``stream`` rows in ``order``; events reach ``policy`` ``feedback.delay`` later."""
+    """Serve ``stream`` rows in ``order``; events reach ``policy`` ``feedback.delay`` later.
+    ``arrival`` (query, model): the model joins the pool there (``policy.add_model``)."""
     rng = np.random.default_rng([seed, 19])
     perf, cost = stream.performance, stream.normalised_cost
     n = len(order)
@@ -183,6 +215,8 @@ def replay(
     propensity = np.zeros(n)
     pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for t, row in enumerate(order):
+        if arrival is not None and t == arrival[0] and hasattr(policy, "add_model"):
+            policy.add_model(arrival[1])
         if t in pending:
             policy.learn(pending.pop(t))
         model, propensity[t], explored[t], priority = policy.choose(t, row)
@@ -240,14 +274,21 @@ def _policy(name: str, ctx: dict[str, Any]):
         cache = ctx.setdefault("features", {})
         if key not in cache:
             cache[key] = router.features(list(stream.texts), weights)
-        return OnlinePolicy(router, cache[key], weights, seed)
+        policy = OnlinePolicy(router, cache[key], weights, seed)
+        world = ctx["world"]
+        if world.arrival is None:
+            return policy
+        return ArrivingModel(policy, stream.model_names, world.model, ctx["arrival_cost"])
     if name == "linucb":
-        return LinUCB(m, weights, seed, projection(ctx["x"], 64, seed))
-    if name == "thompson":
-        return ThompsonCells(m, weights, seed, ctx["cells"])
-    if name == "eps-greedy":
-        return EpsilonGreedy(m, weights, seed, start=int(ctx["fixed"]["best-single"][0]))
-    return FixedPolicy(ctx["fixed"][name])
+        peer = LinUCB(m, weights, seed, projection(ctx["x"], 64, seed))
+    elif name == "thompson":
+        peer = ThompsonCells(m, weights, seed, ctx["cells"])
+    elif name == "eps-greedy":
+        peer = EpsilonGreedy(m, weights, seed, start=int(ctx["fixed"]["best-single"][0]))
+    else:
+        return FixedPolicy(ctx["fixed"][name])
+    peer.available = ctx["world"].initial  # a new model's arm opens at its arrival
+    return peer
 
 
 def _trace(name: str, ctx: dict[str, Any], order: np.ndarray, budget: LabelBudget | None):
@@ -260,30 +301,44 @@ def _trace(name: str, ctx: dict[str, Any], order: np.ndarray, budget: LabelBudge
         ctx["config"].feedback,
         budget,
         ctx["seed"],
+        ctx["world"].arrival_event,
     )
     trace["seconds"] = time.perf_counter() - started
     return trace
 
 
 def run_stream(
-    fold: Fold, config: OnlineConfig, weights: Weights, seed: int, context: dict[str, Any]
+    fold: Fold,
+    config: OnlineConfig,
+    weights: Weights,
+    seed: int,
+    context: dict[str, Any],
+    arriving: str | None = None,
 ) -> list[dict]:
     """Every router of ``config`` replayed on one task's stream with one seed's order, for
-    every label budget (the base and the fixed choices are fitted once)."""
-    stream = fold.test
-    order = _order(len(stream), seed, config.max_stream)
-    utility = weights.utility(stream.performance, stream.normalised_cost)
-    base = fit_base(config.base, fold, seed) if config.base != "none" else None
+    every label budget (the base and the fixed choices are fitted once). ``arriving``: the
+    model that joins at ``config.change``'s query (a ``new-model`` change)."""
+    order = _order(len(fold.test), seed, config.max_stream)
     best_single = make_router("best-single").fit(fold.train, fold.validation)
+    best_pred = best_single.predict(list(fold.test.texts)).reorder(fold.test.model_names)
+    change, model = config.change, arriving
+    if change is not None and change.kind != "new-model":
+        model = default_model(change, fold.test, best_pred.choose(weights))
+    world = World(fold.test, order, change, model)
+    stream, utility = world.stream, world.utility(weights)
+    own = fold  # what the online routers and their base are fitted on: without a newcomer
+    if world.arrival is not None:
+        views = (without_model(v, model) for v in (fold.train, fold.validation, fold.test))
+        own = Fold(fold.task, *views, 0, 0)
+    base = fit_base(config.base, own, seed) if config.base != "none" else None
+    tie = 1e-9 * np.nan_to_num(stream.normalised_cost)
     fixed = {
-        "best-single": best_single.predict(list(stream.texts))
-        .reorder(stream.model_names)
-        .choose(weights),
-        "oracle": np.argmax(utility - 1e-9 * stream.normalised_cost, axis=1),
-        "random": np.random.default_rng([seed, 23]).integers(len(stream.models), size=len(stream)),
+        "best-single": world.choose(best_pred, weights, world.initial),
+        "oracle": np.argmax(utility - tie, axis=1),
+        "random": world.random(seed),
     }
     if "skyline" in config.routers:
-        fixed["skyline"] = skyline_choices(fold, weights, seed, config.skyline_folds)
+        fixed["skyline"] = skyline_choices(fold, weights, seed, config.skyline_folds, world)
     x = embed(stream, ENCODER)
     cells = nearest(x, fit_centroids(embed(fold.train, ENCODER), 16, seed))
     ctx = {
@@ -291,12 +346,17 @@ def run_stream(
         "weights": weights,
         "seed": seed,
         "base": base,
-        "fold": fold,
+        "fold": own,
         "config": config,
         "x": x,
         "cells": cells,
         "fixed": fixed,
+        "world": world,
     }
+    if world.arrival is not None:  # the newcomer's price, as its user knows it
+        ctx["arrival_cost"] = float(np.nanmean(fold.train.normalised_cost[:, world.j]))
+    if change is not None:
+        context = context | {"change": change.spec, "change_model": model, "change_at": change.at}
     variants = config.variants()
     shared = {
         name: _trace(name, ctx, order, None)
@@ -311,7 +371,7 @@ def run_stream(
         if "few-shot" in config.routers and total > 0 and base is not None:
             ctx["fixed"] = {
                 **fixed,
-                "few-shot": few_shot_choices(fold, config, total, weights, seed, order),
+                "few-shot": few_shot_choices(fold, config, total, weights, seed, order, world),
             }
             traces["few-shot"] = _trace("few-shot", ctx, order, None)
         for name in (n for n in config.routers if n in variants):
@@ -323,7 +383,7 @@ def run_stream(
                 budget = LabelBudget(total=total, window=window, mode=mode, seed=seed)
             traces[name] = _trace(name, ctx, order, budget)
         context_now = context | {"task": fold.task, "seed": seed, "label_budget": spec}
-        records.extend(stream_metrics(traces, stream, order, utility, context_now))
+        records.extend(stream_metrics(traces, stream, order, utility, context_now, world))
     return records
 
 
@@ -337,6 +397,7 @@ def run_online(
     on_stream=None,
 ) -> list[dict]:
     """Records of every (seed, streamed task, router); ``source`` = transfer from a file."""
+    check_models(config.change, dataset.model_names)
     records = []
     for seed in seeds:
         if source is not None:
@@ -346,9 +407,11 @@ def run_online(
         else:
             folds = stream_folds(dataset, seed, config)
         for fold in folds:
-            if on_stream is not None:
-                on_stream(seed, fold.task, len(fold.test))
-            records.extend(run_stream(fold, config, weights, seed, context))
+            for model in arriving_models(config.change, fold.test.model_names,
+                                         config.change_models):  # fmt: skip
+                if on_stream is not None:
+                    on_stream(seed, fold.task, len(fold.test))
+                records.extend(run_stream(fold, config, weights, seed, context, model))
     return records
 
 

@@ -14,6 +14,12 @@ WINDOWS = (0, 100, 250, 500, 1000, 2000, 5000)
 SAFETY_WINDOW = 200
 #: Points of the stored running-mean curve (for plots).
 CURVE_POINTS = 60
+#: Queries after a drift within which utility should be back (the recovered gap is measured
+#: after them), and the trailing window of a new model's share.
+RECOVERY, SHARE_WINDOW = 500, 100
+#: A new model's share is followed where the skyline gives it at least this share; the router
+#: should reach this fraction of the skyline's share.
+MIN_SKYLINE_SHARE, SHARE_TARGET = 0.10, 0.8
 
 
 def window_names(n: int) -> list[tuple[str, int, int]]:
@@ -61,14 +67,63 @@ def curve(values: np.ndarray) -> list[list[float]]:
     return [[int(i), float(running[i - 1])] for i in at]
 
 
+def drift_metrics(served: np.ndarray, utility: np.ndarray, at: int) -> dict[str, Any]:
+    """Utility over [T, T+500) and the gap to the best fixed model in hindsight (changed
+    matrix) over [T+500, end); None where the stream ends first."""
+    after, late = served[at : at + RECOVERY], slice(at + RECOVERY, len(served))
+    gap = None
+    if at + RECOVERY < len(served):
+        gap = float(utility[late].mean(axis=0).max() - served[late].mean())
+    return {
+        "utility_after_change": float(after.mean()) if len(after) else None,
+        "recovered_gap": gap,
+    }
+
+
+def new_model_metrics(chosen: np.ndarray, sky: np.ndarray | None, model: int, at: int) -> dict:
+    """The share of the new ``model`` over [T, end), the skyline's too, and queries after T
+    until the trailing 100-query share (pre-T queries count as 0) first reaches 80% of the
+    skyline's share: only where the skyline's share is at least 10% (else None), None also
+    where it never does (``new_model_reached`` tells the two apart)."""
+    n = len(chosen)
+    if at >= n:
+        return {}
+    mine = (chosen == model).astype(float)
+    sky_share = None if sky is None else float(np.mean(sky[at:] == model))
+    out = {"new_model_share": float(mine[at:].mean()), "new_model_skyline_share": sky_share,
+           "new_model_queries_to_80pct": None, "new_model_reached": None}  # fmt: skip
+    if sky_share is None or sky_share < MIN_SKYLINE_SHARE:
+        return out
+    running = np.cumsum(mine)
+    start = np.maximum(np.arange(at, n) - SHARE_WINDOW + 1, 0)
+    before = np.where(start > 0, running[np.maximum(start - 1, 0)], 0.0)
+    trailing = (running[at:] - before) / SHARE_WINDOW
+    hit = np.flatnonzero(trailing >= SHARE_TARGET * sky_share)
+    out["new_model_reached"] = bool(len(hit))
+    out["new_model_queries_to_80pct"] = int(hit[0]) + 1 if len(hit) else None
+    return out
+
+
+def change_metrics(served, chosen, traces, utility, order, world) -> dict[str, Any]:
+    """The fields of a change scenario (none for the stationary stream)."""
+    if world is None or world.change is None:
+        return {}
+    if world.arrival is None:
+        return drift_metrics(served, utility[order], world.at)
+    sky = traces.get("skyline")
+    return new_model_metrics(chosen, None if sky is None else sky["chosen"], world.j, world.at)
+
+
 def stream_metrics(
     traces: dict[str, dict[str, np.ndarray]],
     stream: RoutingDataset,
     order: np.ndarray,
     utility: np.ndarray,
     context: dict[str, Any],
+    world=None,
 ) -> list[dict]:
-    """One record per router of one replayed stream (see docs/online.md for each field)."""
+    """One record per router of one replayed stream (see docs/online.md for each field);
+    with ``world`` (:class:`~trouter.evaluation.online_changes.World`) also its change's."""
     n = len(order)
     served = {name: utility[order, trace["chosen"]] for name, trace in traces.items()}
     reference = served["best-single"]
@@ -119,6 +174,7 @@ def stream_metrics(
                 "models": stream.model_names,
                 "seconds": float(trace.get("seconds", 0.0)),
                 "curve": curve(u),
+                **change_metrics(u, chosen, traces, utility, order, world),
             }
         )
     return records

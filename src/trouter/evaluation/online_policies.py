@@ -93,6 +93,13 @@ class _UtilityBandit:
     def __init__(self, m: int, weights: Weights, seed: int) -> None:
         self.m, self.weights = m, weights
         self.rng = np.random.default_rng([seed, 13])
+        self.available = np.ones(m, dtype=bool)  # arms that may be served (a model can join)
+
+    def add_model(self, model: int) -> None:
+        self.available[model] = True
+
+    def _masked(self, values: np.ndarray) -> np.ndarray:
+        return np.where(self.available, values, -np.inf)
 
     def _utility(self, event: dict[str, Any]) -> float:
         return float(self.weights.utility(event["score"], event["cost"]))
@@ -114,11 +121,12 @@ class EpsilonGreedy(_UtilityBandit):
 
     def choose(self, t: int, row: int) -> tuple[int, float, bool, float]:
         means = np.where(self.count > 0, self.total / np.maximum(self.count, 1), -np.inf)
-        greedy = int(np.argmax(means)) if self.count.any() else self.start
+        greedy = int(np.argmax(self._masked(means))) if self.count.any() else self.start
+        arms = np.flatnonzero(self.available)
         if self.rng.random() < self.eps:
-            pick = int(self.rng.integers(self.m))
-            return pick, self.eps / self.m + (1 - self.eps) * (pick == greedy), True, 0.0
-        return greedy, 1 - self.eps + self.eps / self.m, False, 0.0
+            pick = int(arms[self.rng.integers(len(arms))])
+            return pick, self.eps / len(arms) + (1 - self.eps) * (pick == greedy), True, 0.0
+        return greedy, 1 - self.eps + self.eps / len(arms), False, 0.0
 
     def update(self, row: int, model: int, utility: float) -> None:
         self.count[model] += 1
@@ -139,8 +147,8 @@ class ThompsonCells(_UtilityBandit):
         n = self.count[c]
         mean = self.total[c] / (n + 1.0)
         draw = mean + self.rng.standard_normal(self.m) * self.noise / np.sqrt(n + 1.0)
-        pick = int(np.argmax(draw))
-        return pick, float("nan"), pick != int(np.argmax(mean)), 0.0
+        pick = int(np.argmax(self._masked(draw)))
+        return pick, float("nan"), pick != int(np.argmax(self._masked(mean))), 0.0
 
     def update(self, row: int, model: int, utility: float) -> None:
         c = self.cells[row]
@@ -162,8 +170,8 @@ class LinUCB(_UtilityBandit):
         x = self.x[row]
         theta = np.einsum("mij,mj->mi", self.inverse, self.b)
         width = np.sqrt(np.einsum("i,mij,j->m", x, self.inverse, x))
-        pick = int(np.argmax(theta @ x + self.alpha * width))
-        return pick, 1.0, pick != int(np.argmax(theta @ x)), 0.0
+        pick = int(np.argmax(self._masked(theta @ x + self.alpha * width)))
+        return pick, 1.0, pick != int(np.argmax(self._masked(theta @ x))), 0.0
 
     def update(self, row: int, model: int, utility: float) -> None:
         x = self.x[row]

@@ -28,6 +28,21 @@ COLUMNS = (
     ("label_usd", "label USD", "{:.3f}"),
     ("label_share_of_served", "label / served spend", "{:.0%}"),
 )
+#: Columns of a change scenario (shown only in its sections): drift, then a new model.
+CHANGE_COLUMNS = (
+    ("utility_after_change", "utility [T, T+500)", "{:.4f}"),
+    ("recovered_gap", "recovered gap [T+500, end)", "{:+.4f}"),
+    ("new_model_skyline_share", "skyline's share of the new model", "{:.0%}"),
+    ("new_model_share", "share of the new model after T", "{:.0%}"),
+    ("new_model_queries_to_80pct", "queries to 80% of skyline's share", "{:.0f}"),
+    ("new_model_reached", "reached 80% (where skyline >= 10%)", "{:.0%}"),
+)
+
+
+def section(record: dict) -> str:
+    """The record's suite, named with its change (e.g. ``routerbench (score-drop@400)``)."""
+    suite = record.get("suite", "?")
+    return f"{suite} ({record['change']})" if record.get("change") else suite
 
 
 def _mean(values: list[Any]) -> float:
@@ -43,8 +58,8 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[str, 
     otherwise dominate), and then every field is a mean ± std over seeds."""
     per_seed: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        key = (r.get("suite", "?"), r["label_budget"], r["router"], r["seed"])
-        for name, *_ in COLUMNS:
+        key = (section(r), r["label_budget"], r["router"], r["seed"])
+        for name, *_ in COLUMNS + CHANGE_COLUMNS:
             per_seed[key][name].append(r.get(name))
         per_seed[key]["task"].append(r["task"])
     means = {
@@ -62,7 +77,7 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[str, 
     out: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for (suite, budget, router), seeds in grouped.items():
         summary: dict[str, Any] = {"tasks": seeds[0][1], "seeds": len(seeds)}
-        for name, *_ in COLUMNS:
+        for name, *_ in COLUMNS + CHANGE_COLUMNS:
             finite = [row[name] for row, _ in seeds if np.isfinite(row[name])]
             summary[name] = (
                 float(np.mean(finite)) if finite else float("nan"),
@@ -93,11 +108,13 @@ def markdown_tables(summary: dict, order: list[str]) -> str:
         any_row = rows[names[0]]
         title = f"### {suite}, label budget {budget} ({any_row['tasks']} streamed tasks, "
         parts.append(title + f"{any_row['seeds']} seeds)\n")
-        parts.append("| router | " + " | ".join(c[1] for c in COLUMNS) + " |")
-        parts.append("|---|" + "---:|" * len(COLUMNS))
+        extra = [c for c in CHANGE_COLUMNS if any(np.isfinite(r[c[0]][0]) for r in rows.values())]
+        columns = COLUMNS + tuple(extra)
+        parts.append("| router | " + " | ".join(c[1] for c in columns) + " |")
+        parts.append("|---|" + "---:|" * len(columns))
         for name in names:
             row = rows[name]
-            cells = [_cell(row[f], fmt, row["seeds"]) for f, _, fmt in COLUMNS]
+            cells = [_cell(row[f], fmt, row["seeds"]) for f, _, fmt in columns]
             parts.append(f"| {name} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)
