@@ -117,6 +117,7 @@ def main() -> None:
         ),  # fmt: skip
         "",
     ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(text))
     print(f"wrote {args.out}")
     for suite in sorted({section(r) for r in records}):

@@ -39,6 +39,9 @@ CHANGE_COLUMNS = (
 )
 
 
+NEW = "new-model"
+
+
 def section(record: dict) -> str:
     """The record's suite, named with its change (e.g. ``routerbench (score-drop@400)``)."""
     suite = record.get("suite", "?")
@@ -62,23 +65,31 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, dict[str, 
         for name, *_ in COLUMNS + CHANGE_COLUMNS:
             per_seed[key][name].append(r.get(name))
         per_seed[key]["task"].append(r["task"])
+        per_seed[key]["arrival"].append(r["change_model"] if NEW in r.get("change", "") else None)
     means = {
-        key: {name: _mean(values) for name, values in fields.items() if name != "task"}
+        key: {
+            name: _mean(values)
+            for name, values in fields.items()
+            if name not in ("task", "arrival")
+        }
         for key, fields in per_seed.items()
     }
     for (suite, budget, _router, seed), row in means.items():
         sky = means.get((suite, budget, "skyline", seed), {}).get("last_quarter_gain")
         ok = sky is not None and np.isfinite(sky) and sky > 1e-9
         row[SHARE] = row["last_quarter_gain"] / sky if ok else float("nan")
-    grouped: dict[tuple, list[tuple[dict, int]]] = defaultdict(list)
+    grouped: dict[tuple, list[tuple[dict, int, int]]] = defaultdict(list)
     for (suite, budget, router, _seed), row in means.items():
-        tasks = len(per_seed[(suite, budget, router, _seed)]["task"])
-        grouped[(suite, budget, router)].append((row, tasks))
+        fields = per_seed[(suite, budget, router, _seed)]
+        tasks = len(set(fields["task"]))
+        arrivals = len(set(fields["arrival"])) if fields["arrival"][0] is not None else 0
+        grouped[(suite, budget, router)].append((row, tasks, arrivals))
     out: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for (suite, budget, router), seeds in grouped.items():
-        summary: dict[str, Any] = {"tasks": seeds[0][1], "seeds": len(seeds)}
+        summary: dict[str, Any] = {"tasks": seeds[0][1], "arrivals": seeds[0][2],
+                                   "seeds": len(seeds)}  # fmt: skip
         for name, *_ in COLUMNS + CHANGE_COLUMNS:
-            finite = [row[name] for row, _ in seeds if np.isfinite(row[name])]
+            finite = [row[name] for row, *_ in seeds if np.isfinite(row[name])]
             summary[name] = (
                 float(np.mean(finite)) if finite else float("nan"),
                 float(np.std(finite)) if finite else float("nan"),
@@ -107,6 +118,8 @@ def markdown_tables(summary: dict, order: list[str]) -> str:
         names = [n for n in order if n in rows] + sorted(set(rows) - set(order))
         any_row = rows[names[0]]
         title = f"### {suite}, label budget {budget} ({any_row['tasks']} streamed tasks, "
+        if any_row["arrivals"]:
+            title += f"{any_row['arrivals']} arriving models in turn, "
         parts.append(title + f"{any_row['seeds']} seeds)\n")
         extra = [c for c in CHANGE_COLUMNS if any(np.isfinite(r[c[0]][0]) for r in rows.values())]
         columns = COLUMNS + tuple(extra)
