@@ -7,7 +7,9 @@ is fitted on the other tasks. Two comparisons:
   posterior) against k-means cells (4, 16) on the static embedding;
 * ``anchor`` (base ``auto``): what is served before the base has earned its choices -
   the training rows' best-single, best-single re-estimated on the background labels, or
-  the base itself.
+  the base itself;
+* ``test`` (base ``auto``): Student's t or normal quantiles in the anchor's and the base's
+  tests.
 
 Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
 mean ± std over seeds, at the label budgets given. Run:
@@ -42,6 +44,13 @@ COMPARISONS = {
             "online-anchor-trained": {"anchor": "best-single", "anchor_learns": False},
             "online-anchor-learns": {"anchor": "best-single", "anchor_learns": True},
             "online-base": {"anchor": "base"},
+        },
+    ),
+    "test": (
+        "auto",
+        {
+            "online-t": {"student_t": True},
+            "online-normal": {"student_t": False},
         },
     ),
 }

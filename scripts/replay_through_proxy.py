@@ -1,23 +1,25 @@
 """A public suite replayed through the proxy with feedback and background labels (bounded).
 
-An ``online`` router (base: kNN, k=20, static encoder, on 300 RouterBench training rows) is
-served in-process under uvicorn with a SQLite store, learning, and ``--judge`` background
-labelling at 25 labels per 1,000 queries. The upstream is the loopback stand-in
-(``tests/standin.py``): each pool model answers a query with a text naming itself and the
-row, and the judge stand-in returns that model's recorded score on the row (rounded to the
-judge's 0 / 0.5 / 1). Every reply then gets user feedback with the served model's recorded
-score. Queries are ``--rows`` test rows in a fixed shuffled order, sent one at a time.
+A new deployment, as the cold-start setting has it: the ``online`` router's base is
+``auto`` fitted on the suite's *other* tasks, and the stream is every row of the held-out
+tasks (``--tasks``), shuffled per seed. The router is served in-process under uvicorn with
+a SQLite store, learning, and ``--judge`` background labelling at 25 labels per 1,000
+queries. The upstream is the loopback stand-in (``tests/standin.py``): each pool model
+answers a query with a text naming itself and the row, and the judge stand-in returns that
+model's recorded score on the row (rounded to the judge's 0 / 0.5 / 1). Every reply gets
+user feedback with the served model's recorded score. Queries are sent one at a time.
 
-Reported: the served utility (``balanced``: 0.5 score - 0.5 normalised cost, from the
-record) against the best single model over the same rows, the labels bought against their
-allowance, and the background USD spend (stand-in token counts x the suite's prices)
-against the daily budget. Beside it, the same policy replayed offline
+Reported per seed: the served utility (``balanced``: 0.5 score - 0.5 normalised cost, from
+the record) against best-single (the training rows' best model, what the router starts
+from), the best single model over the stream in hindsight, random and the oracle; the
+labels bought against their allowance and the background USD spend (stand-in token counts
+x the suite's prices) against the daily budget. Beside it, the same policy replayed offline
 (:func:`trouter.evaluation.online.replay`: the same router, rows, order, feedback and label
 rate, exact scores instead of the judge's rounded ones), and the traffic report's
-off-policy estimate of the hindsight best single model's mean score against its true mean.
+off-policy estimates of the hindsight best model's mean score against its true mean.
 
 Usage: ``TROUTER_DATA_DIR=/work/shared/data python scripts/replay_through_proxy.py
-[--rows 300] [--json PATH]``
+[--suite llmrouter --tasks mmlu,gsm8k --seeds 3 --rows 1000] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trouter.evaluation.scenarios import SCENARIOS
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 JUDGE = "judge"
@@ -40,32 +44,49 @@ KEY_ENV = "REPLAY_KEY"
 LABELS_PER_1000 = 25.0
 BUDGET_USD = 1.0
 ANSWER = re.compile(r"answer of (.+) to row (\d+)")
+MEANS = (
+    "served_utility",
+    "offline_replay_utility",
+    "best_single_trained_utility",
+    "best_single_utility",
+    "random_utility",
+    "oracle_utility",
+    "labels",
+    "label_spend_usd",
+)
 
 
-def load(rows: int, seed: int = 0):
+def load(suite_name: str, tasks: list[str], rows: int, seed: int):
+    """The cold-start fold: train/validation rows of the other tasks, the held-out tasks'
+    scorable rows as the stream (shuffled, at most ``rows``)."""
     from trouter.data.suites import load_suite
+    from trouter.evaluation.folds import Fold
 
-    suite = load_suite("routerbench")
-    train, test = suite.split("train"), suite.split("test")
-    rng = np.random.default_rng(seed)
-    fit = train.subset(np.sort(rng.choice(len(train), 300, replace=False)))
-    stream = test.subset(rng.permutation(len(test))[:rows])
-    return fit, stream
+    suite = load_suite(suite_name)
+    unknown = sorted(set(tasks) - set(suite.tasks.tolist()))
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; {suite_name} has {sorted(set(suite.tasks))}")
+    held = np.isin(suite.tasks, tasks)
+    known = suite.subset(~held & (suite.splits != "test")).with_validation(0.15, seed)
+    stream = suite.subset(held & suite.complete_rows)
+    stream = stream.subset(np.random.default_rng([seed, 3]).permutation(len(stream))[:rows])
+    return Fold("+".join(tasks), known.split("train"), known.split("validation"), stream, 0, 0)
 
 
-def online_router(fit):
-    from trouter.routers.base import make_router
+def online_router(fold, seed: int, explore: float = 0.0):
+    from trouter.evaluation.online import ENCODER, fit_base
     from trouter.routers.online import OnlineRouter
 
-    base = make_router("knn", k=20, weighting="uniform", encoder="static").fit(fit)
-    return OnlineRouter.around(base, fit)
+    base = fit_base("auto", fold, seed)
+    return OnlineRouter.around(base, fold.train, fold.validation, encoder=ENCODER,
+                               explore=explore)  # fmt: skip
 
 
-def online_service(fit):
+def online_service(fold, seed: int, explore: float):
     from trouter.serving.api import RoutingService
 
-    router = online_router(fit)
-    prices = {m.name: (m.input_price_per_mtok, m.output_price_per_mtok) for m in fit.models}
+    router = online_router(fold, seed, explore)
+    prices = {m.name: (m.input_price_per_mtok, m.output_price_per_mtok) for m in fold.train.models}
     return RoutingService(router, prices=prices)
 
 
@@ -99,7 +120,7 @@ def responder_for(stream):
     return respond
 
 
-def replay(rows: int) -> dict:
+def replay(fold, seed: int, explore: float = 0.0) -> dict:
     import httpx
     from standin import StandIn
     from test_proxy import serving
@@ -109,10 +130,11 @@ def replay(rows: int) -> dict:
     from trouter.serving.proxy import ProxySettings, create_app
     from trouter.store import Store
 
-    fit, stream = load(rows)
+    fit, stream = fold.train, fold.test
     os.environ[KEY_ENV] = "replay-key-not-secret"
     upstream = StandIn(models=[*fit.model_names, JUDGE], responder=responder_for(stream)).start()
-    service = online_service(fit)
+    service = online_service(fold, seed, explore)
+    trained_best = service.router.best_single(SCENARIOS["balanced"])
     column = {m: j for j, m in enumerate(stream.model_names)}
     folder = Path(tempfile.mkdtemp(prefix="trouter-replay-"))
     loop = FeedbackLoop(Store.open(f"sqlite:///{folder / 's.db'}"), service, learn=True,
@@ -141,25 +163,25 @@ def replay(rows: int) -> dict:
         metrics = httpx.get(f"{base}/metrics").text
     upstream.stop()
     labels, label_usd = loop.store.label_spend()
-    result = summarise(stream, served, errors, wall, labels, label_usd, metrics, rows)
-    result["offline_replay_utility"] = offline_replay(fit, stream)
+    result = summarise(stream, served, errors, wall, labels, label_usd, metrics, trained_best)
+    result["offline_replay_utility"] = offline_replay(fold, seed, explore)
     result["off_policy_best_single"] = off_policy_check(loop.store, stream, result)
     return result
 
 
-def offline_replay(fit, stream) -> float:
+def offline_replay(fold, seed: int, explore: float) -> float:
     """The served utility of the same policy replayed offline over the same rows and order."""
     from trouter.evaluation.online import Feedback, replay
     from trouter.evaluation.online_policies import OnlinePolicy
     from trouter.evaluation.scenarios import SCENARIOS
     from trouter.routers.online_labels import LabelBudget
 
-    weights = SCENARIOS["balanced"]
-    router = online_router(fit)
-    policy = OnlinePolicy(router, router.features(list(stream.texts), weights), weights, 0)
+    weights, stream = SCENARIOS["balanced"], fold.test
+    router = online_router(fold, seed, explore)
+    policy = OnlinePolicy(router, router.features(list(stream.texts), weights), weights, seed)
     order = np.arange(len(stream))
     budget = LabelBudget(rate=LABELS_PER_1000)
-    trace = replay(policy, stream, order, weights, Feedback(), budget, seed=0)
+    trace = replay(policy, stream, order, weights, Feedback(), budget, seed=seed)
     utility = weights.utility(stream.performance, stream.normalised_cost)
     return round(float(np.nanmean(utility[order, trace["chosen"]])), 4)
 
@@ -178,9 +200,7 @@ def off_policy_check(store, stream, result: dict) -> dict:
             "ips": estimate.get("ips"), "dr": dr, "dr_interval_holds_truth": inside}  # fmt: skip
 
 
-def summarise(stream, served, errors, wall, labels, label_usd, metrics, rows) -> dict:
-    from trouter.evaluation.scenarios import SCENARIOS
-
+def summarise(stream, served, errors, wall, labels, label_usd, metrics, trained_best) -> dict:
     weights = SCENARIOS["balanced"]
     utility = weights.utility(stream.performance, stream.normalised_cost)
     idx = np.array([i for i, _ in served])
@@ -189,10 +209,12 @@ def summarise(stream, served, errors, wall, labels, label_usd, metrics, rows) ->
     best = int(np.nanargmax(per_model))
     spend = re.search(r"^trouter_background_spend_usd_total (\S+)$", metrics, re.M)
     return {
-        "rows": rows,
+        "rows": len(stream),
         "errors": errors,
         "wall_s": round(wall, 1),
         "served_utility": round(float(got), 4),
+        "best_single_trained": stream.model_names[trained_best],
+        "best_single_trained_utility": round(float(per_model[trained_best]), 4),
         "best_single": stream.model_names[best],
         "best_single_utility": round(float(per_model[best]), 4),
         "oracle_utility": round(float(np.nanmean(np.nanmax(utility[idx], axis=1))), 4),
@@ -201,7 +223,7 @@ def summarise(stream, served, errors, wall, labels, label_usd, metrics, rows) ->
             float(np.nanmean(stream.performance[idx, [j for _, j in served]])), 4
         ),  # fmt: skip
         "labels": labels,
-        "label_allowance": LABELS_PER_1000 * rows / 1000,
+        "label_allowance": LABELS_PER_1000 * len(stream) / 1000,
         "label_spend_usd": round(label_usd, 6),
         "background_spend_usd": round(float(spend[1]), 6) if spend else None,
         "budget_usd_per_day": BUDGET_USD,
@@ -210,13 +232,27 @@ def summarise(stream, served, errors, wall, labels, label_usd, metrics, rows) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=300)
+    parser.add_argument("--suite", default="llmrouter")
+    parser.add_argument("--tasks", default="mmlu,gsm8k")
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--explore", type=float, default=0.0, help="the router's explore share")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = replay(min(args.rows, 1000))
-    print(json.dumps(result, indent=2))
+    tasks = [t for t in args.tasks.split(",") if t]
+    runs = []
+    for seed in range(args.seeds):
+        fold = load(args.suite, tasks, args.rows, seed)
+        runs.append({"seed": seed, **replay(fold, seed, args.explore)})
+        print(json.dumps(runs[-1]), flush=True)
+    summary = {key: [float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs]))]
+               for key in MEANS}  # fmt: skip
+    result = {"suite": args.suite, "tasks": tasks, "seeds": args.seeds, "explore": args.explore,
+              "mean_std": summary,
+              "runs": runs}  # fmt: skip
+    print(json.dumps(summary, indent=1))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -321,3 +321,18 @@ def test_a_base_worse_than_best_single_is_never_served_without_evidence(task):
     assert online["0"]["worst_window_gap"] == 0.0
     assert online["25/100"]["gain_vs_best_single"] >= -0.002
     assert online["25/100"]["worst_window_gap"] >= -0.01
+
+
+def test_a_label_rate_accrues_over_the_stream():
+    from trouter.routers.online_labels import budget_for, budget_size, parse_rate
+
+    assert parse_rate("25per1000") == 25.0 and parse_rate("5per100") == 50.0
+    assert parse_rate("25/500") is None
+    with pytest.raises(ValueError, match="NperM"):
+        parse_rate("manyper1000")
+    assert budget_size("25per1000", 2000) == 50 and budget_size("25/500", 2000) == 25
+    assert budget_for("0per1000", 100, "active", 0) is None
+    budget = budget_for("25per1000", 2000, "active", 0)
+    taken = [t for t in range(2000) if budget.take(t, priority=3.0)]
+    # one label per 40 queries, never ahead of the allowance, the last near the end
+    assert len(taken) == 50 and taken[0] == 39 and taken[-1] == 1999

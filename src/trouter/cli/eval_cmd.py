@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from trouter.cli.options import comma_list
+from trouter.cli.options import comma_list, parse_params
 
 #: Routers shown in every report, whatever was requested: the bounds (the oracle per query and
 #: per task), the chance level, and the two constant choices.
@@ -46,30 +46,6 @@ def parse_shots(spec: str) -> list[int | None]:
     if not shots:
         raise typer.BadParameter("give at least one K, e.g. 0,10,25,50,100", param_hint="--shots")
     return list(dict.fromkeys(shots))
-
-
-def parse_params(items: list[str], routers: list[str]) -> dict[str, dict[str, Any]]:
-    """``router.key=value`` items -> {router: {key: value}}; values are JSON or plain strings."""
-    params: dict[str, dict[str, Any]] = {}
-    for item in items:
-        head, sep, raw = item.partition("=")
-        router, dot, key = head.partition(".")
-        if not sep or not dot or not router or not key:
-            raise typer.BadParameter(
-                f"{item!r} is not router.key=value (e.g. knn.k=10)", param_hint="--param"
-            )
-        if router not in routers:
-            raise typer.BadParameter(
-                f"{item!r} sets a parameter of {router!r}, which is not evaluated; "
-                f"routers: {', '.join(routers)}",
-                param_hint="--param",
-            )
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        params.setdefault(router, {})[key] = value
-    return params
 
 
 def parse_routers(spec: str) -> list[str]:
@@ -160,8 +136,8 @@ def register(app: typer.Typer) -> None:
         label_budget: str = typer.Option(
             "0",
             "--label-budget",
-            help="Online: background labels, N (over the stream) or "
-            "N/WINDOW (in the first WINDOW queries); comma-separated for several.",
+            help="Online: background labels, N (over the stream), N/WINDOW (in the first "
+            "WINDOW queries) or NperM (a rate: N per M queries, accruing); comma-separated.",
         ),
         feedback_rate: float = typer.Option(
             1.0, "--feedback-rate", min=0.0, max=1.0, help="Online: share of served queries scored."

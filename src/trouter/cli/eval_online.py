@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from trouter.cli.options import comma_list
+from trouter.cli.options import comma_list, parse_params
 
 
 def online_routers(spec: str) -> tuple[str, ...]:
@@ -52,12 +52,12 @@ def run_online_eval(options: dict[str, Any], console: Console) -> None:
     from trouter.evaluation.online import Feedback, OnlineConfig, run_online
     from trouter.evaluation.online_report import markdown_tables, plot_streams, summarise
     from trouter.evaluation.scenarios import resolve_scenarios
-    from trouter.routers.online_labels import parse_budget
+    from trouter.routers.online_labels import budget_size
 
     budgets = tuple(comma_list(options["label_budget"]))
     for spec in budgets:
         try:
-            parse_budget(spec, 1000)
+            budget_size(spec, 1000)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--label-budget") from None
     feedback = Feedback(options["feedback_rate"], options["feedback_noise"],
@@ -77,6 +77,7 @@ def run_online_eval(options: dict[str, Any], console: Console) -> None:
         routers=online_routers(options["routers"]), max_stream=options["max_stream"],
         tasks=tuple(comma_list(options["tasks"] or "")), change=change,
         change_models=options["change_models"],
+        online_params=parse_params(options["param"], ["online"]).get("online", {}),
     )  # fmt: skip
     if options["suite"] is None and options["test_file"] is None:
         raise typer.BadParameter("give --suite (or --test-file with --train-file or --suite)")

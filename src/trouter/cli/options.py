@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import typer
 
 
 def comma_list(text: str) -> list[str]:
@@ -38,3 +41,27 @@ def default_pool_model(pool: Any, option: str, role: str) -> str:
             f"name it with {option} NAME"
         )
     return ranked[0][0]
+
+
+def parse_params(items: list[str], routers: list[str]) -> dict[str, dict[str, Any]]:
+    """``router.key=value`` items -> {router: {key: value}}; values are JSON or plain strings."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        head, sep, raw = item.partition("=")
+        router, dot, key = head.partition(".")
+        if not sep or not dot or not router or not key:
+            raise typer.BadParameter(
+                f"{item!r} is not router.key=value (e.g. knn.k=10)", param_hint="--param"
+            )
+        if router not in routers:
+            raise typer.BadParameter(
+                f"{item!r} sets a parameter of {router!r}, which is not evaluated; "
+                f"routers: {', '.join(routers)}",
+                param_hint="--param",
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(router, {})[key] = value
+    return params

@@ -63,7 +63,7 @@ from trouter.routers.base import Prediction, Router, make_router
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.guard import AUTO_MEMBERS
 from trouter.routers.online import OnlineRouter
-from trouter.routers.online_labels import LabelBudget, parse_budget
+from trouter.routers.online_labels import LabelBudget, budget_for, budget_size
 from trouter.routers.tuning import embed, merge
 
 #: Online variants: extra parameters of each (``online-random`` differs in label selection).
@@ -365,8 +365,7 @@ def run_stream(
     }
     records = []
     for spec in config.label_budgets:
-        total, window = parse_budget(spec, len(order))
-        window = min(window, len(order))
+        total = budget_size(spec, len(order))
         traces = dict(shared)
         if "few-shot" in config.routers and total > 0 and base is not None:
             ctx["fixed"] = {
@@ -377,10 +376,8 @@ def run_stream(
         for name in (n for n in config.routers if n in variants):
             if name == "online-nobase" and base is None and "online" in variants:
                 continue
-            budget = None
-            if total > 0:
-                mode = "random" if name == "online-random" else "active"
-                budget = LabelBudget(total=total, window=window, mode=mode, seed=seed)
+            mode = "random" if name == "online-random" else "active"
+            budget = budget_for(spec, len(order), mode, seed)
             traces[name] = _trace(name, ctx, order, budget)
         context_now = context | {"task": fold.task, "seed": seed, "label_budget": spec}
         records.extend(stream_metrics(traces, stream, order, utility, context_now, world))

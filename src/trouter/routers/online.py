@@ -83,6 +83,7 @@ class OnlineRouter(Router):
         label_cell_min: int = 3,
         anchor: str = "best-single",
         anchor_learns: bool = True,
+        student_t: bool = False,
         **params: Any,
     ) -> None:
         super().__init__(
@@ -103,6 +104,7 @@ class OnlineRouter(Router):
             label_cell_min=int(label_cell_min),
             anchor=str(anchor),
             anchor_learns=bool(anchor_learns),
+            student_t=bool(student_t),
             **params,
         )
         if anchor not in ANCHORS:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import stdtrit
+from scipy.special import ndtri, stdtrit
 
 from trouter.evaluation.scenarios import Weights
 
@@ -76,15 +76,18 @@ def paired_gain(
 
 def significant(gain: tuple[float, float, float], params: dict, rivals: int = 1) -> bool:
     """Whether a :func:`paired_gain` is above ``margin`` one-sided at ``confidence``, on at
-    least ``min_evidence`` labels' weight (Student's t with weight - 1 degrees of freedom);
+    least ``min_evidence`` labels' weight (with ``student_t``, Student's t with weight - 1
+    degrees of freedom, else the normal);
     the best of ``rivals`` gains is tested at the Bonferroni level, so that one of many
     models ahead by chance rarely passes."""
     mean, stderr, total = gain
     if total < params["min_evidence"]:
         return False
-    # Student's t, not the normal: a dozen labels estimate their own variance poorly
     level = 1.0 - (1.0 - params["confidence"]) / max(rivals, 1)
-    quantile = float(stdtrit(max(total - 1.0, 1.0), level))
+    # Student's t, not the normal: a dozen labels estimate their own variance poorly
+    quantile = (
+        float(stdtrit(max(total - 1.0, 1.0), level)) if params["student_t"] else float(ndtri(level))
+    )
     return bool(mean - quantile * stderr > params["margin"])
 
 

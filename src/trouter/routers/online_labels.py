@@ -80,3 +80,39 @@ def parse_budget(spec: str, stream_length: int) -> tuple[int, int | None]:
     if total < 0 or window < 1:
         raise ValueError(f"label budget {spec!r} needs N >= 0 and WINDOW >= 1")
     return total, window
+
+
+def parse_rate(spec: str) -> float | None:
+    """``25per1000`` -> 25 labels per 1,000 queries, accruing over the stream (a serving
+    budget: labels stay available for a model or a change that comes late); None if
+    ``spec`` is not a rate."""
+    head, sep, tail = str(spec).strip().partition("per")
+    if not sep:
+        return None
+    try:
+        labels, queries = float(head), float(tail)
+    except ValueError:
+        raise ValueError(f"label rate {spec!r} is not NperM (e.g. 25per1000)") from None
+    if labels < 0 or queries <= 0:
+        raise ValueError(f"label rate {spec!r} needs N >= 0 and M > 0")
+    return 1000.0 * labels / queries
+
+
+def budget_for(spec: str, stream_length: int, mode: str, seed: int) -> LabelBudget | None:
+    """The budget ``spec`` means on a stream (``N``, ``N/WINDOW`` or ``NperM``; None: no
+    labels)."""
+    rate = parse_rate(spec)
+    if rate is not None:
+        return LabelBudget(rate=rate, mode=mode, seed=seed) if rate > 0 else None
+    total, window = parse_budget(spec, stream_length)
+    if total == 0:
+        return None
+    return LabelBudget(total=total, window=min(window, stream_length), mode=mode, seed=seed)
+
+
+def budget_size(spec: str, stream_length: int) -> int:
+    """How many labels ``spec`` allows over a whole stream."""
+    rate = parse_rate(spec)
+    if rate is not None:
+        return int(rate * stream_length / 1000.0)
+    return parse_budget(spec, stream_length)[0]
