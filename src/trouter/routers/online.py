@@ -115,7 +115,7 @@ class OnlineRouter(Router):
             raise ValueError(f"half_life must be positive, got {half_life}")
         self._base: Router | None = None
         self._seen: set[str] = set()
-        self._cached: dict[tuple[str, float, float, int], Any] = {}
+        self._cached: dict[tuple[str, float, float, int], Any] = {}  # see _memo
 
     @property
     def rule(self) -> Rule:
@@ -276,12 +276,14 @@ class OnlineRouter(Router):
             return decide(self.stats_, anchored, weights, rule, rng)
         return decide(self.stats_, features, weights, self.rule, rng)
 
-    def _memo(self, kind: str, weights: Weights, compute) -> Any:
-        """``compute()`` once per (kind, weights) for the current evidence."""
-        key = (kind, float(weights.performance), float(weights.cost), len(self._seen))
+    def _memo(self, kind: str, weights: Weights, evidence: int, compute) -> Any:
+        """``compute()`` once per (kind, weights) for the current ``evidence`` (a count
+        that changes whenever what ``compute`` reads does)."""
+        key = (kind, float(weights.performance), float(weights.cost), evidence)
         if key not in self._cached:
-            for old in [k for k in self._cached if k[3] != key[3]]:  # stale evidence
-                del self._cached[old]
+            # request threads share this cache: pop, never del, and iterate over a copy
+            for old in [k for k in list(self._cached) if k[0] == kind and k[3] != evidence]:
+                self._cached.pop(old, None)
             self._cached[key] = compute()
         return self._cached[key]
 
@@ -292,9 +294,11 @@ class OnlineRouter(Router):
         trained = self.best_single(weights)
         if not self.params["anchor_learns"]:
             return trained
+        # labels alone move it: served feedback (most events) leaves it cached
         return self._memo(
             "anchor",
             weights,
+            len(self.label_time_),
             lambda: traffic_best_single(snapshot(self), trained, weights, self.params),
         )
 
@@ -327,8 +331,8 @@ class OnlineRouter(Router):
     def base_earned(self, weights: Weights) -> bool:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
         choice beats the anchor (and the base may then serve, and switch, as it would)."""
-        return self._memo("earned", weights, lambda: significant(self.base_gain(weights),
-                                                                 self.params))  # fmt: skip
+        return self._memo("earned", weights, len(self._seen),
+                          lambda: significant(self.base_gain(weights), self.params))  # fmt: skip
 
     def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
         """What the router would serve with the anchor lifted (``made``: its decisions)."""
