@@ -33,6 +33,7 @@ TABLE_SCRIPTS = (
     "local_pool_table.py",
     "encoder_table.py",
     "reference_docs.py",
+    "online_table.py",
 )
 BLOCK = re.compile(r"(<!-- table: (?P<command>.+?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
 

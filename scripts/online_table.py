@@ -1,7 +1,8 @@
 """Render results/online/table.md from replay records (``trouter eval --setting online --json``).
 
 Usage: ``.venv/bin/python scripts/online_table.py results/online/*.json --out
-results/online/table.md``. Three parts: the summary per suite and label budget (task means,
+results/online/table.md`` (``--compact``: print only the one-table summary the docs carry).
+Three parts: the summary per suite and label budget (task means,
 then mean ± std over seeds), the safety check per stream (every task and seed), and the
 utility per window of the stream.
 """
@@ -69,20 +70,67 @@ def window_table(records: list[dict], routers: list[str]) -> str:
 
 
 def with_regime(record: dict) -> dict:
-    """The record, its suite named with the feedback regime where that is not the default."""
+    """The record, its suite named with the weights and the feedback regime where those are
+    not the defaults (balanced; every served query scored at once, exactly)."""
     feedback = record.get("feedback") or {}
+    if record.get("scenario", "balanced") != "balanced":
+        record = {**record, "suite": f"{record['suite']} ({record['scenario']})"}
     if feedback and feedback != {"rate": 1, "noise": 0, "delay": 0}:
         regime = ", ".join(f"{k} {v}" for k, v in feedback.items())
         record = {**record, "suite": f"{record['suite']} (feedback {regime})"}
     return record
 
 
+COMPACT = ["skyline", "few-shot", "online", "online-base", "online-random", "linucb",
+           "thompson", "eps-greedy"]  # fmt: skip
+WITH_SHARE = ("few-shot", "online", "online-base", "online-random")
+
+
+def compact_table(records: list[dict]) -> str:
+    """One row per suite and label budget: best-single's utility, every other router's gain
+    over it (whole stream; for the label users, the last quarter's share of the skyline's
+    gain in brackets), and the worst stream and 200-window of ``online``."""
+    summary = summarise(records)
+    head = ["suite, label budget", "best-single", "oracle", "random", *COMPACT,
+            "`online` worst stream", "`online` worst 200-window"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    worst = defaultdict(list)
+    for r in records:
+        if r["router"] == "online":
+            worst[(section(r), r["label_budget"])].append(r)
+    for (suite, budget), routers in summary.items():
+        if not any(name in routers for name in ("online", "online-base")):
+            continue
+        cells = [f"{suite}, {budget}", f"{routers['best-single']['utility'][0]:.4f}"]
+        for name in ["oracle", "random", *COMPACT]:
+            if name not in routers:
+                cells.append("–")
+                continue
+            mean, std, _ = routers[name]["gain_vs_best_single"]
+            text = f"{mean:+.4f}" + (f" ± {std:.4f}" if name.startswith("online") else "")
+            share = routers[name]["last_quarter_skyline_share"][0]
+            if name in WITH_SHARE and budget != "0" and np.isfinite(share):
+                text += f" ({share:.0%})"
+            cells.append(text)
+        streams = worst[(suite, budget)]
+        cells.append(f"{min(r['gain_vs_best_single'] for r in streams):+.4f}" if streams else "–")
+        cells.append(f"{min(r['worst_window_gap'] for r in streams):+.4f}" if streams else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("records", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--compact", action="store_true", help="print the docs' table only")
     args = parser.parse_args()
     records = [with_regime(r) for path in args.records for r in json.loads(path.read_text())]
+    if args.compact:
+        print(compact_table(records))
+        return
+    if args.out is None:
+        parser.error("give --out (or --compact)")
     text = [
         "# Online replay results",
         "",
@@ -125,6 +173,8 @@ def main() -> None:
         name = {"real": "local-pool"}.get(suite, suite)
         if "(feedback" in name:
             name = name.split(" (")[0] + "-noisy"
+        elif mine[0].get("scenario", "balanced") != "balanced":
+            name = mine[0]["suite"] + "-" + mine[0]["scenario"]
         if mine[0].get("change"):  # e.g. routerbench-score-drop
             name = mine[0]["suite"] + "-" + mine[0]["change"].split("@")[0].split(":")[0]
         for budget in sorted({r["label_budget"] for r in mine}):
