@@ -46,7 +46,8 @@ from trouter.routers.base import (
     register,
 )
 from trouter.routers.cluster import fit_centroids, nearest
-from trouter.routers.online_anchor import paired_gain, significant, snapshot, traffic_best_single
+from trouter.routers.online_anchor import AnchorTests
+from trouter.routers.online_labels import label_priority
 from trouter.routers.online_posterior import Decisions, Rule, decide
 from trouter.routers.online_stats import EvidenceStats
 from trouter.routers.tuning import embed, merge
@@ -59,7 +60,7 @@ PRICE_TILT = 0.1
 
 
 @register("online")
-class OnlineRouter(Router):
+class OnlineRouter(AnchorTests, Router):
     """A posterior per (cell, model) around a base router's predictions (see module)."""
 
     default_encoder = "static"
@@ -276,70 +277,6 @@ class OnlineRouter(Router):
             return decide(self.stats_, anchored, weights, rule, rng)
         return decide(self.stats_, features, weights, self.rule, rng)
 
-    def _memo(self, kind: str, weights: Weights, evidence: int, compute) -> Any:
-        """``compute()`` once per (kind, weights) for the current ``evidence`` (a count
-        that changes whenever what ``compute`` reads does)."""
-        key = (kind, float(weights.performance), float(weights.cost), evidence)
-        if key not in self._cached:
-            # request threads share this cache: pop, never del, and iterate over a copy
-            for old in [k for k in list(self._cached) if k[0] == kind and k[3] != evidence]:
-                self._cached.pop(old, None)
-            self._cached[key] = compute()
-        return self._cached[key]
-
-    def anchor_choice(self, weights: Weights) -> int:
-        """Best-single on this traffic: the training rows' best-single until the background
-        labels show another model ahead of it (with ``anchor_learns``;
-        :func:`~trouter.routers.online_anchor.traffic_best_single`)."""
-        trained = self.best_single(weights)
-        if not self.params["anchor_learns"]:
-            return trained
-        # labels alone move it: served feedback (most events) leaves it cached
-        return self._memo(
-            "anchor",
-            weights,
-            len(self.label_time_),
-            lambda: traffic_best_single(snapshot(self), trained, weights, self.params),
-        )
-
-    def base_gain(self, weights: Weights) -> tuple[float, float, float]:
-        """(mean, standard error, weight) of the utility gain over the anchor of what the
-        router would serve without it (the base's choice, or a switch the evidence
-        supports: ``proposal_model`` as each label's decision recorded it), paired on the
-        background labels (discounted like every statistic)."""
-        labels = snapshot(self)
-        if not len(labels):
-            return 0.0, np.inf, 0.0
-        anchor = self.anchor_choice(weights)
-        prior = weights.utility(labels.prior_perf, labels.prior_cost)
-        fallback = np.argmax(prior - 1e-12 * labels.prior_cost, axis=1)
-        features = {
-            "performance": labels.prior_perf,
-            "cost": labels.prior_cost,
-            "cell": labels.cell.astype(int),
-            "guard": np.where(labels.guard >= 0, labels.guard, fallback).astype(int),
-        }
-        # each label's proposal as recorded before it was learned (out of sample); the
-        # current one where none was recorded (in sample: optimistic)
-        current = decide(self.stats_, features, weights, self.rule).exploit
-        proposal = np.where(labels.proposal >= 0, labels.proposal, current).astype(int)
-        observed = weights.utility(labels.perf, labels.cost)
-        rows = np.arange(len(proposal))
-        diff = observed[rows, proposal] - observed[rows, anchor]
-        return paired_gain(diff, labels.time, self.params["half_life"])
-
-    def base_earned(self, weights: Weights) -> bool:
-        """Whether the background labels show, one-sided at ``confidence``, that the base's
-        choice beats the anchor (and the base may then serve, and switch, as it would)."""
-        return self._memo("earned", weights, len(self._seen),
-                          lambda: significant(self.base_gain(weights), self.params))  # fmt: skip
-
-    def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
-        """What the router would serve with the anchor lifted (``made``: its decisions)."""
-        if self.params["anchor"] != "best-single" or self.base_earned(weights):
-            return made.exploit
-        return decide(self.stats_, features, weights, self.rule).exploit
-
     def decide(
         self, queries: Queries, weights: Weights, rng: np.random.Generator | None = None
     ) -> list[dict[str, Any]]:
@@ -492,24 +429,3 @@ class OnlineRouter(Router):
                 self.params["base"], seed=self.seed, **self.params["base_params"]
             )
             self._base.set_state(base_state)
-
-
-def label_priority(
-    router: OnlineRouter, features: dict[str, np.ndarray], made: Decisions, in_flight: int = 0
-) -> np.ndarray:
-    """How much a background label of each query is worth, in [0, 3]:
-
-    3 while some pool model (a new one first) has fewer than ``label_min`` labels; 2 while
-    the query's cell has fewer than ``label_cell_min``; otherwise the chance that a rival
-    beats the served model, doubled (1 = even odds: the posteriors overlap). ``in_flight``
-    labels (requested, not yet arrived) count as arrived for the first two rules, so that
-    late labels are not requested again and again for the same shortage."""
-    stats, p = router.stats_, router.params
-    labels = stats.label_count
-    priority = 2.0 * np.clip(made.overlap, 0.0, 1.0)
-    if stats.total > 0:
-        cell_short = labels[features["cell"]].min(axis=1) + in_flight < p["label_cell_min"]
-        priority = np.where(cell_short, 2.0, priority)
-    if labels[stats.total].min() + in_flight < p["label_min"]:
-        priority = np.full_like(priority, 3.0)
-    return priority

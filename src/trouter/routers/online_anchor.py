@@ -16,11 +16,13 @@ comparison is paired on the same queries), discounted like every other statistic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtri, stdtrit
 
 from trouter.evaluation.scenarios import Weights
+from trouter.routers.online_posterior import Decisions, decide
 
 #: Prior variance (and its pseudo-count) of a per-query utility difference between models.
 GAIN_PRIOR_VAR, GAIN_PRIOR_COUNT = 0.05, 2.0
@@ -104,3 +106,72 @@ def traffic_best_single(labels: Labels, trained: int, weights: Weights, params: 
     best = int(np.argmax([mean if total else -np.inf for mean, _, total in gains]))
     rivals = observed.shape[1] - 1
     return best if best != trained and significant(gains[best], params, rivals) else trained
+
+
+class AnchorTests:
+    """The anchor's part of :class:`~trouter.routers.online.OnlineRouter` (a mixin: it
+    reads the router's labels, statistics, rule and parameters, and caches per evidence)."""
+
+    def _memo(self, kind: str, weights: Weights, evidence: int, compute) -> Any:
+        """``compute()`` once per (kind, weights) for the current ``evidence`` (a count
+        that changes whenever what ``compute`` reads does)."""
+        key = (kind, float(weights.performance), float(weights.cost), evidence)
+        if key not in self._cached:
+            # request threads share this cache: pop, never del, and iterate over a copy
+            for old in [k for k in list(self._cached) if k[0] == kind and k[3] != evidence]:
+                self._cached.pop(old, None)
+            self._cached[key] = compute()
+        return self._cached[key]
+
+    def anchor_choice(self, weights: Weights) -> int:
+        """Best-single on this traffic: the training rows' best-single until the background
+        labels show another model ahead of it (with ``anchor_learns``;
+        :func:`~trouter.routers.online_anchor.traffic_best_single`)."""
+        trained = self.best_single(weights)
+        if not self.params["anchor_learns"]:
+            return trained
+        # labels alone move it: served feedback (most events) leaves it cached
+        return self._memo(
+            "anchor",
+            weights,
+            len(self.label_time_),
+            lambda: traffic_best_single(snapshot(self), trained, weights, self.params),
+        )
+
+    def base_gain(self, weights: Weights) -> tuple[float, float, float]:
+        """(mean, standard error, weight) of the utility gain over the anchor of what the
+        router would serve without it (the base's choice, or a switch the evidence
+        supports: ``proposal_model`` as each label's decision recorded it), paired on the
+        background labels (discounted like every statistic)."""
+        labels = snapshot(self)
+        if not len(labels):
+            return 0.0, np.inf, 0.0
+        anchor = self.anchor_choice(weights)
+        prior = weights.utility(labels.prior_perf, labels.prior_cost)
+        fallback = np.argmax(prior - 1e-12 * labels.prior_cost, axis=1)
+        features = {
+            "performance": labels.prior_perf,
+            "cost": labels.prior_cost,
+            "cell": labels.cell.astype(int),
+            "guard": np.where(labels.guard >= 0, labels.guard, fallback).astype(int),
+        }
+        # each label's proposal as recorded before it was learned (out of sample); the
+        # current one where none was recorded (in sample: optimistic)
+        current = decide(self.stats_, features, weights, self.rule).exploit
+        proposal = np.where(labels.proposal >= 0, labels.proposal, current).astype(int)
+        observed = weights.utility(labels.perf, labels.cost)
+        rows = np.arange(len(proposal))
+        diff = observed[rows, proposal] - observed[rows, anchor]
+        return paired_gain(diff, labels.time, self.params["half_life"])
+
+    def base_earned(self, weights: Weights) -> bool:
+        """Whether the background labels show, one-sided at ``confidence``, that the base's
+        choice beats the anchor (and the base may then serve, and switch, as it would)."""
+        return self._memo("earned", weights, len(self._seen),
+                          lambda: significant(self.base_gain(weights), self.params))  # fmt: skip
+
+    def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
+        """What the router would serve with the anchor lifted (``made``: its decisions)."""
+        if self.params["anchor"] != "best-single" or self.base_earned(weights):
+            return made.exploit
+        return decide(self.stats_, features, weights, self.rule).exploit

@@ -2,7 +2,7 @@
 
 A :class:`LabelBudget` holds a number of labels that may be spent within the first
 ``window`` queries (``None``: no end), or accrues ``rate`` labels per 1,000 queries. It asks
-nothing of the router but a priority per query (:func:`trouter.routers.online.label_priority`):
+nothing of the router but a priority per query (:func:`label_priority`, below):
 
 * ``active`` spends a label on a query whose priority is at least ``threshold`` (a model
   or cell short of labels, or overlapping posteriors), and on every query once the queries
@@ -14,8 +14,14 @@ nothing of the router but a priority per query (:func:`trouter.routers.online.la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from trouter.routers.online_posterior import Decisions
+
+if TYPE_CHECKING:  # the router imports this module
+    from trouter.routers.online import OnlineRouter
 
 MODES = ("active", "random")
 
@@ -116,3 +122,24 @@ def budget_size(spec: str, stream_length: int) -> int:
     if rate is not None:
         return int(rate * stream_length / 1000.0)
     return parse_budget(spec, stream_length)[0]
+
+
+def label_priority(
+    router: OnlineRouter, features: dict[str, np.ndarray], made: Decisions, in_flight: int = 0
+) -> np.ndarray:
+    """How much a background label of each query is worth, in [0, 3]:
+
+    3 while some pool model (a new one first) has fewer than ``label_min`` labels; 2 while
+    the query's cell has fewer than ``label_cell_min``; otherwise the chance that a rival
+    beats the served model, doubled (1 = even odds: the posteriors overlap). ``in_flight``
+    labels (requested, not yet arrived) count as arrived for the first two rules, so that
+    late labels are not requested again and again for the same shortage."""
+    stats, p = router.stats_, router.params
+    labels = stats.label_count
+    priority = 2.0 * np.clip(made.overlap, 0.0, 1.0)
+    if stats.total > 0:
+        cell_short = labels[features["cell"]].min(axis=1) + in_flight < p["label_cell_min"]
+        priority = np.where(cell_short, 2.0, priority)
+    if labels[stats.total].min() + in_flight < p["label_min"]:
+        priority = np.full_like(priority, 3.0)
+    return priority

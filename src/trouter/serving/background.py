@@ -3,7 +3,7 @@
 After a routed, non-streamed reply has been sent, the proxy may spend money on learning:
 
 * a **background label**: for a query the online router asks to label (its label
-  priority, :func:`trouter.routers.online.label_priority`, at least ``threshold``; and,
+  priority, :func:`trouter.routers.online_labels.label_priority`, at least ``threshold``; and,
   with ``label_rate``, within a :class:`~trouter.routers.online_labels.LabelBudget` of
   that many labels per 1,000 queries), every other pool model answers the same messages,
   the judge scores every answer (the served one included) with the labeller's judge prompt
