@@ -32,7 +32,7 @@ if [ "$PART" = all ] || [ "$PART" = full ]; then
     run --suite routerdc --tasks MATH_prealgebra --label-budget 0,25/500,100 \
         --json "$OUT/routerdc.json" --plot "$OUT/routerdc.png"
     run "${LOCAL[@]}" --label-budget 0,25/500 --json "$OUT/local-pool.json"
-    run "${NOISY[@]}" --routers skyline,online,online-random,online-explore,eps-greedy,linucb \
+    run "${NOISY[@]}" --routers random,skyline,online,online-random,online-explore,eps-greedy,linucb \
         --json "$OUT/routerbench-noisy.json"
 fi
 if [ "$PART" = rerun ]; then
@@ -45,7 +45,7 @@ fi
 if [ "$PART" = all ] || [ "$PART" = weights ]; then
     for weights in performance-first cost-first; do
         run --suite routerbench --scenario "$weights" --label-budget 0,25/500,100 \
-            --routers skyline,"$ONLINE",linucb,thompson,eps-greedy \
+            --routers random,skyline,"$ONLINE",linucb,thompson,eps-greedy \
             --json "$OUT/routerbench-$weights.json"
     done
 fi
@@ -53,9 +53,11 @@ if [ "$PART" = all ] || [ "$PART" = changes ]; then
     # a change at query T; labels at a rate (25 per 1,000 queries, accruing) so that some
     # remain after T; old evidence discounted with a half-life of 500 queries (not tuned)
     for change in score-drop@400 price-drop@400 new-model@300; do
-        run --suite routerbench --label-budget 25per1000 --change "$change" --change-models 5 \
+        bound=()  # new-model runs one model at a time: the first 5 by name
+        [ "${change%@*}" = new-model ] && bound=(--change-models 5)
+        run --suite routerbench --label-budget 25per1000 --change "$change" "${bound[@]}" \
             --param online.half_life=500 \
-            --routers skyline,online,online-base,linucb,thompson,eps-greedy \
+            --routers random,skyline,online,online-base,linucb,thompson,eps-greedy \
             --json "$OUT/routerbench-${change%@*}.json"
     done
 fi

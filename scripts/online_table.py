@@ -174,7 +174,7 @@ def main() -> None:
         if "(feedback" in name:
             name = name.split(" (")[0] + "-noisy"
         elif mine[0].get("scenario", "balanced") != "balanced":
-            name = mine[0]["suite"] + "-" + mine[0]["scenario"]
+            name = name.split(" (")[0] + "-" + mine[0]["scenario"]
         if mine[0].get("change"):  # e.g. routerbench-score-drop
             name = mine[0]["suite"] + "-" + mine[0]["change"].split("@")[0].split(":")[0]
         for budget in sorted({r["label_budget"] for r in mine}):
