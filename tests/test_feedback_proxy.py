@@ -226,12 +226,13 @@ def test_kill_9_loses_no_acknowledged_feedback(standin, tmp_path) -> None:
 
 
 def test_workers_each_fold_every_event(standin, tmp_path) -> None:
-    """--workers 2 on one SQLite file: feedback taken by either worker is folded by both
-    within 5 s (/metrics sums the workers' counters: 2 x the events)."""
+    """--workers 4 on one SQLite file: feedback taken by any worker is folded by every one
+    within 5 s (/metrics sums the workers' counters: 4 x the events)."""
     pool_file = write_pool(tmp_path / "pool.yaml", MODELS, standin.base_url)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _serve(pool_file, f"sqlite:///{tmp_path / 'w.db'}", port, workers=2)
+    workers = 4
+    proc = _serve(pool_file, f"sqlite:///{tmp_path / 'w.db'}", port, workers=workers)
     try:
         _wait_up(base, proc)
         with httpx.Client() as client:
@@ -241,9 +242,9 @@ def test_workers_each_fold_every_event(standin, tmp_path) -> None:
                 assert client.post(f"{base}/v1/feedback", json=body).status_code == 200
         posted = time.time()
         learned = lambda: _metrics(base).get(("trouter_learned_events_total", ()), 0)  # noqa: E731
-        while learned() < 20 and time.time() < posted + 5:
+        while learned() < 10 * workers and time.time() < posted + 5:
             time.sleep(0.1)
-        assert learned() == 20
+        assert learned() == 10 * workers
     finally:
         proc.terminate()
         proc.wait(20)
