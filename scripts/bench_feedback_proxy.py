@@ -36,6 +36,8 @@ from serving_stack import (  # noqa: E402
     write_record,
 )
 
+QUESTIONS = 7000  # the GSM8K training questions the load draws from, never repeated
+
 
 def online_dir(workdir: Path) -> tuple[Path, list[str]]:
     import numpy as np
@@ -84,6 +86,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    if 200 + len(levels) * args.requests > QUESTIONS:  # every level's questions are new
+        parser.error(f"{len(levels)} levels x {args.requests} requests need more than the "
+                     f"{QUESTIONS - 200} fresh GSM8K questions; lower --requests")  # fmt: skip
     record = {"machine": machine(), "upstream_latency_ms": args.latency_ms, "levels": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -96,11 +102,11 @@ def main() -> None:
             "learning": start_proxy(model_dir, pool, workdir, "--store", store, "--learn"),
         }
         try:
-            questions = gsm8k_questions("train", 7000)
+            questions = gsm8k_questions("train", QUESTIONS)
             for _, base in proxies.values():
                 run_load(f"{base}/v1/chat/completions", chat_bodies(questions[:200], "trouter"), 50)
             cursor = 200
-            for i, level in enumerate(int(x) for x in args.levels.split(",")):
+            for i, level in enumerate(levels):
                 texts = questions[cursor : cursor + args.requests]
                 cursor += args.requests
                 row: dict = {"concurrency": level, "requests": len(texts)}
