@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -398,3 +399,31 @@ def test_served_feedback_alone_moves_routing_when_the_router_explores(tmp_path) 
     assert plain.route("one more", scenario="balanced").model == "small"
     still.close()
     still.store.close()
+
+
+def test_the_log_keeps_the_routes_own_prior_without_recomputing_it(fold, loop, monkeypatch):
+    """A routed decision carries the online router's prior and cell to the log, so the
+    writer does not run the base again; a decision without them (a route the router did not
+    make) still gets them recomputed, and both equal what the router computes."""
+    texts = list(fold.test.texts[:6])
+    router = loop.service.router
+    expected = router.features(texts)
+    result = loop.service.route(texts[0])
+    assert "logged" not in result.to_dict()
+    np.testing.assert_allclose(result.logged["prior_performance"], expected["performance"][0])
+    calls = []
+    features = router.features
+    monkeypatch.setattr(router, "features", lambda q, *a: calls.append(len(q)) or features(q, *a))
+    for i, text in enumerate(texts[:5]):
+        _route(loop, text, f"carried-{i}")
+    bare = loop.service.route(texts[5])
+    loop.record("bare", replace(bare, logged=None), bare.model, texts[5], None, None, 1.0)
+    deadline = time.time() + 5
+    while loop.log.written < 6 and time.time() < deadline:
+        time.sleep(0.02)
+    assert sum(calls) == 1  # only the bare decision's prior was recomputed
+    for i, rid in enumerate([*(f"carried-{i}" for i in range(5)), "bare"]):
+        row = loop.store.decision(rid)
+        assert row.cell == int(expected["cell"][i])
+        np.testing.assert_allclose(row.features["prior_performance"],
+                                   expected["performance"][i], atol=1e-6)  # fmt: skip

@@ -90,7 +90,9 @@ class Prediction:
     ``override`` (optional) maps weights to a :class:`Forced` choice per query. Guarded
     routers use it, because whether the learned predictions may be trusted in a cell depends
     on the weights. The predicted numbers stay the router's real predictions; :func:`decide`
-    applies the override and names it as the reason.
+    applies the override and names it as the reason. ``extras`` (optional) is what a router
+    wants kept with each decision (the online router: its prior and cell); its arrays have
+    one row per query and are sliced with the prediction.
     """
 
     models: list[str]
@@ -101,6 +103,7 @@ class Prediction:
     _forced: dict[tuple[float, float], Forced] = field(
         default_factory=dict, repr=False, compare=False
     )
+    extras: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def utility(self, weights: Weights) -> np.ndarray:
         """Predicted utility per query and model (the override plays no part in it)."""
@@ -131,6 +134,7 @@ class Prediction:
             np.asarray(self.cost)[:, cols],
             self.forced if has_override else None,
             (self.override_models or list(self.models)) if has_override else None,
+            extras=self.extras,
         )
 
     def rows(self, index: int | slice | np.ndarray) -> Prediction:
@@ -143,12 +147,17 @@ class Prediction:
             def override(weights: Weights, parent: Prediction = self) -> Forced:
                 return parent.forced(weights).take(rows)
 
+        extras = None
+        if self.extras is not None:
+            extras = {k: v[rows] if isinstance(v, np.ndarray) else v
+                      for k, v in self.extras.items()}  # fmt: skip
         return Prediction(
             list(self.models),
             np.asarray(self.performance)[rows],
             np.asarray(self.cost)[rows],
             override,
             self.override_models,
+            extras=extras,
         )
 
     def choose(self, weights: Weights) -> np.ndarray:

@@ -324,9 +324,13 @@ class OnlineRouter(AnchorTests, Router):
             ]
             return Forced(made.exploit, reasons)
 
+        # the prior and cell, kept with each decision (a served event needs them)
+        extras = {"models": list(models), "prior_performance": feats["performance"],
+                  "prior_cost": feats["cost"], "cell": feats["cell"]}  # fmt: skip
         return Prediction(
-            list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models)
-        )
+            list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models),
+            extras=extras,
+        )  # fmt: skip
 
     # ----- learning -----------------------------------------------------------------------
     def partial_fit(self, events: Iterable[dict[str, Any]]) -> OnlineRouter:

@@ -29,7 +29,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,9 +106,19 @@ class RouteResult:
     utility: dict[str, float]
     ranking: tuple[str, ...]
     task_type: str | None = None
+    #: what the router keeps with its decision (the online router's prior and cell), for
+    #: the decision log; not part of the result's dict
+    logged: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("logged")
+        return out
+
+
+def _row_of(extras: dict[str, Any], i: int) -> dict[str, Any]:
+    """Query ``i``'s part of a prediction's extras (arrays have one row per query)."""
+    return {k: v[i] if isinstance(v, np.ndarray) else v for k, v in extras.items()}
 
 
 def task_types(router: Router, queries: Sequence[str]) -> list[str] | None:
@@ -200,9 +210,8 @@ class RoutingService:
             override_models = [
                 self._served_name.get(m, f"{m} (not served)") for m in served.override_models
             ]
-        return Prediction(
-            list(self.models), served.performance, served.cost, served.override, override_models
-        )
+        return Prediction(list(self.models), served.performance, served.cost, served.override,
+                          override_models, extras=served.extras)  # fmt: skip
 
     def _encoding(self):
         """New query texts go to the bounded query LRU, not to a cache shard on disk."""
@@ -279,8 +288,9 @@ class RoutingService:
             strict=True,
         )
         results = []
-        for query, (ranks, reason, performance, cost, cost_usd, utility) in zip(
-            queries, rows, strict=True
+        extras = prediction.extras
+        for i, (query, (ranks, reason, performance, cost, cost_usd, utility)) in enumerate(
+            zip(queries, rows, strict=True)
         ):
             ranking = tuple(names[i] for i in ranks if not limited or names[i] in utility)
             results.append(
@@ -295,6 +305,7 @@ class RoutingService:
                     cost_usd=cost_usd,
                     utility=utility,
                     ranking=ranking,
+                    logged=None if extras is None else _row_of(extras, i),
                 )
             )
         return results

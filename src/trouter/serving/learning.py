@@ -260,6 +260,13 @@ class FeedbackLoop:
         """Queue the decision of one answered request (never blocks)."""
         now = time.time()
         usage = usage or {}
+        features, cell = None, None
+        if route is not None:
+            logged = route.logged or {}
+            if "prior_performance" in logged:  # the router's own prior: no recomputing
+                features, cell = dict(logged), int(logged.get("cell", 0))
+            else:
+                features = {"performance": route.performance, "cost": route.cost}
         self.log.submit(
             Decision(
                 request_id=rid,
@@ -271,9 +278,8 @@ class FeedbackLoop:
                 model=model,
                 policy=None if route is None else route.policy,
                 utilities=None if route is None else route.utility,
-                features=None
-                if route is None
-                else {"performance": route.performance, "cost": route.cost},
+                features=features,
+                cell=cell,
                 predicted_cost_usd=None if route is None else route.cost_usd.get(model),
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
@@ -288,19 +294,33 @@ class FeedbackLoop:
         )
 
     def _prepare(self, items: list[Item]) -> None:
-        """The online router's prior and cell of each logged query (writer thread)."""
+        """The online router's prior and cell of each logged query (writer thread): as the
+        route carried them, or recomputed where it did not (a route the router did not
+        make, e.g. a conversation kept on its model)."""
         router: OnlineRouter = self.service.router
-        # as the service routes: embeddings from (and into) the bounded query LRU, never a
-        # cache shard on disk per logged batch
-        with get_encoder(router.encoder).transient():
-            feats = router.features([text for _, text in items])
-        models = list(router.models_)
+        carried = [(d, t) for d, t in items if "prior_performance" in (d.features or {})]
+        missing = [(d, t) for d, t in items if "prior_performance" not in (d.features or {})]
+        if carried:
+            perf = np.array([d.features["prior_performance"] for d, _ in carried])
+            cost = np.array([d.features["prior_cost"] for d, _ in carried])
+            cells = [d.cell for d, _ in carried]
+            self._set_prior(carried, carried[0][0].features["models"], perf, cost, cells)
+        if missing:
+            # as the service routes: embeddings from (and into) the bounded query LRU,
+            # never a cache shard on disk per logged batch
+            with get_encoder(router.encoder).transient():
+                feats = router.features([text for _, text in missing])
+            self._set_prior(missing, list(router.models_), feats["performance"],
+                            feats["cost"], feats["cell"].tolist())  # fmt: skip
+
+    @staticmethod
+    def _set_prior(items: list[Item], models: list[str], perf, cost, cells) -> None:
         # 6 decimals: far below any score's noise, and short JSON (float repr dominates)
-        perf, cost = np.round(feats["performance"], 6).tolist(), np.round(feats["cost"], 6).tolist()
+        perf, cost = np.round(perf, 6).tolist(), np.round(cost, 6).tolist()
         for i, (decision, _) in enumerate(items):
-            decision.cell = int(feats["cell"][i])
+            decision.cell = int(cells[i])
             decision.features = {  # the prior replaces the posterior the route carried
-                "models": models,
+                "models": list(models),
                 "prior_performance": perf[i],
                 "prior_cost": cost[i],
             }
