@@ -29,7 +29,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,13 +107,22 @@ class RouteResult:
     ranking: tuple[str, ...]
     task_type: str | None = None
     #: what the router keeps with its decision (the online router's prior and cell), for
-    #: the decision log; not part of the result's dict
-    logged: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: the decision log; internal: not part of the result's dict
+    logged: dict[str, Any] | None = field(
+        default=None, repr=False, compare=False, metadata={"internal": True}
+    )
 
     def to_dict(self) -> dict[str, Any]:
+        """The public fields (every field but the internal ones), as plain data."""
         out = asdict(self)
-        out.pop("logged")
+        for name in internal_fields(RouteResult):
+            out.pop(name)
         return out
+
+
+def internal_fields(cls) -> list[str]:
+    """Fields of a dataclass marked ``metadata={"internal": True}``."""
+    return [f.name for f in fields(cls) if f.metadata.get("internal")]
 
 
 def _row_of(extras: dict[str, Any], i: int) -> dict[str, Any]:
