@@ -48,7 +48,7 @@ class OnlinePolicy:
 
     def _row(self, row: int) -> dict[str, np.ndarray]:
         f = self.features
-        keys = ("performance", "cost", "cell", "guard", "anchor")
+        keys = ("performance", "cost", "cell", "guard")
         return {k: f[k][row : row + 1] for k in keys}
 
     def choose(self, t: int, row: int) -> tuple[int, float, bool, float]:

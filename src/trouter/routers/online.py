@@ -215,16 +215,16 @@ class OnlineRouter(AnchorTests, Router):
 
     def features(self, queries: Queries, weights: Weights | None = None) -> dict[str, np.ndarray]:
         """Per query: prior performance and cost (n, m), cell, and (with ``weights``) the
-        guarded choice: best-single with ``anchor='best-single'``, else the base's own choice
-        (the best price-prior model with no base)."""
+        guard: the base's own choice (the best price-prior model with no base), which
+        :meth:`decide_features` replaces by the anchor until the base has earned it."""
         feats, base_prediction, known = self._prior_features(query_texts(queries))
         if weights is None:
             return feats
         return self._guarded(feats, base_prediction, known, weights)
 
     def _prior_features(self, texts: list[str]) -> tuple[dict, Prediction | None, list[int]]:
-        """The weight-free features (guard and anchor -1), the base's prediction over the pool
-        models it knows, and their pool indices."""
+        """The weight-free features (guard -1), the base's prediction over the pool models it
+        knows, and their pool indices."""
         models = self._require_fitted()
         n = len(texts)
         perf_prior, cost_prior = self.price_prior()
@@ -239,7 +239,7 @@ class OnlineRouter(AnchorTests, Router):
         if self.params["cells"] > 1 and n:
             cells = nearest(embed(texts, self.encoder), self.centroids_)
         feats = {"performance": perf, "cost": cost, "cell": cells}
-        return {**feats, "guard": np.full(n, -1), "anchor": np.full(n, -1)}, prediction, known
+        return {**feats, "guard": np.full(n, -1)}, prediction, known
 
     def _guarded(
         self,
@@ -248,7 +248,7 @@ class OnlineRouter(AnchorTests, Router):
         known: list[int],
         weights: Weights,
     ) -> dict[str, np.ndarray]:
-        """``feats`` with the guarded choice and the anchor for ``weights``."""
+        """``feats`` with the base's guarded choice for ``weights``."""
         n = len(feats["cell"])
         guard = np.full(n, -1)
         if base_prediction is not None:
@@ -256,7 +256,7 @@ class OnlineRouter(AnchorTests, Router):
         if (guard < 0).any():
             utility = weights.utility(feats["performance"], feats["cost"])
             guard = np.where(guard < 0, np.argmax(utility, axis=1), guard)
-        return {**feats, "guard": guard, "anchor": np.full(n, self.anchor_choice(weights))}
+        return {**feats, "guard": guard}
 
     # ----- decisions ----------------------------------------------------------------------
     def decide_features(
@@ -272,7 +272,7 @@ class OnlineRouter(AnchorTests, Router):
             # the base has not shown a gain over best-single: serve the anchor, no switches
             # (the per-query switches lean on the base's predictions, not yet trusted)
             anchor = np.full(len(features["guard"]), self.anchor_choice(weights))
-            anchored = {**features, "guard": anchor, "anchor": anchor}
+            anchored = {**features, "guard": anchor}
             rule = replace(self.rule, min_evidence=np.inf)
             return decide(self.stats_, anchored, weights, rule, rng)
         return decide(self.stats_, features, weights, self.rule, rng)
