@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_stack import (  # noqa: E402
+    bench_knn,
     chat_bodies,
     cpu_s,
     gsm8k_questions,
@@ -40,17 +41,11 @@ QUESTIONS = 7000  # the GSM8K training questions the load draws from, never repe
 
 
 def online_dir(workdir: Path) -> tuple[Path, list[str]]:
-    import numpy as np
-
-    from trouter.data.suites import load_suite
-    from trouter.routers.base import make_router
+    """An online router around the benchmarks' kNN, saved in ``workdir``."""
     from trouter.routers.online import OnlineRouter
 
-    train = load_suite("routerbench").split("train")
-    rows = np.sort(np.random.default_rng(0).choice(len(train), 300, replace=False))
-    subset = train.subset(rows)
-    base = make_router("knn", k=20, weighting="uniform", encoder="static").fit(subset)
-    router = OnlineRouter.around(base, subset)
+    base, rows = bench_knn()
+    router = OnlineRouter.around(base, rows)
     return router.save(workdir / "online"), list(router.models_)
 
 

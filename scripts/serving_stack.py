@@ -31,17 +31,22 @@ def add_common_arguments(parser: argparse.ArgumentParser, latency_ms: float) -> 
     parser.add_argument("--json", type=Path, default=None, help="Write every figure here.")
 
 
-def router_dir(model_dir: Path | None, encoder: str, workdir: Path) -> Path:
-    """``--model-dir``, or a kNN router fitted on 300 RouterBench training rows."""
-    if model_dir is not None:
-        return model_dir
+def bench_knn(encoder: str = "static"):
+    """The benchmarks' default router: a kNN fitted on 300 RouterBench training rows (the
+    same rows every run); returns (router, rows)."""
     from trouter.data.suites import load_suite
     from trouter.routers import make_router
 
     train = load_suite("routerbench").split("train")
-    rows = np.sort(np.random.default_rng(0).choice(len(train), 300, replace=False))
-    router = make_router("knn", k=20, weighting="uniform", encoder=encoder)
-    return router.fit(train.subset(rows)).save(workdir / "router")
+    rows = train.subset(np.sort(np.random.default_rng(0).choice(len(train), 300, replace=False)))
+    return make_router("knn", k=20, weighting="uniform", encoder=encoder).fit(rows), rows
+
+
+def router_dir(model_dir: Path | None, encoder: str, workdir: Path) -> Path:
+    """``--model-dir``, or :func:`bench_knn` saved in ``workdir``."""
+    if model_dir is not None:
+        return model_dir
+    return bench_knn(encoder)[0].save(workdir / "router")
 
 
 def write_record(record: dict, path: Path | None) -> None:
