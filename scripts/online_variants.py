@@ -12,7 +12,7 @@ is fitted on the other tasks. Two comparisons:
   tests.
 
 Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
-mean ± std over seeds, at the label budgets given. Run:
+mean ± std over seeds, at the label budgets given, with the oracle's beside them. Run:
 ``TROUTER_DATA_DIR=../shared/data .venv/bin/python scripts/online_variants.py routerbench
 --compare cells``.
 """
@@ -95,7 +95,7 @@ def main() -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for (budget, router), per_seed in sorted(results.items()):
-        if router not in variants:
+        if router not in variants and router != "oracle":
             continue
         gains = [np.mean([g[0] for g in v]) for v in per_seed.values()]
         lasts = [np.mean([g[1] for g in v]) for v in per_seed.values()]
