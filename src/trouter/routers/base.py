@@ -147,22 +147,26 @@ class Prediction:
             def override(weights: Weights, parent: Prediction = self) -> Forced:
                 return parent.forced(weights).take(rows)
 
-        extras = None
-        if self.extras is not None:
-            extras = {k: v[rows] if isinstance(v, np.ndarray) else v
-                      for k, v in self.extras.items()}  # fmt: skip
         return Prediction(
             list(self.models),
             np.asarray(self.performance)[rows],
             np.asarray(self.cost)[rows],
             override,
             self.override_models,
-            extras=extras,
+            extras=take_extras(self.extras, rows),
         )
 
     def choose(self, weights: Weights) -> np.ndarray:
         """Index of the chosen model per query: :func:`decide`'s choice."""
         return decide(self, weights).choice
+
+
+def take_extras(extras: dict[str, Any] | None, index) -> dict[str, Any] | None:
+    """Some queries' part of a prediction's ``extras``: its arrays (one row per query)
+    indexed by ``index`` (an int gives one query's row), anything else as it is."""
+    if extras is None:
+        return None
+    return {k: v[index] if isinstance(v, np.ndarray) else v for k, v in extras.items()}
 
 
 def decide(prediction: Prediction, weights: Weights, allowed: np.ndarray | None = None) -> Decision:

@@ -43,7 +43,7 @@ from trouter.encoders import (
     unicode_problem,
 )
 from trouter.evaluation.scenarios import Weights
-from trouter.routers.base import Prediction, Router
+from trouter.routers.base import Prediction, Router, take_extras
 from trouter.serving.ranking import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
@@ -123,11 +123,6 @@ class RouteResult:
 def internal_fields(cls) -> list[str]:
     """Fields of a dataclass marked ``metadata={"internal": True}``."""
     return [f.name for f in fields(cls) if f.metadata.get("internal")]
-
-
-def _row_of(extras: dict[str, Any], i: int) -> dict[str, Any]:
-    """Query ``i``'s part of a prediction's extras (arrays have one row per query)."""
-    return {k: v[i] if isinstance(v, np.ndarray) else v for k, v in extras.items()}
 
 
 def task_types(router: Router, queries: Sequence[str]) -> list[str] | None:
@@ -297,8 +292,7 @@ class RoutingService:
             strict=True,
         )
         results = []
-        extras = prediction.extras
-        for i, (query, (ranks, reason, performance, cost, cost_usd, utility)) in enumerate(
+        for row, (query, (ranks, reason, performance, cost, cost_usd, utility)) in enumerate(
             zip(queries, rows, strict=True)
         ):
             ranking = tuple(names[i] for i in ranks if not limited or names[i] in utility)
@@ -314,7 +308,7 @@ class RoutingService:
                     cost_usd=cost_usd,
                     utility=utility,
                     ranking=ranking,
-                    logged=None if extras is None else _row_of(extras, i),
+                    logged=take_extras(prediction.extras, row),
                 )
             )
         return results
