@@ -16,7 +16,9 @@ labels bought against their allowance and the background USD spend (stand-in tok
 x the suite's prices) against the daily budget. Beside it, the same policy replayed offline
 (:func:`trouter.evaluation.online.replay`: the same router, rows, order, feedback and label
 rate, exact scores instead of the judge's rounded ones), and the traffic report's
-off-policy estimates of the hindsight best model's mean score against its true mean.
+off-policy estimates of the hindsight best model's mean score (IPS, DR on the router's
+predictions, the background labels' mean, DR on the labels) against its true mean, with
+how many seeds' intervals hold it.
 
 Usage: ``TROUTER_DATA_DIR=/work/shared/data python scripts/replay_through_proxy.py
 [--suite llmrouter --tasks mmlu,gsm8k --seeds 3 --rows 1000] [--json PATH]``
@@ -43,6 +45,7 @@ JUDGE = "judge"
 KEY_ENV = "REPLAY_KEY"
 LABELS_PER_1000 = 25.0
 BUDGET_USD = 1.0
+ESTIMATORS = ("ips", "dr", "label_mean", "label_dr")
 ANSWER = re.compile(r"answer of (.+) to row (\d+)")
 MEANS = (
     "served_utility",
@@ -187,17 +190,25 @@ def offline_replay(fold, seed: int, explore: float) -> float:
 
 
 def off_policy_check(store, stream, result: dict) -> dict:
-    """The report's IPS and DR estimates of the hindsight best model's mean score (from the
-    logged decisions, propensities and feedback) against its true mean over the rows."""
+    """The report's estimates of the hindsight best model's mean score against its true
+    mean over the rows: IPS and DR from the logged decisions, propensities and feedback
+    (DR's direct model: the router's predictions), the background labels' mean, and DR
+    whose direct model is the labels; and whether each interval holds the truth."""
     from trouter.store.traffic import traffic_report
 
     name = result["best_single"]
     estimate = traffic_report(store, rounds=1000)["off_policy"]["per_model"].get(name, {})
     truth = float(np.nanmean(stream.performance[:, stream.model_names.index(name)]))
-    dr = estimate.get("dr", {})
-    inside = dr.get("low") is not None and dr["low"] <= truth <= dr["high"]
-    return {"model": name, "true_mean_score": round(truth, 4), "support": estimate.get("support"),
-            "ips": estimate.get("ips"), "dr": dr, "dr_interval_holds_truth": inside}  # fmt: skip
+    out = {"model": name, "true_mean_score": round(truth, 4), "support": estimate.get("support"),
+           "labels": estimate.get("labels")}  # fmt: skip
+    holds = {}
+    for method in ESTIMATORS:
+        interval = estimate.get(method) or {}
+        out[method] = interval
+        holds[method] = (
+            interval.get("low") is not None and interval["low"] <= truth <= interval["high"]
+        )
+    return {**out, "holds_truth": holds}
 
 
 def summarise(stream, served, errors, wall, labels, label_usd, metrics, trained_best) -> dict:
@@ -250,6 +261,10 @@ def main() -> None:
     result = {"suite": args.suite, "tasks": tasks, "seeds": args.seeds, "explore": args.explore,
               "mean_std": summary,
               "runs": runs}  # fmt: skip
+    summary["off_policy_holds_truth"] = {
+        method: sum(r["off_policy_best_single"]["holds_truth"][method] for r in runs)
+        for method in ESTIMATORS
+    }
     print(json.dumps(summary, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

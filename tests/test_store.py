@@ -97,6 +97,18 @@ def test_purge_blanks_then_deletes_and_late_feedback_is_expired(store) -> None:
     assert store.decision(d.request_id) is None
 
 
+def test_label_rows_are_read_back_since_a_time(store) -> None:
+    now = time.time() + 10_000  # after any row an earlier test left on the shared server
+    tag = uuid.uuid4().hex
+    store.add_label(f"{tag}-old", {"m-a": 0.0}, request_id="r-old", now=now - 60)
+    store.add_label(f"{tag}-1", {"m-a": 1.0, "m-b": 0.5}, request_id="r-1", now=now)
+    store.add_label(f"{tag}-2", {"m-b": 0.0}, now=now + 1)
+    assert store.label_rows(now) == [
+        ("r-1", {"m-a": 1.0, "m-b": 0.5}, pytest.approx(now)),
+        (None, {"m-b": 0.0}, pytest.approx(now + 1)),
+    ]
+
+
 def test_the_log_writes_in_batches_off_the_calling_thread(store) -> None:
     seen: list[int] = []
     log = DecisionLog(store, batch=50, interval_s=0.05, on_written=seen.append)

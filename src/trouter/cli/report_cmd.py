@@ -19,6 +19,9 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+_BY = {"dr": "doubly robust", "label_dr": "DR on labels"}
+
+
 def _interval(estimate: dict) -> str:
     return f"{_fmt(estimate['mean'])} [{_fmt(estimate['low'])}, {_fmt(estimate['high'])}]"
 
@@ -32,7 +35,8 @@ def traffic(
     rounds: int = typer.Option(1000, min=10, help="Bootstrap resamples of the intervals."),
 ) -> None:
     """Requests and spend per model, feedback coverage, exploration, background labels, and
-    off-policy estimates (IPS, doubly robust) of each single model and the logged policy."""
+    off-policy estimates of each single model and the logged policy: IPS and doubly robust
+    from the logged decisions, and the background labels' mean and DR on the labels."""
     from trouter.config import MalformedDataError
     from trouter.store import Store
     from trouter.store.traffic import parse_span, traffic_report
@@ -72,16 +76,26 @@ def _print(report: dict) -> None:
                       _fmt(row["mean_score"]), f"{row['latency_ms']:.0f}")  # fmt: skip
     console.print(table)
     ope = report["off_policy"]
+    greedy = ope["greedy_policy"]
     console.print(
-        f"off-policy, over {ope['decisions_with_feedback']} scored decisions (95% bootstrap): "
-        f"logged policy {_interval(ope['logged_policy'])}; without exploration (IPS, DR) "
-        f"{_interval(ope['greedy_policy']['ips'])}, {_interval(ope['greedy_policy']['dr'])}; "
-        f"best single: {ope['best_single']}"
+        f"off-policy, over {ope['decisions_with_feedback']} scored decisions and "
+        f"{ope['label_rows']} background labels (95% bootstrap): logged policy "
+        f"{_interval(ope['logged_policy'])}; without exploration (IPS, DR, DR on labels) "
+        f"{_interval(greedy['ips'])}, {_interval(greedy['dr'])}, "
+        f"{_interval(greedy['label_dr'])}; best single (by {_BY[ope['best_single_by']]}): "
+        f"{ope['best_single']}"
     )
-    table = Table("always this model", "support", "IPS", "doubly robust")
+    table = Table("always this model", "support", "IPS", "doubly robust", "labels",
+                  "label mean", "DR on labels")  # fmt: skip
     for name, row in ope["per_model"].items():
-        table.add_row(name, str(row["support"]), _interval(row["ips"]), _interval(row["dr"]))
+        table.add_row(name, str(row["support"]), _interval(row["ips"]), _interval(row["dr"]),
+                      str(row["labels"]), _interval(row["label_mean"]),
+                      _interval(row["label_dr"]))  # fmt: skip
     console.print(table)
+    console.print(
+        "doubly robust: the router's predictions fill in what was not served; DR on labels: "
+        "the background labels do (labels are chosen by the router, not drawn uniformly)"
+    )
 
 
 def _plot(report: dict, path: Path) -> None:

@@ -274,6 +274,15 @@ class Store:
             )
         return events
 
+    def label_rows(self, since: float = 0.0) -> list[tuple[str | None, dict[str, float], float]]:
+        """(request id, every labelled model's score, time) of each label since ``since``."""
+        rows = self.backend.fetchall(
+            "SELECT request_id, scores, created_at FROM labels WHERE created_at >= ? "
+            "ORDER BY created_at",
+            (since,),
+        )
+        return [(rid, json.loads(scores), float(t)) for rid, scores, t in rows]
+
     def label_spend(self, since: float = 0.0) -> tuple[int, float]:
         ((count, spend),) = self.backend.fetchall(  # fmt: skip
             "SELECT count(*), coalesce(sum(spend_usd), 0) FROM labels WHERE created_at >= ?",

@@ -1,28 +1,24 @@
 """What the proxy's logged traffic says: volumes, spend, feedback, and off-policy estimates.
 
-The off-policy estimates answer "what would always calling model *a* have scored on this
-traffic?" from the logged decisions alone, using each decision's propensity ``p`` (the
-probability with which the logging policy chose the served model) and its feedback score
-``r`` (the mean when several scores arrived):
-
-* IPS: ``mean(1[a_i = a] r_i / p_i)``;
-* doubly robust: ``mean(q(x_i, a) + 1[a_i = a] (r_i - q(x_i, a_i)) / p_i)``, where ``q`` is
-  the router's logged predicted performance of each model for that query.
-
-Only decisions with feedback enter; intervals are percentile bootstraps over them. A
-model the logging policy never served (``p`` = 1 for another model) has no IPS support:
-its DR estimate is then the router's own prediction, which the ``support`` count shows.
+The off-policy estimates (:mod:`trouter.store.off_policy`) answer "what would always
+calling model *a* have scored on this traffic?" from the logged decisions, propensities and
+feedback (``ips``, and ``dr`` with the router's predictions as its direct model) and from
+the background labels (``label_mean``, and ``label_dr`` with the labels as its direct
+model). A router that serves deterministically leaves the models it did not serve without
+IPS support, and ``dr`` then rests on the router's own predictions, biased on a new task;
+``label_dr`` rests on the judge's scores instead. Labels are chosen by the router's active
+selection, not drawn uniformly, which the label estimates inherit.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from trouter.store.off_policy import logged, off_policy
 from trouter.store.store import Decision, Store
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -37,100 +33,6 @@ def parse_span(text: str) -> float:
             f"a time span is a number and a unit (s, m, h, d, w), e.g. 7d; not {text!r}"
         )
     return float(match[1]) * _UNIT_S[match[2]]
-
-
-@dataclass
-class Logged:
-    """Decisions with feedback as arrays: chosen model index, propensity, reward, the
-    predicted performance of every model (NaN where not logged), and the router's greedy
-    choice (its best predicted utility: what it serves without exploring)."""
-
-    models: list[str]
-    chosen: np.ndarray
-    propensity: np.ndarray
-    reward: np.ndarray
-    predicted: np.ndarray
-    greedy: np.ndarray
-
-
-def logged(decisions: list[Decision], scores: dict[str, float]) -> Logged:
-    names = {d.model for d in decisions} | {m for d in decisions for m in _predicted(d)}
-    models = sorted(names | {m for d in decisions for m in d.utilities or {}})
-    index = {m: j for j, m in enumerate(models)}
-    rows = [d for d in decisions if d.request_id in scores]
-    predicted = np.full((len(rows), len(models)), np.nan)
-    for i, d in enumerate(rows):
-        for name, value in _predicted(d).items():
-            predicted[i, index[name]] = value
-    return Logged(
-        models,
-        np.array([index[d.model] for d in rows], dtype=int),
-        np.array([d.propensity for d in rows], dtype=float),
-        np.array([scores[d.request_id] for d in rows], dtype=float),
-        predicted,
-        np.array([index[_greedy(d)] for d in rows], dtype=int),
-    )
-
-
-def _greedy(d: Decision) -> str:
-    return max(d.utilities, key=d.utilities.get) if d.utilities else d.model
-
-
-def _predicted(d: Decision) -> dict[str, float]:
-    feats = d.features or {}
-    if "prior_performance" in feats and "models" in feats:
-        return dict(zip(feats["models"], feats["prior_performance"], strict=False))
-    return dict(feats.get("performance") or {})
-
-
-def estimates(log: Logged, a: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-decision IPS and DR terms of choosing model ``a`` (one index, or one per row)."""
-    rows = np.arange(len(log.chosen))
-    a = np.broadcast_to(np.asarray(a, dtype=int), log.chosen.shape)
-    hit = (log.chosen == a).astype(float)
-    ips = hit * log.reward / log.propensity
-    fill = np.nanmean(log.reward) if len(log.reward) else 0.0
-    q_a = np.nan_to_num(log.predicted[rows, a], nan=fill)
-    q_chosen = np.where(
-        np.isnan(log.predicted[rows, log.chosen]), q_a, log.predicted[rows, log.chosen]
-    )
-    dr = q_a + hit * (log.reward - q_chosen) / log.propensity
-    return ips, dr
-
-
-def bootstrap(values: np.ndarray, rounds: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Mean and 95% percentile-bootstrap interval."""
-    if len(values) == 0:
-        return {"mean": None, "low": None, "high": None}  # JSON has no NaN
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), size=(rounds, len(values)))
-    means = values[picks].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(values.mean()), "low": float(low), "high": float(high)}
-
-
-def off_policy(log: Logged, rounds: int = 1000) -> dict[str, Any]:
-    per_model = {}
-    for a, name in enumerate(log.models):
-        ips, dr = estimates(log, a)
-        support = int((log.chosen == a).sum())
-        per_model[name] = {
-            "support": support,
-            # never served: IPS has nothing to weigh, DR is the router's own prediction
-            "ips": bootstrap(ips if support else ips[:0], rounds),
-            "dr": bootstrap(dr, rounds),
-        }
-    supported = [m for m in per_model if per_model[m]["support"]]
-    best = max(supported, key=lambda m: per_model[m]["dr"]["mean"]) if supported else None
-    ips, dr = estimates(log, log.greedy)
-    return {
-        "decisions_with_feedback": int(len(log.reward)),
-        "logged_policy": bootstrap(log.reward, rounds),
-        # the current policy without its exploration: the router's greedy choice
-        "greedy_policy": {"ips": bootstrap(ips, rounds), "dr": bootstrap(dr, rounds)},
-        "best_single": best,
-        "per_model": per_model,
-    }
 
 
 def traffic_report(store: Store, since_s: float | None = None, now: float | None = None,
@@ -167,7 +69,7 @@ def traffic_report(store: Store, since_s: float | None = None, now: float | None
         "background_spend_usd": label_spend,
         "models": _per_model(decisions, scores, n),
         "cells": _per_cell(decisions, scores),
-        "off_policy": off_policy(logged(decisions, scores), rounds),
+        "off_policy": off_policy(logged(decisions, scores, store.label_rows(start)), rounds),
         "timeline": timeline(decisions, scores),
     }
 
