@@ -336,3 +336,50 @@ def test_a_label_rate_accrues_over_the_stream():
     taken = [t for t in range(2000) if budget.take(t, priority=3.0)]
     # one label per 40 queries, never ahead of the allowance, the last near the end
     assert len(taken) == 50 and taken[0] == 39 and taken[-1] == 1999
+    # a label of a few models spends the budget in proportion to its calls
+    pairs = budget_for("25per1000", 2000, "active", 0)
+    assert sum(pairs.take(t, priority=3.0, cost=0.125) for t in range(2000)) == 400
+
+
+def test_a_newcomer_is_compared_with_the_anchor_on_pair_labels(mbpp_fold):
+    """Once the pool knows its models, a new one is labelled in pairs with the anchor (one
+    call a label, not the pool's), and those pairs alone move the anchor to it where it is
+    the better model; then labels call the whole pool again."""
+    from trouter.routers.online_labels import label_cost
+
+    stream, names = mbpp_fold.test, mbpp_fold.test.model_names
+    newcomer = "gpt-3.5-turbo-1106"  # the best balanced model on mbpp
+    older = [n for n in names if n != newcomer]
+    train = restrict(mbpp_fold.train, older)
+    router = OnlineRouter.around(make_router("best-single").fit(train), train, label_min=5,
+                                 label_pair_max=80)  # fmt: skip
+
+    def label(t: int, models: list[str]) -> dict:
+        cols = [names.index(n) for n in models]
+        scores = stream.performance[t, cols].tolist()
+        costs = stream.normalised_cost[t, cols].tolist()
+        return {"id": f"l{t}", "kind": "label", "t": t, "query": stream.texts[t],
+                "scores": dict(zip(models, scores, strict=True)),
+                "costs": dict(zip(models, costs, strict=True))}  # fmt: skip
+
+    router.partial_fit([label(t, older) for t in range(8)])
+    (made,) = router.decide([stream.texts[8]], BALANCED)
+    assert made["label_models"] == older  # no newcomer: a label calls the whole pool
+    router.add_model(newcomer, float(np.mean(train.normalised_cost)))
+    anchor = router.models_[router.anchor_choice(BALANCED)]
+    assert anchor != newcomer
+    t = 8
+    while router.models_[router.anchor_choice(BALANCED)] != newcomer and t < 100:
+        (made,) = router.decide([stream.texts[t]], BALANCED)
+        assert made["label_priority"] == 3
+        assert set(made["label_models"]) == {newcomer, anchor, made["model"]}
+        targets = np.isin(router.models_, made["label_models"])
+        served = router.models_.index(made["model"])
+        assert label_cost(targets, served) <= 2 / (len(names) - 1)
+        router.partial_fit([label(t, made["label_models"])])
+        t += 1
+    assert router.models_[router.anchor_choice(BALANCED)] == newcomer, t
+    assert t - 8 >= router.params["min_evidence"]
+    (made,) = router.decide([stream.texts[t]], BALANCED)
+    assert made["model"] == newcomer
+    assert made["label_models"] == router.models_  # decided: full labels again

@@ -122,3 +122,24 @@ def test_a_label_keeps_its_proposal_through_the_store(tmp_path):
     events = {e["id"]: e for e in store.label_events()}
     assert events["label:l1"]["proposal_model"] == "b"
     assert events["label:l2"]["proposal_model"] is None
+
+
+def test_a_rival_with_a_few_lucky_labels_does_not_hide_one_shown_ahead(mbpp_fold):
+    """One rival is shown ahead of the anchor on 40 paired labels; another, on 3 labels only,
+    has the best mean of all (perfect scores, free). The anchor moves to the one shown."""
+    names = mbpp_fold.test.model_names
+    router = _router(mbpp_fold)
+    trained = names[router.best_single(BALANCED)]
+    shown, lucky = "gpt-3.5-turbo-1106", "claude-instant-v1"
+    assert trained not in (shown, lucky)
+    events = []
+    for t in range(40):
+        scores = {trained: 0.0, shown: 1.0}
+        costs = {trained: 0.1, shown: 0.1}
+        if t < 3:
+            scores[lucky], costs[lucky] = 1.0, 0.0
+        event = _label(mbpp_fold, t, scores)
+        event["costs"] = costs
+        events.append(event)
+    router.partial_fit(events)
+    assert names[router.anchor_choice(BALANCED)] == shown

@@ -63,7 +63,7 @@ from trouter.routers.base import Prediction, Router, make_router
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.guard import AUTO_MEMBERS
 from trouter.routers.online import OnlineRouter
-from trouter.routers.online_labels import LabelBudget, budget_for, budget_size
+from trouter.routers.online_labels import LabelBudget, budget_for, budget_size, label_cost
 from trouter.routers.tuning import embed, merge
 
 #: Online variants: extra parameters of each (``online-random`` differs in label selection).
@@ -211,22 +211,30 @@ def replay(
     rng = np.random.default_rng([seed, 19])
     perf, cost = stream.performance, stream.normalised_cost
     n = len(order)
-    chosen, explored, labelled = np.zeros(n, int), np.zeros(n, bool), np.zeros(n, bool)
+    chosen, explored = np.zeros(n, int), np.zeros(n, bool)
+    called = np.zeros((n, perf.shape[1]), bool)  # the models each background label called
+    available = None if arrival is None else np.arange(perf.shape[1]) != arrival[1]
     propensity = np.zeros(n)
     pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for t, row in enumerate(order):
-        if arrival is not None and t == arrival[0] and hasattr(policy, "add_model"):
-            policy.add_model(arrival[1])
+        if arrival is not None and t == arrival[0]:
+            available = None
+            if hasattr(policy, "add_model"):
+                policy.add_model(arrival[1])
         if t in pending:
             policy.learn(pending.pop(t))
         model, propensity[t], explored[t], priority = policy.choose(t, row)
         chosen[t] = model
         events = []
-        if budget is not None and budget.take(t, priority):
-            labelled[t] = True
+        pool = np.ones(perf.shape[1], bool) if available is None else available
+        targets = getattr(policy, "label_targets", None)
+        targets = pool if targets is None else targets
+        if budget is not None and budget.take(t, priority, label_cost(targets, model, pool.sum())):
+            called[t] = targets
             if hasattr(policy, "label_requested"):
                 policy.label_requested()
             scores = np.array([_noisy(s, feedback.noise, rng) for s in perf[row]])
+            scores[~targets] = np.nan
             events.append(
                 {
                     "id": f"l{t}",
@@ -252,7 +260,8 @@ def replay(
             )
         if events:
             pending[t + 1 + feedback.delay].extend(events)
-    return {"chosen": chosen, "explored": explored, "labelled": labelled, "propensity": propensity}
+    return {"chosen": chosen, "explored": explored, "labelled": called.any(axis=1),
+            "label_called": called, "propensity": propensity}  # fmt: skip
 
 
 def _online(name: str, base: Router | None, fold: Fold, config: OnlineConfig) -> OnlineRouter:

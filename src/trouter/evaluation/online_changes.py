@@ -206,6 +206,16 @@ class ArrivingModel:
     def label_requested(self) -> None:
         self.inner.label_requested()
 
+    @property
+    def label_targets(self) -> np.ndarray | None:
+        """The inner policy's label targets, over the stream's models (absent ones: False)."""
+        inner = self.inner.label_targets
+        if inner is None:
+            return None
+        out = np.zeros(len(self.stream_models), dtype=bool)
+        out[self.to_stream] = inner
+        return out
+
     def learn(self, events: list[dict]) -> None:
         index = {int(j): i for i, j in enumerate(self.to_stream)}
         mapped = []

@@ -137,13 +137,12 @@ def stream_metrics(
     for name, trace in traces.items():
         u = served[name]
         gain = u - reference
-        labelled = trace["labelled"]
         rows, chosen = order, trace["chosen"]
         served_usd = float(np.nansum(stream.cost[rows, chosen]))
-        label_usd = float(
-            np.nansum(stream.cost[rows[labelled]])
-            - np.nansum(stream.cost[rows[labelled], chosen[labelled]])
-        )
+        # every model a background label called, except the served one (its answer is had)
+        called = trace["label_called"].copy()
+        called[np.arange(n), chosen] = False
+        label_usd = float(np.nansum(np.where(called, stream.cost[rows], 0.0)))
         last_gain = float(u[quarter].mean() - reference[quarter].mean())
         records.append(
             {
@@ -166,7 +165,8 @@ def stream_metrics(
                 ),
                 "worst_window_gap": worst_window(gain),
                 "exploration_share": float(np.mean(trace["explored"])),
-                "labels": int(labelled.sum()),
+                "labels": int(trace["labelled"].sum()),
+                "label_calls": int(called.sum()),
                 "label_usd": label_usd,
                 "served_usd": served_usd,
                 "label_share_of_served": label_usd / served_usd if served_usd > 0 else None,

@@ -20,6 +20,7 @@ import numpy as np
 
 from trouter.evaluation.scenarios import Weights
 from trouter.routers.online import OnlineRouter, label_priority
+from trouter.routers.online_labels import label_targets
 
 
 class FixedPolicy:
@@ -45,6 +46,7 @@ class OnlinePolicy:
         self.rng = np.random.default_rng([seed, 11])
         self.in_flight = 0  # background labels requested and not yet learned from
         self.proposals: dict[int, int] = {}  # stream row -> proposal when it was routed
+        self.label_targets: np.ndarray | None = None  # the models the last query's label calls
 
     def _row(self, row: int) -> dict[str, np.ndarray]:
         f = self.features
@@ -54,9 +56,11 @@ class OnlinePolicy:
     def choose(self, t: int, row: int) -> tuple[int, float, bool, float]:
         feats = self._row(row)
         made = self.router.decide_features(feats, self.weights, self.rng)
-        priority = float(label_priority(self.router, feats, made, self.in_flight)[0])
-        self.proposals[row] = int(self.router.proposal(feats, self.weights, made)[0])
-        return int(made.chosen[0]), float(made.propensity[0]), bool(made.explored[0]), priority
+        router, weights, served = self.router, self.weights, int(made.chosen[0])
+        priority = float(label_priority(router, feats, made, self.in_flight, weights)[0])
+        self.proposals[row] = int(router.proposal(feats, weights, made)[0])
+        self.label_targets = label_targets(router, served, self.in_flight, weights)
+        return served, float(made.propensity[0]), bool(made.explored[0]), priority
 
     def label_requested(self) -> None:
         self.in_flight += 1

@@ -47,7 +47,7 @@ from trouter.routers.base import (
 )
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.online_anchor import AnchorTests
-from trouter.routers.online_labels import label_priority
+from trouter.routers.online_labels import label_priority, label_targets
 from trouter.routers.online_posterior import Decisions, Rule, decide
 from trouter.routers.online_stats import EvidenceStats
 from trouter.routers.tuning import embed, merge
@@ -82,6 +82,7 @@ class OnlineRouter(AnchorTests, Router):
         explore_floor: float = 0.2,
         label_min: int = 10,
         label_cell_min: int = 3,
+        label_pair_max: int = 40,
         anchor: str = "best-single",
         anchor_learns: bool = True,
         student_t: bool = False,
@@ -103,6 +104,7 @@ class OnlineRouter(AnchorTests, Router):
             explore_floor=float(explore_floor),
             label_min=int(label_min),
             label_cell_min=int(label_cell_min),
+            label_pair_max=int(label_pair_max),
             anchor=str(anchor),
             anchor_learns=bool(anchor_learns),
             student_t=bool(student_t),
@@ -171,6 +173,7 @@ class OnlineRouter(AnchorTests, Router):
         self.label_cell_ = np.zeros(0)
         self.label_guard_ = np.zeros(0)
         self.label_proposal_ = np.zeros(0)
+        self.joined_late_ = np.zeros(m)  # 1: added by add_model, after fitting
         return self
 
     def add_model(self, name: str, cost: float) -> None:
@@ -184,6 +187,7 @@ class OnlineRouter(AnchorTests, Router):
         self.pool_cost_ = np.append(self.pool_cost_, float(cost))
         self.anchor_performance_ = np.append(self.anchor_performance_, np.nan)
         self.anchor_cost_ = np.append(self.anchor_cost_, float(cost))
+        self.joined_late_ = np.append(self.joined_late_, 1.0)
         perf_prior, cost_prior = self.price_prior()
         for name, fill in (
             ("label_perf_", np.nan),
@@ -285,8 +289,9 @@ class OnlineRouter(AnchorTests, Router):
         models = self._require_fitted()
         feats = self.features(queries, weights)
         made = self.decide_features(feats, weights, rng)
-        priority = label_priority(self, feats, made)
+        priority = label_priority(self, feats, made, weights=weights)
         proposal = self.proposal(feats, weights, made)
+        targets = [label_targets(self, int(j), weights=weights) for j in made.chosen]
         return [
             {
                 "model": models[int(made.chosen[i])],
@@ -294,6 +299,7 @@ class OnlineRouter(AnchorTests, Router):
                 "probabilities": dict(zip(models, made.probabilities[i].tolist(), strict=True)),
                 "explored": bool(made.explored[i]),
                 "label_priority": float(priority[i]),
+                "label_models": [name for name, t in zip(models, targets[i], strict=True) if t],
                 "cell": int(feats["cell"][i]),
                 "base_model": models[int(feats["guard"][i])],
                 "proposal_model": models[int(proposal[i])],
@@ -422,6 +428,7 @@ class OnlineRouter(AnchorTests, Router):
         base_state = state.pop("base_state")
         self.stats_ = EvidenceStats.from_state(state.pop("stats_"), self.params["half_life"])
         state.setdefault("label_proposal_", np.full(len(state["label_time_"]), -1.0))
+        state.setdefault("joined_late_", np.zeros(len(state["models_"])))
         self.__dict__.update(state)
         self.models_ = list(self.models_)
         self.seen_ids_ = list(self.seen_ids_)

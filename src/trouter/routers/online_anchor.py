@@ -82,20 +82,26 @@ def significant(gain: tuple[float, float, float], params: dict, rivals: int = 1)
     degrees of freedom, else the normal);
     the best of ``rivals`` gains is tested at the Bonferroni level, so that one of many
     models ahead by chance rarely passes."""
-    mean, stderr, total = gain
-    if total < params["min_evidence"]:
+    if gain[2] < params["min_evidence"]:
         return False
+    return bool(bounds(gain, params, rivals)[0] > params["margin"])
+
+
+def bounds(gain: tuple[float, float, float], params: dict, rivals: int = 1) -> tuple[float, float]:
+    """One-sided lower and upper confidence bounds of a :func:`paired_gain`, at the level
+    :func:`significant` tests."""
+    mean, stderr, total = gain
     level = 1.0 - (1.0 - params["confidence"]) / max(rivals, 1)
     # Student's t, not the normal: a dozen labels estimate their own variance poorly
     quantile = (
         float(stdtrit(max(total - 1.0, 1.0), level)) if params["student_t"] else float(ndtri(level))
     )
-    return bool(mean - quantile * stderr > params["margin"])
+    return mean - quantile * stderr, mean + quantile * stderr
 
 
 def traffic_best_single(labels: Labels, trained: int, weights: Weights, params: dict) -> int:
-    """The labels' best model if it significantly beats ``trained`` (the training rows'
-    best-single) on the labelled queries, else ``trained``."""
+    """The labels' best model among those that significantly beat ``trained`` (the
+    training rows' best-single) on the labelled queries, else ``trained``."""
     if len(labels) < params["min_evidence"]:
         return trained
     observed = weights.utility(labels.perf, labels.cost)
@@ -103,9 +109,15 @@ def traffic_best_single(labels: Labels, trained: int, weights: Weights, params: 
         paired_gain(observed[:, j] - observed[:, trained], labels.time, params["half_life"])
         for j in range(observed.shape[1])
     ]
-    best = int(np.argmax([mean if total else -np.inf for mean, _, total in gains]))
     rivals = observed.shape[1] - 1
-    return best if best != trained and significant(gains[best], params, rivals) else trained
+    # each rival tested at the Bonferroni level, the best mean among those that pass taken
+    # (a rival with a few lucky labels must not hide one that is shown ahead on many)
+    shown = [
+        (gain[0], j)
+        for j, gain in enumerate(gains)
+        if j != trained and significant(gain, params, rivals)
+    ]
+    return max(shown)[1] if shown else trained
 
 
 class AnchorTests:
@@ -137,6 +149,26 @@ class AnchorTests:
             len(self.label_time_),
             lambda: traffic_best_single(snapshot(self), trained, weights, self.params),
         )
+
+    def anchor_comparison_open(self, weights: Weights) -> np.ndarray:
+        """Per model, whether the labels leave its gain over the anchor open: neither above
+        ``margin`` (:func:`significant`) nor ruled out (its upper bound at or below it)."""
+
+        def compute() -> np.ndarray:
+            labels, anchor = snapshot(self), self.anchor_choice(weights)
+            observed = weights.utility(labels.perf, labels.cost)
+            rivals = max(observed.shape[1] - 1, 1)
+            out = np.zeros(observed.shape[1], dtype=bool)
+            for j in range(observed.shape[1]):
+                if j == anchor:
+                    continue
+                diff = observed[:, j] - observed[:, anchor]
+                gain = paired_gain(diff, labels.time, self.params["half_life"])
+                shown = significant(gain, self.params, rivals)
+                out[j] = not shown and bounds(gain, self.params, rivals)[1] > self.params["margin"]
+            return out
+
+        return self._memo("open", weights, len(self.label_time_), compute)
 
     def base_gain(self, weights: Weights) -> tuple[float, float, float]:
         """(mean, standard error, weight) of the utility gain over the anchor of what the

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trouter.evaluation.scenarios import Weights
 from trouter.routers.online_posterior import Decisions
 
 if TYPE_CHECKING:  # the router imports this module
@@ -34,7 +35,7 @@ class LabelBudget:
     mode: str = "active"
     threshold: float = 1.0
     seed: int = 0
-    used: int = 0
+    used: float = 0.0
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,10 +55,12 @@ class LabelBudget:
             return float(self.used)
         return float(self.total)
 
-    def take(self, t: int, priority: float) -> bool:
-        """Whether query ``t`` gets a background label (and if so, count it)."""
+    def take(self, t: int, priority: float, cost: float = 1.0) -> bool:
+        """Whether query ``t`` gets a background label (and if so, count it). ``cost``: its
+        share of a full label (the models it calls over the pool's other models), so that a
+        label of a few models spends the budget in proportion to its calls."""
         left = self.allowance(t) - self.used
-        if left < 1:
+        if left < cost:
             return False
         if self.mode == "random":
             per_query = self.rate / 1000.0 if self.rate is not None else None
@@ -66,7 +69,7 @@ class LabelBudget:
         else:
             closing = self.window is not None and self.window - t <= left
             taken = priority >= self.threshold or closing
-        self.used += int(taken)
+        self.used += cost * taken
         return taken
 
 
@@ -125,21 +128,67 @@ def budget_size(spec: str, stream_length: int) -> int:
 
 
 def label_priority(
-    router: OnlineRouter, features: dict[str, np.ndarray], made: Decisions, in_flight: int = 0
+    router: OnlineRouter,
+    features: dict[str, np.ndarray],
+    made: Decisions,
+    in_flight: int = 0,
+    weights: Weights | None = None,
 ) -> np.ndarray:
     """How much a background label of each query is worth, in [0, 3]:
 
-    3 while some pool model (a new one first) has fewer than ``label_min`` labels; 2 while
-    the query's cell has fewer than ``label_cell_min``; otherwise the chance that a rival
-    beats the served model, doubled (1 = even odds: the posteriors overlap). ``in_flight``
-    labels (requested, not yet arrived) count as arrived for the first two rules, so that
-    late labels are not requested again and again for the same shortage."""
+    3 while some pool model is short of labels (:func:`label_targets`: fewer than
+    ``label_min``, or, given ``weights``, a model added since fitting whose comparison with
+    the anchor is still open); 2 while the query's cell has fewer than ``label_cell_min``;
+    otherwise the chance that a rival beats the served model, doubled (1 = even odds: the
+    posteriors overlap). ``in_flight`` labels (requested, not yet arrived) count as arrived
+    for the first two rules, so that late labels are not requested again and again for the
+    same shortage."""
     stats, p = router.stats_, router.params
     labels = stats.label_count
     priority = 2.0 * np.clip(made.overlap, 0.0, 1.0)
     if stats.total > 0:
         cell_short = labels[features["cell"]].min(axis=1) + in_flight < p["label_cell_min"]
         priority = np.where(cell_short, 2.0, priority)
-    if labels[stats.total].min() + in_flight < p["label_min"]:
+    short = labels[stats.total] + in_flight < p["label_min"]
+    if short.any() or newcomers_open(router, in_flight, weights).any():
         priority = np.full_like(priority, 3.0)
     return priority
+
+
+def newcomers_open(
+    router: OnlineRouter, in_flight: int = 0, weights: Weights | None = None
+) -> np.ndarray:
+    """Per pool model, whether it was added since fitting and its gain over the anchor is
+    still open (neither shown nor ruled out by the labels), with fewer than
+    ``label_pair_max`` labels (in flight included). Needs ``weights`` (else none is)."""
+    late = np.asarray(router.joined_late_, dtype=bool)
+    if weights is None or not late.any():
+        return np.zeros(len(late), dtype=bool)
+    counts = router.stats_.label_count[router.stats_.total]
+    room = counts + in_flight < router.params["label_pair_max"]
+    return late & room & router.anchor_comparison_open(weights)
+
+
+def label_targets(
+    router: OnlineRouter, served: int, in_flight: int = 0, weights: Weights | None = None
+) -> np.ndarray:
+    """The models a background label of a query served by ``served`` calls (True) and
+    judges (with the served answer): every model, except while a newcomer's comparison with
+    the anchor is open (:func:`newcomers_open`): then the newcomers alone, paired with the
+    anchor and the served model, so that a newcomer is compared with the incumbent at one
+    call per label instead of the whole pool's."""
+    m = len(router.models_)
+    targets = newcomers_open(router, in_flight, weights)
+    if not targets.any():
+        return np.ones(m, dtype=bool)
+    targets[router.anchor_choice(weights)] = True
+    targets[served] = True
+    return targets
+
+
+def label_cost(targets: np.ndarray, served: int, pool: int | None = None) -> float:
+    """A label's share of a full one: the models it calls besides the served one, over the
+    other models of the pool (``pool`` models available; default: all of ``targets``)."""
+    pool = len(targets) if pool is None else pool
+    calls = int(targets.sum()) - int(bool(targets[served]))
+    return calls / max(pool - 1, 1)

@@ -253,15 +253,17 @@ class BackgroundLabeller:
 
     async def _label(self, job: _Job) -> str | None:
         """None when the query is not selected (nothing spent, nothing counted)."""
-        priority, proposal = await asyncio.to_thread(self._priority, job.question, job.policy)
+        priority, proposal, targets = await asyncio.to_thread(
+            self._priority, job.question, job.policy
+        )
         if priority < self.settings.threshold:
             return None
-        if self._budget is not None and not self._budget.take(self._routed - 1, priority):
+        calls = [m for m in targets if m != job.served and m in self.endpoints]
+        share = len(calls) / max(len(self.models) - 1, 1)  # of a full label's calls
+        if self._budget is not None and not self._budget.take(self._routed - 1, priority, share):
             return None
         answers, spend = {job.served: job.answer}, 0.0
-        for model in self.models:
-            if model == job.served or model not in self.endpoints:
-                continue
+        for model in calls:
             if self.over_budget():
                 break
             text, usd = await self._call("answer", self.endpoints[model], job.messages, {})
@@ -292,17 +294,18 @@ class BackgroundLabeller:
         if self.loop.learner is not None:
             self.loop.learner.wake()
 
-    def _priority(self, question: str, policy: str | None) -> tuple[float, str | None]:
-        """The online router's label priority for the query (a frozen router: always) and
-        its proposal (what it would serve with its anchor lifted), recorded with the label."""
+    def _priority(self, question: str, policy: str | None) -> tuple[float, str | None, list]:
+        """The online router's label priority for the query (a frozen router: always), its
+        proposal (what it would serve with its anchor lifted, recorded with the label) and
+        the models the label calls (every pool model, or a newcomer's pair)."""
         router = self.loop.service.router
         if not isinstance(router, OnlineRouter):
-            return float("inf"), None
+            return float("inf"), None, list(self.models)
         from trouter.encoders import get_encoder
 
         with get_encoder(router.encoder).transient():
             (made,) = router.decide([question], _policy_weights(policy))
-        return float(made["label_priority"]), made["proposal_model"]
+        return float(made["label_priority"]), made["proposal_model"], made["label_models"]
 
     async def _verdict(self, question: str, answer: str) -> tuple[float | None, float]:
         messages = judge_messages(question, NO_REFERENCE, answer)
