@@ -44,6 +44,7 @@ from trouter.encoders import (
 )
 from trouter.evaluation.scenarios import Weights
 from trouter.routers.base import Prediction, Router, take_extras
+from trouter.serving.newcomers import join_new_models
 from trouter.serving.ranking import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
@@ -415,7 +416,7 @@ def load(
     """
     path = Path(model_dir)
     router = Router.load(path)
-    trained = router._require_fitted()
+    router._require_fitted()
     if encoder is not None and check_encoder(encoder) != router.encoder:
         raise EncoderError(
             f"the router in {path} was trained with the {router.encoder!r} encoder and cannot "
@@ -429,7 +430,8 @@ def load(
         pool = Pool.load(pool)
     where = f" (router {path}, pool {getattr(pool, 'source', None) or 'given'})"
     stands_for = {m.name: m.routes_as or m.name for m in pool.models}
-    served = match_pool(trained, stands_for, allow_partial_pool, where)
+    join_new_models(router, pool.models)  # an online router learns a new model
+    served = match_pool(router.models_, stands_for, allow_partial_pool, where)
     for warning in pool.price_warnings():
         log.warning("%s", warning)
     prices = {m.name: m.prices for m in pool.models}
