@@ -5,7 +5,8 @@ comparison is paired on the same queries), discounted like every other statistic
 
 * :func:`traffic_best_single` - which single model is best *on this traffic*: the training
   rows' best-single, replaced by the labels' best model once the labels show it ahead
-  (one-sided at the router's confidence, Bonferroni-corrected for the number of rivals,
+  (one-sided at the router's confidence, Bonferroni-corrected for the number of rivals
+  (a model that joined late tested at half the error rate, the others at the other half),
   with at least ``min_evidence`` labels). A cold-start
   base's per-query predictions play no part, so a base that is no better than chance cannot
   move it;
@@ -76,7 +77,7 @@ def paired_gain(
     return mean, float(np.sqrt(variance / total)), total
 
 
-def significant(gain: tuple[float, float, float], params: dict, rivals: int = 1) -> bool:
+def significant(gain: tuple[float, float, float], params: dict, rivals: float = 1) -> bool:
     """Whether a :func:`paired_gain` is above ``margin`` one-sided at ``confidence``, on at
     least ``min_evidence`` labels' weight (with ``student_t``, Student's t with weight - 1
     degrees of freedom, else the normal);
@@ -87,7 +88,9 @@ def significant(gain: tuple[float, float, float], params: dict, rivals: int = 1)
     return bool(bounds(gain, params, rivals)[0] > params["margin"])
 
 
-def bounds(gain: tuple[float, float, float], params: dict, rivals: int = 1) -> tuple[float, float]:
+def bounds(
+    gain: tuple[float, float, float], params: dict, rivals: float = 1
+) -> tuple[float, float]:
     """One-sided lower and upper confidence bounds of a :func:`paired_gain`, at the level
     :func:`significant` tests."""
     mean, stderr, total = gain
@@ -99,9 +102,26 @@ def bounds(gain: tuple[float, float, float], params: dict, rivals: int = 1) -> t
     return mean - quantile * stderr, mean + quantile * stderr
 
 
-def traffic_best_single(labels: Labels, trained: int, weights: Weights, params: dict) -> int:
+def divisors(m: int, anchor: int, late: np.ndarray | None = None) -> np.ndarray:
+    """Each model's Bonferroni divisor for its test against ``anchor``: the number of
+    rivals, or, while some models joined late (``late``), half the error rate shared among
+    them and half among the others. A newcomer's comparison is asked for when it joins, not
+    picked as the best of many after the fact, so it needs no more than its share."""
+    late = np.zeros(m, dtype=bool) if late is None else np.asarray(late, dtype=bool).copy()
+    late[anchor] = False
+    n_late = int(late.sum())
+    if not n_late:
+        return np.full(m, max(m - 1, 1), dtype=float)
+    others = max(m - 1 - n_late, 1)
+    return np.where(late, 2.0 * n_late, 2.0 * others)
+
+
+def traffic_best_single(
+    labels: Labels, trained: int, weights: Weights, params: dict, late: np.ndarray | None = None
+) -> int:
     """The labels' best model among those that significantly beat ``trained`` (the
-    training rows' best-single) on the labelled queries, else ``trained``."""
+    training rows' best-single) on the labelled queries, else ``trained`` (``late``: the
+    models that joined since fitting, see :func:`divisors`)."""
     if len(labels) < params["min_evidence"]:
         return trained
     observed = weights.utility(labels.perf, labels.cost)
@@ -109,13 +129,13 @@ def traffic_best_single(labels: Labels, trained: int, weights: Weights, params: 
         paired_gain(observed[:, j] - observed[:, trained], labels.time, params["half_life"])
         for j in range(observed.shape[1])
     ]
-    rivals = observed.shape[1] - 1
-    # each rival tested at the Bonferroni level, the best mean among those that pass taken
+    share = divisors(observed.shape[1], trained, late)
+    # each rival tested at its Bonferroni level, the best mean among those that pass taken
     # (a rival with a few lucky labels must not hide one that is shown ahead on many)
     shown = [
         (gain[0], j)
         for j, gain in enumerate(gains)
-        if j != trained and significant(gain, params, rivals)
+        if j != trained and significant(gain, params, share[j])
     ]
     return max(shown)[1] if shown else trained
 
@@ -147,7 +167,9 @@ class AnchorTests:
             "anchor",
             weights,
             len(self.label_time_),
-            lambda: traffic_best_single(snapshot(self), trained, weights, self.params),
+            lambda: traffic_best_single(
+                snapshot(self), trained, weights, self.params, self.joined_late_
+            ),
         )
 
     def anchor_comparison_open(self, weights: Weights) -> np.ndarray:
@@ -157,15 +179,16 @@ class AnchorTests:
         def compute() -> np.ndarray:
             labels, anchor = snapshot(self), self.anchor_choice(weights)
             observed = weights.utility(labels.perf, labels.cost)
-            rivals = max(observed.shape[1] - 1, 1)
+            share = divisors(observed.shape[1], anchor, self.joined_late_)
             out = np.zeros(observed.shape[1], dtype=bool)
             for j in range(observed.shape[1]):
                 if j == anchor:
                     continue
                 diff = observed[:, j] - observed[:, anchor]
                 gain = paired_gain(diff, labels.time, self.params["half_life"])
-                shown = significant(gain, self.params, rivals)
-                out[j] = not shown and bounds(gain, self.params, rivals)[1] > self.params["margin"]
+                shown = significant(gain, self.params, share[j])
+                upper = bounds(gain, self.params, share[j])[1]
+                out[j] = not shown and upper > self.params["margin"]
             return out
 
         return self._memo("open", weights, len(self.label_time_), compute)
