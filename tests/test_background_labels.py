@@ -93,6 +93,28 @@ def test_a_routed_request_gets_a_background_label_that_the_learner_folds(standin
         assert stored_spend == pytest.approx(m[("trouter_background_spend_usd_total", ())])
 
 
+def test_a_streamed_reply_is_labelled_with_the_answer_it_streamed(standin, tmp_path):
+    judged: list[str] = []
+
+    def recording(messages, model: str) -> str:
+        if model == JUDGE:
+            candidate = messages[-1]["content"].split("Candidate answer:")[1]
+            judged.append(candidate.split("\n\n")[0].strip())
+        return judge_responder(messages, model)
+
+    standin.responder = recording
+    app, loop = _proxy(standin, tmp_path)
+    body = {"model": "trouter-balanced", "stream": True,
+            "messages": [{"role": "user", "content": "What is 2 plus 3?"}]}  # fmt: skip
+    with serving(app) as base, httpx.Client() as client:
+        reply = client.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+        assert reply.status_code == 200 and "data: [DONE]" in reply.text
+        _until(lambda: loop.store.counts()["labels"] == 1)
+    assert [e["scores"] for e in loop.store.label_events()] == [{"small": 0.0, "big": 1.0}]
+    # the served answer was judged whole, as the stream's chunks joined it
+    assert sorted(judged) == ["big answers: What is 2 plus 3?", "small answers: What is 2 plus 3?"]
+
+
 def test_the_daily_budget_stops_background_calls_once_spent(standin, tmp_path):
     app, loop = _proxy(standin, tmp_path, budget_usd_per_day=1e-3)  # about one label's calls
     with serving(app) as base, httpx.Client() as client:

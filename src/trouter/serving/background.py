@@ -204,6 +204,18 @@ class BackgroundLabeller:
         except Exception:  # noqa: BLE001 - nothing here may reach the request
             log.exception("background: offer failed")
 
+    async def offer_stream(self, request_id: str, plan, messages: list[dict], collected: dict):
+        """As :meth:`offer`, for a streamed reply whose answer ``collected`` gathered (none
+        if the stream did not finish)."""
+        if not collected.get("finished"):
+            return
+        data = {"model": collected["model"],
+                "choices": [{"message": {"content": collected["text"]}}]}  # fmt: skip
+        try:
+            self._offer(request_id, plan, messages, data)
+        except Exception:  # noqa: BLE001 - nothing here may reach the request
+            log.exception("background: offer failed")
+
     def _offer(self, request_id: str, plan, messages: list[dict], data: dict) -> None:
         if self._queue is None:
             self.start()

@@ -113,35 +113,45 @@ class Forwarder:
         wants_usage: bool,
         on_answer: OnAnswer,
         on_end: Callable[[int], None],
+        collected: dict | None = None,
     ) -> StreamingResponse:
+        """The first candidate that opens a stream, relayed; with ``collected``, the answer
+        (``model``, ``text``, ``finished``) is gathered there as it goes out."""
         params = {**params, "stream_options": {"include_usage": True}}
         name, (head, rest), failed = await self._first_answer(
             plan, lambda endpoint: self.open_stream(endpoint, messages, params)
         )
         return StreamingResponse(
-            self._relay(name, head, rest, wants_usage, on_answer, on_end),
+            self._relay(name, head, rest, wants_usage, on_answer, on_end, collected),
             media_type="text/event-stream",
             headers={**headers, **_answer_headers(name, failed)},
         )
 
-    async def _relay(self, name, head, rest, wants_usage: bool, on_answer, on_end):
+    async def _relay(self, name, head, rest, wants_usage: bool, on_answer, on_end, collected):
         finished = False
+        parts: list[str] | None = None if collected is None else []
         try:
-            async with aclosing(self._lines(name, head, rest, wants_usage, on_answer)) as lines:
+            lines = self._lines(name, head, rest, wants_usage, on_answer, parts)
+            async with aclosing(lines) as lines:
                 async for line in lines:
                     yield line
             finished = True
         finally:
+            if collected is not None:
+                collected.update(model=name, text="".join(parts), finished=finished)
             # not finished: closed before [DONE] went out, Starlette saw the client leave
             on_end(200 if finished else CLIENT_CLOSED)
 
-    async def _lines(self, name, head, rest, wants_usage: bool, on_answer):
-        """The stream's events as relayed, then its usage chunk (if asked for) and [DONE]."""
+    async def _lines(self, name, head, rest, wants_usage: bool, on_answer, parts=None):
+        """The stream's events as relayed, then its usage chunk (if asked for) and [DONE];
+        the answer's text pieces appended to ``parts`` (when given)."""
         usage = held = None
 
         def event(chunk: dict) -> str | None:
             nonlocal usage, held
             usage = chunk.get("usage") or usage
+            if parts is not None:
+                parts.append(_delta_text(chunk))
             if not wants_usage:
                 if not chunk.get("choices"):
                     return None  # the usage-only chunk the client did not ask for
@@ -204,3 +214,12 @@ def _answer_headers(model: str, failed: int) -> dict[str, str]:
 def client_closed() -> Response:
     """The response to a request whose client has left (never delivered; 499 in metrics)."""
     return Response(status_code=CLIENT_CLOSED)
+
+
+def _delta_text(chunk: dict) -> str:
+    """The text a stream chunk adds to the first choice's answer ("" if none)."""
+    try:
+        content = chunk["choices"][0]["delta"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return content if isinstance(content, str) else ""

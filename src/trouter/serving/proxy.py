@@ -349,9 +349,15 @@ class ChatHandler:
                 self.metrics.record_client_abort(label, streamed=True)
 
         wants_usage = bool((req.stream_options or {}).get("include_usage"))
+        labelled = self.background is not None and plan.routed
+        collected: dict | None = {} if labelled else None  # the answer, as it streams out
         response = await self.forwarder.stream(
-            plan, messages, params, reply_headers, wants_usage, on_answer, on_end
+            plan, messages, params, reply_headers, wants_usage, on_answer, on_end, collected
         )
+        if labelled:  # runs once the stream has ended
+            response.background = BackgroundTask(
+                self.background.offer_stream, rid, plan, messages, collected
+            )
         response.counted_at_end = True  # type: ignore[attr-defined]
         return response
 
