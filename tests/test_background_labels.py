@@ -133,6 +133,36 @@ def test_the_daily_budget_stops_background_calls_once_spent(standin, tmp_path):
         assert _metrics(base)[("trouter_background_spend_usd_total", ())] == spent
 
 
+def test_workers_on_one_store_share_one_daily_budget(standin, tmp_path):
+    """Two proxies (workers or replicas) on one store: once the first has recorded the
+    day's budget, the second, which has spent nothing itself, starts no background job."""
+    first, first_loop = _proxy(standin, tmp_path, budget_usd_per_day=1e-3)
+    second, _ = _proxy(standin, tmp_path, budget_usd_per_day=1e-3)
+    done = ("trouter_background_jobs_total", (("kind", "label"), ("outcome", "done")))
+    skipped = ("trouter_background_jobs_total", (("kind", "label"), ("outcome", "over_budget")))
+    with serving(first) as one, serving(second) as two, httpx.Client() as client:
+        assert _chat(client, one, "What is 1 plus 1?").status_code == 200
+        failed = ("trouter_background_jobs_total", (("kind", "label"), ("outcome", "failed")))
+        _until(lambda: _metrics(one).get(done, 0) + _metrics(one).get(failed, 0) == 1)
+        # recorded where both can see it
+        assert sum(first_loop.store.background_spend().values()) >= 1e-3
+        calls = standin.total_calls
+        for i in range(2):
+            assert _chat(client, two, f"What is {i} times 7?").status_code == 200
+        _until(lambda: _metrics(two).get(skipped, 0) == 2)
+        assert standin.total_calls == calls + 2  # the served answers, nothing in the background
+        assert _metrics(two)[("trouter_background_spend_usd_total", ())] == 0
+
+
+def test_a_judged_answer_records_what_the_judge_cost(standin, tmp_path):
+    app, loop = _proxy(standin, tmp_path, judge_rate=1.0, threshold=99.0)  # judge, no labels
+    with serving(app) as base, httpx.Client() as client:
+        assert _chat(client, base, "What is 2 plus 2?").status_code == 200
+        _until(lambda: "judge" in loop.store.background_spend())
+        spent = _metrics(base)[("trouter_background_spend_usd_total", ())]
+    assert loop.store.background_spend() == pytest.approx({"judge": spent})
+
+
 def test_a_hanging_or_failing_background_model_never_delays_or_fails_the_user(standin, tmp_path):
     app, loop = _proxy(standin, tmp_path)
     with serving(app) as base, httpx.Client() as client:

@@ -109,6 +109,16 @@ def test_label_rows_are_read_back_since_a_time(store) -> None:
     ]
 
 
+def test_background_spend_is_a_ledger_per_kind_since_a_time(store) -> None:
+    assert store.add_spend("r1:label", "label", 0.03, now=100.0)
+    assert store.add_spend("r1:judge", "judge", 0.002, now=150.0)
+    assert store.add_spend("r2:label", "label", 0.05, now=200.0)
+    assert not store.add_spend("r2:label", "label", 0.05, now=210.0)  # recorded once
+    assert store.background_spend() == pytest.approx({"label": 0.08, "judge": 0.002})
+    assert store.background_spend(since=155.0) == pytest.approx({"label": 0.05})
+    assert store.purge(now=store.ttl_s + 160.0)["background_spend"] == 2
+
+
 def test_the_log_writes_in_batches_off_the_calling_thread(store) -> None:
     seen: list[int] = []
     log = DecisionLog(store, batch=50, interval_s=0.05, on_written=seen.append)

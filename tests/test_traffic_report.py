@@ -103,6 +103,8 @@ def test_report_cli_prints_json_and_a_plot(rows, tmp_path) -> None:
     store = Store.open(url)
     _log_uniform(store, rows)
     store.add_label("l1", {rows[0][0]: 1.0}, spend_usd=0.25)
+    store.add_spend("l1:label", "label", 0.25)  # the background ledger, as the proxy keeps it
+    store.add_spend("r9:judge", "judge", 0.05)
     store.close()
     runner = CliRunner()
     png = tmp_path / "traffic.png"
@@ -111,7 +113,8 @@ def test_report_cli_prints_json_and_a_plot(rows, tmp_path) -> None:
     assert out.exit_code == 0, out.output
     report = json.loads(out.output)
     assert report["requests"] == len(rows[1]) == report["feedback_events"]
-    assert report["spend_usd"] > 0 and report["background_spend_usd"] == 0.25
+    assert report["spend_usd"] > 0 and report["background_spend_usd"] == pytest.approx(0.30)
+    assert report["background_spend_by_kind"] == pytest.approx({"label": 0.25, "judge": 0.05})
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = runner.invoke(app, ["report", "traffic", "--store", url, "--rounds", "50"])
     assert table.exit_code == 0 and "doubly robust" in table.output

@@ -67,7 +67,9 @@ def _print(report: dict) -> None:
         f"{report['feedback_events']} feedback events ({report['feedback_coverage']:.1%} of "
         f"requests scored); exploration {report['exploration_share']:.1%} "
         f"(${report['exploration_spend_usd']:.4f}); {report['background_labels']} background "
-        f"labels (${report['background_spend_usd']:.4f}, apart from served spend)"
+        f"labels; background spend ${report['background_spend_usd']:.4f} (labels "
+        f"${report['background_spend_by_kind'].get('label', 0.0):.4f}, judging served answers "
+        f"${report['background_spend_by_kind'].get('judge', 0.0):.4f}), apart from served spend"
     )
     table = Table("model", "requests", "share", "spend $", "feedback", "mean score", "ms")
     for name, row in report["models"].items():

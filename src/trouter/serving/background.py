@@ -13,11 +13,14 @@ After a routed, non-streamed reply has been sent, the proxy may spend money on l
   stored as served feedback with ``source=judge``.
 
 Every background call is costed from its usage and the pool's prices and charged to a daily
-USD budget (UTC days; a restart counts the day's label spend already in the store). A job
-starts only while the day's budget is not spent and stops between calls once it is, so a
-day may end over budget by at most the calls of the jobs in flight. Jobs wait in a bounded
-queue and run under a semaphore; a full queue drops the job and counts it. Nothing here
-runs before the reply has gone, and no failure here reaches the request.
+USD budget (UTC days). The budget is the store's: every job records what it cost in the
+store's spend ledger (finished or not), and the day's spend is the ledger's sum (every
+worker's and replica's, a restart's too) plus this process's spend not yet recorded. A job
+starts only while the day's budget is not spent and stops between calls once it is, so a day
+may end over budget by at most the calls of the jobs in flight (in every process sharing the
+store). Jobs wait in a bounded queue and run under a semaphore; a full queue drops the job
+and counts it. Nothing here runs before the reply has gone, and no failure here reaches the
+request.
 
 There is no reference answer in serving, so the judge grades each answer against the
 question alone (:data:`NO_REFERENCE`); a verdict it cannot parse leaves that model out of
@@ -32,6 +35,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +56,10 @@ NO_REFERENCE = (
     "(none available: judge whether the candidate answers the question correctly and "
     "completely on its own merits)"
 )
+#: The running job's spend (one list per worker task).
+_JOB_SPEND: ContextVar[list[float] | None] = ContextVar("background_job_spend", default=None)
+#: How often the day's background spend is re-read from the (shared) store, in seconds.
+SPEND_REFRESH_S = 1.0
 DAY_S = 86_400.0
 _WEIGHTS = re.compile(r"weights\(([^,]+),([^)]+)\)")
 
@@ -145,6 +153,7 @@ class BackgroundLabeller:
         )
         self._routed = 0
         self._day, self._spent = self._today(), 0.0
+        self._stored, self._stored_at = 0.0, 0.0  # the store's spend today, and when read
         self._queue: asyncio.Queue[_Job] | None = None
         self._workers: list[asyncio.Task] = []
 
@@ -153,28 +162,52 @@ class BackgroundLabeller:
     def _today() -> float:
         return time.time() // DAY_S * DAY_S
 
-    def spent_today(self) -> float:
+    async def spent_today(self) -> float:
+        """USD spent on background calls today: what the store records (every worker's and
+        replica's labels and judgements, re-read at most every ``SPEND_REFRESH_S``, off the
+        event loop) plus this process's spend not recorded yet (jobs in progress, or
+        failed after paying)."""
         if self._today() != self._day:
-            self._day, self._spent = self._today(), 0.0
-        return self._spent
+            self._day, self._spent, self._stored_at = self._today(), 0.0, 0.0
+        if time.monotonic() - self._stored_at >= SPEND_REFRESH_S:
+            try:
+                spend = await asyncio.to_thread(self.loop.store.background_spend, self._day)
+                self._stored = sum(spend.values())
+                self._stored_at = time.monotonic()
+            except Exception as err:  # noqa: BLE001 - a store outage keeps the last figure
+                log.warning("background: store spend unreadable (%s); using the last", err)
+        return self._stored + self._spent
 
-    def over_budget(self) -> bool:
-        return self.spent_today() >= self.settings.budget_usd_per_day
+    async def over_budget(self) -> bool:
+        return await self.spent_today() >= self.settings.budget_usd_per_day
 
     def _charge(self, usd: float | None) -> float:
         usd = float(usd or 0.0)
-        self.spent_today()
         self._spent += usd
+        if (job := _JOB_SPEND.get()) is not None:
+            job[0] += usd
         self.metrics.spend.inc(usd)
         return usd
+
+    async def _record_spend(self, job: _Job, usd: float) -> None:
+        """Put what ``job`` cost (finished or not) in the store's ledger, where every
+        process sharing the store counts it; kept here if the store cannot take it."""
+        if usd <= 0:
+            return
+        event_id = f"{job.request_id}:{job.kind}"
+        try:
+            await asyncio.to_thread(self.loop.store.add_spend, event_id, job.kind, usd)
+        except Exception as err:  # noqa: BLE001 - counted here instead, never lost
+            log.warning("background: spend of %s not recorded (%s)", event_id, err)
+            return
+        self._spent = max(self._spent - usd, 0.0)
+        self._stored += usd  # until the next read of the store says so itself
 
     # ----- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Start the workers (call inside the running event loop)."""
         if self._queue is not None:
             return
-        _, stored = self.loop.store.label_spend(since=self._day)  # survives a restart
-        self._spent = stored
         self._queue = asyncio.Queue(self.settings.max_queue)
         self._workers = [
             asyncio.create_task(self._work()) for _ in range(self.settings.max_concurrency)
@@ -239,8 +272,10 @@ class BackgroundLabeller:
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
+            spent = [0.0]  # what this job's calls cost (_charge adds to it)
+            _JOB_SPEND.set(spent)  # each worker is its own task: its own context
             try:
-                if self.over_budget():
+                if await self.over_budget():
                     outcome = "over_budget"
                 elif job.kind == "judge":
                     outcome = await self._judge_served(job)
@@ -251,6 +286,7 @@ class BackgroundLabeller:
                 outcome = "failed"
             finally:
                 self._queue.task_done()
+            await self._record_spend(job, spent[0])
             if outcome is not None:
                 self.metrics.jobs.labels(kind=job.kind, outcome=outcome).inc()
 
@@ -276,7 +312,7 @@ class BackgroundLabeller:
             return None
         answers, spend = {job.served: job.answer}, 0.0
         for model in calls:
-            if self.over_budget():
+            if await self.over_budget():
                 break
             text, usd = await self._call("answer", self.endpoints[model], job.messages, {})
             spend += usd
@@ -284,7 +320,7 @@ class BackgroundLabeller:
                 answers[model] = text
         scores: dict[str, float] = {}
         for model, text in answers.items():
-            if self.over_budget():
+            if await self.over_budget():
                 break
             score, usd = await self._verdict(job.question, text)
             spend += usd

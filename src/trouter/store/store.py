@@ -283,6 +283,25 @@ class Store:
         )
         return [(rid, json.loads(scores), float(t)) for rid, scores, t in rows]
 
+    # ----- background spend --------------------------------------------------------------
+    def add_spend(self, event_id: str, kind: str, usd: float, now: float | None = None) -> bool:
+        """Record what one background job (``kind``: label, judge) cost; once per id."""
+        now = time.time() if now is None else now
+        changed = self.backend.execute(
+            "INSERT INTO background_spend (event_id, kind, usd, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            (event_id, kind, float(usd), now, now + self.ttl_s),
+        )
+        return bool(changed)
+
+    def background_spend(self, since: float = 0.0) -> dict[str, float]:
+        """USD of background jobs since ``since``, per kind (label, judge)."""
+        rows = self.backend.fetchall(
+            "SELECT kind, sum(usd) FROM background_spend WHERE created_at >= ? GROUP BY kind",
+            (since,),
+        )
+        return {kind: float(usd) for kind, usd in rows}
+
     def label_spend(self, since: float = 0.0) -> tuple[int, float]:
         ((count, spend),) = self.backend.fetchall(  # fmt: skip
             "SELECT count(*), coalesce(sum(spend_usd), 0) FROM labels WHERE created_at >= ?",
@@ -293,7 +312,8 @@ class Store:
     # ----- retention -------------------------------------------------------------------------
     def purge(self, now: float | None = None) -> dict[str, int]:
         """Apply the TTL: blank expired decisions' text and features, delete them one TTL
-        after expiry; delete expired feedback and labels. Counts of rows touched."""
+        after expiry; delete expired feedback, labels and spend records. Counts of rows
+        touched."""
         now = time.time() if now is None else now
         b = self.backend
         blanked = b.execute(
@@ -305,7 +325,9 @@ class Store:
         deleted = b.execute("DELETE FROM decisions WHERE expires_at < ?", (now - self.ttl_s,))
         feedback = b.execute("DELETE FROM feedback WHERE expires_at < ?", (now,))
         labels = b.execute("DELETE FROM labels WHERE expires_at < ?", (now,))
-        return {"blanked": blanked, "decisions": deleted, "feedback": feedback, "labels": labels}
+        spend = b.execute("DELETE FROM background_spend WHERE expires_at < ?", (now,))
+        return {"blanked": blanked, "decisions": deleted, "feedback": feedback, "labels": labels,
+                "background_spend": spend}  # fmt: skip
 
     def counts(self) -> dict[str, int]:
         out = {}

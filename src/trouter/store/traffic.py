@@ -51,7 +51,8 @@ def traffic_report(store: Store, since_s: float | None = None, now: float | None
         sources[source] += 1
     # a decision scored several times counts with its mean score
     scores = {rid: float(np.mean(values)) for rid, values in received.items()}
-    labels, label_spend = store.label_spend(start)
+    labels, _ = store.label_spend(start)
+    background = store.background_spend(start)  # the ledger: labels and judgements
     n = len(decisions)
     spend = sum(d.cost_usd or 0.0 for d in decisions)
     explored = [d for d in decisions if d.explored]
@@ -66,7 +67,8 @@ def traffic_report(store: Store, since_s: float | None = None, now: float | None
         "exploration_share": len(explored) / n if n else 0.0,
         "exploration_spend_usd": sum(d.cost_usd or 0.0 for d in explored),
         "background_labels": labels,
-        "background_spend_usd": label_spend,
+        "background_spend_usd": sum(background.values()),
+        "background_spend_by_kind": background,
         "models": _per_model(decisions, scores, n),
         "cells": _per_cell(decisions, scores),
         "off_policy": off_policy(logged(decisions, scores, store.label_rows(start)), rounds),
