@@ -1,7 +1,7 @@
 """Choose the online router's design on validation streams (never the test rows).
 
 For each task of a suite, the stream is the task's train and validation rows only; the base
-is fitted on the other tasks. Two comparisons:
+is fitted on the other tasks. The comparisons:
 
 * ``cells`` (base best-single, cheap, so that only the cells differ): one cell (a per-task
   posterior) against k-means cells (4, 16) on the static embedding;
@@ -9,7 +9,9 @@ is fitted on the other tasks. Two comparisons:
   the training rows' best-single, best-single re-estimated on the background labels, or
   the base itself;
 * ``test`` (base ``auto``): Student's t or normal quantiles in the anchor's and the base's
-  tests.
+  tests;
+* ``looks`` (base ``auto``): the tests re-run after every label, or only at doubling label
+  counts with the error rate split over the looks.
 
 Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
 mean ± std over seeds, at the label budgets given, with the oracle's beside them. Run:
@@ -51,6 +53,13 @@ COMPARISONS = {
         {
             "online-t": {"student_t": True},
             "online-normal": {"student_t": False},
+        },
+    ),
+    "looks": (
+        "auto",
+        {
+            "online-every": {"looks": "every"},
+            "online-doubling": {"looks": "doubling"},
         },
     ),
 }

@@ -28,7 +28,6 @@ decides whether to spend one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -47,6 +46,7 @@ from trouter.routers.base import (
 )
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.online_anchor import AnchorTests
+from trouter.routers.online_events import EventLearning
 from trouter.routers.online_labels import label_priority, label_targets
 from trouter.routers.online_posterior import Decisions, Rule, decide
 from trouter.routers.online_stats import EvidenceStats
@@ -55,12 +55,15 @@ from trouter.routers.tuning import embed, merge
 #: What is served with no evidence: ``best-single`` (the pool's best model on the base's
 #: training rows; the base's choice must earn its way in with evidence) or ``base``.
 ANCHORS = ("best-single", "base")
+#: When the anchor's and the base's tests look at the labels: after ``every`` label, or at
+#: ``doubling`` label counts with the error rate split over the looks (online_anchor.look).
+LOOKS = ("every", "doubling")
 #: Utility tilt of the price prior (no base): a pricier model is assumed slightly better.
 PRICE_TILT = 0.1
 
 
 @register("online")
-class OnlineRouter(AnchorTests, Router):
+class OnlineRouter(EventLearning, AnchorTests, Router):
     """A posterior per (cell, model) around a base router's predictions (see module)."""
 
     default_encoder = "static"
@@ -86,6 +89,7 @@ class OnlineRouter(AnchorTests, Router):
         anchor: str = "best-single",
         anchor_learns: bool = True,
         student_t: bool = False,
+        looks: str = "every",
         **params: Any,
     ) -> None:
         super().__init__(
@@ -108,10 +112,13 @@ class OnlineRouter(AnchorTests, Router):
             anchor=str(anchor),
             anchor_learns=bool(anchor_learns),
             student_t=bool(student_t),
+            looks=str(looks),
             **params,
         )
         if anchor not in ANCHORS:
             raise ValueError(f"online anchor must be one of {ANCHORS}, got {anchor!r}")
+        if looks not in LOOKS:
+            raise ValueError(f"online looks must be one of {LOOKS}, got {looks!r}")
         if cells < 1 or not 0.5 <= confidence < 1 or not 0 <= explore <= 0.5:
             raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
         if half_life is not None and half_life <= 0:
@@ -337,84 +344,6 @@ class OnlineRouter(AnchorTests, Router):
             list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models),
             extras=extras,
         )  # fmt: skip
-
-    # ----- learning -----------------------------------------------------------------------
-    def partial_fit(self, events: Iterable[dict[str, Any]]) -> OnlineRouter:
-        """Apply events (see module); an id seen before, or an unknown model, is skipped."""
-        models = self._require_fitted()
-        fresh = [e for e in events if str(e["id"]) not in self._seen]
-        missing = [e for e in fresh if "prior_performance" not in e]
-        if missing:
-            feats = self.features([str(e["query"]) for e in missing])
-            for i, event in enumerate(missing):  # filled in place: recomputed once only
-                event["prior_performance"] = feats["performance"][i]
-                event["prior_cost"] = feats["cost"][i]
-                event["cell"] = int(feats["cell"][i])
-        index = {name: j for j, name in enumerate(models)}
-        for event in fresh:
-            key = str(event["id"])
-            if key in self._seen:  # repeated within this batch
-                continue
-            self._seen.add(key)
-            self.seen_ids_.append(key)
-            cell = int(event.get("cell", 0)) if self.stats_.total > 0 else 0
-            weight = self.stats_.weight(float(event.get("t", 0.0)))
-            if event.get("kind", "served") == "label":
-                perf = self._prior_vector(event["prior_performance"], 0)
-                cost = self._prior_vector(event["prior_cost"], 1)
-                self._apply_label(event, index, perf, cost, cell, weight)
-            elif event["model"] in index:
-                j = index[event["model"]]
-                perf_j = self._prior_at(event["prior_performance"], j, 0)
-                observed_cost = event.get("cost")
-                residual_cost = (
-                    0.0
-                    if observed_cost is None
-                    else float(observed_cost) - self._prior_at(event["prior_cost"], j, 1)
-                )
-                self.stats_.add(cell, j, float(event["score"]) - perf_j, residual_cost, weight)
-            else:
-                self.skipped_events_ += 1
-        return self
-
-    def _prior_at(self, values: Sequence[float], j: int, which: int) -> float:
-        """Model ``j``'s recorded prior, or its price prior for a model added since."""
-        return float(values[j]) if j < len(values) else float(self.price_prior()[which][j])
-
-    def _prior_vector(self, values: Sequence[float], which: int) -> np.ndarray:
-        """A recorded prior vector, completed from the price prior if the pool has grown."""
-        if len(values) == len(self.models_):
-            return np.asarray(values, dtype=float)
-        out = np.array(self.price_prior()[which], dtype=float)
-        given = np.asarray(values, dtype=float)[: len(out)]
-        out[: len(given)] = given
-        return out
-
-    def _apply_label(self, event, index, perf, cost, cell, weight) -> None:
-        m = len(index)
-        scores, costs = np.full(m, np.nan), np.full(m, np.nan)
-        for name, score in event["scores"].items():
-            if name in index:
-                scores[index[name]] = float(score)
-        for name, value in (event.get("costs") or {}).items():
-            if name in index and value is not None:
-                costs[index[name]] = float(value)
-        observed = ~np.isnan(scores)
-        if not observed.any():
-            self.skipped_events_ += 1
-            return
-        cost_residual = np.where(np.isnan(costs), 0.0, costs - cost)
-        self.stats_.add_full(cell, scores - perf, cost_residual, observed, weight)
-        self.label_perf_ = np.vstack([self.label_perf_, scores])
-        self.label_cost_ = np.vstack([self.label_cost_, np.where(np.isnan(costs), cost, costs)])
-        self.label_prior_perf_ = np.vstack([self.label_prior_perf_, perf])
-        self.label_prior_cost_ = np.vstack([self.label_prior_cost_, cost])
-        self.label_time_ = np.append(self.label_time_, float(event.get("t", 0.0)))
-        self.label_cell_ = np.append(self.label_cell_, cell)
-        self.label_guard_ = np.append(self.label_guard_, index.get(event.get("base_model"), -1))
-        proposal = index.get(event.get("proposal_model"), -1)
-        self.label_proposal_ = np.append(self.label_proposal_, proposal)
-        self._cached = {}
 
     # ----- persistence: statistics as arrays, the base nested ------------------------------
     def get_state(self) -> dict[str, Any]:

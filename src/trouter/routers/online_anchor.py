@@ -46,17 +46,32 @@ class Labels:
         return len(self.time)
 
 
-def snapshot(router) -> Labels:
-    """The router's labels. The learner thread of a serving process appends labels while
-    requests read them: each array is replaced, never changed in place, so one read of each,
-    cut to the shortest, is consistent."""
+def snapshot(router, first: int | None = None) -> Labels:
+    """The router's labels (the ``first`` ones only, when given). The learner thread of a
+    serving process appends labels while requests read them: each array is replaced, never
+    changed in place, so one read of each, cut to the shortest, is consistent."""
     arrays = (
         router.label_perf_, router.label_cost_, router.label_prior_perf_,
         router.label_prior_cost_, router.label_time_, router.label_cell_, router.label_guard_,
         router.label_proposal_,
     )  # fmt: skip
     n = min(len(a) for a in arrays)
+    n = n if first is None else min(n, first)
     return Labels(*(a[:n] for a in arrays))
+
+
+def look(n: int, params: dict) -> tuple[int, dict]:
+    """The labels the tests read after ``n`` labels, and the parameters they run at. With
+    ``looks="every"`` all ``n``, at ``confidence``; with ``looks="doubling"`` the tests look
+    only at ``min_evidence`` x 2^k labels, the k-th look at error rate alpha / 2^(k+1)
+    (alpha = 1 - confidence), so that over every look of a stream the chance of a false move
+    stays within alpha; between looks the outcome of the last one stands."""
+    first = max(int(params["min_evidence"]), 1)
+    if params["looks"] == "every" or n < first:
+        return n, params
+    k = int(np.floor(np.log2(n / first)))
+    alpha = (1.0 - params["confidence"]) * 2.0 ** -(k + 1)
+    return first * 2**k, {**params, "confidence": 1.0 - alpha}
 
 
 def paired_gain(
@@ -163,12 +178,13 @@ class AnchorTests:
         if not self.params["anchor_learns"]:
             return trained
         # labels alone move it: served feedback (most events) leaves it cached
+        n, params = look(len(self.label_time_), self.params)
         return self._memo(
             "anchor",
             weights,
-            len(self.label_time_),
+            n,
             lambda: traffic_best_single(
-                snapshot(self), trained, weights, self.params, self.joined_late_
+                snapshot(self, n), trained, weights, params, self.joined_late_
             ),
         )
 
@@ -176,8 +192,10 @@ class AnchorTests:
         """Per model, whether the labels leave its gain over the anchor open: neither above
         ``margin`` (:func:`significant`) nor ruled out (its upper bound at or below it)."""
 
+        n, params = look(len(self.label_time_), self.params)
+
         def compute() -> np.ndarray:
-            labels, anchor = snapshot(self), self.anchor_choice(weights)
+            labels, anchor = snapshot(self, n), self.anchor_choice(weights)
             observed = weights.utility(labels.perf, labels.cost)
             share = divisors(observed.shape[1], anchor, self.joined_late_)
             out = np.zeros(observed.shape[1], dtype=bool)
@@ -185,20 +203,21 @@ class AnchorTests:
                 if j == anchor:
                     continue
                 diff = observed[:, j] - observed[:, anchor]
-                gain = paired_gain(diff, labels.time, self.params["half_life"])
-                shown = significant(gain, self.params, share[j])
-                upper = bounds(gain, self.params, share[j])[1]
-                out[j] = not shown and upper > self.params["margin"]
+                gain = paired_gain(diff, labels.time, params["half_life"])
+                shown = significant(gain, params, share[j])
+                upper = bounds(gain, params, share[j])[1]
+                out[j] = not shown and upper > params["margin"]
             return out
 
-        return self._memo("open", weights, len(self.label_time_), compute)
+        return self._memo("open", weights, n, compute)
 
-    def base_gain(self, weights: Weights) -> tuple[float, float, float]:
+    def base_gain(self, weights: Weights, first: int | None = None) -> tuple[float, float, float]:
         """(mean, standard error, weight) of the utility gain over the anchor of what the
         router would serve without it (the base's choice, or a switch the evidence
         supports: ``proposal_model`` as each label's decision recorded it), paired on the
-        background labels (discounted like every statistic)."""
-        labels = snapshot(self)
+        background labels (the ``first`` ones, when given; discounted like every
+        statistic)."""
+        labels = snapshot(self, first)
         if not len(labels):
             return 0.0, np.inf, 0.0
         anchor = self.anchor_choice(weights)
@@ -222,8 +241,12 @@ class AnchorTests:
     def base_earned(self, weights: Weights) -> bool:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
         choice beats the anchor (and the base may then serve, and switch, as it would)."""
-        return self._memo("earned", weights, len(self._seen),
-                          lambda: significant(self.base_gain(weights), self.params))  # fmt: skip
+        n, params = look(len(self.label_time_), self.params)
+        if self.params["looks"] == "every":  # any event may change the fallback proposals
+            return self._memo("earned", weights, len(self._seen),
+                              lambda: significant(self.base_gain(weights), params))  # fmt: skip
+        return self._memo("earned", weights, n,
+                          lambda: significant(self.base_gain(weights, n), params))  # fmt: skip
 
     def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
         """What the router would serve with the anchor lifted (``made``: its decisions)."""
