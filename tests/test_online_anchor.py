@@ -143,3 +143,30 @@ def test_a_rival_with_a_few_lucky_labels_does_not_hide_one_shown_ahead(mbpp_fold
         events.append(event)
     router.partial_fit(events)
     assert names[router.anchor_choice(BALANCED)] == shown
+
+
+def test_doubling_looks_move_the_anchor_only_at_their_label_counts(mbpp_fold):
+    """With looks="doubling" the anchor is decided at 8, 16, 32, ... labels, each look at a
+    smaller error rate, and stands in between; with every look it may move at any label."""
+    from trouter.routers.online_anchor import look
+
+    params = {"min_evidence": 8.0, "confidence": 0.95, "looks": "doubling"}
+    assert look(5, params) == (5, params)
+    n, at = look(20, params)
+    assert n == 16 and at["confidence"] == pytest.approx(1 - 0.05 / 4)
+    assert look(20, {**params, "looks": "every"}) == (20, {**params, "looks": "every"})
+    fitted = make_router("best-single").fit(mbpp_fold.train, mbpp_fold.validation)
+    moves = {}
+    for looks in ("every", "doubling"):
+        router = OnlineRouter.around(fitted, mbpp_fold.train, looks=looks)
+        anchors = []
+        for t in range(150):
+            router.partial_fit([_label(mbpp_fold, t)])
+            anchors.append(router.anchor_choice(BALANCED))
+        moves[looks] = [t + 1 for t in range(1, 150) if anchors[t] != anchors[t - 1]]
+    # the fixture's mbpp rows in file order: re-tested after every label, the anchor moves
+    # back and forth; looking at doubling counts it moves once, later
+    assert len(moves["every"]) > 2
+    assert moves["doubling"] and set(moves["doubling"]) <= {8, 16, 32, 64, 128}
+    assert len(moves["doubling"]) < len(moves["every"])
+    assert moves["every"][0] <= moves["doubling"][0]
