@@ -138,16 +138,17 @@ def test_background_labels_beat_the_base_on_a_new_task(mbpp_fold):
     """The base's best single model on the other tasks is a poor choice for mbpp; 25 labels
     in the stream's first 100 queries must fix that, served utility included, when the base
     is trusted (``anchor='base'``). Anchored at best-single, the paired test needs more: on
-    this 200-row fixture 25 labels give a gain of +0.10 +- 0.06, short of 95%; 40 suffice."""
+    this 180-row fixture 25 labels give a gain of +0.10 +- 0.06, short of 95%; with the tests
+    looking at doubling label counts, the look at 64 labels moves it."""
     config = OnlineConfig(
         base="best-single",
-        label_budgets=("25/100", "40/100"),
+        label_budgets=("25/100", "64/100"),
         routers=("best-single", "oracle", "online", "online-random", "online-base"),
     )
     records = {
         (r["router"], r["label_budget"]): r for r in run_stream(mbpp_fold, config, BALANCED, 0, {})
     }
-    trusted, anchored = records["online-base", "25/100"], records["online", "40/100"]
+    trusted, anchored = records["online-base", "25/100"], records["online", "64/100"]
     best_single = records["best-single", "25/100"]["utility"]
     assert records["online", "25/100"]["labels"] == 25
     assert records["online-random", "25/100"]["labels"] == 25
@@ -205,7 +206,7 @@ def test_a_new_model_gets_an_arm_and_is_labelled_first(mbpp_fold):
     assert all(d["label_priority"] == 3 for d in decisions)  # the newcomer has no labels
     assert all(d["model"] != newcomer for d in decisions)  # and no evidence yet
     stream = mbpp_fold.test
-    for t in range(20, 60):
+    for t in range(20, 76):  # 64 labels in all: the tests' look at 64
         scores = dict(zip(names, stream.performance[t].tolist(), strict=True))
         router.partial_fit(
             [
@@ -219,7 +220,7 @@ def test_a_new_model_gets_an_arm_and_is_labelled_first(mbpp_fold):
                 }
             ]
         )
-    chosen = router.route(list(stream.texts[60:120]), BALANCED)
+    chosen = router.route(list(stream.texts[76:136]), BALANCED)
     assert chosen.count(newcomer) > 30
 
 
