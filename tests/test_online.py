@@ -380,7 +380,8 @@ def test_a_newcomer_is_compared_with_the_anchor_on_pair_labels(mbpp_fold):
         router.partial_fit([label(t, made["label_models"])])
         t += 1
     assert router.models_[router.anchor_choice(BALANCED)] == newcomer, t
-    assert t - 8 >= router.params["min_evidence"]
+    # tested on its own looks: at doubling counts of the labels that score it
+    assert t - 8 in {8, 16, 32, 64}
     (made,) = router.decide([stream.texts[t]], BALANCED)
     assert made["model"] == newcomer
     assert made["label_models"] == router.models_  # decided: full labels again

@@ -132,13 +132,21 @@ def divisors(m: int, anchor: int, late: np.ndarray | None = None) -> np.ndarray:
 
 
 def traffic_best_single(
-    labels: Labels, trained: int, weights: Weights, params: dict, late: np.ndarray | None = None
+    labels: Labels,
+    trained: int,
+    weights: Weights,
+    params: dict,
+    late: np.ndarray | None = None,
+    own: dict[int, tuple[float, bool]] | None = None,
 ) -> int:
     """The labels' best model among those that significantly beat ``trained`` (the
     training rows' best-single) on the labelled queries, else ``trained`` (``late``: the
-    models that joined since fitting, see :func:`divisors`)."""
+    models that joined since fitting, see :func:`divisors`; ``own``: {model: (mean gain,
+    shown ahead)} of models tested on their own looks instead)."""
+    own = own or {}
+    shown = [(mean, j) for j, (mean, ahead) in own.items() if ahead]
     if len(labels) < params["min_evidence"]:
-        return trained
+        return max(shown)[1] if shown else trained
     observed = weights.utility(labels.perf, labels.cost)
     gains = [
         paired_gain(observed[:, j] - observed[:, trained], labels.time, params["half_life"])
@@ -147,12 +155,17 @@ def traffic_best_single(
     share = divisors(observed.shape[1], trained, late)
     # each rival tested at its Bonferroni level, the best mean among those that pass taken
     # (a rival with a few lucky labels must not hide one that is shown ahead on many)
-    shown = [
+    shown += [
         (gain[0], j)
         for j, gain in enumerate(gains)
-        if j != trained and significant(gain, params, share[j])
+        if j != trained and j not in own and significant(gain, params, share[j])
     ]
     return max(shown)[1] if shown else trained
+
+
+def _rows(own: dict[int, tuple[int, dict]]) -> tuple[tuple[int, int], ...]:
+    """(model, labels read) of each own look: what a cached outcome depends on."""
+    return tuple((j, rows) for j, (rows, _) in sorted(own.items()))
 
 
 class AnchorTests:
@@ -179,20 +192,47 @@ class AnchorTests:
             return trained
         # labels alone move it: served feedback (most events) leaves it cached
         n, params = look(len(self.label_time_), self.params)
-        return self._memo(
-            "anchor",
-            weights,
-            n,
-            lambda: traffic_best_single(
-                snapshot(self, n), trained, weights, params, self.joined_late_
-            ),
-        )
+        own = self._own_looks()
+
+        def compute() -> int:
+            share = divisors(len(self.models_), trained, self.joined_late_)
+            tested = {}
+            for j, (rows, at) in own.items():
+                gain = self._gain_over(weights, j, trained, rows)
+                tested[j] = (gain[0], significant(gain, at, share[j]))
+            return traffic_best_single(snapshot(self, n), trained, weights, params,
+                                       self.joined_late_, tested)  # fmt: skip
+
+        return self._memo("anchor", weights, (n, *_rows(own)), compute)
+
+    def _own_looks(self) -> dict[int, tuple[int, dict]]:
+        """With doubling looks, each model that joined late is tested on its own schedule:
+        at doubling counts of the labels that score it (its comparison starts when it
+        joins), not at the pool's. {model: (leading labels its look reads, parameters)}."""
+        if self.params["looks"] == "every":
+            return {}
+        out = {}
+        for j in np.flatnonzero(np.asarray(self.joined_late_, dtype=bool)):
+            scored = np.flatnonzero(~np.isnan(self.label_perf_[:, j]))
+            m, at = look(len(scored), self.params)
+            if m:
+                out[int(j)] = (int(scored[m - 1]) + 1, at)
+        return out
+
+    def _gain_over(self, weights: Weights, j: int, reference: int, rows: int | None = None):
+        """:func:`paired_gain` of model ``j`` over ``reference`` on the leading ``rows``
+        labels (all: None)."""
+        labels = snapshot(self, rows)
+        observed = weights.utility(labels.perf, labels.cost)
+        diff = observed[:, j] - observed[:, reference]
+        return paired_gain(diff, labels.time, self.params["half_life"])
 
     def anchor_comparison_open(self, weights: Weights) -> np.ndarray:
         """Per model, whether the labels leave its gain over the anchor open: neither above
         ``margin`` (:func:`significant`) nor ruled out (its upper bound at or below it)."""
 
         n, params = look(len(self.label_time_), self.params)
+        own = self._own_looks()
 
         def compute() -> np.ndarray:
             labels, anchor = snapshot(self, n), self.anchor_choice(weights)
@@ -202,14 +242,18 @@ class AnchorTests:
             for j in range(observed.shape[1]):
                 if j == anchor:
                     continue
-                diff = observed[:, j] - observed[:, anchor]
-                gain = paired_gain(diff, labels.time, params["half_life"])
-                shown = significant(gain, params, share[j])
-                upper = bounds(gain, params, share[j])[1]
-                out[j] = not shown and upper > params["margin"]
+                if j in own:  # a newcomer, on its own looks
+                    rows, at = own[j]
+                    gain = self._gain_over(weights, j, anchor, rows)
+                else:
+                    diff = observed[:, j] - observed[:, anchor]
+                    gain, at = paired_gain(diff, labels.time, params["half_life"]), params
+                shown = significant(gain, at, share[j])
+                upper = bounds(gain, at, share[j])[1]
+                out[j] = not shown and upper > at["margin"]
             return out
 
-        return self._memo("open", weights, n, compute)
+        return self._memo("open", weights, (n, *_rows(own)), compute)
 
     def base_gain(self, weights: Weights, first: int | None = None) -> tuple[float, float, float]:
         """(mean, standard error, weight) of the utility gain over the anchor of what the
