@@ -52,6 +52,9 @@ def _proxy(standin: StandIn, folder: Path, **background):
     service = RoutingService(
         price_prior_router(routed), prices={e.name: e.prices for e in routed.models}
     )
+    # on a fresh cache the first route distils the static encoder (minutes on a loaded
+    # machine): done here, not inside a request with a client timeout
+    service.route("warm the encoder")
     loop = FeedbackLoop(Store.open(f"sqlite:///{folder / 's.db'}"), service, learn=True,
                         fold_interval_s=0.2)  # fmt: skip
     settings = BackgroundSettings(judge=JUDGE, **{"budget_usd_per_day": 5.0, **background})
