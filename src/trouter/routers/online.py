@@ -28,7 +28,7 @@ decides whether to spend one).
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,8 @@ ANCHORS = ("best-single", "base")
 #: with the error rate split over the looks (online_anchor.look; safer on every validation
 #: suite), or after ``every`` label at the full rate (learns faster on RouterBench).
 LOOKS = ("every", "doubling")
+#: The decision rule's parameters, read from the router's.
+RULE_FIELDS = tuple(f.name for f in fields(Rule))
 #: Utility tilt of the price prior (no base): a pricier model is assumed slightly better.
 PRICE_TILT = 0.1
 
@@ -131,7 +133,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
     @property
     def rule(self) -> Rule:
         p = self.params
-        return Rule(**{k: p[k] for k in asdict(Rule()) if k in p})
+        return Rule(**{k: p[k] for k in RULE_FIELDS if k in p})
 
     # ----- fitting -----------------------------------------------------------------------
     @classmethod
@@ -219,6 +221,10 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
     def best_single(self, weights: Weights) -> int:
         """The model with the best mean utility on the base's training rows (price prior for a
         model added since, or when the rows lack its scores)."""
+        # asked on every decision; it changes only when a model joins
+        return self._memo("best", weights, len(self.models_), lambda: self._best_single(weights))
+
+    def _best_single(self, weights: Weights) -> int:
         perf_prior, cost_prior = self.price_prior()
         perf = np.where(np.isnan(self.anchor_performance_), perf_prior, self.anchor_performance_)
         cost = np.where(np.isnan(self.anchor_cost_), cost_prior, self.anchor_cost_)
