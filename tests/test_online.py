@@ -385,3 +385,13 @@ def test_a_newcomer_is_compared_with_the_anchor_on_pair_labels(mbpp_fold):
     (made,) = router.decide([stream.texts[t]], BALANCED)
     assert made["model"] == newcomer
     assert made["label_models"] == router.models_  # decided: full labels again
+
+
+def test_tenth_labels_spend_a_rate_budget_exactly():
+    """Labels of a tenth of a full one each: 25 per 1,000 queries' worth of full labels is
+    250 of them over 1,000 queries, none lost to rounding in the running sum (a plain
+    comparison of the float sums takes 249)."""
+    from trouter.routers.online_labels import budget_for
+
+    budget = budget_for("25per1000", 1000, "active", 0)
+    assert sum(budget.take(t, priority=3.0, cost=0.1) for t in range(1000)) == 250

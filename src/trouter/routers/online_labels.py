@@ -60,7 +60,7 @@ class LabelBudget:
         share of a full label (the models it calls over the pool's other models), so that a
         label of a few models spends the budget in proportion to its calls."""
         left = self.allowance(t) - self.used
-        if left < cost:
+        if left < cost - 1e-9:  # fractional costs add up with rounding error
             return False
         if self.mode == "random":
             per_query = self.rate / 1000.0 if self.rate is not None else None
@@ -136,9 +136,9 @@ def label_priority(
 ) -> np.ndarray:
     """How much a background label of each query is worth, in [0, 3]:
 
-    3 while some pool model is short of labels (:func:`label_targets`: fewer than
-    ``label_min``, or, given ``weights``, a model added since fitting whose comparison with
-    the anchor is still open); 2 while the query's cell has fewer than ``label_cell_min``;
+    3 while some pool model is short of labels (fewer than ``label_min``, or, given
+    ``weights``, a model added since fitting whose comparison with the anchor is still
+    open: :func:`newcomers_open`); 2 while the query's cell has fewer than ``label_cell_min``;
     otherwise the chance that a rival beats the served model, doubled (1 = even odds: the
     posteriors overlap). ``in_flight`` labels (requested, not yet arrived) count as arrived
     for the first two rules, so that late labels are not requested again and again for the
