@@ -59,7 +59,7 @@ class OnlinePolicy:
         router, weights, served = self.router, self.weights, int(made.chosen[0])
         priority = float(label_priority(router, feats, made, self.in_flight, weights)[0])
         self.proposals[row] = int(router.proposal(feats, weights, made)[0])
-        self.label_targets = label_targets(router, served, self.in_flight, weights)
+        self.label_targets = label_targets(router, made.chosen, self.in_flight, weights)[0]
         return served, float(made.propensity[0]), bool(made.explored[0]), priority
 
     def label_requested(self) -> None:

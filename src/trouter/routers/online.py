@@ -305,7 +305,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
         made = self.decide_features(feats, weights, rng)
         priority = label_priority(self, feats, made, weights=weights)
         proposal = self.proposal(feats, weights, made)
-        targets = [label_targets(self, int(j), weights=weights) for j in made.chosen]
+        targets = label_targets(self, made.chosen, weights=weights)
         return [
             {
                 "model": models[int(made.chosen[i])],

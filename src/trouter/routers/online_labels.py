@@ -170,19 +170,21 @@ def newcomers_open(
 
 
 def label_targets(
-    router: OnlineRouter, served: int, in_flight: int = 0, weights: Weights | None = None
+    router: OnlineRouter, served: np.ndarray, in_flight: int = 0, weights: Weights | None = None
 ) -> np.ndarray:
-    """The models a background label of a query served by ``served`` calls (True) and
-    judges (with the served answer): every model, except while a newcomer's comparison with
-    the anchor is open (:func:`newcomers_open`): then the newcomers alone, paired with the
-    anchor and the served model, so that a newcomer is compared with the incumbent at one
-    call per label instead of the whole pool's."""
+    """Per query, the models a background label calls (True) and judges with the served
+    answer (``served``: each query's served model): every model, except while a newcomer's
+    comparison with the anchor is open (:func:`newcomers_open`): then the newcomers alone,
+    paired with the anchor and the served model, so that a newcomer is compared with the
+    incumbent at one call per label instead of the whole pool's. Shape (queries, models)."""
+    served = np.asarray(served, dtype=int)
     m = len(router.models_)
-    targets = newcomers_open(router, in_flight, weights)
-    if not targets.any():
-        return np.ones(m, dtype=bool)
-    targets[router.anchor_choice(weights)] = True
-    targets[served] = True
+    newcomers = newcomers_open(router, in_flight, weights)
+    if not newcomers.any():
+        return np.ones((len(served), m), dtype=bool)
+    targets = np.tile(newcomers, (len(served), 1))
+    targets[:, router.anchor_choice(weights)] = True
+    targets[np.arange(len(served)), served] = True
     return targets
 
 
