@@ -30,6 +30,7 @@ from trouter.encoders import get_encoder
 from trouter.routers.online import OnlineRouter
 from trouter.serving.api import RouteResult
 from trouter.serving.learner import Learner
+from trouter.serving.newcomers import TYPICAL_CALL_TOKENS
 from trouter.store import Decision, DecisionLog, Feedback, Store
 from trouter.store.writer import Item
 
@@ -37,10 +38,6 @@ log = logging.getLogger("trouter.serving")
 
 REQUEST_ID_HEADER = "x-trouter-request-id"
 MAX_REQUEST_ID = 128
-
-
-#: Tokens of the typical call that turns per-token prices into the price prior's cost.
-PRIOR_CALL_TOKENS = (500, 300)
 
 
 def price_prior_router(pool, shared_mean: float = 0.5, **params: Any) -> OnlineRouter:
@@ -52,7 +49,7 @@ def price_prior_router(pool, shared_mean: float = 0.5, **params: Any) -> OnlineR
     """
     from trouter.data.dataset import ModelInfo, RoutingDataset
 
-    prices = [e.cost(*PRIOR_CALL_TOKENS) for e in pool.models]
+    prices = [e.cost(*TYPICAL_CALL_TOKENS) for e in pool.models]
     known = [p for p in prices if p is not None]
     fill = float(np.median(known)) if known else 1.0
     cost = np.array([[fill if p is None else p for p in prices]])

@@ -20,7 +20,8 @@ from trouter.routers.online import OnlineRouter
 
 log = logging.getLogger("trouter.serving")
 
-#: Tokens of the typical call that turns per-token prices into a normalised cost.
+#: Tokens of the typical call that turns per-token prices into a price prior's cost (here
+#: and in ``serve --router online``'s price-prior router).
 TYPICAL_CALL_TOKENS = (500, 300)
 
 
