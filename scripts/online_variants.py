@@ -11,7 +11,10 @@ is fitted on the other tasks. The comparisons:
 * ``test`` (base ``auto``): Student's t or normal quantiles in the anchor's and the base's
   tests;
 * ``looks`` (base ``auto``): the tests re-run after every label, or only at doubling label
-  counts with the error rate split over the looks.
+  counts with the error rate split over the looks;
+* ``first-look`` (base ``auto``): the first of the doubling looks at 8 or at 12 labels;
+* ``confidence`` (base ``auto``): the tests' confidence (one minus the error rate spread
+  over the doubling looks), 0.95, 0.9 or 0.8.
 
 Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
 mean ± std over seeds, at the label budgets given, with the oracle's beside them. Run:
@@ -60,6 +63,21 @@ COMPARISONS = {
         {
             "online-every": {"looks": "every"},
             "online-doubling": {"looks": "doubling"},
+        },
+    ),
+    "first-look": (
+        "auto",
+        {
+            "online-first8": {"first_look": 8},
+            "online-first12": {"first_look": 12},
+        },
+    ),
+    "confidence": (
+        "auto",
+        {
+            "online-conf95": {"confidence": 0.95},
+            "online-conf90": {"confidence": 0.9},
+            "online-conf80": {"confidence": 0.8},
         },
     ),
 }

@@ -18,6 +18,7 @@ from standin import StandIn, echo_responder
 from test_feedback_proxy import _metrics
 from test_proxy import KEY, KEY_ENV, serving, write_pool
 
+import trouter
 from trouter.llm.pool import Pool
 from trouter.serving.api import RoutingService
 from trouter.serving.background import BackgroundSettings, parse_daily_budget
@@ -225,3 +226,37 @@ def test_serve_refuses_judge_options_it_cannot_honour(tmp_path):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
         assert message in result.output
+
+
+def test_a_pool_model_the_saved_router_never_saw_is_labelled_and_learned(tmp_path):
+    """``trouter.load`` of a saved online router with a bigger pool, then served: the
+    newcomer's answers are labelled in the background and folded into its arm."""
+    os.environ[KEY_ENV] = KEY
+    newcomer = "newbie"
+    stand = StandIn(models=[*ROUTED, newcomer, JUDGE], responder=judge_responder).start()
+    try:
+        known = Pool.load(write_pool(tmp_path / "known.yaml", ROUTED, stand.base_url))
+        saved = price_prior_router(known).save(tmp_path / "online")
+        served = write_pool(tmp_path / "served.yaml", [*ROUTED, newcomer], stand.base_url)
+        pool = Pool.load(write_pool(tmp_path / "pool.yaml", [*ROUTED, newcomer, JUDGE],
+                                    stand.base_url))  # fmt: skip
+        service = trouter.load(saved, served)
+        assert newcomer in service.models
+        service.route("warm the encoder")
+        loop = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 's.db'}"), service, learn=True,
+                            fold_interval_s=0.2)  # fmt: skip
+        settings = BackgroundSettings(judge=JUDGE, budget_usd_per_day=5.0)
+        app = create_app(service, pool, ProxySettings(), feedback=loop, background=settings)
+        with serving(app) as base, httpx.Client() as client:
+            assert _chat(client, base, "What is 2 plus 3?").status_code == 200
+            _until(lambda: loop.store.counts()["labels"] == 1)
+            (event,) = loop.store.label_events()
+            assert event["scores"][newcomer] == 0.0 and stand.calls[newcomer] == 1
+            router = service.router
+            j = router.models_.index(newcomer)
+            _until(lambda: len(router.label_perf_) == 1)  # folded by the learner
+            assert router.label_perf_[0, j] == 0.0 and router.joined_late_[j] == 1.0
+        loop.close()
+    finally:
+        stand.stop()
+        os.environ.pop(KEY_ENV, None)

@@ -157,6 +157,8 @@ def test_doubling_looks_move_the_anchor_only_at_their_label_counts(mbpp_fold):
     n, at = look(20, params)
     assert n == 16 and at["confidence"] == pytest.approx(1 - 0.05 / 4)
     assert look(20, {**params, "looks": "every"}) == (20, {**params, "looks": "every"})
+    later = {**params, "first_look": 12.0}  # the schedule's start, apart from min_evidence
+    assert look(11, later) == (11, later) and look(30, later)[0] == 24
     fitted = make_router("best-single").fit(mbpp_fold.train, mbpp_fold.validation)
     moves = {}
     for looks in ("every", "doubling"):

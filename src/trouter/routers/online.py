@@ -93,6 +93,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
         anchor_learns: bool = True,
         student_t: bool = False,
         looks: str = "doubling",
+        first_look: float | None = None,
         **params: Any,
     ) -> None:
         super().__init__(
@@ -116,6 +117,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
             anchor_learns=bool(anchor_learns),
             student_t=bool(student_t),
             looks=str(looks),
+            first_look=None if first_look is None else float(first_look),
             **params,
         )
         if anchor not in ANCHORS:

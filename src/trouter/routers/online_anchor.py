@@ -63,10 +63,11 @@ def snapshot(router, first: int | None = None) -> Labels:
 def look(n: int, params: dict) -> tuple[int, dict]:
     """The labels the tests read after ``n`` labels, and the parameters they run at. With
     ``looks="every"`` all ``n``, at ``confidence``; with ``looks="doubling"`` the tests look
-    only at ``min_evidence`` x 2^k labels, the k-th look at error rate alpha / 2^(k+1)
+    only at ``first_look`` x 2^k labels (``min_evidence`` when unset), the k-th look at
+    error rate alpha / 2^(k+1)
     (alpha = 1 - confidence), so that over every look of a stream the chance of a false move
     stays within alpha; between looks the outcome of the last one stands."""
-    first = max(int(params["min_evidence"]), 1)
+    first = max(int(params.get("first_look") or params["min_evidence"]), 1)
     if params["looks"] == "every" or n < first:
         return n, params
     k = int(np.floor(np.log2(n / first)))
@@ -90,6 +91,17 @@ def paired_gain(
     second = float((weight * (diff - mean) ** 2).sum())
     variance = (second + GAIN_PRIOR_COUNT * GAIN_PRIOR_VAR) / (total + GAIN_PRIOR_COUNT)
     return mean, float(np.sqrt(variance / total)), total
+
+
+def gains_over(
+    labels: Labels, weights: Weights, reference: int, half_life: float | None
+) -> list[tuple[float, float, float]]:
+    """Each model's :func:`paired_gain` in utility over model ``reference`` on ``labels``."""
+    observed = weights.utility(labels.perf, labels.cost)
+    return [
+        paired_gain(observed[:, j] - observed[:, reference], labels.time, half_life)
+        for j in range(observed.shape[1])
+    ]
 
 
 def significant(gain: tuple[float, float, float], params: dict, rivals: float = 1) -> bool:
@@ -147,12 +159,8 @@ def traffic_best_single(
     shown = [(mean, j) for j, (mean, ahead) in own.items() if ahead]
     if len(labels) < params["min_evidence"]:
         return max(shown)[1] if shown else trained
-    observed = weights.utility(labels.perf, labels.cost)
-    gains = [
-        paired_gain(observed[:, j] - observed[:, trained], labels.time, params["half_life"])
-        for j in range(observed.shape[1])
-    ]
-    share = divisors(observed.shape[1], trained, late)
+    gains = gains_over(labels, weights, trained, params["half_life"])
+    share = divisors(len(gains), trained, late)
     # each rival tested at its Bonferroni level, the best mean among those that pass taken
     # (a rival with a few lucky labels must not hide one that is shown ahead on many)
     shown += [
@@ -222,10 +230,7 @@ class AnchorTests:
     def _gain_over(self, weights: Weights, j: int, reference: int, rows: int | None = None):
         """:func:`paired_gain` of model ``j`` over ``reference`` on the leading ``rows``
         labels (all: None)."""
-        labels = snapshot(self, rows)
-        observed = weights.utility(labels.perf, labels.cost)
-        diff = observed[:, j] - observed[:, reference]
-        return paired_gain(diff, labels.time, self.params["half_life"])
+        return gains_over(snapshot(self, rows), weights, reference, self.params["half_life"])[j]
 
     def anchor_comparison_open(self, weights: Weights) -> np.ndarray:
         """Per model, whether the labels leave its gain over the anchor open: neither above
@@ -235,19 +240,17 @@ class AnchorTests:
         own = self._own_looks()
 
         def compute() -> np.ndarray:
-            labels, anchor = snapshot(self, n), self.anchor_choice(weights)
-            observed = weights.utility(labels.perf, labels.cost)
-            share = divisors(observed.shape[1], anchor, self.joined_late_)
-            out = np.zeros(observed.shape[1], dtype=bool)
-            for j in range(observed.shape[1]):
+            anchor = self.anchor_choice(weights)
+            gains = gains_over(snapshot(self, n), weights, anchor, params["half_life"])
+            share = divisors(len(gains), anchor, self.joined_late_)
+            out = np.zeros(len(gains), dtype=bool)
+            for j, gain in enumerate(gains):
                 if j == anchor:
                     continue
+                at = params
                 if j in own:  # a newcomer, on its own looks
                     rows, at = own[j]
                     gain = self._gain_over(weights, j, anchor, rows)
-                else:
-                    diff = observed[:, j] - observed[:, anchor]
-                    gain, at = paired_gain(diff, labels.time, params["half_life"]), params
                 shown = significant(gain, at, share[j])
                 upper = bounds(gain, at, share[j])[1]
                 out[j] = not shown and upper > at["margin"]
