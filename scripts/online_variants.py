@@ -14,7 +14,9 @@ is fitted on the other tasks. The comparisons:
   counts with the error rate split over the looks;
 * ``first-look`` (base ``auto``): the first of the doubling looks at 8 or at 12 labels;
 * ``confidence`` (base ``auto``): the tests' confidence (one minus the error rate spread
-  over the doubling looks), 0.95, 0.9 or 0.8.
+  over the doubling looks), 0.95, 0.9 or 0.8;
+* ``challenge`` (base ``auto``): the share of the queries where the base's proposal differs
+  from the anchor served the proposal, as a served A/B test: 0 (off), 5%, 10% or 20%.
 
 Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
 mean ± std over seeds, at the label budgets given, with the oracle's beside them. Run:
@@ -78,6 +80,15 @@ COMPARISONS = {
             "online-conf95": {"confidence": 0.95},
             "online-conf90": {"confidence": 0.9},
             "online-conf80": {"confidence": 0.8},
+        },
+    ),
+    "challenge": (
+        "auto",
+        {
+            "online-challenge0": {"challenge": 0.0},
+            "online-challenge5": {"challenge": 0.05},
+            "online-challenge10": {"challenge": 0.1},
+            "online-challenge20": {"challenge": 0.2},
         },
     ),
 }

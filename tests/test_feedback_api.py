@@ -349,7 +349,7 @@ def test_exploration_is_capped_and_logged_with_its_propensity(tmp_path) -> None:
     kept = [p for p in picks if not p[2]]
     assert all(p[0] == ["small", "big"] and p[1] < 1 for p in kept)  # exploit, its propensity
     budget = resolve_policy("balanced", max_cost_usd=1.0)
-    assert explore("q", budget, ["small", "big"]) == (["small", "big"], 1.0, False)
+    assert explore("q", budget, ["small", "big"]) == (["small", "big"], 1.0, False, {})
     for each in (quiet, loop):
         each.close()
         each.store.close()
@@ -374,7 +374,7 @@ def test_served_feedback_alone_moves_routing_when_the_router_explores(tmp_path) 
     served = []
     for i in range(200):
         route = service.route(f"question {i}", scenario="balanced")
-        ranking, propensity, explored = explore(route.query, policy, list(route.ranking))
+        ranking, propensity, explored, _ = explore(route.query, policy, list(route.ranking))
         plan = Plan("trouter", ranking, True, None, False, route, propensity, explored)
         loop.answered(f"r{i}", plan, ranking[0], None, None, 0.0)
         assert loop.log.wait_written(f"r{i}", 5)
@@ -427,3 +427,38 @@ def test_the_log_keeps_the_routes_own_prior_without_recomputing_it(fold, loop, m
         assert row.cell == int(expected["cell"][i])
         np.testing.assert_allclose(row.features["prior_performance"],
                                    expected["performance"][i], atol=1e-6)  # fmt: skip
+
+
+def test_the_served_ab_arm_travels_through_the_log_back_into_the_router(fold, tmp_path) -> None:
+    """challenge > 0: the planner's draw puts the proposal first on its share of the
+    disagreeing queries; the arm is logged with the decision, comes back with its feedback
+    from the store, and the learner's fold lets the router's served test pass."""
+    from trouter.serving.api import resolve_policy
+    from trouter.serving.planning import Plan
+
+    base = make_router("knn").fit(fold.train, fold.validation)
+    router = OnlineRouter.around(base, fold.train, challenge=0.3)
+    service = RoutingService(router, prices={m: None for m in router.models_})
+    loop = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 's.db'}"), service, learn=True)
+    explore, policy = loop.explorer(seed=0), resolve_policy("balanced")
+    arms = {}
+    for i in range(240):
+        route = service.route(fold.test.texts[i % len(fold.test)], scenario="balanced")
+        ranking, propensity, explored, arm = explore(route.query, policy, list(route.ranking))
+        plan = Plan("trouter", ranking, True, None, False, route, propensity, explored, arm)
+        loop.answered(f"r{i}", plan, ranking[0], None, None, 0.0)
+        arms[f"r{i}"] = arm.get("ab_arm")
+        assert loop.log.wait_written(f"r{i}", 5)
+        # the proposals win wherever they were drawn: the test must find it
+        loop.add_feedback(Feedback(f"r{i}", float(arm.get("ab_arm") == "treat")))
+        if i % 20 == 19:
+            loop.learner.fold()
+    treated = [rid for rid, a in arms.items() if a == "treat"]
+    assert treated and any(a == "control" for a in arms.values())
+    events = {e["request_id"]: e for e in loop.store.served_events()}
+    assert all(events[rid]["ab_arm"] == "treat" for rid in treated)
+    assert all("ab_arm" not in events[rid] for rid, a in arms.items() if a is None)
+    assert router.ab_treated_.sum() == len(treated)
+    assert router.challenge_earned(policy.weights)
+    loop.close()
+    loop.store.close()

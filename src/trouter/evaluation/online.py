@@ -72,6 +72,7 @@ ONLINE_VARIANTS: dict[str, dict[str, Any]] = {
     "online-random": {},
     "online-nobase": {},
     "online-explore": {"explore": 0.05},
+    "online-challenge": {"challenge": 0.05},
     "online-base": {"anchor": "base"},
 }
 ONLINE_ROUTERS = tuple(ONLINE_VARIANTS)

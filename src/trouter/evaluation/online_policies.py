@@ -20,6 +20,7 @@ import numpy as np
 
 from trouter.evaluation.scenarios import Weights
 from trouter.routers.online import OnlineRouter, label_priority
+from trouter.routers.online_challenge import arm_fields
 from trouter.routers.online_labels import label_targets
 
 
@@ -47,6 +48,7 @@ class OnlinePolicy:
         self.in_flight = 0  # background labels requested and not yet learned from
         self.proposals: dict[int, int] = {}  # stream row -> proposal when it was routed
         self.label_targets: np.ndarray | None = None  # the models the last query's label calls
+        self.arms: dict[int, dict[str, Any]] = {}  # stream row -> its served A/B arm, if any
 
     def _row(self, row: int) -> dict[str, np.ndarray]:
         f = self.features
@@ -60,6 +62,9 @@ class OnlinePolicy:
         priority = float(label_priority(router, feats, made, self.in_flight, weights)[0])
         self.proposals[row] = int(router.proposal(feats, weights, made)[0])
         self.label_targets = label_targets(router, made.chosen, self.in_flight, weights)[0]
+        arm = arm_fields(made, 0, weights)
+        if arm:
+            self.arms[row] = arm
         return served, float(made.propensity[0]), bool(made.explored[0]), priority
 
     def label_requested(self) -> None:
@@ -87,6 +92,7 @@ class OnlinePolicy:
                 out["costs"] = {names[j]: event["costs"][j] for j in np.flatnonzero(seen)}
             else:
                 out.update(model=names[event["model"]], score=event["score"], cost=event["cost"])
+                out.update(self.arms.get(row, {}))
             converted.append(out)
         self.router.partial_fit(converted)
 

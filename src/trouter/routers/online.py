@@ -46,6 +46,7 @@ from trouter.routers.base import (
 )
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.online_anchor import AnchorTests
+from trouter.routers.online_challenge import ChallengeTests, arm_fields
 from trouter.routers.online_events import EventLearning
 from trouter.routers.online_labels import label_priority, label_targets
 from trouter.routers.online_posterior import Decisions, Rule, decide
@@ -66,7 +67,7 @@ PRICE_TILT = 0.1
 
 
 @register("online")
-class OnlineRouter(EventLearning, AnchorTests, Router):
+class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
     """A posterior per (cell, model) around a base router's predictions (see module)."""
 
     default_encoder = "static"
@@ -80,7 +81,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
         half_life: float | None = None,
         prior_strength: float = 10.0,
         cell_strength: float = 20.0,
-        confidence: float = 0.95,
+        confidence: float = 0.9,
         margin: float = 0.0,
         min_evidence: float = 8.0,
         explore: float = 0.0,
@@ -94,6 +95,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
         student_t: bool = False,
         looks: str = "doubling",
         first_look: float | None = None,
+        challenge: float = 0.0,
         **params: Any,
     ) -> None:
         super().__init__(
@@ -118,6 +120,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
             student_t=bool(student_t),
             looks=str(looks),
             first_look=None if first_look is None else float(first_look),
+            challenge=float(challenge),
             **params,
         )
         if anchor not in ANCHORS:
@@ -126,6 +129,8 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
             raise ValueError(f"online looks must be one of {LOOKS}, got {looks!r}")
         if cells < 1 or not 0.5 <= confidence < 1 or not 0 <= explore <= 0.5:
             raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
+        if not 0 <= challenge <= 0.5:
+            raise ValueError(f"online challenge must be in [0, 0.5], got {challenge}")
         if half_life is not None and half_life <= 0:
             raise ValueError(f"half_life must be positive, got {half_life}")
         self._base: Router | None = None
@@ -176,6 +181,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
         self.skipped_events_ = 0
         self._seen: set[str] = set()
         self._cached = {}
+        self._init_challenge()
         m = len(self.models_)
         self.label_perf_ = np.zeros((0, m))
         self.label_cost_ = np.zeros((0, m))
@@ -288,13 +294,15 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
         """Decisions for queries whose :meth:`features` were computed with ``weights``."""
         if (features["guard"] < 0).any():
             raise ValueError("features were computed without weights; pass weights to features()")
-        if self.params["anchor"] == "best-single" and not self.base_earned(weights):
+        if self.params["anchor"] == "best-single" and not self.earned(weights):
             # the base has not shown a gain over best-single: serve the anchor, no switches
-            # (the per-query switches lean on the base's predictions, not yet trusted)
-            anchor = np.full(len(features["guard"]), self.anchor_choice(weights))
-            anchored = {**features, "guard": anchor}
+            # (the per-query switches lean on the base's predictions, not yet trusted), but
+            # for the served A/B test's share (online_challenge)
+            anchor = self.anchor_choice(weights)
+            anchored = {**features, "guard": np.full(len(features["guard"]), anchor)}
             rule = replace(self.rule, min_evidence=np.inf)
-            return decide(self.stats_, anchored, weights, rule, rng)
+            made = decide(self.stats_, anchored, weights, rule, rng)
+            return self.challenged(made, features, weights, anchor, rng)
         return decide(self.stats_, features, weights, self.rule, rng)
 
     def decide(
@@ -321,6 +329,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
                 "proposal_model": models[int(proposal[i])],
                 "prior_performance": feats["performance"][i].tolist(),
                 "prior_cost": feats["cost"][i].tolist(),
+                **arm_fields(made, i, weights),
             }
             for i in range(len(made.chosen))
         ]
@@ -367,6 +376,7 @@ class OnlineRouter(EventLearning, AnchorTests, Router):
         self.stats_ = EvidenceStats.from_state(state.pop("stats_"), self.params["half_life"])
         state.setdefault("label_proposal_", np.full(len(state["label_time_"]), -1.0))
         state.setdefault("joined_late_", np.zeros(len(state["models_"])))
+        self._init_challenge()  # saved before the served A/B test existed: no arms yet
         self.__dict__.update(state)
         self.models_ = list(self.models_)
         self.seen_ids_ = list(self.seen_ids_)

@@ -297,6 +297,6 @@ class AnchorTests:
 
     def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
         """What the router would serve with the anchor lifted (``made``: its decisions)."""
-        if self.params["anchor"] != "best-single" or self.base_earned(weights):
+        if self.params["anchor"] != "best-single" or self.earned(weights):
             return made.exploit
         return decide(self.stats_, features, weights, self.rule).exploit

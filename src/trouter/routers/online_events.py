@@ -49,6 +49,9 @@ class EventLearning:
                     else float(observed_cost) - self._prior_at(event["prior_cost"], j, 1)
                 )
                 self.stats_.add(cell, j, float(event["score"]) - perf_j, residual_cost, weight)
+                if "ab_arm" in event:
+                    cost_j = self._prior_at(event["prior_cost"], j, 1) + residual_cost
+                    self._learn_arm(event, float(event["score"]), cost_j, weight)
             else:
                 self.skipped_events_ += 1
         return self

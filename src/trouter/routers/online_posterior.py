@@ -38,7 +38,7 @@ class Rule:
 
     prior_strength: float = 10.0
     cell_strength: float = 20.0
-    confidence: float = 0.95
+    confidence: float = 0.9
     margin: float = 0.0
     min_evidence: float = 8.0
     explore: float = 0.0
@@ -59,6 +59,7 @@ class Decisions:
     exploit: np.ndarray
     guard: np.ndarray
     overlap: np.ndarray
+    arm: np.ndarray | None = None  # the served A/B test's arm per query (online_challenge)
 
 
 def posterior(stats: EvidenceStats, features: dict[str, np.ndarray], weights: Weights, rule: Rule):

@@ -26,6 +26,9 @@ FIELDS = ("count", "sum_perf", "sum_cost", "sq_perf", "sq_cost", "label_count")
 #: Per pair of models (m, m): count, sums of the perf and cost residual differences, of their
 #: squares and of their product.
 PAIR_FIELDS = ("pair_count", "pair_dp", "pair_dc", "pair_dpp", "pair_dcc", "pair_dpc")
+#: Policies (weights) whose served A/B arms are kept (online_challenge), and per arm (control,
+#: treat) the moments [count, perf, cost, perf^2, cost^2, perf*cost] of served outcomes.
+MAX_POLICIES, ARM_MOMENTS = 8, 6
 
 
 class EvidenceStats:
@@ -43,6 +46,7 @@ class EvidenceStats:
         self.label_count = np.zeros((rows, m))
         for name in PAIR_FIELDS:
             setattr(self, name, np.zeros((m, m)))
+        self.arms = np.zeros((MAX_POLICIES, 2, ARM_MOMENTS))
 
     @property
     def models(self) -> int:
@@ -60,7 +64,7 @@ class EvidenceStats:
             return 1.0
         if t > self.reference_time:
             scale = 2.0 ** (-(t - self.reference_time) / self.half_life)
-            for name in FIELDS + PAIR_FIELDS:
+            for name in (*FIELDS, *PAIR_FIELDS, "arms"):
                 getattr(self, name).__imul__(scale)
             self.reference_time = float(t)
         return 2.0 ** ((t - self.reference_time) / self.half_life)
@@ -121,6 +125,7 @@ class EvidenceStats:
     # ----- persistence ---------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {name: getattr(self, name) for name in FIELDS + PAIR_FIELDS}
+        state["arms"] = self.arms
         state["reference_time"] = float(self.reference_time)
         return state
 
@@ -130,5 +135,7 @@ class EvidenceStats:
         stats = cls(count.shape[0] - 1, count.shape[1], half_life)
         for name in FIELDS + PAIR_FIELDS:
             setattr(stats, name, np.array(state[name], dtype=float))
+        if "arms" in state:  # saved before the A/B arms existed: none
+            stats.arms = np.array(state["arms"], dtype=float)
         stats.reference_time = float(state["reference_time"])
         return stats

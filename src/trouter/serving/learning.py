@@ -211,31 +211,39 @@ class FeedbackLoop:
         route = plan.route
         text = route.query if route is not None else ""
         propensity, explored = (plan.propensity, plan.explored) if not fallbacks else (1.0, False)
+        arm = plan.arm if not fallbacks else None  # a fallback's model was not drawn
         self.record(rid, route, model, text, usage, cost_usd, latency_ms, 200, fallbacks,
-                    propensity, explored)  # fmt: skip
+                    propensity, explored, arm)  # fmt: skip
 
     def explorer(self, seed: int | None = None):
-        """For an online router with ``explore`` > 0: a function the planner calls with (text,
-        policy, ranking) that returns the ranking with the router's capped exploration
-        applied, the propensity of the first model and whether it explores; else None."""
+        """For an online router with ``explore`` or ``challenge`` > 0: a function the planner
+        calls with (text, policy, ranking) that returns the ranking with the router's capped
+        exploration or served A/B draw applied, the propensity of the first model, whether it
+        explores, and its A/B arm (``ab_arm``/``ab_policy``, empty outside the test); else
+        None."""
         router = self.service.router
-        if not isinstance(router, OnlineRouter) or router.params.get("explore", 0) <= 0:
+        drawn = ("explore", "challenge")
+        if not isinstance(router, OnlineRouter) or all(
+            router.params.get(name, 0) <= 0 for name in drawn
+        ):
             return None
         rng = np.random.default_rng(seed)
         served = dict(zip(self.service.router_models, self.service.models, strict=True))
 
-        def explore(text: str, policy, ranking: list[str]) -> tuple[list[str], float, bool]:
+        def explore(text: str, policy, ranking: list[str]) -> tuple[list[str], float, bool, dict]:
             if policy.weights is None or policy.max_cost_usd or policy.max_normalised_cost:
-                return ranking, 1.0, False  # a limit decides, not the utility
+                return ranking, 1.0, False, {}  # a limit decides, not the utility
             with get_encoder(router.encoder).transient():
                 made = router.decide([text], policy.weights, rng)[0]
             chosen = served.get(made["model"])
             if chosen not in ranking:
-                return ranking, 1.0, False
+                return ranking, 1.0, False, {}
+            arm = {k: made[k] for k in ("ab_arm", "ab_policy") if k in made}
             return (
                 [chosen, *(m for m in ranking if m != chosen)],
                 made["propensity"],
                 made["explored"],
+                arm,
             )
 
         return explore
@@ -253,8 +261,10 @@ class FeedbackLoop:
         fallbacks: int = 0,
         propensity: float = 1.0,
         explored: bool = False,
+        arm: dict[str, Any] | None = None,
     ) -> None:
-        """Queue the decision of one answered request (never blocks)."""
+        """Queue the decision of one answered request (never blocks); ``arm``: its served
+        A/B arm, kept with the features so that its feedback event carries it."""
         now = time.time()
         usage = usage or {}
         features, cell = None, None
@@ -264,6 +274,8 @@ class FeedbackLoop:
                 features, cell = dict(logged), int(logged.get("cell", 0))
             else:
                 features = {"performance": route.performance, "cost": route.cost}
+            if arm:
+                features.update(arm)
         self.log.submit(
             Decision(
                 request_id=rid,
@@ -316,10 +328,12 @@ class FeedbackLoop:
         perf, cost = np.round(perf, 6).tolist(), np.round(cost, 6).tolist()
         for i, (decision, _) in enumerate(items):
             decision.cell = int(cells[i])
+            arm = {k: v for k, v in (decision.features or {}).items() if k.startswith("ab_")}
             decision.features = {  # the prior replaces the posterior the route carried
                 "models": list(models),
                 "prior_performance": perf[i],
                 "prior_cost": cost[i],
+                **arm,  # and the served A/B arm stays
             }
 
     # ----- feedback ----------------------------------------------------------------------------

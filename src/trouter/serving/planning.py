@@ -50,6 +50,7 @@ class Plan:
     route: RouteResult | None = None  # the router's decision, for routed requests
     propensity: float = 1.0  # the probability that the first candidate was chosen
     explored: bool = False  # the first candidate is an exploration, not the best guess
+    arm: dict[str, Any] | None = None  # the online router's served A/B arm, if drawn
 
 
 @dataclass
@@ -62,9 +63,10 @@ class Planner:
     max_attempts: int
     #: the upstream guard's order: models in cooldown after the others
     in_service_first: Callable[[Sequence[str]], list[str]] = list
-    #: (text, policy, ranking) -> (ranking, propensity, explored): an online router's
-    #: capped exploration (:meth:`trouter.serving.learning.FeedbackLoop.explorer`)
-    explore: Callable[..., tuple[list[str], float, bool]] | None = None
+    #: (text, policy, ranking) -> (ranking, propensity, explored, arm): an online router's
+    #: capped exploration or served A/B draw
+    #: (:meth:`trouter.serving.learning.FeedbackLoop.explorer`)
+    explore: Callable[..., tuple[list[str], float, bool, dict]] | None = None
 
     def __post_init__(self) -> None:
         known = [c.max_input_tokens for c in self.capabilities.values() if c.max_input_tokens]
@@ -100,9 +102,9 @@ class Planner:
         try:
             route = await self.batcher.route(text, policy)
             ranking = list(route.ranking)
-            propensity, explored = 1.0, False
+            propensity, explored, arm = 1.0, False, None
             if self.explore is not None:
-                ranking, propensity, explored = self.explore(text, policy, ranking)
+                ranking, propensity, explored, arm = self.explore(text, policy, ranking)
         except RoutingRequestError as err:
             raise invalid(str(err), "unroutable_query") from err
         capable = self._capable(ranking, request_needs)
@@ -120,9 +122,9 @@ class Planner:
             capable = self.in_service_first(capable)
         candidates = capable[: max(1, self.max_attempts)]
         if sticky or candidates[0] != ranking[0]:
-            propensity, explored = 1.0, False  # the conversation's or a capable model
-
-        return Plan(req.model, candidates, True, session, sticky, route, propensity, explored)
+            # the conversation's or a capable model: not the draw's
+            propensity, explored, arm = 1.0, False, None
+        return Plan(req.model, candidates, True, session, sticky, route, propensity, explored, arm)
 
     def _budget(
         self, headers: dict[str, str], client: ClientKey | None

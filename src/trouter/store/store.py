@@ -200,6 +200,8 @@ class Store:
                     prior_cost=feats["prior_cost"],
                     cell=int(cell or 0),
                 )
+                # the online router's served A/B arm, where the decision was drawn into it
+                event.update({k: feats[k] for k in ("ab_arm", "ab_policy") if k in feats})
             events.append(event)
         return events
 

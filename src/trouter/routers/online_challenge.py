@@ -1,0 +1,160 @@
+"""The online router's test on served traffic: the base's proposal against the anchor, A/B.
+
+Until the base has earned its choices the router serves the anchor, and served feedback on
+the anchor says nothing about the alternatives. With ``challenge`` = s > 0, on the queries
+where the base's proposal (what the router would serve with the anchor lifted) differs
+from the anchor, a share s drawn at random is served the proposal (arm *treat*) and the rest
+the anchor (arm *control*). The draw ignores the query, so each arm's mean served utility
+estimates its policy's value on those queries without bias, and the served feedback of the
+two arms compares them: Welch's test, one-sided at ``confidence``, looked at only when the
+treat arm's feedback reaches ``first_look`` x 2^k events, the k-th look at error rate
+alpha / 2^(k+1) (as the label tests: online_anchor.look); the outcome stands between looks.
+Once it passes, the base has earned its choices as if the labels had shown it.
+
+What exploring costs is bounded by the base itself: s times what its proposals lose, on the
+queries where they differ. Statistics are kept per policy weights (the first
+:data:`MAX_POLICIES` seen), discounted like every other (``half_life``), in
+:class:`~trouter.routers.online_stats.EvidenceStats`'s ``arms`` array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trouter.evaluation.scenarios import Weights
+from trouter.routers.online_anchor import bounds, look
+from trouter.routers.online_posterior import Decisions, decide
+from trouter.routers.online_stats import MAX_POLICIES
+
+#: Arm codes of a decision: not in the test, served the anchor, served the proposal.
+NO_ARM, CONTROL, TREAT = 0, 1, 2
+ARM_NAMES = {CONTROL: "control", TREAT: "treat"}
+
+
+def arm_fields(made: Decisions, i: int, weights: Weights) -> dict[str, Any]:
+    """What a decision record says of query ``i``'s arm (none where it has no arm): the
+    served event must carry it back for :meth:`ChallengeTests._learn_arm`."""
+    arm = None if made.arm is None else ARM_NAMES.get(int(made.arm[i]))
+    if arm is None:
+        return {}
+    return {"ab_arm": arm, "ab_policy": [weights.performance, weights.cost]}
+
+
+def arm_moments(
+    weights: Weights, moments: np.ndarray, prior_var: float = 0.05, prior_count: float = 2.0
+) -> tuple[float, float, float]:
+    """(mean utility, variance of the mean, weight) of one arm's moments
+    ``[n, perf, cost, perf^2, cost^2, perf*cost]`` (sums), its variance shrunk towards
+    ``prior_var`` with ``prior_count`` pseudo-events (a handful of 0/1 scores estimate their
+    own spread poorly)."""
+    n, sp, sc, spp, scc, spc = (float(v) for v in moments)
+    if n <= 0:
+        return 0.0, np.inf, 0.0
+    wp, wc = weights.performance, weights.cost
+    mean = (wp * sp + wc * sc) / n
+    second = (wp * wp * spp + wc * wc * scc + 2 * wp * wc * spc) / n
+    centred = max(second - mean * mean, 0.0)
+    variance = (n * centred + prior_count * prior_var) / (n + prior_count)
+    return mean, variance / n, n
+
+
+class ChallengeTests:
+    """The served-traffic test of :class:`~trouter.routers.online.OnlineRouter` (a mixin:
+    it reads the router's statistics and parameters and keeps its own state arrays)."""
+
+    def _init_challenge(self) -> None:
+        self.ab_policies_ = np.full((MAX_POLICIES, 2), np.nan)
+        self.ab_treated_ = np.zeros(MAX_POLICIES)  # treat-arm feedback events, undiscounted
+        self.ab_looks_ = np.zeros(MAX_POLICIES)  # looks taken
+        self.ab_passed_ = np.zeros(MAX_POLICIES)  # the last look's outcome
+
+    def _policy_slot(self, weights: tuple[float, float], add: bool) -> int | None:
+        """The statistics slot of policy ``weights`` (a new one with ``add``; None when
+        unknown, or when every slot is taken)."""
+        key = np.asarray(weights, dtype=float)
+        known = np.flatnonzero(np.all(np.isclose(self.ab_policies_, key), axis=1))
+        if len(known):
+            return int(known[0])
+        free = np.flatnonzero(np.isnan(self.ab_policies_[:, 0]))
+        if not add or not len(free):
+            return None
+        self.ab_policies_ = self.ab_policies_.copy()
+        self.ab_policies_[free[0]] = key
+        return int(free[0])
+
+    def challenge_earned(self, weights: Weights) -> bool:
+        """Whether the served-traffic test has shown the proposals ahead of the anchor."""
+        slot = self._policy_slot((weights.performance, weights.cost), add=False)
+        return slot is not None and bool(self.ab_passed_[slot])
+
+    def earned(self, weights: Weights) -> bool:
+        """Whether the base may serve its own choices: shown ahead of the anchor by the
+        background labels or by the served A/B test."""
+        return self.base_earned(weights) or self.challenge_earned(weights)
+
+    def challenged(
+        self,
+        made: Decisions,
+        features: dict[str, np.ndarray],
+        weights: Weights,
+        anchor: int,
+        rng: np.random.Generator | None,
+    ) -> Decisions:
+        """``made`` (the anchored decisions for queries with ``features``) with the A/B draw
+        applied where the proposal differs from the anchor, each query's arm in ``arm``."""
+        share = float(self.params.get("challenge", 0.0))
+        if share <= 0 or rng is None:
+            return made
+        proposal = decide(self.stats_, features, weights, self.rule).exploit
+        arms = np.zeros(len(made.chosen), dtype=int)
+        differs = (proposal != anchor) & (made.chosen == anchor) & ~made.explored
+        if not differs.any():
+            made.arm = arms
+            return made
+        rows = np.arange(len(arms))
+        treat = differs & (rng.random(len(arms)) < share)
+        arms[differs] = CONTROL
+        arms[treat] = TREAT
+        probabilities = made.probabilities.copy()
+        probabilities[differs] *= 1.0 - share
+        probabilities[rows[differs], proposal[differs]] += share
+        chosen = np.where(treat, proposal, made.chosen)
+        return Decisions(
+            chosen, probabilities[rows, chosen], probabilities, made.explored | treat,
+            made.mean, made.exploit, made.guard, made.overlap, arms,
+        )  # fmt: skip
+
+    def _learn_arm(self, event: dict[str, Any], perf: float, cost: float, weight: float) -> None:
+        """One served event of the A/B test (its decision's ``ab_arm`` and ``ab_policy``)."""
+        arm = {"control": CONTROL, "treat": TREAT}.get(str(event.get("ab_arm")))
+        policy = event.get("ab_policy")
+        if arm is None or policy is None or len(policy) != 2:
+            return
+        slot = self._policy_slot((float(policy[0]), float(policy[1])), add=True)
+        if slot is None:
+            return
+        moments = np.array([1.0, perf, cost, perf * perf, cost * cost, perf * cost])
+        self.stats_.arms[slot, arm - 1] += weight * moments
+        if arm == TREAT:
+            self.ab_treated_ = self.ab_treated_.copy()
+            self.ab_treated_[slot] += 1
+            self._look_at_arms(slot)
+
+    def _look_at_arms(self, slot: int) -> None:
+        """Test the arms of ``slot`` when its treat count reaches the next look."""
+        looks = int(self.ab_looks_[slot])
+        first = max(int(self.params.get("first_look") or self.params["min_evidence"]), 1)
+        if self.ab_treated_[slot] < first * 2**looks:
+            return
+        _, at = look(first * 2**looks, {**self.params, "looks": "doubling"})
+        weights = Weights(*self.ab_policies_[slot])
+        treat = arm_moments(weights, self.stats_.arms[slot, 1])
+        control = arm_moments(weights, self.stats_.arms[slot, 0])
+        gain = (treat[0] - control[0], float(np.sqrt(treat[1] + control[1])), treat[2])
+        passed = control[2] >= at["min_evidence"] and bounds(gain, at)[0] > at["margin"]
+        self.ab_looks_, self.ab_passed_ = self.ab_looks_.copy(), self.ab_passed_.copy()
+        self.ab_looks_[slot] += 1
+        self.ab_passed_[slot] = float(passed)
+        self._cached = {}

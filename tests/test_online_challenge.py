@@ -1,0 +1,112 @@
+"""The online router's served A/B test (``challenge``): a random share of the queries where
+the base's proposal differs from the anchor is served the proposal, and served feedback from
+the two arms decides whether the base has earned its choices. On real RouterBench rows (the
+committed fixture cut); the scores fed back are the test's own, so each outcome is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trouter.data.suites import load_suite
+from trouter.evaluation.folds import Fold
+from trouter.evaluation.online import OnlineConfig, stream_folds
+from trouter.evaluation.scenarios import SCENARIOS
+from trouter.routers.base import Router, make_router
+from trouter.routers.online import OnlineRouter
+
+BALANCED = SCENARIOS["balanced"]
+SHARE = 0.2
+
+
+@pytest.fixture(scope="module")
+def mbpp_fold() -> Fold:
+    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
+    return fold
+
+
+@pytest.fixture(scope="module")
+def knn(mbpp_fold) -> OnlineRouter:
+    return make_router("knn").fit(mbpp_fold.train, mbpp_fold.validation)
+
+
+def _router(fold: Fold, base: Router, **params) -> OnlineRouter:
+    return OnlineRouter.around(base, fold.train, **{"challenge": SHARE, **params})
+
+
+def _serve(router: OnlineRouter, fold: Fold, rows: range, score, seed: int = 0) -> list[dict]:
+    """Decide each query with a seeded draw; the served event scores ``score(decision)``."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for t in rows:
+        (made,) = router.decide([fold.test.texts[t % len(fold.test)]], BALANCED, rng)
+        event = {"id": f"s{t}", "kind": "served", "t": t, "model": made["model"],
+                 "score": score(made), "cell": made["cell"],
+                 "prior_performance": made["prior_performance"],
+                 "prior_cost": made["prior_cost"]}  # fmt: skip
+        event.update({k: made[k] for k in ("ab_arm", "ab_policy") if k in made})
+        events.append(event)
+        router.partial_fit([event])
+    return events
+
+
+def test_the_draw_serves_the_proposal_to_its_share_where_it_differs(mbpp_fold, knn):
+    router = _router(mbpp_fold, knn)
+    anchor = router.models_[router.anchor_choice(BALANCED)]
+    rng = np.random.default_rng(1)
+    made = router.decide(list(mbpp_fold.test.texts), BALANCED, rng)
+    armed = [d for d in made if "ab_arm" in d]
+    assert armed and all(d["proposal_model"] != anchor for d in armed)
+    assert all(d["model"] == anchor for d in made if "ab_arm" not in d)
+    treat = [d for d in armed if d["ab_arm"] == "treat"]
+    assert 0.1 < len(treat) / len(armed) < 0.3  # the 20% share, with noise
+    assert all(d["model"] == d["proposal_model"] and d["explored"] for d in treat)
+    assert all(d["propensity"] == pytest.approx(SHARE) for d in treat)
+    control = [d for d in armed if d["ab_arm"] == "control"]
+    assert all(d["model"] == anchor and d["propensity"] == pytest.approx(1 - SHARE)
+               for d in control)  # fmt: skip
+    assert all(d["ab_policy"] == [BALANCED.performance, BALANCED.cost] for d in armed)
+    # routing without a draw (what route() serves) is never in the test
+    plain = router.decide(list(mbpp_fold.test.texts[:20]), BALANCED)
+    assert all("ab_arm" not in d for d in plain)
+
+
+def test_treat_ahead_earns_the_base_its_choices_and_behind_does_not(mbpp_fold, knn):
+    ahead = _router(mbpp_fold, knn)
+    _serve(ahead, mbpp_fold, range(400), lambda d: float(d.get("ab_arm") == "treat"))
+    assert ahead.challenge_earned(BALANCED) and ahead.earned(BALANCED)
+    assert not ahead.base_earned(BALANCED)  # no labels: the served test alone
+    made = ahead.decide(list(mbpp_fold.test.texts[:100]), BALANCED, np.random.default_rng(2))
+    assert all("ab_arm" not in d for d in made)  # earned: no more draws
+    anchor = ahead.models_[ahead.anchor_choice(BALANCED)]
+    assert any(d["model"] != anchor for d in made)  # the base's own choices are served
+    assert all(d["model"] == d["proposal_model"] for d in made)
+
+    behind = _router(mbpp_fold, knn)
+    events = _serve(behind, mbpp_fold, range(400), lambda d: float(d.get("ab_arm") != "treat"))
+    assert not behind.earned(BALANCED)
+    # the treated models' served scores also pull the proposals back to the anchor: the
+    # draws stop, and what was drawn cost a share of the first queries only
+    drawn = [e for e in events if e.get("ab_arm") == "treat"]
+    assert drawn and max(e["t"] for e in drawn) < 200
+    assert not [e for e in events[300:] if "ab_arm" in e]
+
+
+def test_the_arms_rebuild_from_their_events_in_any_order(mbpp_fold, knn, tmp_path):
+    live = _router(mbpp_fold, knn)
+    events = _serve(live, mbpp_fold, range(300), lambda d: float(d.get("ab_arm") == "treat"))
+    rebuilt = _router(mbpp_fold, knn).partial_fit(events + events[:50])  # repeats skipped
+    for name in ("ab_policies_", "ab_treated_", "ab_looks_", "ab_passed_"):
+        np.testing.assert_array_equal(getattr(live, name), getattr(rebuilt, name))
+    np.testing.assert_allclose(live.stats_.arms, rebuilt.stats_.arms)
+    loaded = Router.load(live.save(tmp_path / "online"))
+    np.testing.assert_allclose(loaded.stats_.arms, live.stats_.arms)
+    assert loaded.challenge_earned(BALANCED) == live.challenge_earned(BALANCED)
+
+
+def test_without_a_share_nothing_is_drawn(mbpp_fold, knn):
+    router = _router(mbpp_fold, knn, challenge=0.0)
+    made = router.decide(list(mbpp_fold.test.texts[:100]), BALANCED, np.random.default_rng(0))
+    assert all("ab_arm" not in d for d in made)
+    with pytest.raises(ValueError, match="challenge"):
+        _router(mbpp_fold, knn, challenge=0.9)
