@@ -6,14 +6,17 @@ where the base's proposal (what the router would serve with the anchor lifted) d
 from the anchor, a share s drawn at random is served the proposal (arm *treat*) and the rest
 the anchor (arm *control*). The draw ignores the query, so each arm's mean served utility
 estimates its policy's value on those queries without bias, and the served feedback of the
-two arms compares them: Welch's test, one-sided at ``confidence``, looked at only when the
-treat arm's feedback reaches ``first_look`` x 2^k events, the k-th look at error rate
-alpha / 2^(k+1) (as the label tests: online_anchor.look); the outcome stands between looks.
-Once it passes, the base has earned its choices as if the labels had shown it.
+two arms compares them: Welch's test with Student's t, one-sided at half the labels' error
+rate, looked at only when the treat arm's feedback reaches ``first_look`` x 2^k events, the
+k-th look at alpha / 2^(k+2) (as the label tests: online_anchor.look); the outcome stands
+between looks. Once it passes, the base has earned its choices as if the labels had shown
+it.
 
-What exploring costs is bounded by the base itself: s times what its proposals lose, on the
-queries where they differ. Statistics are kept per policy weights (the first
-:data:`MAX_POLICIES` seen), discounted like every other (``half_life``), in
+What exploring costs is bounded by the base itself: the share times what its proposals
+lose, on the queries where they differ. The share adapts: it is ``challenge`` times the
+chance, on the arms' feedback so far, that the proposals are ahead (a half before any), so
+proposals that lose stop being drawn after a few draws. Statistics are kept per policy
+weights (the first :data:`MAX_POLICIES` seen), discounted like every other (``half_life``), in
 :class:`~trouter.routers.online_stats.EvidenceStats`'s ``arms`` array.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
 from trouter.evaluation.scenarios import Weights
 from trouter.routers.online_anchor import bounds, look
@@ -104,9 +108,9 @@ class ChallengeTests:
     ) -> Decisions:
         """``made`` (the anchored decisions for queries with ``features``) with the A/B draw
         applied where the proposal differs from the anchor, each query's arm in ``arm``."""
-        share = float(self.params.get("challenge", 0.0))
-        if share <= 0 or rng is None:
+        if float(self.params.get("challenge", 0.0)) <= 0 or rng is None:
             return made
+        share = self.challenge_share(weights)
         proposal = decide(self.stats_, features, weights, self.rule).exploit
         arms = np.zeros(len(made.chosen), dtype=int)
         differs = (proposal != anchor) & (made.chosen == anchor) & ~made.explored
@@ -125,6 +129,21 @@ class ChallengeTests:
             chosen, probabilities[rows, chosen], probabilities, made.explored | treat,
             made.mean, made.exploit, made.guard, made.overlap, arms,
         )  # fmt: skip
+
+    def challenge_share(self, weights: Weights) -> float:
+        """The draw's share now: ``challenge`` times the chance, on the arms' feedback so
+        far, that the proposals beat the anchor (a half before any), so that proposals the
+        served feedback finds worse stop costing traffic after a few draws."""
+        share = float(self.params["challenge"])
+        slot = self._policy_slot((weights.performance, weights.cost), add=False)
+        if slot is None:
+            return share * 0.5
+        treat = arm_moments(weights, self.stats_.arms[slot, 1])
+        control = arm_moments(weights, self.stats_.arms[slot, 0])
+        spread = float(np.sqrt(treat[1] + control[1]))
+        if not np.isfinite(spread) or spread <= 0:
+            return share * 0.5
+        return share * float(ndtr((treat[0] - control[0]) / spread))
 
     def _learn_arm(self, event: dict[str, Any], perf: float, cost: float, weight: float) -> None:
         """One served event of the A/B test (its decision's ``ab_arm`` and ``ab_policy``)."""
@@ -148,7 +167,11 @@ class ChallengeTests:
         first = max(int(self.params.get("first_look") or self.params["min_evidence"]), 1)
         if self.ab_treated_[slot] < first * 2**looks:
             return
-        _, at = look(first * 2**looks, {**self.params, "looks": "doubling"})
+        # half the labels' error rate, and Student's t: two unpaired arms of a few dozen
+        # 0/1 scores estimate their spread poorly, and a false pass hands over the traffic
+        alpha = (1.0 - self.params["confidence"]) / 2
+        strict = {**self.params, "looks": "doubling", "confidence": 1.0 - alpha}
+        _, at = look(first * 2**looks, {**strict, "student_t": True})
         weights = Weights(*self.ab_policies_[slot])
         treat = arm_moments(weights, self.stats_.arms[slot, 1])
         control = arm_moments(weights, self.stats_.arms[slot, 0])
