@@ -96,7 +96,10 @@ def test_treat_ahead_earns_the_base_its_choices_and_behind_does_not(mbpp_fold, k
     assert ahead.challenge_share(BALANCED) > 0.99 * SHARE
 
 
-def test_the_arms_rebuild_from_their_events_in_any_order(mbpp_fold, knn, tmp_path):
+def test_the_arms_rebuild_from_their_event_log_with_repeats_skipped(mbpp_fold, knn, tmp_path):
+    """Replaying the log (the store's order) gives the same arms and looks; an event seen
+    before is skipped. (A look reads the arms as they stand when the treat count reaches
+    it, so the log's order, not only its set of events, decides each look.)"""
     live = _router(mbpp_fold, knn)
     events = _serve(live, mbpp_fold, range(300), lambda d: float(d.get("ab_arm") == "treat"))
     rebuilt = _router(mbpp_fold, knn).partial_fit(events + events[:50])  # repeats skipped
