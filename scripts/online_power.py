@@ -1,13 +1,15 @@
 """How many background labels the online router's tests need, per streamed task (not a test).
 
 The online router leaves best-single only once paired labels show a gain, one-sided, at the
-error rate of its doubling looks (the k-th look, at 8 x 2^k labels, runs at alpha / 2^(k+1)).
+error rate of its doubling looks (the k-th look, at 8 x 2^k labels, runs at alpha / 2^(k+1),
+alpha = 1 - the router's default confidence).
 This prints, for each task's stream, the per-query utility gain over best-single and its
 standard deviation for two policies the router could move to:
 
 * ``skyline``: the in-domain kNN cross-fitted on the task's own labels (the best the router's
   base can become; its gain is what "share of the skyline's gain" measures);
-* ``traffic best-single``: the one model best on the stream in hindsight.
+* ``traffic best-single``: the one model best on the stream in hindsight (tested, as the
+  anchor's move is, at the Bonferroni share of the error rate among the other models).
 
 and the labels at which such a gain first passes the test at its look with even odds (the
 mean at least the look's quantile times its standard error), with doubling looks and with
@@ -20,6 +22,7 @@ Run: ``TROUTER_DATA_DIR=../shared/data .venv/bin/python scripts/online_power.py 
 from __future__ import annotations
 
 import argparse
+import inspect
 
 import numpy as np
 from scipy.special import ndtri
@@ -29,19 +32,25 @@ from trouter.evaluation.online import OnlineConfig, skyline_choices, stream_fold
 from trouter.evaluation.online_changes import World
 from trouter.evaluation.scenarios import SCENARIOS
 from trouter.routers import make_router
+from trouter.routers.online import OnlineRouter
 
-ALPHA, FIRST, LOOKS = 0.05, 8, 10
+#: The online router's defaults: error rate (1 - confidence) and first look (min_evidence).
+_DEFAULTS = inspect.signature(OnlineRouter.__init__).parameters
+ALPHA = 1.0 - _DEFAULTS["confidence"].default
+FIRST, LOOKS = int(_DEFAULTS["min_evidence"].default), 10
 
 
-def labels_needed(gain: float, sd: float, doubling: bool) -> int | None:
-    """Labels at which ``gain`` first reaches the test's bar at even odds (None: never)."""
+def labels_needed(gain: float, sd: float, doubling: bool, rivals: int = 1) -> int | None:
+    """Labels at which ``gain`` first reaches the test's bar at even odds (None: never); the
+    test of one model among ``rivals`` runs at the Bonferroni share of the error rate."""
+    alpha = ALPHA / rivals
     if gain <= 0:
         return None
-    if not doubling:
-        return int(np.ceil((ndtri(1 - ALPHA) * sd / gain) ** 2))
+    if not doubling:  # every label from the first look's count on (min_evidence)
+        return max(FIRST, int(np.ceil((ndtri(1 - alpha) * sd / gain) ** 2)))
     for k in range(LOOKS):
         n = FIRST * 2**k
-        if gain * np.sqrt(n) / sd >= ndtri(1 - ALPHA * 2.0 ** -(k + 1)):
+        if gain * np.sqrt(n) / sd >= ndtri(1 - alpha * 2.0 ** -(k + 1)):
             return n
     return None
 
@@ -73,7 +82,9 @@ def main() -> None:
         for name, chosen in policies.items():
             diff = utility[rows, chosen] - utility[rows, anchor]
             gain, sd = float(diff.mean()), float(diff.std(ddof=1))
-            cells = [labels_needed(gain, sd, d) for d in (True, False)]
+            # the anchor's move is one model picked among the others: Bonferroni
+            rivals = len(stream.models) - 1 if name == "traffic best-single" else 1
+            cells = [labels_needed(gain, sd, d, rivals) for d in (True, False)]
             shown = ["never" if c is None else str(c) for c in cells]
             print(f"| {fold.task} | {len(stream)} | {name} | {gain:+.4f} | {sd:.3f} | "
                   f"{shown[0]} | {shown[1]} |")  # fmt: skip
