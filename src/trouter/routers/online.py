@@ -20,10 +20,11 @@ in [0, 1], as in every :class:`Prediction`; a missing cost is taken as predicted
 Serving (:mod:`online_posterior`) is guarded: with no evidence the router serves what its
 base serves, and it switches to another model only when the posterior gain is significant.
 Exploration is off by default (``explore`` > 0 turns on a capped share, limited to models
-that plausibly beat the served one and whose expected loss is small). :meth:`decide` returns
-every decision with its propensity and whether the query deserves a background label
-(:func:`label_priority`; the caller's :class:`~trouter.routers.online_labels.LabelBudget`
-decides whether to spend one).
+that plausibly beat the served one and whose expected loss is small), and so is the served
+A/B test of the base's proposals against the anchor (``challenge``: online_challenge).
+:meth:`decide` returns every decision with its propensity and whether the query deserves a
+background label (:func:`label_priority`; the caller's
+:class:`~trouter.routers.online_labels.LabelBudget` decides whether to spend one).
 """
 
 from __future__ import annotations
