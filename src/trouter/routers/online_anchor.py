@@ -60,6 +60,11 @@ def snapshot(router, first: int | None = None) -> Labels:
     return Labels(*(a[:n] for a in arrays))
 
 
+def first_look(params: dict) -> int:
+    """The count of the first doubling look: ``first_look``, else ``min_evidence``."""
+    return max(int(params.get("first_look") or params["min_evidence"]), 1)
+
+
 def look(n: int, params: dict) -> tuple[int, dict]:
     """The labels the tests read after ``n`` labels, and the parameters they run at. With
     ``looks="every"`` all ``n``, at ``confidence``; with ``looks="doubling"`` the tests look
@@ -67,7 +72,7 @@ def look(n: int, params: dict) -> tuple[int, dict]:
     error rate alpha / 2^(k+1)
     (alpha = 1 - confidence), so that over every look of a stream the chance of a false move
     stays within alpha; between looks the outcome of the last one stands."""
-    first = max(int(params.get("first_look") or params["min_evidence"]), 1)
+    first = first_look(params)
     if params["looks"] == "every" or n < first:
         return n, params
     k = int(np.floor(np.log2(n / first)))
@@ -94,13 +99,18 @@ def paired_gain(
 
 
 def gains_over(
-    labels: Labels, weights: Weights, reference: int, half_life: float | None
+    labels: Labels,
+    weights: Weights,
+    reference: int,
+    half_life: float | None,
+    models: list[int] | None = None,
 ) -> list[tuple[float, float, float]]:
-    """Each model's :func:`paired_gain` in utility over model ``reference`` on ``labels``."""
+    """The :func:`paired_gain` in utility over model ``reference`` on ``labels`` of each of
+    ``models`` (all: None)."""
     observed = weights.utility(labels.perf, labels.cost)
+    models = range(observed.shape[1]) if models is None else models
     return [
-        paired_gain(observed[:, j] - observed[:, reference], labels.time, half_life)
-        for j in range(observed.shape[1])
+        paired_gain(observed[:, j] - observed[:, reference], labels.time, half_life) for j in models
     ]
 
 
@@ -230,7 +240,8 @@ class AnchorTests:
     def _gain_over(self, weights: Weights, j: int, reference: int, rows: int | None = None):
         """:func:`paired_gain` of model ``j`` over ``reference`` on the leading ``rows``
         labels (all: None)."""
-        return gains_over(snapshot(self, rows), weights, reference, self.params["half_life"])[j]
+        labels = snapshot(self, rows)
+        return gains_over(labels, weights, reference, self.params["half_life"], [j])[0]
 
     def anchor_comparison_open(self, weights: Weights) -> np.ndarray:
         """Per model, whether the labels leave its gain over the anchor open: neither above

@@ -28,7 +28,13 @@ import numpy as np
 from scipy.special import ndtr
 
 from trouter.evaluation.scenarios import Weights
-from trouter.routers.online_anchor import bounds, look
+from trouter.routers.online_anchor import (
+    GAIN_PRIOR_COUNT,
+    GAIN_PRIOR_VAR,
+    bounds,
+    first_look,
+    look,
+)
 from trouter.routers.online_posterior import Decisions, decide
 from trouter.routers.online_stats import MAX_POLICIES
 
@@ -43,16 +49,20 @@ def arm_fields(made: Decisions, i: int, weights: Weights) -> dict[str, Any]:
     arm = None if made.arm is None else ARM_NAMES.get(int(made.arm[i]))
     if arm is None:
         return {}
+    # the keys of trouter.store.store.ARM_FEATURES (the store's layer sits below this one)
     return {"ab_arm": arm, "ab_policy": [weights.performance, weights.cost]}
 
 
 def arm_moments(
-    weights: Weights, moments: np.ndarray, prior_var: float = 0.05, prior_count: float = 2.0
+    weights: Weights,
+    moments: np.ndarray,
+    prior_var: float = GAIN_PRIOR_VAR,
+    prior_count: float = GAIN_PRIOR_COUNT,
 ) -> tuple[float, float, float]:
     """(mean utility, variance of the mean, weight) of one arm's moments
     ``[n, perf, cost, perf^2, cost^2, perf*cost]`` (sums), its variance shrunk towards
-    ``prior_var`` with ``prior_count`` pseudo-events (a handful of 0/1 scores estimate their
-    own spread poorly)."""
+    ``prior_var`` with ``prior_count`` pseudo-events, as the label tests' paired gains are
+    (a handful of 0/1 scores estimate their own spread poorly)."""
     n, sp, sc, spp, scc, spc = (float(v) for v in moments)
     if n <= 0:
         return 0.0, np.inf, 0.0
@@ -138,12 +148,18 @@ class ChallengeTests:
         slot = self._policy_slot((weights.performance, weights.cost), add=False)
         if slot is None:
             return share * 0.5
+        gain, spread, _, _ = self._arm_gain(slot, weights)
+        if not np.isfinite(spread) or spread <= 0:
+            return share * 0.5
+        return share * float(ndtr(gain / spread))
+
+    def _arm_gain(self, slot: int, weights: Weights) -> tuple[float, float, float, float]:
+        """(treat minus control mean utility, its standard error, treat weight, control
+        weight) of the arms of ``slot``."""
         treat = arm_moments(weights, self.stats_.arms[slot, 1])
         control = arm_moments(weights, self.stats_.arms[slot, 0])
         spread = float(np.sqrt(treat[1] + control[1]))
-        if not np.isfinite(spread) or spread <= 0:
-            return share * 0.5
-        return share * float(ndtr((treat[0] - control[0]) / spread))
+        return treat[0] - control[0], spread, treat[2], control[2]
 
     def _learn_arm(self, event: dict[str, Any], perf: float, cost: float, weight: float) -> None:
         """One served event of the A/B test (its decision's ``ab_arm`` and ``ab_policy``)."""
@@ -164,7 +180,7 @@ class ChallengeTests:
     def _look_at_arms(self, slot: int) -> None:
         """Test the arms of ``slot`` when its treat count reaches the next look."""
         looks = int(self.ab_looks_[slot])
-        first = max(int(self.params.get("first_look") or self.params["min_evidence"]), 1)
+        first = first_look(self.params)
         if self.ab_treated_[slot] < first * 2**looks:
             return
         # half the labels' error rate, and Student's t: two unpaired arms of a few dozen
@@ -172,11 +188,10 @@ class ChallengeTests:
         alpha = (1.0 - self.params["confidence"]) / 2
         strict = {**self.params, "looks": "doubling", "confidence": 1.0 - alpha}
         _, at = look(first * 2**looks, {**strict, "student_t": True})
-        weights = Weights(*self.ab_policies_[slot])
-        treat = arm_moments(weights, self.stats_.arms[slot, 1])
-        control = arm_moments(weights, self.stats_.arms[slot, 0])
-        gain = (treat[0] - control[0], float(np.sqrt(treat[1] + control[1])), treat[2])
-        passed = control[2] >= at["min_evidence"] and bounds(gain, at)[0] > at["margin"]
+        gain, spread, treated, controls = self._arm_gain(slot, Weights(*self.ab_policies_[slot]))
+        passed = (
+            controls >= at["min_evidence"] and bounds((gain, spread, treated), at)[0] > at["margin"]
+        )
         self.ab_looks_, self.ab_passed_ = self.ab_looks_.copy(), self.ab_passed_.copy()
         self.ab_looks_[slot] += 1
         self.ab_passed_[slot] = float(passed)

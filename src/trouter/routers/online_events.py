@@ -42,16 +42,13 @@ class EventLearning:
             elif event["model"] in index:
                 j = index[event["model"]]
                 perf_j = self._prior_at(event["prior_performance"], j, 0)
-                observed_cost = event.get("cost")
-                residual_cost = (
-                    0.0
-                    if observed_cost is None
-                    else float(observed_cost) - self._prior_at(event["prior_cost"], j, 1)
-                )
-                self.stats_.add(cell, j, float(event["score"]) - perf_j, residual_cost, weight)
+                prior_cost_j = self._prior_at(event["prior_cost"], j, 1)
+                observed_cost = event.get("cost")  # missing: as predicted
+                cost_j = prior_cost_j if observed_cost is None else float(observed_cost)
+                score = float(event["score"])
+                self.stats_.add(cell, j, score - perf_j, cost_j - prior_cost_j, weight)
                 if "ab_arm" in event:
-                    cost_j = self._prior_at(event["prior_cost"], j, 1) + residual_cost
-                    self._learn_arm(event, float(event["score"]), cost_j, weight)
+                    self._learn_arm(event, score, cost_j, weight)
             else:
                 self.skipped_events_ += 1
         return self

@@ -32,6 +32,7 @@ from trouter.serving.api import RouteResult
 from trouter.serving.learner import Learner
 from trouter.serving.newcomers import TYPICAL_CALL_TOKENS
 from trouter.store import Decision, DecisionLog, Feedback, Store
+from trouter.store.store import ARM_FEATURES
 from trouter.store.writer import Item
 
 log = logging.getLogger("trouter.serving")
@@ -238,7 +239,7 @@ class FeedbackLoop:
             chosen = served.get(made["model"])
             if chosen not in ranking:
                 return ranking, 1.0, False, {}
-            arm = {k: made[k] for k in ("ab_arm", "ab_policy") if k in made}
+            arm = {k: made[k] for k in ARM_FEATURES if k in made}
             return (
                 [chosen, *(m for m in ranking if m != chosen)],
                 made["propensity"],
@@ -328,7 +329,7 @@ class FeedbackLoop:
         perf, cost = np.round(perf, 6).tolist(), np.round(cost, 6).tolist()
         for i, (decision, _) in enumerate(items):
             decision.cell = int(cells[i])
-            arm = {k: v for k, v in (decision.features or {}).items() if k.startswith("ab_")}
+            arm = {k: v for k, v in (decision.features or {}).items() if k in ARM_FEATURES}
             decision.features = {  # the prior replaces the posterior the route carried
                 "models": list(models),
                 "prior_performance": perf[i],

@@ -56,6 +56,9 @@ class Decision:
     query_text: str | None = None
 
 
+#: Features a decision may carry for the online router's served A/B test, which its
+#: feedback event must carry back (routers/online_challenge.arm_fields writes them).
+ARM_FEATURES = ("ab_arm", "ab_policy")
 DECISION_COLUMNS = [f.name for f in fields(Decision)]
 JSON_COLUMNS = {"weights", "features", "utilities"}
 
@@ -201,7 +204,7 @@ class Store:
                     cell=int(cell or 0),
                 )
                 # the online router's served A/B arm, where the decision was drawn into it
-                event.update({k: feats[k] for k in ("ab_arm", "ab_policy") if k in feats})
+                event.update({k: feats[k] for k in ARM_FEATURES if k in feats})
             events.append(event)
         return events
 
