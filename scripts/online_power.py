@@ -3,8 +3,9 @@
 The online router leaves best-single only once paired labels show a gain, one-sided, at the
 error rate of its doubling looks (the k-th look, at 8 x 2^k labels, runs at alpha / 2^(k+1),
 alpha = 1 - the router's default confidence).
-This prints, for each task's stream, the per-query utility gain over best-single and its
-standard deviation for two policies the router could move to:
+This prints, for each task's stream, the per-query utility gain over best-single (the
+reference: its own gain is 0) and its standard deviation for the oracle (the bound) and two
+policies the router could move to:
 
 * ``skyline``: the in-domain kNN cross-fitted on the task's own labels (the best the router's
   base can become; its gain is what "share of the skyline's gain" measures);
@@ -76,6 +77,7 @@ def main() -> None:
         best = make_router("best-single").fit(fold.train, fold.validation)
         anchor = best.predict(list(stream.texts)).reorder(stream.model_names).choose(weights)
         policies = {
+            "oracle": np.argmax(utility, axis=1),
             "skyline": skyline_choices(fold, weights, args.seed, config.skyline_folds, world),
             "traffic best-single": np.full(len(stream), int(np.argmax(utility.mean(axis=0)))),
         }
