@@ -310,4 +310,6 @@ class AnchorTests:
         """What the router would serve with the anchor lifted (``made``: its decisions)."""
         if self.params["anchor"] != "best-single" or self.earned(weights):
             return made.exploit
+        if made.proposal is not None:  # the served A/B test's draw computed it already
+            return made.proposal
         return decide(self.stats_, features, weights, self.rule).exploit

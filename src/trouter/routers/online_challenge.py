@@ -125,7 +125,7 @@ class ChallengeTests:
         arms = np.zeros(len(made.chosen), dtype=int)
         differs = (proposal != anchor) & (made.chosen == anchor) & ~made.explored
         if not differs.any():
-            made.arm = arms
+            made.arm, made.proposal = arms, proposal
             return made
         rows = np.arange(len(arms))
         treat = differs & (rng.random(len(arms)) < share)
@@ -137,7 +137,7 @@ class ChallengeTests:
         chosen = np.where(treat, proposal, made.chosen)
         return Decisions(
             chosen, probabilities[rows, chosen], probabilities, made.explored | treat,
-            made.mean, made.exploit, made.guard, made.overlap, arms,
+            made.mean, made.exploit, made.guard, made.overlap, arms, proposal,
         )  # fmt: skip
 
     def challenge_share(self, weights: Weights) -> float:

@@ -60,6 +60,7 @@ class Decisions:
     guard: np.ndarray
     overlap: np.ndarray
     arm: np.ndarray | None = None  # the served A/B test's arm per query (online_challenge)
+    proposal: np.ndarray | None = None  # what the A/B test drew from, where it drew
 
 
 def posterior(stats: EvidenceStats, features: dict[str, np.ndarray], weights: Weights, rule: Rule):
