@@ -7,7 +7,9 @@ against the same asyncio loopback upstream: ``plain`` (``--model-dir``), and ``l
 concurrency the same GSM8K questions go through both (alternating which goes first);
 reported per proxy: throughput, p50, errors and CPU ms per request (from /proc). Then one
 feedback post per logged request goes to the learning proxy, and its CPU per post and the
-events it folded are reported.
+events it folded are reported. A level given several times is a round each; the summary
+gives, per level, the mean throughput ratio and added CPU over its rounds with 95%
+Student-t intervals (one short round on a shared machine is too noisy to read alone).
 
 Usage: ``python scripts/bench_feedback_proxy.py [--levels 1,50,200] [--json PATH]``
 """
@@ -37,7 +39,7 @@ from serving_stack import (  # noqa: E402
     write_record,
 )
 
-QUESTIONS = 7000  # the GSM8K training questions the load draws from, never repeated
+QUESTIONS = 7473  # the GSM8K training questions the load draws from, numbered so none repeats
 
 
 def online_dir(workdir: Path) -> tuple[Path, list[str]]:
@@ -82,9 +84,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    if 200 + len(levels) * args.requests > QUESTIONS:  # every level's questions are new
-        parser.error(f"{len(levels)} levels x {args.requests} requests need more than the "
-                     f"{QUESTIONS - 200} fresh GSM8K questions; lower --requests")  # fmt: skip
     record = {"machine": machine(), "upstream_latency_ms": args.latency_ms, "levels": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -102,7 +101,9 @@ def main() -> None:
                 run_load(f"{base}/v1/chat/completions", chat_bodies(questions[:200], "trouter"), 50)
             cursor = 200
             for i, level in enumerate(levels):
-                texts = questions[cursor : cursor + args.requests]
+                # a repeated query would be answered by the routing cache: each is numbered
+                texts = [f"{questions[k % QUESTIONS]} (#{k})"
+                         for k in range(cursor, cursor + args.requests)]  # fmt: skip
                 cursor += args.requests
                 row: dict = {"concurrency": level, "requests": len(texts)}
                 order = list(proxies) if i % 2 == 0 else list(reversed(proxies))
@@ -123,6 +124,9 @@ def main() -> None:
                 )
                 record["levels"].append(row)
                 print(json.dumps(row), flush=True)
+            record["summary"] = summarise(record["levels"])
+            for row in record["summary"]:
+                print(json.dumps(row), flush=True)
             record["feedback"] = feedback_phase(proxies["learning"], store)
             print(json.dumps(record["feedback"]), flush=True)
         finally:
@@ -130,6 +134,28 @@ def main() -> None:
                 stop(process)
             stop(upstream)
     write_record(record, args.json)
+
+
+def summarise(levels: list[dict]) -> list[dict]:
+    """Per concurrency: the mean throughput ratio and added CPU over its rounds, with 95%
+    Student-t intervals (one round is too noisy on a shared machine to read alone)."""
+    from scipy import stats
+
+    out = []
+    for level in sorted({row["concurrency"] for row in levels}):
+        rows = [row for row in levels if row["concurrency"] == level]
+        entry: dict = {"concurrency": level, "rounds": len(rows)}
+        for key in ("throughput_ratio", "added_cpu_ms_per_request"):
+            values = [row[key] for row in rows]
+            mean = sum(values) / len(values)
+            half = (
+                float(stats.t.ppf(0.975, len(values) - 1) * stats.sem(values))
+                if len(values) > 1 else float("nan")
+            )  # fmt: skip
+            entry[key] = {"mean": round(mean, 3), "low": round(mean - half, 3),
+                          "high": round(mean + half, 3)}  # fmt: skip
+        out.append(entry)
+    return out
 
 
 def feedback_phase(proxy, store_url: str) -> dict:

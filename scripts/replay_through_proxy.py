@@ -241,6 +241,25 @@ def summarise(stream, served, errors, wall, labels, label_usd, metrics, trained_
     }
 
 
+def compare(runs: list[dict], within: float = 0.002) -> dict:
+    """The proxy against the same policy offline (paired over seeds: mean difference and its
+    95% Student-t interval, streams within ``within``), and how many streams passed, met or
+    fell below best-single (the training rows' best model, where the router starts)."""
+    from scipy import stats
+
+    diff = np.array([r["served_utility"] - r["offline_replay_utility"] for r in runs])
+    half = stats.t.ppf(0.975, len(diff) - 1) * stats.sem(diff) if len(diff) > 1 else np.nan
+    gain = np.array([r["served_utility"] - r["best_single_trained_utility"] for r in runs])
+    return {
+        "proxy_minus_offline": {"mean": float(diff.mean()), "low": float(diff.mean() - half),
+                                "high": float(diff.mean() + half)},  # fmt: skip
+        "streams_proxy_matches_offline": int((np.abs(diff) <= within).sum()),
+        "streams_vs_best_single": {"above": int((gain > within).sum()),
+                                   "equal": int((np.abs(gain) <= within).sum()),
+                                   "below": int((gain < -within).sum())},  # fmt: skip
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="llmrouter")
@@ -261,6 +280,7 @@ def main() -> None:
     result = {"suite": args.suite, "tasks": tasks, "seeds": args.seeds, "explore": args.explore,
               "mean_std": summary,
               "runs": runs}  # fmt: skip
+    summary.update(compare(runs))
     summary["off_policy_holds_truth"] = {
         method: sum(r["off_policy_best_single"]["holds_truth"][method] for r in runs)
         for method in ESTIMATORS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 import uuid
@@ -65,6 +67,43 @@ def test_decisions_round_trip_and_keep_the_first_row_of_an_id(store) -> None:
     back = store.decision(d.request_id)
     assert back == d
     assert store.decision("nope") is None
+
+
+def test_non_finite_numbers_are_stored_as_standard_json_and_read_back_as_nan(store) -> None:
+    nan = float("nan")
+    d = decision(features={"prior_performance": [0.6, nan], "prior_cost": [nan, 0.1],
+                           "models": ["m-a", "m-b"]},
+                 utilities={"m-a": 0.5, "m-b": float("-inf")})  # fmt: skip
+    store.write_decisions([d])
+
+    def strict(token: str) -> float:
+        raise AssertionError(f"{token} is not JSON")
+
+    text = store.backend.fetchall(
+        "SELECT features, utilities FROM decisions WHERE request_id = ?", (d.request_id,)
+    )[0]
+    for column in text:
+        json.loads(column, parse_constant=strict)
+    back = store.decision(d.request_id)
+    assert back.features["prior_performance"][0] == 0.6
+    assert math.isnan(back.features["prior_performance"][1])
+    assert math.isnan(back.features["prior_cost"][0]) and back.features["models"] == ["m-a", "m-b"]
+    assert back.utilities["m-a"] == 0.5 and math.isnan(back.utilities["m-b"])
+    store.add_feedback(Feedback(d.request_id, 1.0))
+    event = next(e for e in store.served_events() if e["request_id"] == d.request_id)
+    assert event["prior_performance"][0] == 0.6 and math.isnan(event["prior_performance"][1])
+
+
+def test_rows_written_with_nan_tokens_by_earlier_versions_are_still_read(store) -> None:
+    d = decision()
+    store.write_decisions([d])
+    store.backend.execute(
+        "UPDATE decisions SET features = ? WHERE request_id = ?",
+        ('{"prior_performance": [NaN, 0.4], "prior_cost": [0.9, 0.1]}', d.request_id),
+    )
+    back = store.decision(d.request_id)
+    assert math.isnan(back.features["prior_performance"][0])
+    assert back.features["prior_cost"] == [0.9, 0.1]
 
 
 def test_feedback_is_idempotent_and_knows_unknown_and_expired_ids(store) -> None:

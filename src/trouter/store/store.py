@@ -12,11 +12,12 @@ later, so late feedback on it is answered "expired", not "unknown".
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Literal
 
+from trouter.store import codec
 from trouter.store.backends import Backend, open_backend
 
 DEFAULT_TTL_S = 7 * 24 * 3600.0
@@ -61,25 +62,37 @@ class Decision:
 ARM_FEATURES = ("ab_arm", "ab_policy")
 DECISION_COLUMNS = [f.name for f in fields(Decision)]
 JSON_COLUMNS = {"weights", "features", "utilities"}
+#: Features holding numbers (a list, or a dict by model), whose nulls read back as NaN.
+_NUMERIC_FEATURES = {"prior_performance", "prior_cost", "performance", "cost"}
 
 
-def _to_row(decision: Decision) -> tuple:
-    values = [getattr(decision, name) for name in DECISION_COLUMNS]  # astuple deep-copies
-    return tuple(
-        json.dumps(v)
-        if name in JSON_COLUMNS and v is not None
-        else int(v)
-        if v is True or v is False
-        else v
-        for name, v in zip(DECISION_COLUMNS, values, strict=True)
-    )
+_row_values = attrgetter(*DECISION_COLUMNS)
+_JSON_AT = [i for i, name in enumerate(DECISION_COLUMNS) if name in JSON_COLUMNS]
+_BOOL_AT = [i for i, f in enumerate(fields(Decision)) if f.type in ("bool", bool)]
+
+
+def _to_row(decision: Decision) -> list:
+    # the writer thread's per-row work on every request: plain indexing, no generator
+    values = list(_row_values(decision))
+    for i in _JSON_AT:
+        if values[i] is not None:
+            values[i] = codec.dumps(values[i])
+    for i in _BOOL_AT:
+        values[i] = int(values[i])
+    return values
 
 
 def _from_row(row: tuple) -> Decision:
     values = {
-        name: json.loads(v) if name in JSON_COLUMNS and v is not None else v
+        name: codec.loads(v) if name in JSON_COLUMNS and v is not None else v
         for name, v in zip(DECISION_COLUMNS, row, strict=True)
     }
+    for name in ("weights", "utilities"):
+        values[name] = codec.numbers(values[name])
+    feats = values["features"]
+    if isinstance(feats, dict):
+        values["features"] = {k: codec.numbers(v) if k in _NUMERIC_FEATURES else v
+                              for k, v in feats.items()}  # fmt: skip
     values["explored"] = bool(values["explored"])
     return Decision(**values)
 
@@ -197,10 +210,10 @@ class Store:
                 "request_id": rid,
             }
             if features is not None:
-                feats = json.loads(features)
+                feats = codec.loads(features)
                 event.update(
-                    prior_performance=feats["prior_performance"],
-                    prior_cost=feats["prior_cost"],
+                    prior_performance=codec.numbers(feats["prior_performance"]),
+                    prior_cost=codec.numbers(feats["prior_cost"]),
                     cell=int(cell or 0),
                 )
                 # the online router's served A/B arm, where the decision was drawn into it
@@ -236,8 +249,8 @@ class Store:
             (
                 event_id,
                 request_id,
-                json.dumps(scores),
-                None if costs is None else json.dumps(costs),
+                codec.dumps(scores),
+                None if costs is None else codec.dumps(costs),
                 judge,
                 float(spend_usd),
                 now,
@@ -261,16 +274,16 @@ class Store:
         for event_id, scores, costs, created, cell, features, seq, proposal in rows:
             if features is None:
                 continue  # without the decision's features a label cannot be placed
-            feats = json.loads(features)
+            feats = codec.loads(features)
             events.append(
                 {
                     "id": f"label:{event_id}",
                     "kind": "label",
                     "t": created / 3600.0,
-                    "scores": json.loads(scores),
-                    "costs": None if costs is None else json.loads(costs),
-                    "prior_performance": feats["prior_performance"],
-                    "prior_cost": feats["prior_cost"],
+                    "scores": codec.numbers(codec.loads(scores)),
+                    "costs": None if costs is None else codec.numbers(codec.loads(costs)),
+                    "prior_performance": codec.numbers(feats["prior_performance"]),
+                    "prior_cost": codec.numbers(feats["prior_cost"]),
                     "cell": int(cell or 0),
                     "proposal_model": proposal,
                     "received_at": created,
@@ -286,7 +299,7 @@ class Store:
             "ORDER BY created_at",
             (since,),
         )
-        return [(rid, json.loads(scores), float(t)) for rid, scores, t in rows]
+        return [(rid, codec.numbers(codec.loads(scores)), float(t)) for rid, scores, t in rows]
 
     # ----- background spend --------------------------------------------------------------
     def add_spend(self, event_id: str, kind: str, usd: float, now: float | None = None) -> bool:
