@@ -148,12 +148,10 @@ def summarise(levels: list[dict]) -> list[dict]:
         for key in ("throughput_ratio", "added_cpu_ms_per_request"):
             values = [row[key] for row in rows]
             mean = sum(values) / len(values)
-            half = (
-                float(stats.t.ppf(0.975, len(values) - 1) * stats.sem(values))
-                if len(values) > 1 else float("nan")
-            )  # fmt: skip
-            entry[key] = {"mean": round(mean, 3), "low": round(mean - half, 3),
-                          "high": round(mean + half, 3)}  # fmt: skip
+            entry[key] = {"mean": round(mean, 3), "low": None, "high": None}  # one round
+            if len(values) > 1:
+                half = float(stats.t.ppf(0.975, len(values) - 1) * stats.sem(values))
+                entry[key].update(low=round(mean - half, 3), high=round(mean + half, 3))
         out.append(entry)
     return out
 

@@ -5,7 +5,8 @@
 #   bash scripts/online_runs.sh [all|full|rerun|weights|changes]
 # full: every router (about an hour); rerun: only the online variants, merged into the full
 # records (minutes: the fixed routers and the peers do not depend on the online router);
-# weights: performance-first and cost-first on routerbench; changes: drift and a new model.
+# weights: performance-first and cost-first on routerbench, cost-first on the local pool;
+# changes: drift and a new model.
 # Then scripts/online_table.py renders results/online/table.md from the records.
 set -euo pipefail
 export TROUTER_DATA_DIR="${TROUTER_DATA_DIR:-../shared/data}"
@@ -48,6 +49,9 @@ if [ "$PART" = all ] || [ "$PART" = weights ]; then
             --routers random,skyline,"$ONLINE",linucb,thompson,eps-greedy \
             --json "$OUT/routerbench-$weights.json"
     done
+    run "${LOCAL[@]}" --scenario cost-first --label-budget 0,25/500 \
+        --routers random,skyline,"$ONLINE",linucb,thompson,eps-greedy \
+        --json "$OUT/local-pool-cost-first.json"
 fi
 if [ "$PART" = all ] || [ "$PART" = changes ]; then
     # a change at query T; labels at a rate (25 per 1,000 queries, accruing) so that some

@@ -171,6 +171,26 @@ def test_the_log_writes_in_batches_off_the_calling_thread(store) -> None:
     assert row is not None and row.query_text is None and len(row.query_hash) == 64
 
 
+def test_the_writer_gathers_a_batch_and_a_waiting_reader_cuts_its_linger_short(store) -> None:
+    seen: list[int] = []
+    log = DecisionLog(store, batch=500, interval_s=0.05, linger_s=3.0, on_written=seen.append)
+    first = [uuid.uuid4().hex for _ in range(40)]
+    for rid in first:  # queued while the writer lingers after the first: one batch
+        log.submit(decision(rid), "q")
+    times = []
+    for rid in (first[-1], None):
+        if rid is None:  # a record queued while the writer lingers, then waited for
+            rid = uuid.uuid4().hex
+            log.submit(decision(rid), "q")
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert log.wait_written(rid, 10)
+        times.append(time.monotonic() - started)
+    log.close()
+    assert seen == [40, 1] and log.dropped == 0
+    assert max(times) < 1.5, f"waits of {times} s: the 3 s linger ran its course"
+
+
 def test_log_text_is_stored_only_when_asked(store) -> None:
     log = DecisionLog(store, interval_s=0.05, log_text=True)
     d = decision()

@@ -7,10 +7,11 @@ features, computed here rather than on the request path), and inserts them in on
 transaction. After the first record of a batch it lingers ``linger_s`` before taking the
 rest, so that under load it wakes and commits about 1/linger_s times a second with large
 batches rather than once per request (each wake-up takes the GIL from the event loop, and
-each commit costs about a millisecond). A failed insert drops that batch (counted) and backs
-off, so a database outage costs records, never requests. Records not yet written are kept
-by request id, so that feedback arriving before the flush still finds its decision
-(:meth:`pending`).
+each commit costs about a millisecond); a reader waiting for a record
+(:meth:`wait_written`, e.g. feedback posted right after its reply) cuts the linger short.
+A failed insert drops that batch (counted) and backs off, so a database outage costs
+records, never requests. Records not yet written are kept by request id, so that feedback
+arriving before the flush still finds its decision (:meth:`pending`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class DecisionLog:
         self._pending: dict[str, Decision] = {}
         self._lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
+        self._flush_now = threading.Event()
         self.written = self.dropped = self.failures = 0
         #: CPU seconds the writer thread has spent preparing and writing batches
         self.cpu_s = 0.0
@@ -91,6 +93,7 @@ class DecisionLog:
     def wait_written(self, request_id: str, timeout_s: float) -> bool:
         """Wait until ``request_id`` has left the queue; True if it did in time."""
         deadline = time.monotonic() + timeout_s
+        self._flush_now.set()  # cut the writer's linger short: someone waits for this one
         with self._flushed:
             while request_id in self._pending:
                 left = deadline - time.monotonic()
@@ -113,7 +116,9 @@ class DecisionLog:
         if first is None:
             return None
         if self.linger_s > 0 and self._queue.qsize() < self.batch:
-            time.sleep(self.linger_s)  # a sleep, not a wait on the queue: puts do not wake it
+            # not a wait on the queue: puts do not wake it, a waiting reader does
+            self._flush_now.wait(self.linger_s)
+            self._flush_now.clear()
         items = [first]
         while len(items) < self.batch:
             try:
@@ -183,6 +188,7 @@ class DecisionLog:
         if self._closed:
             return
         self._closed = True
+        self._flush_now.set()
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout_s)
         self._thread.join(timeout_s)
