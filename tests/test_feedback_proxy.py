@@ -102,6 +102,10 @@ def test_replies_carry_their_id_and_costs_and_take_feedback(standin, tmp_path) -
         assert seen[("trouter_feedback_events_total", (("status", "duplicate"),))] == 1
         assert seen[("trouter_decision_log_written_total", ())] == 3
         assert seen[("trouter_learned_events_total", ())] == 2
+        # the served model's feedback, thumbs up then a rating of 1 (scores 1 and 0)
+        recent = seen[("trouter_served_score", (("model", "small"), ("window", "recent")))]
+        assert recent == pytest.approx(0.5, abs=0.01)
+        assert seen[("trouter_served_score_drop", (("model", "small"),))] == 0.0
     row = loop.store.decision("client-id-1")
     assert row.model == "small" and row.prompt_tokens > 0 and row.cost_usd > 0
     assert row.query_text is None and row.features["models"] == MODELS

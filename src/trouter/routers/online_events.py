@@ -15,6 +15,10 @@ import numpy as np
 class EventLearning:
     """``partial_fit`` of :class:`~trouter.routers.online.OnlineRouter` (see its module)."""
 
+    def seen(self, event_id: str) -> bool:
+        """Whether an event of this id has been applied (events are idempotent by id)."""
+        return str(event_id) in self._seen
+
     def partial_fit(self, events: Iterable[dict[str, Any]]) -> EventLearning:
         """Apply events (see module); an id seen before, or an unknown model, is skipped."""
         models = self._require_fitted()

@@ -71,7 +71,10 @@ class Learner:
             if found:
                 mark[kind] = max(mark[kind], found[-1]["seq"])
         before = len(self.router.seen_ids_)
-        self.router.partial_fit(self._as_router_events(events))
+        routed = self._as_router_events(events)
+        fresh = [e for e in routed if e["kind"] == "served" and not self.router.seen(e["id"])]
+        self.router.partial_fit(routed)
+        self.metrics.watch.update(fresh, list(self.router.models_))
         new = len(self.router.seen_ids_) - before
         self.applied += new
         if new:

@@ -31,6 +31,7 @@ from trouter.routers.online import OnlineRouter
 from trouter.serving.api import RouteResult
 from trouter.serving.learner import Learner
 from trouter.serving.newcomers import TYPICAL_CALL_TOKENS
+from trouter.serving.score_watch import ScoreWatch
 from trouter.store import Decision, DecisionLog, Feedback, Store
 from trouter.store.store import ARM_FEATURES
 from trouter.store.writer import Item
@@ -156,6 +157,8 @@ class LoopMetrics:
             "Feedback events and background labels applied to the online router.",
             registry=r,
         )
+        #: each served model's recent and long-run feedback (fed by the learner)
+        self.watch = ScoreWatch(r)
 
 
 class FeedbackLoop:
