@@ -3,15 +3,16 @@
 One ``online`` router (base: kNN, k=20, static encoder, fitted on 300 RouterBench training
 rows, as ``bench_serving.py`` fits its kNN) is served twice, each proxy in its own process
 against the same asyncio loopback upstream: ``plain`` (``--model-dir``), and ``learning``
-(``--store sqlite:///... --learn``: every routed decision logged, feedback folded). For each
-concurrency the same GSM8K questions go through both (alternating which goes first);
-reported per proxy: throughput, p50, errors and CPU ms per request (from /proc). Then one
+(``--store sqlite:///... --learn``: every routed decision logged, feedback folded). Each
+round (one per level given) starts both proxies afresh, in turns (on this machine the one
+started first serves faster), warms them, and sends the same GSM8K questions through both,
+in turns; reported per proxy: throughput, p50, errors and CPU ms per request (from /proc). Then one
 feedback post per logged request goes to the learning proxy, and its CPU per post and the
 events it folded are reported. A level given several times is a round each; the summary
 gives, per level, the mean throughput ratio and added CPU over its rounds with 95%
 Student-t intervals (one short round on a shared machine is too noisy to read alone).
 
-Usage: ``python scripts/bench_feedback_proxy.py [--levels 1,50,200] [--json PATH]``
+Usage: ``python scripts/bench_feedback_proxy.py [--levels 1,50,200] [--control] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from serving_stack import (  # noqa: E402
     write_record,
 )
 
-QUESTIONS = 7473  # the GSM8K training questions the load draws from, numbered so none repeats
+QUESTIONS = 7473  # the GSM8K training questions the load draws from (numbered: none repeats)
 
 
 def online_dir(workdir: Path) -> tuple[Path, list[str]]:
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="Per level and proxy.")
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--control", action="store_true",
+                        help="An A/A run: the 'learning' slot served plain too (the design's "
+                             "own bias; no feedback phase).")  # fmt: skip
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     record = {"machine": machine(), "upstream_latency_ms": args.latency_ms, "levels": []}
@@ -91,49 +95,67 @@ def main() -> None:
         upstream, upstream_base = start_upstream(workdir, args.latency_ms)
         pool = write_pool(workdir / "pool.yaml", models, upstream_base)
         store = f"sqlite:///{workdir / 'store.db'}"
-        proxies = {
-            "plain": start_proxy(model_dir, pool, workdir),
-            "learning": start_proxy(model_dir, pool, workdir, "--store", store, "--learn"),
-        }
+        extra = {"plain": (), "learning": () if args.control else ("--store", store, "--learn")}
+        record["control"] = args.control
+        texts = numbered(gsm8k_questions("train", QUESTIONS))
+        proxies: dict = {}
         try:
-            questions = gsm8k_questions("train", QUESTIONS)
-            for _, base in proxies.values():
-                run_load(f"{base}/v1/chat/completions", chat_bodies(questions[:200], "trouter"), 50)
-            cursor = 200
             for i, level in enumerate(levels):
-                # a repeated query would be answered by the routing cache: each is numbered
-                texts = [f"{questions[k % QUESTIONS]} (#{k})"
-                         for k in range(cursor, cursor + args.requests)]  # fmt: skip
-                cursor += args.requests
-                row: dict = {"concurrency": level, "requests": len(texts)}
-                order = list(proxies) if i % 2 == 0 else list(reversed(proxies))
-                for name in order:
-                    process, base = proxies[name]
-                    c0 = cpu_s(process.pid)
-                    bodies = chat_bodies(texts, "trouter-balanced")
-                    result = run_load(f"{base}/v1/chat/completions", bodies, level).summary()
-                    result["cpu_ms_per_request"] = round(
-                        (cpu_s(process.pid) - c0) * 1000 / len(texts), 3
-                    )
-                    row[name] = result
-                row["throughput_ratio"] = round(
-                    row["learning"]["throughput_rps"] / row["plain"]["throughput_rps"], 3
-                )
-                row["added_cpu_ms_per_request"] = round(
-                    row["learning"]["cpu_ms_per_request"] - row["plain"]["cpu_ms_per_request"], 3
-                )
+                # the proxy started first serves measurably faster on this machine (an A/A
+                # run of two plain proxies: 0.93 and, started the other way round, 1.02),
+                # so every round starts both afresh, in turns, and loads them in turns
+                order = list(extra) if i % 2 == 0 else list(reversed(extra))
+                proxies = {name: start_proxy(model_dir, pool, workdir, *extra[name])
+                           for name in order}  # fmt: skip
+                for _, base in proxies.values():
+                    run_load(f"{base}/v1/chat/completions",
+                             chat_bodies(next_texts(texts, 200), "trouter"), 50)  # fmt: skip
+                row = measure_round(proxies, order, level, next_texts(texts, args.requests))
                 record["levels"].append(row)
                 print(json.dumps(row), flush=True)
+                if i < len(levels) - 1:
+                    stop(*(process for process, _ in proxies.values()))
             record["summary"] = summarise(record["levels"])
             for row in record["summary"]:
                 print(json.dumps(row), flush=True)
-            record["feedback"] = feedback_phase(proxies["learning"], store)
-            print(json.dumps(record["feedback"]), flush=True)
+            if not args.control:
+                record["feedback"] = feedback_phase(proxies["learning"], store)
+                print(json.dumps(record["feedback"]), flush=True)
         finally:
-            for process, _ in proxies.values():
-                stop(process)
-            stop(upstream)
+            stop(*(process for process, _ in proxies.values()), upstream)
     write_record(record, args.json)
+
+
+def numbered(questions: list[str]):
+    """An endless supply of distinct query texts: a repeated query would be answered by the
+    routing cache, so each question is numbered."""
+    k = 0
+    while True:
+        yield f"{questions[k % len(questions)]} (#{k})"
+        k += 1
+
+
+def next_texts(texts, n: int) -> list[str]:
+    return [next(texts) for _ in range(n)]
+
+
+def measure_round(proxies: dict, order: list[str], level: int, texts: list[str]) -> dict:
+    """The same texts through each proxy in ``order`` at ``level`` in flight."""
+    row: dict = {"concurrency": level, "requests": len(texts), "started_first": order[0]}
+    for name in order:
+        process, base = proxies[name]
+        c0 = cpu_s(process.pid)
+        bodies = chat_bodies(texts, "trouter-balanced")
+        result = run_load(f"{base}/v1/chat/completions", bodies, level).summary()
+        result["cpu_ms_per_request"] = round((cpu_s(process.pid) - c0) * 1000 / len(texts), 3)
+        row[name] = result
+    row["throughput_ratio"] = round(
+        row["learning"]["throughput_rps"] / row["plain"]["throughput_rps"], 3
+    )
+    row["added_cpu_ms_per_request"] = round(
+        row["learning"]["cpu_ms_per_request"] - row["plain"]["cpu_ms_per_request"], 3
+    )
+    return row
 
 
 def summarise(levels: list[dict]) -> list[dict]:
