@@ -44,7 +44,7 @@ from trouter.serving.batching import RouteBatcher
 from trouter.serving.capabilities import pool_capabilities
 from trouter.serving.conversation import Sessions
 from trouter.serving.forwarding import ClientGone, Forwarder, client_closed, unless_client_leaves
-from trouter.serving.isolation import UpstreamGuard, UpstreamLimits, host_limits
+from trouter.serving.isolation import UpstreamLimits
 from trouter.serving.learning import (
     REQUEST_ID_HEADER,
     FeedbackLoop,
@@ -54,7 +54,6 @@ from trouter.serving.learning import (
 )
 from trouter.serving.limits import Limits, refusal, wrap
 from trouter.serving.metrics import ProxyMetrics
-from trouter.serving.openai_http import make_client, speaks_openai
 from trouter.serving.planning import Planner
 from trouter.serving.policy import DEFAULT_MODEL, POLICY_MODELS, is_policy_model
 from trouter.serving.requests import (
@@ -66,6 +65,7 @@ from trouter.serving.requests import (
     parse_chat,
     read_json,
 )
+from trouter.serving.upstreams import Upstreams
 
 log = logging.getLogger("trouter.serving")
 
@@ -109,13 +109,7 @@ def create_app(
     """
     settings = settings or ProxySettings()
     keys = keys or KeyRing([])
-    endpoints = {e.name: e for e in pool.models}
-    missing = [m for m in service.models if m not in endpoints]
-    if missing:
-        raise ValueError(f"routed models {missing} are not in the pool {sorted(endpoints)}")
-    unset = upstream.missing_keys(list(endpoints.values()))
-    if unset:
-        raise ValueError(f"API key environment variables are not set for: {', '.join(unset)}")
+    endpoints = _endpoints(service, pool)
     metrics = ProxyMetrics()
     for name, sides in pool.unpriced().items():
         metrics.unpriced.labels(model=name, missing="+".join(sides)).set(1)
@@ -124,39 +118,19 @@ def create_app(
         max_batch=settings.max_batch,
         after_batch=lambda: metrics.record_cache(service.query_cache()),
     )
-    transport = "httpx" if settings.upstream == "httpx" else "aiohttp"
-    upstream_limits = UpstreamLimits(
-        settings.max_in_flight_per_model,
-        settings.cooldown_failures,
-        settings.cooldown_window_s,
-        settings.cooldown_s,
+    upstreams = Upstreams(
+        endpoints,
+        UpstreamLimits(
+            settings.max_in_flight_per_model,
+            settings.cooldown_failures,
+            settings.cooldown_window_s,
+            settings.cooldown_s,
+        ),
+        settings.upstream,
+        settings.upstream_timeout_s,
+        registry=metrics.registry,
     )
-    guard = UpstreamGuard(upstream_limits, endpoints, registry=metrics.registry)
-    per_host = host_limits(endpoints.values(), upstream_limits.max_in_flight)
-    direct = make_client(transport, settings.upstream_timeout_s, host_limits=per_host)
-
-    def _direct(endpoint: ModelEndpoint) -> bool:
-        return settings.upstream != "litellm" and speaks_openai(endpoint)
-
-    if not all(_direct(e) for e in endpoints.values()):
-        upstream.litellm_module()  # imported now, not by the first request that needs it
-
-    async def complete(endpoint: ModelEndpoint, messages: list[dict], params: dict) -> dict:
-        if _direct(endpoint):
-            call = lambda: direct.complete(endpoint, messages, params)  # noqa: E731
-        else:
-            timeout = settings.upstream_timeout_s
-            call = lambda: upstream.complete(endpoint, messages, params, timeout)  # noqa: E731
-        return await guard.complete(endpoint.name, call)
-
-    async def open_stream(endpoint: ModelEndpoint, messages: list[dict], params: dict):
-        if _direct(endpoint):
-            call = lambda: direct.open_stream(endpoint, messages, params)  # noqa: E731
-        else:
-            timeout = settings.upstream_timeout_s
-            call = lambda: upstream.open_stream(endpoint, messages, params, timeout)  # noqa: E731
-        return await guard.open_stream(endpoint.name, call)
-
+    guard = upstreams.guard
     planner = Planner(
         batcher,
         endpoints,
@@ -167,10 +141,12 @@ def create_app(
         guard.ranked,
         explore=feedback.explorer() if feedback is not None else None,
     )
-    forwarder = Forwarder(endpoints, complete, open_stream, metrics)
+    forwarder = Forwarder(endpoints, upstreams.complete, upstreams.open_stream, metrics)
     labeller = None
     if background is not None and feedback is not None:
-        labeller = labeller_for(background, feedback, endpoints, complete, settings, metrics)
+        labeller = labeller_for(
+            background, feedback, endpoints, upstreams.complete, settings, metrics
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -178,7 +154,7 @@ def create_app(
         await batcher.close()
         if labeller is not None:
             await labeller.close()
-        await direct.aclose()
+        await upstreams.aclose()
         if feedback is not None:
             feedback.close()  # writes what is queued
 
@@ -201,6 +177,19 @@ def create_app(
         return await handler(request, getattr(request.state, "client", None))
 
     return ProxyApp(app, handler, keys, settings.limits)
+
+
+def _endpoints(service, pool: Pool) -> dict[str, ModelEndpoint]:
+    """The pool's models by name; a routed model outside the pool, or a key variable that
+    is not set, refuses the start."""
+    endpoints = {e.name: e for e in pool.models}
+    missing = [m for m in service.models if m not in endpoints]
+    if missing:
+        raise ValueError(f"routed models {missing} are not in the pool {sorted(endpoints)}")
+    unset = upstream.missing_keys(list(endpoints.values()))
+    if unset:
+        raise ValueError(f"API key environment variables are not set for: {', '.join(unset)}")
+    return endpoints
 
 
 def _add_routes(app: FastAPI, service, endpoints: dict, metrics: ProxyMetrics) -> None:
