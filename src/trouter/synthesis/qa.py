@@ -135,99 +135,161 @@ async def asynthesize_qa(
     if per_leaf < 1 or per_call < 1:
         raise ValueError("per_leaf and per_call must be at least 1")
     out_path = Path(out_path)
-    meter = meter or CostMeter()
     progress = progress or SilentProgress()
-    encoder = encoder or get_encoder()
-    max_calls = max_calls_per_leaf or default_max_calls(per_leaf, per_call)
+    leaves = _selected_leaves(taxonomy, leaf_ids)
+    run = _QARun(
+        client=client,
+        endpoint=generator_endpoint,
+        generator=getattr(generator_endpoint, "name", str(generator_endpoint)),
+        encoder=encoder or get_encoder(),
+        scales=difficulty_scales(taxonomy),
+        spec_for=spec_for,
+        per_leaf=per_leaf,
+        per_call=per_call,
+        max_calls=max_calls_per_leaf or default_max_calls(per_leaf, per_call),
+        stall_calls=stall_calls,
+        dedup_threshold=dedup_threshold,
+        temperature=temperature,
+        meter=meter or CostMeter(),
+        progress=progress,
+        slots=asyncio.Semaphore(concurrency),
+    )
+    with _locked_output(out_path, progress) as (existing, writer, torn):
+        run.existing, run.writer = existing, writer
+        progress.stage("leaves", len(leaves))
+        reports = await asyncio.gather(
+            *(_flag_failure(run.leaf(leaf), run.failed) for leaf in leaves)
+        )
+    return QAReport(out_path=out_path, leaves=list(reports), repaired_tail=torn)
+
+
+def _selected_leaves(taxonomy: Taxonomy, leaf_ids: list[str] | None) -> list[Leaf]:
+    """The taxonomy's leaves, or those of ``leaf_ids`` (an unknown id is a KeyError)."""
     leaves = taxonomy.leaves()
-    if leaf_ids is not None:
-        known = {leaf.id for leaf in leaves}
-        unknown = [i for i in leaf_ids if i not in known]
-        if unknown:
-            raise KeyError(f"taxonomy {taxonomy.name!r} has no leaf {unknown[0]!r}")
-        leaves = [leaf for leaf in leaves if leaf.id in set(leaf_ids)]
-    scales = difficulty_scales(taxonomy)
-    generator = getattr(generator_endpoint, "name", str(generator_endpoint))
-    slots = asyncio.Semaphore(concurrency)
+    if leaf_ids is None:
+        return leaves
+    known = {leaf.id for leaf in leaves}
+    unknown = [i for i in leaf_ids if i not in known]
+    if unknown:
+        raise KeyError(f"taxonomy {taxonomy.name!r} has no leaf {unknown[0]!r}")
+    return [leaf for leaf in leaves if leaf.id in set(leaf_ids)]
+
+
+@dataclass
+class _QARun:
+    """One synthesis run: its settings, and the state its concurrent leaves share (the
+    questions already in the file and its appender, bound under the file's lock)."""
+
+    client: Any
+    endpoint: Any
+    generator: str
+    encoder: Any
+    scales: dict[str, list[str]]
+    spec_for: Callable[[Leaf], RequestSpec] | None
+    per_leaf: int
+    per_call: int
+    max_calls: int
+    stall_calls: int | None
+    dedup_threshold: float
+    temperature: float
+    meter: CostMeter
+    progress: Progress
+    slots: asyncio.Semaphore
     # Set when a leaf fails for good: the others then start no new call. A call started
     # after the failure would be cancelled when the run ends, and a LiteLLM call cancelled
     # before its request is sent leaves a never-awaited coroutine (a RuntimeWarning).
-    failed = asyncio.Event()
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
+    existing: dict[str, list[str]] = field(default_factory=dict)
+    writer: Any = None
 
-    async def one_leaf(leaf: Leaf) -> LeafReport:
-        kept = list(existing.get(leaf.id, []))
+    async def leaf(self, leaf: Leaf) -> LeafReport:
+        """Ask for questions until the leaf has ``per_leaf``, its calls run out, or it
+        stalls; each kept question is appended to the file at once."""
+        kept = list(self.existing.get(leaf.id, []))
         report = LeafReport(leaf.id, kept=len(kept))
-        vectors = encoder.encode(kept) if kept else np.zeros((0, 0), dtype=np.float32)
-        counter = CallCounter(meter)
+        vectors = self.encoder.encode(kept) if kept else np.zeros((0, 0), dtype=np.float32)
+        counter = CallCounter(self.meter)
         barren = 0  # calls in a row that kept nothing
-        spec = spec_for(leaf) if spec_for else PLAIN_SPEC
-        async with slots:
-            while len(kept) < per_leaf and counter.calls < max_calls and not failed.is_set():
-                if stall_calls is not None and barren >= stall_calls:
+        spec = self.spec_for(leaf) if self.spec_for else PLAIN_SPEC
+        async with self.slots:
+            while (len(kept) < self.per_leaf and counter.calls < self.max_calls
+                   and not self.failed.is_set()):  # fmt: skip
+                if self.stall_calls is not None and barren >= self.stall_calls:
                     break
                 barren += 1
-                batch = report.calls + 1
                 before = counter.calls
-                try:
-                    pairs = await ask_json(
-                        client,
-                        generator_endpoint,
-                        spec.messages(leaf, scales[leaf.id], per_call, batch, kept),
-                        parse=spec.parse,
-                        what=f"QA batch {batch} for leaf {leaf.id!r}",
-                        meter=counter,
-                        temperature=temperature,
-                        max_tokens=max(1024, 400 * per_call),
-                        schema=spec.schema,
-                        attempts=2,
-                    )
-                except MalformedOutputError as err:
-                    report.malformed_calls += 1
-                    progress.note(str(err))
-                    pairs = []
-                report.calls += 1
+                pairs = await self._ask(leaf, spec, kept, counter, report)
                 if counter.calls == before:  # defensive: never loop without spending a call
                     break
-                if not pairs:
-                    continue
-                candidates = encoder.encode([item["question"] for item in pairs])
-                for item, vector in zip(pairs, candidates, strict=True):
-                    if len(kept) >= per_leaf:
-                        break
-                    if len(vectors) and float(np.max(vectors @ vector)) > dedup_threshold:
-                        report.duplicates += 1
-                        continue
-                    question = item["question"]
-                    writer.write(
-                        {
-                            "id": row_id(leaf.id, question),
-                            "question": question,
-                            "reference": item["reference"],
-                            "leaf_id": leaf.id,
-                            "generator": generator,
-                            **{k: item[k] for k in ("format", "extra") if k in item},
-                        }
-                    )
-                    kept.append(question)
-                    report.added += 1
+                added, vectors = self._keep(leaf, pairs, kept, vectors, report)
+                if added:
                     barren = 0
-                    vectors = vector[None, :] if not len(vectors) else np.vstack([vectors, vector])
-        report.kept = len(kept)
-        if report.kept < per_leaf and not failed.is_set():
+        self._finish(leaf, report, len(kept), counter)
+        return report
+
+    async def _ask(self, leaf, spec, kept, counter, report) -> list[dict[str, Any]]:
+        """One generator call for ``leaf`` (an unusable reply counts, and yields nothing)."""
+        batch = report.calls + 1
+        try:
+            pairs = await ask_json(
+                self.client,
+                self.endpoint,
+                spec.messages(leaf, self.scales[leaf.id], self.per_call, batch, kept),
+                parse=spec.parse,
+                what=f"QA batch {batch} for leaf {leaf.id!r}",
+                meter=counter,
+                temperature=self.temperature,
+                max_tokens=max(1024, 400 * self.per_call),
+                schema=spec.schema,
+                attempts=2,
+            )
+        except MalformedOutputError as err:
+            report.malformed_calls += 1
+            self.progress.note(str(err))
+            pairs = []
+        report.calls += 1
+        return pairs
+
+    def _keep(self, leaf, pairs, kept, vectors, report) -> tuple[bool, np.ndarray]:
+        """Append the new pairs that are not near-duplicates of a kept question; whether
+        any was kept, and the kept questions' vectors."""
+        if not pairs:
+            return False, vectors
+        added = False
+        candidates = self.encoder.encode([item["question"] for item in pairs])
+        for item, vector in zip(pairs, candidates, strict=True):
+            if len(kept) >= self.per_leaf:
+                break
+            if len(vectors) and float(np.max(vectors @ vector)) > self.dedup_threshold:
+                report.duplicates += 1
+                continue
+            question = item["question"]
+            self.writer.write(
+                {
+                    "id": row_id(leaf.id, question),
+                    "question": question,
+                    "reference": item["reference"],
+                    "leaf_id": leaf.id,
+                    "generator": self.generator,
+                    **{k: item[k] for k in ("format", "extra") if k in item},
+                }
+            )
+            kept.append(question)
+            report.added += 1
+            added = True
+            vectors = vector[None, :] if not len(vectors) else np.vstack([vectors, vector])
+        return added, vectors
+
+    def _finish(self, leaf: Leaf, report: LeafReport, kept: int, counter: CallCounter) -> None:
+        report.kept = kept
+        if report.kept < self.per_leaf and not self.failed.is_set():
             report.gave_up = True
-            progress.note(
-                f"leaf {leaf.id!r}: gave up with {report.kept}/{per_leaf} questions after "
+            self.progress.note(
+                f"leaf {leaf.id!r}: gave up with {report.kept}/{self.per_leaf} questions after "
                 f"{counter.calls} calls ({report.duplicates} near-duplicates rejected, "
                 f"{report.malformed_calls} unusable replies)"
             )
-        progress.advance("leaves")
-        return report
-
-    # one_leaf reads `existing` and writes through `writer`, both bound here under the lock
-    with _locked_output(out_path, progress) as (existing, writer, torn):
-        progress.stage("leaves", len(leaves))
-        reports = await asyncio.gather(*(_flag_failure(one_leaf(leaf), failed) for leaf in leaves))
-    return QAReport(out_path=out_path, leaves=list(reports), repaired_tail=torn)
+        self.progress.advance("leaves")
 
 
 async def _flag_failure(work: Awaitable[LeafReport], failed: asyncio.Event) -> LeafReport:
