@@ -192,165 +192,168 @@ def register(app: typer.Typer) -> None:
     keys_app = typer.Typer(help="Client keys of the proxy (stored hashed).", no_args_is_help=True)
     app.add_typer(keys_app, name="keys")
 
-    @keys_app.command("add")
-    def keys_add(
-        name: str = typer.Argument(..., help="Who the key is for (shown in logs and metrics)."),
-        file: Path = typer.Option(..., "--file", help="Keys file (YAML), created if absent."),
-        policy: str = typer.Option(
-            None, help="Policy of model 'trouter' for this key: a scenario or <w_perf>:<w_cost>."
-        ),
-        daily_budget_usd: float = typer.Option(
-            None, min=0, help="USD this key may spend per UTC day (429 once spent)."
-        ),
-    ) -> None:
-        """Create a key for NAME, store its SHA-256 in FILE and print the key (shown once)."""
-        from trouter.serving.auth import KeysFileError, add_key
-        from trouter.serving.policy import parse_policy
-        from trouter.serving.requests import ProxyError
+    keys_app.command("add")(keys_add)
+    app.command("serve")(serve)
 
-        if policy is not None:
-            try:
-                parse_policy(policy)
-            except ProxyError as err:
-                _fail(f"--policy: {err.message}")
+
+def keys_add(
+    name: str = typer.Argument(..., help="Who the key is for (shown in logs and metrics)."),
+    file: Path = typer.Option(..., "--file", help="Keys file (YAML), created if absent."),
+    policy: str = typer.Option(
+        None, help="Policy of model 'trouter' for this key: a scenario or <w_perf>:<w_cost>."
+    ),
+    daily_budget_usd: float = typer.Option(
+        None, min=0, help="USD this key may spend per UTC day (429 once spent)."
+    ),
+) -> None:
+    """Create a key for NAME, store its SHA-256 in FILE and print the key (shown once)."""
+    from trouter.serving.auth import KeysFileError, add_key
+    from trouter.serving.policy import parse_policy
+    from trouter.serving.requests import ProxyError
+
+    if policy is not None:
         try:
-            key = add_key(file, name, policy, daily_budget_usd)
-        except KeysFileError as err:
-            _fail(str(err))
-        typer.echo(key)
-        typer.echo(f"stored the hash of {name!r}'s key in {file}; it is not shown again", err=True)
+            parse_policy(policy)
+        except ProxyError as err:
+            _fail(f"--policy: {err.message}")
+    try:
+        key = add_key(file, name, policy, daily_budget_usd)
+    except KeysFileError as err:
+        _fail(str(err))
+    typer.echo(key)
+    typer.echo(f"stored the hash of {name!r}'s key in {file}; it is not shown again", err=True)
 
-    @app.command("serve")
-    def serve(
-        model_dir: Path = typer.Option(
-            None, "--model-dir", help="Directory of a trained router (or --router online)."
-        ),
-        pool: Path = typer.Option(
-            ...,
-            "--pool",
-            help="Pool YAML: name, litellm_model, api_base, api_key_env, prices per model.",
-        ),
-        host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-        port: int = typer.Option(8000, help="TCP port."),
-        workers: int = typer.Option(
-            1, min=1, help="Worker processes sharing the port (metrics are summed over all)."
-        ),
-        api_keys: Path = typer.Option(
-            None, "--api-keys", help="Keys file of the clients (trouter keys add)."
-        ),
-        no_auth: bool = typer.Option(
-            False, "--no-auth", help="Allow a non-loopback --host without client keys."
-        ),
-        allowed_host: list[str] = typer.Option(
-            None, "--allowed-host", help="Host header value clients use (repeatable)."
-        ),
-        cors_origin: list[str] = typer.Option(
-            None, "--cors-origin", help="Browser origin allowed to call the proxy (repeatable)."
-        ),
-        allow_partial_pool: bool = typer.Option(
-            False, help="Route among the models router and pool share when the pool lacks some."
-        ),
-        max_body_bytes: int = typer.Option(1_000_000, help="Larger request bodies get 413."),
-        max_header_bytes: int = typer.Option(32_768, help="Larger request heads get 431."),
-        max_headers: int = typer.Option(100, help="Requests with more headers get 431."),
-        header_timeout: float = typer.Option(10.0, help="Seconds for a request head to arrive."),
-        body_timeout: float = typer.Option(30.0, help="Seconds for a request body (408)."),
-        max_connections: int = typer.Option(
-            0, help="Open client connections (0: half of what the open-file limit leaves)."
-        ),
-        max_attempts: int = typer.Option(3, help="Upstream calls per request, fallbacks included."),
-        timeout: float = typer.Option(60.0, help="Upstream timeout in seconds."),
-        max_in_flight_per_model: int = typer.Option(
-            256, help="Upstream calls in flight per pool model; beyond it 503 or fallback."
-        ),
-        cooldown_failures: int = typer.Option(
-            5, help="Failures within 60 s (no success between) that cool a model down; 0: off."
-        ),
-        cooldown_s: float = typer.Option(30.0, help="Seconds a cooled-down model is skipped."),
-        upstream: str = typer.Option(
-            "auto",
-            help="auto: OpenAI-compatible upstreams (litellm_model openai/...) over one "
-            "pooled aiohttp client, other providers via LiteLLM; httpx: the same over httpx; "
-            "litellm: everything via LiteLLM.",
-        ),
-        log_level: str = typer.Option("info", help="uvicorn log level."),
-        access_log: bool = typer.Option(False, help="Log one line per request (costs CPU)."),
-        torch_threads: int = typer.Option(
-            1, help="Threads for the query encoder (0 = torch's default: one per core)."
-        ),
-        router: str = typer.Option(
-            None, "--router", help="online: no --model-dir; start from the pool's prices, learn."
-        ),
-        store: str = typer.Option(
-            None, help="Decision log and feedback: sqlite:///file.db or postgresql://..."
-        ),
-        learn: bool = typer.Option(False, help="Apply feedback to an online router (--store)."),
-        log_text: bool = typer.Option(False, help="Keep query text in the log (a hash otherwise)."),
-        retention: str = typer.Option("7d", help="How long decisions and feedback are kept."),
-        explore: float = typer.Option(
-            0.0, min=0.0, max=0.5, help="--router online: traffic share exploration may take."
-        ),
-        judge: str = typer.Option(
-            None, help="Judge model (pool name or LiteLLM name): background labels (--store)."
-        ),
-        label_budget_usd: str = typer.Option(
-            "5/day", help="--judge: USD per UTC day for background answers and judging."
-        ),
-        judge_rate: float = typer.Option(
-            0.0, min=0.0, max=1.0, help="--judge: share of served answers judged (source=judge)."
-        ),
-    ) -> None:
-        """Serve an OpenAI-compatible /v1/chat/completions that routes each request.
 
-        Use model trouter (the key's policy), trouter-balanced, trouter-cost-first,
-        trouter-performance-first or trouter-<w_perf>:<w_cost> to route, or a pool model's
-        name to call it directly. Upstream keys are read from the environment variables named
-        in the pool (api_key_env) and never logged. See docs/serving.md.
-        """
-        from trouter.serving.limits import Limits
+def serve(
+    model_dir: Path = typer.Option(
+        None, "--model-dir", help="Directory of a trained router (or --router online)."
+    ),
+    pool: Path = typer.Option(
+        ...,
+        "--pool",
+        help="Pool YAML: name, litellm_model, api_base, api_key_env, prices per model.",
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(
+        1, min=1, help="Worker processes sharing the port (metrics are summed over all)."
+    ),
+    api_keys: Path = typer.Option(
+        None, "--api-keys", help="Keys file of the clients (trouter keys add)."
+    ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Allow a non-loopback --host without client keys."
+    ),
+    allowed_host: list[str] = typer.Option(
+        None, "--allowed-host", help="Host header value clients use (repeatable)."
+    ),
+    cors_origin: list[str] = typer.Option(
+        None, "--cors-origin", help="Browser origin allowed to call the proxy (repeatable)."
+    ),
+    allow_partial_pool: bool = typer.Option(
+        False, help="Route among the models router and pool share when the pool lacks some."
+    ),
+    max_body_bytes: int = typer.Option(1_000_000, help="Larger request bodies get 413."),
+    max_header_bytes: int = typer.Option(32_768, help="Larger request heads get 431."),
+    max_headers: int = typer.Option(100, help="Requests with more headers get 431."),
+    header_timeout: float = typer.Option(10.0, help="Seconds for a request head to arrive."),
+    body_timeout: float = typer.Option(30.0, help="Seconds for a request body (408)."),
+    max_connections: int = typer.Option(
+        0, help="Open client connections (0: half of what the open-file limit leaves)."
+    ),
+    max_attempts: int = typer.Option(3, help="Upstream calls per request, fallbacks included."),
+    timeout: float = typer.Option(60.0, help="Upstream timeout in seconds."),
+    max_in_flight_per_model: int = typer.Option(
+        256, help="Upstream calls in flight per pool model; beyond it 503 or fallback."
+    ),
+    cooldown_failures: int = typer.Option(
+        5, help="Failures within 60 s (no success between) that cool a model down; 0: off."
+    ),
+    cooldown_s: float = typer.Option(30.0, help="Seconds a cooled-down model is skipped."),
+    upstream: str = typer.Option(
+        "auto",
+        help="auto: OpenAI-compatible upstreams (litellm_model openai/...) over one "
+        "pooled aiohttp client, other providers via LiteLLM; httpx: the same over httpx; "
+        "litellm: everything via LiteLLM.",
+    ),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+    access_log: bool = typer.Option(False, help="Log one line per request (costs CPU)."),
+    torch_threads: int = typer.Option(
+        1, help="Threads for the query encoder (0 = torch's default: one per core)."
+    ),
+    router: str = typer.Option(
+        None, "--router", help="online: no --model-dir; start from the pool's prices, learn."
+    ),
+    store: str = typer.Option(
+        None, help="Decision log and feedback: sqlite:///file.db or postgresql://..."
+    ),
+    learn: bool = typer.Option(False, help="Apply feedback to an online router (--store)."),
+    log_text: bool = typer.Option(False, help="Keep query text in the log (a hash otherwise)."),
+    retention: str = typer.Option("7d", help="How long decisions and feedback are kept."),
+    explore: float = typer.Option(
+        0.0, min=0.0, max=0.5, help="--router online: traffic share exploration may take."
+    ),
+    judge: str = typer.Option(
+        None, help="Judge model (pool name or LiteLLM name): background labels (--store)."
+    ),
+    label_budget_usd: str = typer.Option(
+        "5/day", help="--judge: USD per UTC day for background answers and judging."
+    ),
+    judge_rate: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="--judge: share of served answers judged (source=judge)."
+    ),
+) -> None:
+    """Serve an OpenAI-compatible /v1/chat/completions that routes each request.
 
-        if upstream not in ("auto", "httpx", "litellm"):
-            _fail(f"--upstream must be auto, httpx or litellm, not {upstream!r}")
-        feedback = _feedback_config(model_dir, router, store, learn, log_text, retention)
-        config = {
-            "model_dir": str(model_dir.resolve()) if model_dir else None,
-            "router": router,
-            "explore": explore,
-            "feedback": feedback,
-            "background": _background_config(judge, label_budget_usd, judge_rate, feedback),
-            "pool": str(pool.resolve()),
-            "partial": allow_partial_pool,
-            "torch_threads": torch_threads,
-            "log_level": log_level,
-            "api_keys": str(api_keys.resolve()) if api_keys else None,
-            "settings": {
-                "max_body_bytes": max_body_bytes,
-                "max_attempts": max_attempts,
-                "upstream_timeout_s": timeout,
-                "upstream": upstream,
-                "max_in_flight_per_model": max_in_flight_per_model,
-                "cooldown_failures": cooldown_failures,
-                "cooldown_s": cooldown_s,
-            },
-        }
-        keys = _key_ring(config)
-        if workers > 1 and any(c.daily_budget_usd is not None for c in keys.clients):
-            _fail(
-                "daily budgets are counted in the serving process; with --workers N each "
-                "worker would allow the whole budget. Use --workers 1 with daily budgets."
-            )
-        limits = Limits(
-            max_header_bytes=max_header_bytes,
-            max_headers=max_headers,
-            header_timeout_s=header_timeout,
-            body_timeout_s=body_timeout,
-            allowed_hosts=check_exposure(host, keys.enabled, no_auth, list(allowed_host or [])),
-            cors_origins=list(cors_origin or []),
+    Use model trouter (the key's policy), trouter-balanced, trouter-cost-first,
+    trouter-performance-first or trouter-<w_perf>:<w_cost> to route, or a pool model's
+    name to call it directly. Upstream keys are read from the environment variables named
+    in the pool (api_key_env) and never logged. See docs/serving.md.
+    """
+    from trouter.serving.limits import Limits
+
+    if upstream not in ("auto", "httpx", "litellm"):
+        _fail(f"--upstream must be auto, httpx or litellm, not {upstream!r}")
+    feedback = _feedback_config(model_dir, router, store, learn, log_text, retention)
+    config = {
+        "model_dir": str(model_dir.resolve()) if model_dir else None,
+        "router": router,
+        "explore": explore,
+        "feedback": feedback,
+        "background": _background_config(judge, label_budget_usd, judge_rate, feedback),
+        "pool": str(pool.resolve()),
+        "partial": allow_partial_pool,
+        "torch_threads": torch_threads,
+        "log_level": log_level,
+        "api_keys": str(api_keys.resolve()) if api_keys else None,
+        "settings": {
+            "max_body_bytes": max_body_bytes,
+            "max_attempts": max_attempts,
+            "upstream_timeout_s": timeout,
+            "upstream": upstream,
+            "max_in_flight_per_model": max_in_flight_per_model,
+            "cooldown_failures": cooldown_failures,
+            "cooldown_s": cooldown_s,
+        },
+    }
+    keys = _key_ring(config)
+    if workers > 1 and any(c.daily_budget_usd is not None for c in keys.clients):
+        _fail(
+            "daily budgets are counted in the serving process; with --workers N each "
+            "worker would allow the whole budget. Use --workers 1 with daily budgets."
         )
-        if max_connections > 0:
-            limits.max_connections = max_connections
-        config["limits"] = dataclasses.asdict(limits)
-        _run(config, limits, keys, host, port, workers, access_log)
+    limits = Limits(
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        allowed_hosts=check_exposure(host, keys.enabled, no_auth, list(allowed_host or [])),
+        cors_origins=list(cors_origin or []),
+    )
+    if max_connections > 0:
+        limits.max_connections = max_connections
+    config["limits"] = dataclasses.asdict(limits)
+    _run(config, limits, keys, host, port, workers, access_log)
 
 
 def _run(config: dict, limits, keys, host: str, port: int, workers: int, access_log: bool):

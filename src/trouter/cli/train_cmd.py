@@ -187,161 +187,162 @@ def _print_table(index: int, result) -> None:
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``route`` to the top-level app."""
 
-    @app.command("train")
-    def train_command(
-        router: str = typer.Option(
-            "auto", "--router", help="Router name (see `trouter routers`); default: auto."
-        ),
-        out: Path = typer.Option(..., "--out", help="Folder to save the trained router in."),
-        suite: str | None = typer.Option(None, "--suite", help="Train on a benchmark suite."),
-        train_file: Path | None = typer.Option(
-            None, "--train-file", help="Train on a labelled JSONL file (from `trouter label`)."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed for the validation carve and the fit."),
-        param: list[str] = typer.Option(
-            [], "--param", help="Router hyper-parameter key=value (repeatable)."
-        ),
-        filters: str | None = typer.Option(
-            None,
-            "--filter",
-            help="With --train-file: train only on rows passing these generator-quality "
-            "filters (self-consistent, discriminative; comma-separated).",
-        ),
-    ) -> None:
-        """Fit a router on a suite's train split or a labelled file, and save it."""
-        from trouter.config import MalformedDataError
-        from trouter.data.label_filters import FilterError, parse_filters
-        from trouter.routers import make_router
+    app.command("train")(train_command)
+    app.command("route")(route_command)
 
-        if (suite is None) == (train_file is None):
-            raise typer.BadParameter("give exactly one of --suite or --train-file")
-        if filters and train_file is None:
-            raise typer.BadParameter("--filter applies to --train-file only", param_hint="--filter")
-        params = parse_router_params(param)
-        try:
-            model = make_router(router, seed=seed, **params)
-        except KeyError as err:
-            raise _fail(str(err.args[0]), 2) from None
-        except (TypeError, ValueError) as err:
-            raise _fail(f"bad parameters for {router!r}: {err}", 2) from None
-        try:
-            if suite is not None:
-                from trouter.data.suites import load_suite
 
-                data = load_suite(suite, seed=seed)
-            else:
-                from trouter.data.labelled import load_labelled
+def train_command(
+    router: str = typer.Option(
+        "auto", "--router", help="Router name (see `trouter routers`); default: auto."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder to save the trained router in."),
+    suite: str | None = typer.Option(None, "--suite", help="Train on a benchmark suite."),
+    train_file: Path | None = typer.Option(
+        None, "--train-file", help="Train on a labelled JSONL file (from `trouter label`)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for the validation carve and the fit."),
+    param: list[str] = typer.Option(
+        [], "--param", help="Router hyper-parameter key=value (repeatable)."
+    ),
+    filters: str | None = typer.Option(
+        None,
+        "--filter",
+        help="With --train-file: train only on rows passing these generator-quality "
+        "filters (self-consistent, discriminative; comma-separated).",
+    ),
+) -> None:
+    """Fit a router on a suite's train split or a labelled file, and save it."""
+    from trouter.config import MalformedDataError
+    from trouter.data.label_filters import FilterError, parse_filters
+    from trouter.routers import make_router
 
-                if not train_file.is_file():
-                    raise _fail(f"--train-file {train_file} does not exist", 2)
-                data = load_labelled(train_file, seed=seed, filters=parse_filters(filters))
-        except KeyError as err:
-            raise _fail(str(err.args[0]), 2) from None
-        except FilterError as err:
-            raise _fail(str(err), 2) from None
-        except MalformedDataError as err:  # missing data: exit 2 with the fetch command (cli)
-            raise _fail(str(err), 1) from None
-        train, validation = data.split("train"), data.split("validation")
-        if len(train) == 0:
-            raise _fail(f"{data.name}: no training rows", 1)
-        train, validation = _drop_unobserved_models(train, validation)
-        typer.echo(
-            f"training {router} on {data.name}: {len(train)} train / {len(validation)} "
-            f"validation rows, {len(train.models)} models"
-        )
-        start = time.perf_counter()
-        try:
-            model.fit(train, validation if len(validation) else None)
-        except (ValueError, KeyError, FileNotFoundError) as err:
-            raise _fail(f"fitting {router} failed: {err}", 1) from None
-        typer.echo(f"fit in {time.perf_counter() - start:.1f} s")
-        if len(validation):
-            typer.echo(
-                f"validation MSE (performance + cost): {validation_mse(model, validation):.4f}"
-            )
-        if hasattr(model, "task_accuracy"):
-            history = model.history_
-            typer.echo(
-                f"validation loss (objective): {history['init_val_loss']:.4f} at init -> "
-                f"{history['best_val_loss']:.4f} after {history['epochs']} epochs"
-            )
-            if "selected" in history:
-                typer.echo(f"selected variant (by validation MSE): {history['selected']}")
-            accuracy = model.task_accuracy(validation) if len(validation) else None
-            typer.echo(
-                "task-type top-1 accuracy (validation): "
-                + (f"{accuracy:.3f}" if accuracy is not None else "n/a (no leaf labels)")
-            )
-        try:
-            saved = model.save(out)
-        except OSError as err:
-            raise _fail(f"cannot save the router to {out}: {err.strerror or err}", 1) from None
-        typer.echo(f"saved to {saved}")
+    if (suite is None) == (train_file is None):
+        raise typer.BadParameter("give exactly one of --suite or --train-file")
+    if filters and train_file is None:
+        raise typer.BadParameter("--filter applies to --train-file only", param_hint="--filter")
+    params = parse_router_params(param)
+    try:
+        model = make_router(router, seed=seed, **params)
+    except KeyError as err:
+        raise _fail(str(err.args[0]), 2) from None
+    except (TypeError, ValueError) as err:
+        raise _fail(f"bad parameters for {router!r}: {err}", 2) from None
+    try:
+        if suite is not None:
+            from trouter.data.suites import load_suite
 
-    @app.command("route")
-    def route_command(
-        query: list[str] | None = typer.Argument(
-            None, help="One or more queries; omit to read them from stdin (text lines or JSONL)."
-        ),
-        model_dir: Path = typer.Option(..., "--model-dir", help="A folder from `trouter train`."),
-        policy: str | None = typer.Option(
-            None,
-            "--policy",
-            "--scenario",
-            help="performance-first, balanced (default), cost-first, or perf:cost weights "
-            "such as 0.7:-0.3.",
-        ),
-        weights: str | None = typer.Option(None, "--weights", help="perf:cost, e.g. 0.7:-0.3."),
-        max_cost_usd: float | None = typer.Option(
-            None,
-            "--max-cost-usd",
-            help="Limit in US dollars on a call's predicted cost (input tokens estimated from "
-            "the query x pool prices, plus 256 completion tokens): the policy's best model "
-            "within it, exit 2 when none fits.",
-        ),
-        pool: Path | None = typer.Option(
-            None,
-            "--pool",
-            help="Pool YAML: route its models (routes_as) and price them; default: the "
-            "router's own models, priced from LiteLLM's price map.",
-        ),
-        as_json: bool = typer.Option(
-            False, "--json", help="One JSON object per query: the fields of RouteResult."
-        ),
-    ) -> None:
-        """Route queries with a trained router: the chosen model, why, and every model's
-        predictions. Example: trouter route "Prove that sqrt(2) is irrational" --model-dir
-        router --policy 0.7:-0.3 --max-cost-usd 0.01"""
-        from trouter.llm.pool import PoolConfigError
-        from trouter.routers.persistence import RouterFileError
-        from trouter.serving.api import PoolMismatchError, RoutingRequestError, load
-
-        chosen = resolve_route_policy(policy, weights, max_cost_usd)
-        try:
-            if query:
-                queries = [
-                    check_query(text, "the query" if len(query) == 1 else f"query {i + 1}")
-                    for i, text in enumerate(query)
-                ]
-            else:
-                stdin = sys.stdin.buffer
-                if sys.stdin.isatty():
-                    raise InputError("give a query argument or pipe queries on stdin")
-                queries = parse_stdin(stdin.read())
-        except InputError as err:
-            raise _fail(str(err), 2) from None
-        try:
-            service = load(model_dir, pool)
-        except (RouterFileError, PoolConfigError, PoolMismatchError) as err:
-            raise _fail(str(err), 2) from None
-        try:
-            results = service.route_batch(queries, chosen)
-        except RoutingRequestError as err:  # e.g. no model within --max-cost-usd
-            raise _fail(str(err), 2) from None
-        if as_json:
-            for result in results:
-                typer.echo(json.dumps(result.to_dict()))
+            data = load_suite(suite, seed=seed)
         else:
-            for i, result in enumerate(results):
-                _print_table(i, result)
-        sys.stdout.flush()
+            from trouter.data.labelled import load_labelled
+
+            if not train_file.is_file():
+                raise _fail(f"--train-file {train_file} does not exist", 2)
+            data = load_labelled(train_file, seed=seed, filters=parse_filters(filters))
+    except KeyError as err:
+        raise _fail(str(err.args[0]), 2) from None
+    except FilterError as err:
+        raise _fail(str(err), 2) from None
+    except MalformedDataError as err:  # missing data: exit 2 with the fetch command (cli)
+        raise _fail(str(err), 1) from None
+    train, validation = data.split("train"), data.split("validation")
+    if len(train) == 0:
+        raise _fail(f"{data.name}: no training rows", 1)
+    train, validation = _drop_unobserved_models(train, validation)
+    typer.echo(
+        f"training {router} on {data.name}: {len(train)} train / {len(validation)} "
+        f"validation rows, {len(train.models)} models"
+    )
+    start = time.perf_counter()
+    try:
+        model.fit(train, validation if len(validation) else None)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise _fail(f"fitting {router} failed: {err}", 1) from None
+    typer.echo(f"fit in {time.perf_counter() - start:.1f} s")
+    if len(validation):
+        typer.echo(f"validation MSE (performance + cost): {validation_mse(model, validation):.4f}")
+    if hasattr(model, "task_accuracy"):
+        history = model.history_
+        typer.echo(
+            f"validation loss (objective): {history['init_val_loss']:.4f} at init -> "
+            f"{history['best_val_loss']:.4f} after {history['epochs']} epochs"
+        )
+        if "selected" in history:
+            typer.echo(f"selected variant (by validation MSE): {history['selected']}")
+        accuracy = model.task_accuracy(validation) if len(validation) else None
+        typer.echo(
+            "task-type top-1 accuracy (validation): "
+            + (f"{accuracy:.3f}" if accuracy is not None else "n/a (no leaf labels)")
+        )
+    try:
+        saved = model.save(out)
+    except OSError as err:
+        raise _fail(f"cannot save the router to {out}: {err.strerror or err}", 1) from None
+    typer.echo(f"saved to {saved}")
+
+
+def route_command(
+    query: list[str] | None = typer.Argument(
+        None, help="One or more queries; omit to read them from stdin (text lines or JSONL)."
+    ),
+    model_dir: Path = typer.Option(..., "--model-dir", help="A folder from `trouter train`."),
+    policy: str | None = typer.Option(
+        None,
+        "--policy",
+        "--scenario",
+        help="performance-first, balanced (default), cost-first, or perf:cost weights "
+        "such as 0.7:-0.3.",
+    ),
+    weights: str | None = typer.Option(None, "--weights", help="perf:cost, e.g. 0.7:-0.3."),
+    max_cost_usd: float | None = typer.Option(
+        None,
+        "--max-cost-usd",
+        help="Limit in US dollars on a call's predicted cost (input tokens estimated from "
+        "the query x pool prices, plus 256 completion tokens): the policy's best model "
+        "within it, exit 2 when none fits.",
+    ),
+    pool: Path | None = typer.Option(
+        None,
+        "--pool",
+        help="Pool YAML: route its models (routes_as) and price them; default: the "
+        "router's own models, priced from LiteLLM's price map.",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per query: the fields of RouteResult."
+    ),
+) -> None:
+    """Route queries with a trained router: the chosen model, why, and every model's
+    predictions. Example: trouter route "Prove that sqrt(2) is irrational" --model-dir
+    router --policy 0.7:-0.3 --max-cost-usd 0.01"""
+    from trouter.llm.pool import PoolConfigError
+    from trouter.routers.persistence import RouterFileError
+    from trouter.serving.api import PoolMismatchError, RoutingRequestError, load
+
+    chosen = resolve_route_policy(policy, weights, max_cost_usd)
+    try:
+        if query:
+            queries = [
+                check_query(text, "the query" if len(query) == 1 else f"query {i + 1}")
+                for i, text in enumerate(query)
+            ]
+        else:
+            stdin = sys.stdin.buffer
+            if sys.stdin.isatty():
+                raise InputError("give a query argument or pipe queries on stdin")
+            queries = parse_stdin(stdin.read())
+    except InputError as err:
+        raise _fail(str(err), 2) from None
+    try:
+        service = load(model_dir, pool)
+    except (RouterFileError, PoolConfigError, PoolMismatchError) as err:
+        raise _fail(str(err), 2) from None
+    try:
+        results = service.route_batch(queries, chosen)
+    except RoutingRequestError as err:  # e.g. no model within --max-cost-usd
+        raise _fail(str(err), 2) from None
+    if as_json:
+        for result in results:
+            typer.echo(json.dumps(result.to_dict()))
+    else:
+        for i, result in enumerate(results):
+            _print_table(i, result)
+    sys.stdout.flush()
