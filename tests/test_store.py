@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 from pg_server import postgres_server
 
@@ -92,6 +93,14 @@ def test_non_finite_numbers_are_stored_as_standard_json_and_read_back_as_nan(sto
     store.add_feedback(Feedback(d.request_id, 1.0))
     event = next(e for e in store.served_events() if e["request_id"] == d.request_id)
     assert event["prior_performance"][0] == 0.6 and math.isnan(event["prior_performance"][1])
+
+
+def test_numpy_features_are_written_as_lists_contiguous_or_not(store) -> None:
+    matrix = np.array([[0.6, 0.9], [0.4, 0.1]])
+    d = decision(features={"prior_performance": matrix[0], "prior_cost": matrix[:, 1]})
+    store.write_decisions([d])
+    back = store.decision(d.request_id)
+    assert back.features == {"prior_performance": [0.6, 0.9], "prior_cost": [0.9, 0.1]}
 
 
 def test_rows_written_with_nan_tokens_by_earlier_versions_are_still_read(store) -> None:

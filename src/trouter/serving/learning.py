@@ -311,13 +311,14 @@ class FeedbackLoop:
         route carried them, or recomputed where it did not (a route the router did not
         make, e.g. a conversation kept on its model)."""
         router: OnlineRouter = self.service.router
-        carried = [(d, t) for d, t in items if "prior_performance" in (d.features or {})]
-        missing = [(d, t) for d, t in items if "prior_performance" not in (d.features or {})]
-        if carried:
-            perf = np.array([d.features["prior_performance"] for d, _ in carried])
-            cost = np.array([d.features["prior_cost"] for d, _ in carried])
-            cells = [d.cell for d, _ in carried]
-            self._set_prior(carried, carried[0][0].features["models"], perf, cost, cells)
+        missing = []
+        for item in items:
+            feats = item[0].features or {}
+            if "prior_performance" in feats:  # as the route carried them: kept as they are
+                self._set_prior([item], feats["models"], [feats["prior_performance"]],
+                                [feats["prior_cost"]], [item[0].cell])  # fmt: skip
+            else:
+                missing.append(item)
         if missing:
             # as the service routes: embeddings from (and into) the bounded query LRU,
             # never a cache shard on disk per logged batch
@@ -328,8 +329,8 @@ class FeedbackLoop:
 
     @staticmethod
     def _set_prior(items: list[Item], models: list[str], perf, cost, cells) -> None:
-        # 6 decimals: far below any score's noise, and short JSON (float repr dominates)
-        perf, cost = np.round(perf, 6).tolist(), np.round(cost, 6).tolist()
+        """Each decision's features become the router's prior (rows of ``perf``, ``cost``)
+        and the served A/B arm; written to the store as they are (store/codec.py)."""
         for i, (decision, _) in enumerate(items):
             decision.cell = int(cells[i])
             arm = {k: v for k, v in (decision.features or {}).items() if k in ARM_FEATURES}

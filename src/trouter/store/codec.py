@@ -19,7 +19,15 @@ import orjson
 
 def dumps(value: Any) -> str:
     """JSON text of ``value`` (numpy arrays and scalars included; NaN and inf as null)."""
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return orjson.dumps(value, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _as_list(value: Any) -> Any:
+    """What orjson does not write itself: a numpy array that is not C-contiguous (a column
+    of a matrix), written as a list."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def loads(text: str | bytes) -> Any:
