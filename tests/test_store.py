@@ -315,3 +315,24 @@ def test_the_log_applies_retention_on_start(store) -> None:
     log.close()
     assert store.decision(old.request_id) is None
     assert store.decision(fresh.request_id) is not None
+
+
+def test_rows_without_an_online_prior_or_unreadable_are_skipped_not_fatal(store, caplog) -> None:
+    logged = decision(features={"performance": {"m-a": 0.5}, "cost": {"m-a": 0.1}})  # kNN
+    broken, fine = decision(), decision()
+    store.write_decisions([logged, broken, fine])
+    store.backend.execute(
+        "UPDATE decisions SET features = ? WHERE request_id = ?", ("{not json", broken.request_id)
+    )
+    for d in (logged, broken, fine):
+        store.add_feedback(Feedback(d.request_id, 1.0))
+        store.add_label(f"l-{d.request_id}", {"m-a": 1.0, "m-b": 0.0}, request_id=d.request_id)
+    with caplog.at_level("WARNING", logger="trouter.store"):
+        served = {e["request_id"]: e for e in store.served_events()}
+        labels = store.label_events()
+    assert "prior_performance" in served[fine.request_id]
+    assert "prior_performance" not in served[logged.request_id]  # the learner skips it
+    assert "prior_performance" not in served[broken.request_id]
+    assert [e["id"] for e in labels if fine.request_id in e["id"]] == [f"label:l-{fine.request_id}"]
+    assert not [e for e in labels if logged.request_id in e["id"] or broken.request_id in e["id"]]
+    assert any(broken.request_id in r.getMessage() for r in caplog.records)

@@ -12,6 +12,7 @@ later, so late feedback on it is answered "expired", not "unknown".
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -19,6 +20,8 @@ from typing import Any, Literal
 
 from trouter.store import codec
 from trouter.store.backends import Backend, open_backend
+
+log = logging.getLogger("trouter.store")
 
 DEFAULT_TTL_S = 7 * 24 * 3600.0
 SOURCES = ("user", "judge", "grader")
@@ -95,6 +98,25 @@ def _from_row(row: tuple) -> Decision:
                               for k, v in feats.items()}  # fmt: skip
     values["explored"] = bool(values["explored"])
     return Decision(**values)
+
+
+def _prior_features(text: str | None, row: str) -> dict[str, Any] | None:
+    """A decision's online prior (``prior_performance``, ``prior_cost``, NaN for null) and
+    its other features; None where it has none: blanked by retention, logged by a router
+    without an online prior, or not readable (warned of, so that one bad row cannot stop
+    the learner)."""
+    if text is None:
+        return None
+    try:
+        feats = codec.loads(text)
+    except ValueError as err:
+        log.warning("store: the features of %s are not JSON (%s); the row is skipped", row, err)
+        return None
+    if not isinstance(feats, dict) or not {"prior_performance", "prior_cost"} <= set(feats):
+        return None
+    feats["prior_performance"] = codec.numbers(feats["prior_performance"])
+    feats["prior_cost"] = codec.numbers(feats["prior_cost"])
+    return feats
 
 
 @dataclass
@@ -209,11 +231,11 @@ class Store:
                 "received_at": received,
                 "request_id": rid,
             }
-            if features is not None:
-                feats = codec.loads(features)
+            feats = _prior_features(features, rid)
+            if feats is not None:
                 event.update(
-                    prior_performance=codec.numbers(feats["prior_performance"]),
-                    prior_cost=codec.numbers(feats["prior_cost"]),
+                    prior_performance=feats["prior_performance"],
+                    prior_cost=feats["prior_cost"],
                     cell=int(cell or 0),
                 )
                 # the online router's served A/B arm, where the decision was drawn into it
@@ -272,9 +294,9 @@ class Store:
         )
         events = []
         for event_id, scores, costs, created, cell, features, seq, proposal in rows:
-            if features is None:
-                continue  # without the decision's features a label cannot be placed
-            feats = codec.loads(features)
+            feats = _prior_features(features, event_id)
+            if feats is None:
+                continue  # without the decision's prior a label cannot be placed
             events.append(
                 {
                     "id": f"label:{event_id}",
@@ -282,8 +304,8 @@ class Store:
                     "t": created / 3600.0,
                     "scores": codec.numbers(codec.loads(scores)),
                     "costs": None if costs is None else codec.numbers(codec.loads(costs)),
-                    "prior_performance": codec.numbers(feats["prior_performance"]),
-                    "prior_cost": codec.numbers(feats["prior_cost"]),
+                    "prior_performance": feats["prior_performance"],
+                    "prior_cost": feats["prior_cost"],
                     "cell": int(cell or 0),
                     "proposal_model": proposal,
                     "received_at": created,
