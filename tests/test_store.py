@@ -115,6 +115,15 @@ def test_rows_written_with_nan_tokens_by_earlier_versions_are_still_read(store) 
     assert back.features["prior_cost"] == [0.9, 0.1]
 
 
+def test_a_batch_is_written_in_statements_within_the_parameter_bound(store, monkeypatch) -> None:
+    monkeypatch.setattr(store.backend, "max_params", 3 * 24 + 5)  # three rows a statement
+    batch = [decision(prompt_tokens=i) for i in range(8)]
+    twin = decision(batch[2].request_id, model="m-b")  # the same id twice in one statement
+    store.write_decisions([batch[0], batch[2], twin, batch[1], *batch[3:]])  # 3 statements
+    for d in batch:
+        assert store.decision(d.request_id) == d  # each once, the first row of an id kept
+
+
 def test_feedback_is_idempotent_and_knows_unknown_and_expired_ids(store) -> None:
     live, old = decision(), decision(now=time.time() - 7200)
     store.write_decisions([live, old])

@@ -74,6 +74,8 @@ class Backend:
 
     dialect: str
     url: str
+    #: the most parameters one statement may bind
+    max_params: int = 999
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement in its own transaction; the number of rows it changed."""
@@ -105,6 +107,7 @@ class SQLiteBackend(Backend):
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self.max_params = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as err:
             raise StoreError(f"cannot open the SQLite store {path}: {err}") from err
         self._lock = threading.Lock()
@@ -155,6 +158,7 @@ class SQLiteBackend(Backend):
 
 class PostgresBackend(Backend):
     dialect = "postgresql"
+    max_params = 65_535  # the protocol's bound
 
     def __init__(self, url: str, max_size: int = 4, timeout_s: float = 5.0) -> None:
         try:
