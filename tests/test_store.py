@@ -116,7 +116,7 @@ def test_rows_written_with_nan_tokens_by_earlier_versions_are_still_read(store) 
 
 
 def test_a_batch_is_written_in_statements_within_the_parameter_bound(store, monkeypatch) -> None:
-    monkeypatch.setattr(store.backend, "max_params", 3 * 24 + 5)  # three rows a statement
+    monkeypatch.setattr(store.backend, "max_params", 3 * 24 + 5)  # SQLite: 3 rows a statement
     batch = [decision(prompt_tokens=i) for i in range(8)]
     twin = decision(batch[2].request_id, model="m-b")  # the same id twice in one statement
     store.write_decisions([batch[0], batch[2], twin, batch[1], *batch[3:]])  # 3 statements

@@ -64,8 +64,6 @@ class Decision:
 #: feedback event must carry back (routers/online_challenge.arm_fields writes them).
 ARM_FEATURES = ("ab_arm", "ab_policy")
 DECISION_COLUMNS = [f.name for f in fields(Decision)]
-#: Rows per INSERT statement, at most (fewer where the database binds fewer parameters)
-ROWS_PER_INSERT = 500
 JSON_COLUMNS = {"weights", "features", "utilities"}
 #: Features holding numbers (a list, or a dict by model), whose nulls read back as NaN.
 _NUMERIC_FEATURES = {"prior_performance", "prior_cost", "performance", "cost"}
@@ -162,19 +160,10 @@ class Store:
         """Insert a batch; a request id already logged keeps its first row."""
         if not decisions:
             return
-        # One statement of many rows, not executemany: Python's sqlite3 releases and
-        # retakes the GIL around every row's step, and under load each retake waits on the
-        # event loop's thread; one statement takes the GIL back once per batch.
-        columns = ", ".join(DECISION_COLUMNS)
-        row_marks = "(" + ", ".join("?" * len(DECISION_COLUMNS)) + ")"
-        per_insert = max(1, min(ROWS_PER_INSERT, self.backend.max_params // len(DECISION_COLUMNS)))
-        for start in range(0, len(decisions), per_insert):
-            chunk = decisions[start : start + per_insert]
-            self.backend.execute(
-                f"INSERT INTO decisions ({columns}) VALUES {', '.join([row_marks] * len(chunk))} "
-                "ON CONFLICT (request_id) DO NOTHING",
-                [value for d in chunk for value in _to_row(d)],
-            )
+        self.backend.insert_many(
+            "decisions", DECISION_COLUMNS, [_to_row(d) for d in decisions],
+            "ON CONFLICT (request_id) DO NOTHING",
+        )  # fmt: skip
 
     def decision(self, request_id: str) -> Decision | None:
         rows = self.backend.fetchall(
