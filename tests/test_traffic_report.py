@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from trouter.cli import app
 from trouter.data.suites import load_suite
 from trouter.store import Decision, Feedback, Store
+from trouter.store.off_policy import logged
 from trouter.store.traffic import parse_span, traffic_report
 
 
@@ -171,4 +172,25 @@ def test_a_model_never_served_has_no_ips_and_is_not_best_single(tmp_path) -> Non
     assert report["cells"]["none"]["requests"] == 20
     assert report["cells"]["none"]["models"]["cheap"] == {"feedback": 20, "mean_score": 0.5}
     json.loads(json.dumps(report, allow_nan=False))  # strict JSON: no NaN anywhere
+    store.close()
+
+
+def test_a_candidate_logged_without_a_prediction_is_never_the_greedy_choice(tmp_path) -> None:
+    """A model with no prediction has utility -inf in the route; the store writes it as
+    null and reads it back as NaN, which must not win the greedy policy's max."""
+    store = Store.open(f"sqlite:///{tmp_path / 'g.db'}")
+    now = time.time()
+    utilities = {"unknown": float("-inf"), "cheap": 0.2, "dear": 0.6}  # NaN first on read
+    store.write_decisions(
+        [Decision(f"g{i}", now, now + 60, "online", "cheap", utilities=utilities)
+         for i in range(10)]  # fmt: skip
+    )
+    for i in range(10):
+        store.add_feedback(Feedback(f"g{i}", 1.0))
+    back = [store.decision(f"g{i}") for i in range(10)]
+    assert np.isnan(back[0].utilities["unknown"])
+    log = logged(back, {d.request_id: 1.0 for d in back})
+    assert {log.models[j] for j in log.greedy} == {"dear"}
+    # "dear" was never served: the greedy policy's IPS has no support
+    assert traffic_report(store, rounds=50)["off_policy"]["greedy_policy"]["ips"]["mean"] == 0.0
     store.close()

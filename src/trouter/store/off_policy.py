@@ -94,7 +94,10 @@ def logged(decisions: list[Decision], scores: dict[str, float],
 
 
 def _greedy(d: Decision) -> str:
-    return max(d.utilities, key=d.utilities.get) if d.utilities else d.model
+    """The logged candidate with the best predicted utility (a model with no prediction
+    is logged at -inf, which the store reads back as NaN: never the greedy choice)."""
+    known = {m: u for m, u in (d.utilities or {}).items() if u is not None and u == u}
+    return max(known, key=known.get) if known else d.model
 
 
 def _predicted(d: Decision) -> dict[str, float]:
