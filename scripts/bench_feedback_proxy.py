@@ -32,10 +32,12 @@ from serving_stack import (  # noqa: E402
     cpu_s,
     gsm8k_questions,
     machine,
+    numbered,
     run_load,
     start_proxy,
     start_upstream,
     stop,
+    t_interval,
     write_pool,
     write_record,
 )
@@ -97,7 +99,7 @@ def main() -> None:
         store = f"sqlite:///{workdir / 'store.db'}"
         extra = {"plain": (), "learning": () if args.control else ("--store", store, "--learn")}
         record["control"] = args.control
-        texts = numbered(gsm8k_questions("train", QUESTIONS))
+        questions, cursor = gsm8k_questions("train", QUESTIONS), 0
         proxies: dict = {}
         try:
             for i, level in enumerate(levels):
@@ -108,9 +110,12 @@ def main() -> None:
                 proxies = {name: start_proxy(model_dir, pool, workdir, *extra[name])
                            for name in order}  # fmt: skip
                 for _, base in proxies.values():
-                    run_load(f"{base}/v1/chat/completions",
-                             chat_bodies(next_texts(texts, 200), "trouter"), 50)  # fmt: skip
-                row = measure_round(proxies, order, level, next_texts(texts, args.requests))
+                    warm = numbered(questions, cursor, 200)
+                    run_load(f"{base}/v1/chat/completions", chat_bodies(warm, "trouter"), 50)
+                    cursor += 200
+                row = measure_round(proxies, order, level,
+                                    numbered(questions, cursor, args.requests))  # fmt: skip
+                cursor += args.requests
                 record["levels"].append(row)
                 print(json.dumps(row), flush=True)
                 if i < len(levels) - 1:
@@ -124,19 +129,6 @@ def main() -> None:
         finally:
             stop(*(process for process, _ in proxies.values()), upstream)
     write_record(record, args.json)
-
-
-def numbered(questions: list[str]):
-    """An endless supply of distinct query texts: a repeated query would be answered by the
-    routing cache, so each question is numbered."""
-    k = 0
-    while True:
-        yield f"{questions[k % len(questions)]} (#{k})"
-        k += 1
-
-
-def next_texts(texts, n: int) -> list[str]:
-    return [next(texts) for _ in range(n)]
 
 
 def measure_round(proxies: dict, order: list[str], level: int, texts: list[str]) -> dict:
@@ -161,19 +153,13 @@ def measure_round(proxies: dict, order: list[str], level: int, texts: list[str])
 def summarise(levels: list[dict]) -> list[dict]:
     """Per concurrency: the mean throughput ratio and added CPU over its rounds, with 95%
     Student-t intervals (one round is too noisy on a shared machine to read alone)."""
-    from scipy import stats
-
     out = []
     for level in sorted({row["concurrency"] for row in levels}):
         rows = [row for row in levels if row["concurrency"] == level]
         entry: dict = {"concurrency": level, "rounds": len(rows)}
         for key in ("throughput_ratio", "added_cpu_ms_per_request"):
-            values = [row[key] for row in rows]
-            mean = sum(values) / len(values)
-            entry[key] = {"mean": round(mean, 3), "low": None, "high": None}  # one round
-            if len(values) > 1:
-                half = float(stats.t.ppf(0.975, len(values) - 1) * stats.sem(values))
-                entry[key].update(low=round(mean - half, 3), high=round(mean + half, 3))
+            interval = t_interval([row[key] for row in rows])
+            entry[key] = {k: None if v is None else round(v, 3) for k, v in interval.items()}
         out.append(entry)
     return out
 

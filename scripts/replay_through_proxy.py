@@ -245,14 +245,12 @@ def compare(runs: list[dict], within: float = 0.002) -> dict:
     """The proxy against the same policy offline (paired over seeds: mean difference and its
     95% Student-t interval, streams within ``within``), and how many streams passed, met or
     fell below best-single (the training rows' best model, where the router starts)."""
-    from scipy import stats
+    from serving_stack import t_interval
 
     diff = np.array([r["served_utility"] - r["offline_replay_utility"] for r in runs])
-    half = stats.t.ppf(0.975, len(diff) - 1) * stats.sem(diff) if len(diff) > 1 else np.nan
     gain = np.array([r["served_utility"] - r["best_single_trained_utility"] for r in runs])
     return {
-        "proxy_minus_offline": {"mean": float(diff.mean()), "low": float(diff.mean() - half),
-                                "high": float(diff.mean() + half)},  # fmt: skip
+        "proxy_minus_offline": t_interval(diff),
         "streams_proxy_matches_offline": int((np.abs(diff) <= within).sum()),
         "streams_vs_best_single": {"above": int((gain > within).sum()),
                                    "equal": int((np.abs(gain) <= within).sum()),

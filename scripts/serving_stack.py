@@ -257,11 +257,26 @@ def chat_bodies(questions: list[str], model: str, stream_share: float = 0.0) -> 
 
 
 def soak_bodies(count: int, stream_share: float) -> list[dict]:
-    """``count`` balanced-policy chat bodies on GSM8K's training questions, each numbered so
-    that none repeats (a repeated query would be answered by the routing cache)."""
-    questions = gsm8k_questions("train", 7473)
-    texts = [f"{questions[i % len(questions)]} (#{i})" for i in range(count)]
+    """``count`` balanced-policy chat bodies on GSM8K's training questions, numbered."""
+    texts = numbered(gsm8k_questions("train", 7473), 0, count)
     return chat_bodies(texts, "trouter-balanced", stream_share)
+
+
+def numbered(questions: list[str], start: int, count: int) -> list[str]:
+    """Query texts ``start`` .. ``start + count - 1``: the questions in turn, each numbered so
+    that none repeats (a repeated query would be answered by the routing cache)."""
+    return [f"{questions[k % len(questions)]} (#{k})" for k in range(start, start + count)]
+
+
+def t_interval(values) -> dict[str, float | None]:
+    """Mean and 95% Student-t interval of ``values`` (no interval from fewer than two)."""
+    from scipy import stats
+
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return {"mean": mean, "low": None, "high": None}
+    half = float(stats.t.ppf(0.975, len(values) - 1) * stats.sem(values))
+    return {"mean": mean, "low": mean - half, "high": mean + half}
 
 
 def gsm8k_questions(split: str, limit: int) -> list[str]:
