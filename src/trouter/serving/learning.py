@@ -135,6 +135,19 @@ def request_id(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def _set_prior(decision: Decision, models: list[str], perf, cost, cell) -> None:
+    """The decision's features become the router's prior (``perf``, ``cost`` over
+    ``models``) and its served A/B arm; written to the store as they are (store/codec.py)."""
+    decision.cell = int(cell)
+    arm = {k: v for k, v in (decision.features or {}).items() if k in ARM_FEATURES}
+    decision.features = {  # the prior replaces the posterior the route carried
+        "models": list(models),
+        "prior_performance": perf,
+        "prior_cost": cost,
+        **arm,  # and the served A/B arm stays
+    }
+
+
 class LoopMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         r = registry or CollectorRegistry()
@@ -312,34 +325,22 @@ class FeedbackLoop:
         make, e.g. a conversation kept on its model)."""
         router: OnlineRouter = self.service.router
         missing = []
-        for item in items:
-            feats = item[0].features or {}
+        for decision, text in items:
+            feats = decision.features or {}
             if "prior_performance" in feats:  # as the route carried them: kept as they are
-                self._set_prior([item], feats["models"], [feats["prior_performance"]],
-                                [feats["prior_cost"]], [item[0].cell])  # fmt: skip
+                _set_prior(decision, feats["models"], feats["prior_performance"],
+                           feats["prior_cost"], decision.cell)  # fmt: skip
             else:
-                missing.append(item)
+                missing.append((decision, text))
         if missing:
             # as the service routes: embeddings from (and into) the bounded query LRU,
             # never a cache shard on disk per logged batch
             with get_encoder(router.encoder).transient():
                 feats = router.features([text for _, text in missing])
-            self._set_prior(missing, list(router.models_), feats["performance"],
-                            feats["cost"], feats["cell"].tolist())  # fmt: skip
-
-    @staticmethod
-    def _set_prior(items: list[Item], models: list[str], perf, cost, cells) -> None:
-        """Each decision's features become the router's prior (rows of ``perf``, ``cost``)
-        and the served A/B arm; written to the store as they are (store/codec.py)."""
-        for i, (decision, _) in enumerate(items):
-            decision.cell = int(cells[i])
-            arm = {k: v for k, v in (decision.features or {}).items() if k in ARM_FEATURES}
-            decision.features = {  # the prior replaces the posterior the route carried
-                "models": list(models),
-                "prior_performance": perf[i],
-                "prior_cost": cost[i],
-                **arm,  # and the served A/B arm stays
-            }
+            models = list(router.models_)
+            for i, (decision, _) in enumerate(missing):
+                _set_prior(decision, models, feats["performance"][i], feats["cost"][i],
+                           feats["cell"][i])  # fmt: skip
 
     # ----- feedback ----------------------------------------------------------------------------
     def add_feedback(self, feedback: Feedback, wait_s: float = 2.0) -> str:

@@ -92,12 +92,15 @@ def _from_row(row: tuple) -> Decision:
     }
     for name in ("weights", "utilities"):
         values[name] = codec.numbers(values[name])
-    feats = values["features"]
-    if isinstance(feats, dict):
-        values["features"] = {k: codec.numbers(v) if k in _NUMERIC_FEATURES else v
-                              for k, v in feats.items()}  # fmt: skip
+    if isinstance(values["features"], dict):
+        values["features"] = _numeric_features(values["features"])
     values["explored"] = bool(values["explored"])
     return Decision(**values)
+
+
+def _numeric_features(feats: dict[str, Any]) -> dict[str, Any]:
+    """A decision's features with the nulls of its numeric ones read back as NaN."""
+    return {k: codec.numbers(v) if k in _NUMERIC_FEATURES else v for k, v in feats.items()}
 
 
 def _prior_features(text: str | None, row: str) -> dict[str, Any] | None:
@@ -114,9 +117,7 @@ def _prior_features(text: str | None, row: str) -> dict[str, Any] | None:
         return None
     if not isinstance(feats, dict) or not {"prior_performance", "prior_cost"} <= set(feats):
         return None
-    feats["prior_performance"] = codec.numbers(feats["prior_performance"])
-    feats["prior_cost"] = codec.numbers(feats["prior_cost"])
-    return feats
+    return _numeric_features(feats)
 
 
 @dataclass
