@@ -120,13 +120,13 @@ class ChallengeTests:
         applied where the proposal differs from the anchor, each query's arm in ``arm``."""
         if float(self.params.get("challenge", 0.0)) <= 0 or rng is None:
             return made
-        share = self.challenge_share(weights)
         proposal = decide(self.stats_, features, weights, self.rule).exploit
         arms = np.zeros(len(made.chosen), dtype=int)
         differs = (proposal != anchor) & (made.chosen == anchor) & ~made.explored
         if not differs.any():
             made.arm, made.proposal = arms, proposal
             return made
+        share = self.challenge_share(weights)  # only where some query is drawn
         rows = np.arange(len(arms))
         treat = differs & (rng.random(len(arms)) < share)
         arms[differs] = CONTROL
