@@ -51,7 +51,8 @@ HEADLINE_SHOTS = ("0", "25", "100", "all")
 
 
 def headline_markdown(rows: list[dict], router: str = "auto", scenario: str = "balanced") -> str:
-    """Per suite: best-single and ``router`` on a held-out task with K labelled rows of it."""
+    """Per suite: best-single, random and ``router`` on a held-out task with K labelled rows
+    of it, and the oracle."""
     cell = {
         (r["suite"], r["router"], r["setting"].split("K=")[1]): r
         for r in rows
@@ -64,16 +65,17 @@ def headline_markdown(rows: list[dict], router: str = "auto", scenario: str = "b
 
     suites = list(dict.fromkeys(suite for suite, *_ in cell))
     lines = [
-        f"| {scenario} utility on a new task | best-single | "
+        f"| {scenario} utility on a new task | best-single | random | "
         + " | ".join(f"{router}, K={k}" for k in HEADLINE_SHOTS)
         + " | oracle |",
-        "|---|---:|" + "---:|" * len(HEADLINE_SHOTS) + "---:|",
+        "|---|---:|---:|" + "---:|" * len(HEADLINE_SHOTS) + "---:|",
     ]
     for suite in suites:
         seeds = max(r["seeds"] for (s, *_), r in cell.items() if s == suite)
         shown = [show(suite, router, k) for k in HEADLINE_SHOTS]
         lines.append(
             f"| {suite} ({seeds} seeds) | {show(suite, 'best-single', '0')} | "
+            f"{show(suite, 'random', '0')} | "
             + " | ".join(shown)
             + f" | {show(suite, 'oracle', '0')} |"
         )
