@@ -11,7 +11,10 @@ questions it measures, in one process:
 * learning: process CPU per feedback event folded (read from the store + ``partial_fit``).
 
 Stores: SQLite in a temp dir, and PostgreSQL where ``--pg-url`` is given.
-Usage: ``python scripts/bench_feedback_loop.py [--requests 2000] [--pg-url postgresql://...]``
+Request ids are the proxy's own (time-ordered), or with ``--ids random`` random ones, as
+clients may send: the decision log's index is keyed by them.
+Usage: ``python scripts/bench_feedback_loop.py [--requests 2000] [--ids time|random]
+[--pg-url postgresql://...]``
 """
 
 from __future__ import annotations
@@ -37,12 +40,22 @@ def _service():
     return RoutingService(router, prices={m: None for m in router.models_}), test
 
 
-def measure(url: str, service, test, n: int) -> dict:
+def request_ids(kind: str, n: int) -> list[str]:
+    """``time``: the ids the proxy gives (UUID version 7, sorted by time); ``random``: UUID
+    version 4, as a client may send its own."""
+    import uuid
+
+    from trouter.serving.learning import time_ordered_id
+
+    return [time_ordered_id() if kind == "time" else uuid.uuid4().hex for _ in range(n)]
+
+
+def measure(url: str, service, test, n: int, ids: str = "time") -> dict:
     from trouter.serving.learning import FeedbackLoop
     from trouter.store import Feedback, Store
 
     texts = [test.texts[i % len(test)] for i in range(n)]
-    prefix = url.split(":", 1)[0]  # one router serves every store: ids must differ
+    rids = request_ids(ids, n)
     names = test.model_names
     loop = FeedbackLoop(Store.open(url), service, learn=True, fold_interval_s=3600)
     loop.start()
@@ -52,13 +65,13 @@ def measure(url: str, service, test, n: int) -> dict:
         result = service.route(text)
         route_ms.append((time.perf_counter() - t0) * 1000)
         c0 = time.thread_time()
-        loop.record(f"{prefix}{i}", result, result.model, text, {"prompt_tokens": 50}, 1e-4, 5.0)
+        loop.record(rids[i], result, result.model, text, {"prompt_tokens": 50}, 1e-4, 5.0)
         caller_cpu += time.thread_time() - c0
-    loop.log.wait_written(f"{prefix}{n - 1}", 120)
+    loop.log.wait_written(rids[-1], 120)
     writer_cpu = loop.log.cpu_s
     for i in range(n):
         score = float(test.performance[i % len(test), names.index(service.router.models_[0])])
-        loop.store.add_feedback(Feedback(f"{prefix}{i}", 0.0 if np.isnan(score) else score))
+        loop.store.add_feedback(Feedback(rids[i], 0.0 if np.isnan(score) else score))
     f0 = time.process_time()
     folded = loop.learner.fold()
     fold_cpu = time.process_time() - f0
@@ -68,6 +81,7 @@ def measure(url: str, service, test, n: int) -> dict:
     return {
         "store": url.split(":", 1)[0],
         "requests": n,
+        "request_ids": ids,
         "route_p50_ms": float(np.percentile(route_ms, 50)),
         "record_us_per_request": caller_cpu / n * 1e6,
         "writer_cpu_ms_per_decision": writer_cpu / n * 1000,
@@ -81,13 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--pg-url", default=None)
+    parser.add_argument(
+        "--ids", choices=["time", "random"], default="time",
+        help="Request ids: the proxy's own (sorted by time) or random (UUID 4).",
+    )  # fmt: skip
     args = parser.parse_args()
     service, test = _service()
     service.route("warm-up")
     with tempfile.TemporaryDirectory() as tmp:
         urls = [f"sqlite:///{tmp}/bench.db"] + ([args.pg_url] if args.pg_url else [])
         for url in urls:
-            print(json.dumps(measure(url, service, test, args.requests)))
+            print(json.dumps(measure(url, service, test, args.requests, args.ids)))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ against the same asyncio loopback upstream: ``plain`` (``--model-dir``), and ``l
 (``--store sqlite:///... --learn``: every routed decision logged, feedback folded). Each
 round (one per level given) starts both proxies afresh, in turns (on this machine the one
 started first serves faster), warms them, and sends the same GSM8K questions through both,
-in turns; reported per proxy: throughput, p50, errors and CPU ms per request (from /proc). Then one
-feedback post per logged request goes to the learning proxy, and its CPU per post and the
-events it folded are reported. A level given several times is a round each; the summary
-gives, per level, the mean throughput ratio and added CPU over its rounds with 95%
-Student-t intervals (one short round on a shared machine is too noisy to read alone).
+in turns (with ``--blocks K``, in K parts served A B, B A, A B, ..., so that a slow spell
+of a shared machine falls on both); reported per proxy: throughput, p50, errors and CPU ms
+per request (from /proc). Then one feedback post per logged request goes to the learning
+proxy, and its CPU per post and the events it folded are reported. A level given several
+times is a round each; the summary gives, per level, the mean throughput ratio and added
+CPU over its rounds with 95% Student-t intervals (one short round on a shared machine is
+too noisy to read alone).
 
-Usage: ``python scripts/bench_feedback_proxy.py [--levels 1,50,200] [--control] [--json PATH]``
+Usage: ``python scripts/bench_feedback_proxy.py [--levels 1,50,200] [--blocks K] [--control]
+[--json PATH]``
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def main() -> None:
     parser.add_argument("--levels", default="1,50,200")
     parser.add_argument("--requests", type=int, default=600, help="Per level and proxy.")
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--blocks", type=int, default=1,
+                        help="Serve a round's requests in this many parts, in turns.")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--control", action="store_true",
                         help="An A/A run: the 'learning' slot served plain too (the design's "
@@ -113,8 +118,8 @@ def main() -> None:
                     warm = numbered(questions, cursor, 200)
                     run_load(f"{base}/v1/chat/completions", chat_bodies(warm, "trouter"), 50)
                     cursor += 200
-                row = measure_round(proxies, order, level,
-                                    numbered(questions, cursor, args.requests))  # fmt: skip
+                texts = numbered(questions, cursor, args.requests)
+                row = measure_round(proxies, order, level, texts, args.blocks)
                 cursor += args.requests
                 record["levels"].append(row)
                 print(json.dumps(row), flush=True)
@@ -131,16 +136,27 @@ def main() -> None:
     write_record(record, args.json)
 
 
-def measure_round(proxies: dict, order: list[str], level: int, texts: list[str]) -> dict:
-    """The same texts through each proxy in ``order`` at ``level`` in flight."""
-    row: dict = {"concurrency": level, "requests": len(texts), "started_first": order[0]}
+def measure_round(proxies: dict, order: list[str], level: int, texts: list[str],
+                  blocks: int = 1) -> dict:  # fmt: skip
+    """The same texts through each proxy at ``level`` in flight, in ``blocks`` parts served
+    in turns A B, B A, A B, ... (a slow minute of a shared machine then falls on both)."""
+    from serving_stack import LoadResult
+
+    row: dict = {"concurrency": level, "requests": len(texts), "started_first": order[0],
+                 "blocks": blocks}  # fmt: skip
+    loads = {name: LoadResult() for name in order}
+    cpu = dict.fromkeys(order, 0.0)
+    size = -(-len(texts) // blocks)
+    for i in range(blocks):
+        part = chat_bodies(texts[i * size : (i + 1) * size], "trouter-balanced")
+        for name in order if i % 2 == 0 else reversed(order):
+            process, base = proxies[name]
+            c0 = cpu_s(process.pid)
+            loads[name].add(run_load(f"{base}/v1/chat/completions", part, level))
+            cpu[name] += cpu_s(process.pid) - c0
     for name in order:
-        process, base = proxies[name]
-        c0 = cpu_s(process.pid)
-        bodies = chat_bodies(texts, "trouter-balanced")
-        result = run_load(f"{base}/v1/chat/completions", bodies, level).summary()
-        result["cpu_ms_per_request"] = round((cpu_s(process.pid) - c0) * 1000 / len(texts), 3)
-        row[name] = result
+        row[name] = loads[name].summary()
+        row[name]["cpu_ms_per_request"] = round(cpu[name] * 1000 / len(texts), 3)
     row["throughput_ratio"] = round(
         row["learning"]["throughput_rps"] / row["plain"]["throughput_rps"], 3
     )

@@ -184,6 +184,14 @@ class LoadResult:
     answered: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
 
+    def add(self, other: LoadResult) -> None:
+        """Count ``other`` (a later block of the same load) in this one."""
+        self.latencies += other.latencies
+        self.errors += other.errors
+        for name, count in other.answered.items():
+            self.answered[name] = self.answered.get(name, 0) + count
+        self.wall_s += other.wall_s
+
     def summary(self) -> dict:
         ms = np.asarray(self.latencies) * 1000 if self.latencies else np.asarray([np.nan])
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import replace
 
@@ -88,6 +89,18 @@ def test_request_ids_from_clients_are_kept_when_usable() -> None:
     assert len(request_id(None)) == 32
     assert request_id("x" * 500) != "x" * 500
     assert request_id("bad\nid") != "bad\nid"
+
+
+def test_fresh_request_ids_are_uuid7_and_sort_by_time() -> None:
+    # the decision log's primary key: ids that sort by time keep its index appends cheap
+    earlier = {request_id(None) for _ in range(200)}
+    time.sleep(0.002)
+    later = request_id(None)
+    assert len(earlier) == 200  # the random bits differ within one millisecond
+    assert all(rid < later for rid in earlier)
+    parsed = uuid.UUID(later)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert abs(int(later[:12], 16) / 1000 - time.time()) < 5  # its leading 48 bits: the ms
 
 
 def test_feedback_statuses_and_openai_errors(loop, fold) -> None:
