@@ -8,7 +8,8 @@ questions it measures, in one process:
 * the request path's share: ``FeedbackLoop.record`` per request (CPU of the calling thread);
 * the writer thread: its own CPU per decision written (the online router's prior and cell,
   the hash, the batched insert);
-* learning: process CPU per feedback event folded (read from the store + ``partial_fit``).
+* learning: process CPU per feedback event folded (read from the store + ``partial_fit``);
+* the decisions' size on disk per decision.
 
 Stores: SQLite in a temp dir, and PostgreSQL where ``--pg-url`` is given.
 Request ids are the proxy's own (time-ordered), or with ``--ids random`` random ones, as
@@ -23,6 +24,7 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +52,16 @@ def request_ids(kind: str, n: int) -> list[str]:
     return [time_ordered_id() if kind == "time" else uuid.uuid4().hex for _ in range(n)]
 
 
+def stored_bytes(store) -> float:
+    """The decisions table's size on disk: the SQLite file after a WAL checkpoint (the
+    table is all it holds), PostgreSQL's table with its indexes and TOAST."""
+    backend = store.backend
+    if backend.dialect == "sqlite":
+        backend.fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+        return Path(backend.url.removeprefix("sqlite:///")).stat().st_size
+    return backend.fetchall("SELECT pg_total_relation_size('decisions')")[0][0]
+
+
 def measure(url: str, service, test, n: int, ids: str = "time") -> dict:
     from trouter.serving.learning import FeedbackLoop
     from trouter.store import Feedback, Store
@@ -69,6 +81,7 @@ def measure(url: str, service, test, n: int, ids: str = "time") -> dict:
         caller_cpu += time.thread_time() - c0
     loop.log.wait_written(rids[-1], 120)
     writer_cpu = loop.log.cpu_s
+    stored = stored_bytes(loop.store) / n
     for i in range(n):
         score = float(test.performance[i % len(test), names.index(service.router.models_[0])])
         loop.store.add_feedback(Feedback(rids[i], 0.0 if np.isnan(score) else score))
@@ -85,6 +98,7 @@ def measure(url: str, service, test, n: int, ids: str = "time") -> dict:
         "route_p50_ms": float(np.percentile(route_ms, 50)),
         "record_us_per_request": caller_cpu / n * 1e6,
         "writer_cpu_ms_per_decision": writer_cpu / n * 1000,
+        "stored_bytes_per_decision": round(stored),
         "fold_cpu_ms_per_event": fold_cpu / max(folded, 1) * 1000,
         "events_folded": folded,
         "dropped": dropped,

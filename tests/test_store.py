@@ -95,6 +95,29 @@ def test_non_finite_numbers_are_stored_as_standard_json_and_read_back_as_nan(sto
     assert event["prior_performance"][0] == 0.6 and math.isnan(event["prior_performance"][1])
 
 
+def test_rows_are_written_compactly_and_read_back_whole(store) -> None:
+    prior = np.array([0.27780196, 0.31753477], dtype=np.float32)  # as the online router logs
+    pooled = decision(pool="m-a,m-b", features={"models": ["m-a", "m-b"], "prior_performance":
+                      prior, "prior_cost": [0.125, math.nan], "cell": 1},
+                      utilities={"m-b": 0.3175347743963908, "m-a": 0.2778019599692245})  # fmt: skip
+    renamed = decision(pool="m-a,m-b", features={"models": ["r-a", "r-b"],
+                       "prior_performance": [0.6, 0.4], "prior_cost": [0.9, 0.1]},
+                       utilities={"m-a": 0.5, "other": 0.1})  # fmt: skip
+    store.write_decisions([pooled, renamed])
+    sql = "SELECT features, utilities FROM decisions WHERE request_id = ?"
+    feats, utilities = store.backend.fetchall(sql, (pooled.request_id,))[0]
+    assert "models" not in json.loads(feats)  # the pool's names: not repeated
+    assert json.loads(feats)["prior_performance"] == [0.27780196, 0.31753477]  # 8 digits
+    assert json.loads(utilities) == [0.2778019599692245, 0.3175347743963908]  # pool order
+    back = store.decision(pooled.request_id)
+    assert back.features["models"] == ["m-a", "m-b"] and back.features["cell"] == 1
+    assert np.array_equal(np.float32(back.features["prior_performance"]), prior)
+    assert back.utilities == pooled.utilities
+    assert math.isnan(back.features["prior_cost"][1])
+    kept = store.decision(renamed.request_id)  # names that are not the pool's stay
+    assert kept.features["models"] == ["r-a", "r-b"] and kept.utilities == renamed.utilities
+
+
 def test_numpy_features_are_written_as_lists_contiguous_or_not(store) -> None:
     matrix = np.array([[0.6, 0.9], [0.4, 0.1]])
     d = decision(features={"prior_performance": matrix[0], "prior_cost": matrix[:, 1]})

@@ -356,9 +356,11 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
             ]
             return Forced(made.exploit, reasons)
 
-        # the prior and cell, kept with each decision (a served event needs them)
-        extras = {"models": list(models), "prior_performance": feats["performance"],
-                  "prior_cost": feats["cost"], "cell": feats["cell"]}  # fmt: skip
+        # the prior and cell, kept with each decision (a served event needs them); float32:
+        # seven digits are far finer than any prediction, and halve the logged text
+        extras = {"models": list(models), "cell": feats["cell"],
+                  "prior_performance": feats["performance"].astype(np.float32),
+                  "prior_cost": feats["cost"].astype(np.float32)}  # fmt: skip
         return Prediction(
             list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models),
             extras=extras,

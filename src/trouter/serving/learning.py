@@ -356,9 +356,9 @@ class FeedbackLoop:
             with get_encoder(router.encoder).transient():
                 feats = router.features([text for _, text in missing])
             models = list(router.models_)
+            perf, cost = (np.asarray(feats[k], dtype=np.float32) for k in ("performance", "cost"))
             for i, (decision, _) in enumerate(missing):
-                _set_prior(decision, models, feats["performance"][i], feats["cost"][i],
-                           feats["cell"][i])  # fmt: skip
+                _set_prior(decision, models, perf[i], cost[i], feats["cell"][i])
 
     # ----- feedback ----------------------------------------------------------------------------
     def add_feedback(self, feedback: Feedback, wait_s: float = 2.0) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -70,6 +72,8 @@ _NUMERIC_FEATURES = {"prior_performance", "prior_cost", "performance", "cost"}
 
 
 _row_values = attrgetter(*DECISION_COLUMNS)
+_FEATURES_AT = DECISION_COLUMNS.index("features")
+_UTILITIES_AT = DECISION_COLUMNS.index("utilities")
 _JSON_AT = [i for i, name in enumerate(DECISION_COLUMNS) if name in JSON_COLUMNS]
 _BOOL_AT = [i for i, f in enumerate(fields(Decision)) if f.type in ("bool", bool)]
 
@@ -77,6 +81,7 @@ _BOOL_AT = [i for i, f in enumerate(fields(Decision)) if f.type in ("bool", bool
 def _to_row(decision: Decision) -> list:
     # the writer thread's per-row work on every request: plain indexing, no generator
     values = list(_row_values(decision))
+    values[_FEATURES_AT], values[_UTILITIES_AT] = _compact(decision)
     for i in _JSON_AT:
         if values[i] is not None:
             values[i] = codec.dumps(values[i])
@@ -85,15 +90,42 @@ def _to_row(decision: Decision) -> list:
     return values
 
 
+@lru_cache(maxsize=64)
+def _pool_names(pool: str | None) -> tuple[tuple[str, ...], frozenset[str]]:
+    names = tuple(pool.split(",")) if pool else ()
+    return names, frozenset(names)
+
+
+def _compact(decision: Decision) -> tuple[Any, Any]:
+    """The features and utilities as written. A decision's row is mostly these, and
+    SQLite's cost per row grows with its size, so the utilities are written as a list in
+    the pool's order, and the prior's model names only where they are not the pool's
+    (:func:`_from_row` restores both; the online router hands its prior over at float32
+    precision already)."""
+    names, known = _pool_names(decision.pool)
+    feats, utilities = decision.features, decision.utilities
+    if names and isinstance(feats, dict) and tuple(feats.get("models", ())) == names:
+        feats = {k: v for k, v in feats.items() if k != "models"}
+    if names and isinstance(utilities, dict) and utilities.keys() <= known:
+        utilities = [utilities.get(m, math.nan) for m in names]
+    return feats, utilities
+
+
 def _from_row(row: tuple) -> Decision:
     values = {
         name: codec.loads(v) if name in JSON_COLUMNS and v is not None else v
         for name, v in zip(DECISION_COLUMNS, row, strict=True)
     }
+    names = _pool_names(values["pool"])[0]
+    if isinstance(values["utilities"], list):  # in the pool's order (_compact)
+        values["utilities"] = dict(zip(names, values["utilities"], strict=False))
     for name in ("weights", "utilities"):
         values[name] = codec.numbers(values[name])
-    if isinstance(values["features"], dict):
-        values["features"] = _numeric_features(values["features"])
+    feats = values["features"]
+    if isinstance(feats, dict):
+        if names and "prior_performance" in feats and "models" not in feats:
+            feats["models"] = list(names)  # the pool's own (_compact)
+        values["features"] = _numeric_features(feats)
     values["explored"] = bool(values["explored"])
     return Decision(**values)
 
