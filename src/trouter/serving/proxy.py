@@ -93,6 +93,20 @@ class ProxySettings:
     cooldown_s: float = UpstreamLimits.cooldown_s
 
 
+def _upstreams(endpoints, settings: ProxySettings, metrics: ProxyMetrics) -> Upstreams:
+    """How the pool's models are called, each behind its in-flight limit and cooldown."""
+    limits = UpstreamLimits(
+        settings.max_in_flight_per_model,
+        settings.cooldown_failures,
+        settings.cooldown_window_s,
+        settings.cooldown_s,
+    )
+    return Upstreams(
+        endpoints, limits, settings.upstream, settings.upstream_timeout_s,
+        registry=metrics.registry,
+    )  # fmt: skip
+
+
 def create_app(
     service,
     pool: Pool,
@@ -118,18 +132,7 @@ def create_app(
         max_batch=settings.max_batch,
         after_batch=lambda: metrics.record_cache(service.query_cache()),
     )
-    upstreams = Upstreams(
-        endpoints,
-        UpstreamLimits(
-            settings.max_in_flight_per_model,
-            settings.cooldown_failures,
-            settings.cooldown_window_s,
-            settings.cooldown_s,
-        ),
-        settings.upstream,
-        settings.upstream_timeout_s,
-        registry=metrics.registry,
-    )
+    upstreams = _upstreams(endpoints, settings, metrics)
     guard = upstreams.guard
     planner = Planner(
         batcher,
