@@ -50,7 +50,6 @@ def run_online_eval(options: dict[str, Any], console: Console) -> None:
     from trouter.data.suites import load_suite
     from trouter.evaluation.harness import _load_labelled_file, limit_rows
     from trouter.evaluation.online import Feedback, OnlineConfig, run_online
-    from trouter.evaluation.online_report import markdown_tables, plot_streams, summarise
     from trouter.evaluation.scenarios import resolve_scenarios
     from trouter.routers.online_labels import budget_size
 
@@ -113,14 +112,22 @@ def run_online_eval(options: dict[str, Any], console: Console) -> None:
     except (MalformedDataError, ValueError, KeyError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from err
-    console.print(Markdown(markdown_tables(summarise(records), list(config.routers))))
+    _report(records, list(config.routers), budgets, options, console)
+
+
+def _report(records: list[dict], routers: list[str], budgets: tuple[str, ...],
+            options: dict[str, Any], console: Console) -> None:  # fmt: skip
+    """The replay's tables, and its records and plots where the options ask for them."""
+    from trouter.evaluation.online_report import markdown_tables, plot_streams, summarise
+
+    console.print(Markdown(markdown_tables(summarise(records), routers)))
     if options["json_path"] is not None:
         path: Path = options["json_path"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_plain(records), indent=1, allow_nan=False))
         console.print(f"records: {path} ({len(records)})")
     if options["plot"] is not None:
-        shown = [n for n in config.routers if n not in ("random",)]
+        shown = [n for n in routers if n not in ("random",)]
         for spec in budgets:
             target = options["plot"]
             if len(budgets) > 1:
