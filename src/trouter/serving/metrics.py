@@ -59,7 +59,13 @@ class ProxyMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._traffic_metrics(self.registry)
+        self._cache_metrics(self.registry)
+        self._client_metrics(self.registry)
+        self._seen = (0, 0)
+
+    def _traffic_metrics(self, r: CollectorRegistry) -> None:
+        """Requests, answers, upstream errors and fallbacks, cost and latency."""
         self.requests = Counter(
             "trouter_requests",
             "Chat completion requests by requested model/policy and status.",
@@ -99,6 +105,9 @@ class ProxyMetrics:
             ["model"],
             registry=r,
         )
+
+    def _cache_metrics(self, r: CollectorRegistry) -> None:
+        """The query-embedding LRU."""
         self.cache_lookups = Counter(
             "trouter_embedding_cache_lookups",
             "Query-embedding cache lookups by result (hit: the prompt was seen recently).",
@@ -119,6 +128,9 @@ class ProxyMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+
+    def _client_metrics(self, r: CollectorRegistry) -> None:
+        """Clients who left, sessions, per-client cost, and unpriced pool models."""
         self.client_aborted = Counter(
             "trouter_client_aborted_requests",
             "Requests whose client left before the reply was complete (also counted as "
@@ -147,7 +159,6 @@ class ProxyMetrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self._seen = (0, 0)
 
     def record_answer(self, policy: str, model: str, routed: bool) -> None:
         self.routed.labels(policy=policy, model=model).inc()
