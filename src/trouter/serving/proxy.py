@@ -26,8 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -65,32 +64,13 @@ from trouter.serving.requests import (
     parse_chat,
     read_json,
 )
+from trouter.serving.settings import ProxySettings
 from trouter.serving.upstreams import Upstreams
 
 log = logging.getLogger("trouter.serving")
 
 CHAT_PATH = "/v1/chat/completions"
 __all__ = ["CHAT_PATH", "POLICY_MODELS", "ProxyApp", "ProxySettings", "create_app"]
-
-
-@dataclass
-class ProxySettings:
-    max_body_bytes: int = 1_000_000
-    max_attempts: int = 3
-    upstream_timeout_s: float = 60.0
-    max_batch: int = 64
-    #: ``auto``: OpenAI-compatible upstreams over the shared aiohttp client, others through
-    #: LiteLLM; ``httpx``: the same over an httpx client; ``litellm``: every call via LiteLLM.
-    upstream: Literal["auto", "httpx", "litellm"] = "auto"
-    #: conversations remembered for tool loops and ``x-trouter-session`` (LRU, with a TTL)
-    max_sessions: int = 10_000
-    session_ttl_s: float = 3600.0
-    limits: Limits = field(default_factory=Limits)
-    #: per pool model: calls in flight at once, and the cooldown after repeated failures
-    max_in_flight_per_model: int = UpstreamLimits.max_in_flight
-    cooldown_failures: int = UpstreamLimits.cooldown_failures
-    cooldown_window_s: float = UpstreamLimits.cooldown_window_s
-    cooldown_s: float = UpstreamLimits.cooldown_s
 
 
 def _upstreams(endpoints, settings: ProxySettings, metrics: ProxyMetrics) -> Upstreams:
