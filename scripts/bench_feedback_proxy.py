@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_stack import (  # noqa: E402
+    LoadResult,
     bench_knn,
     chat_bodies,
     cpu_s,
@@ -140,8 +141,6 @@ def measure_round(proxies: dict, order: list[str], level: int, texts: list[str],
                   blocks: int = 1) -> dict:  # fmt: skip
     """The same texts through each proxy at ``level`` in flight, in ``blocks`` parts served
     in turns A B, B A, A B, ... (a slow minute of a shared machine then falls on both)."""
-    from serving_stack import LoadResult
-
     row: dict = {"concurrency": level, "requests": len(texts), "started_first": order[0],
                  "blocks": blocks}  # fmt: skip
     loads = {name: LoadResult() for name in order}

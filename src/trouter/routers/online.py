@@ -356,15 +356,18 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
             ]
             return Forced(made.exploit, reasons)
 
-        # the prior and cell, kept with each decision (a served event needs them); float32:
-        # seven digits are far finer than any prediction, and halve the logged text
-        extras = {"models": list(models), "cell": feats["cell"],
-                  "prior_performance": feats["performance"].astype(np.float32),
-                  "prior_cost": feats["cost"].astype(np.float32)}  # fmt: skip
         return Prediction(
             list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models),
-            extras=extras,
+            extras=self.logged_prior(feats),
         )  # fmt: skip
+
+    def logged_prior(self, feats: dict[str, np.ndarray]) -> dict[str, Any]:
+        """What a decision keeps of :meth:`features` for its served event: the models, the
+        prior (float32: seven digits are far finer than any prediction, and halve the
+        logged text) and the cell, one row per query."""
+        return {"models": list(self.models_), "cell": feats["cell"],
+                "prior_performance": np.asarray(feats["performance"], dtype=np.float32),
+                "prior_cost": np.asarray(feats["cost"], dtype=np.float32)}  # fmt: skip
 
     # ----- persistence: statistics as arrays, the base nested ------------------------------
     def get_state(self) -> dict[str, Any]:

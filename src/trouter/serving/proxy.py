@@ -43,7 +43,6 @@ from trouter.serving.batching import RouteBatcher
 from trouter.serving.capabilities import pool_capabilities
 from trouter.serving.conversation import Sessions
 from trouter.serving.forwarding import ClientGone, Forwarder, client_closed, unless_client_leaves
-from trouter.serving.isolation import UpstreamLimits
 from trouter.serving.learning import (
     REQUEST_ID_HEADER,
     FeedbackLoop,
@@ -73,20 +72,6 @@ CHAT_PATH = "/v1/chat/completions"
 __all__ = ["CHAT_PATH", "POLICY_MODELS", "ProxyApp", "ProxySettings", "create_app"]
 
 
-def _upstreams(endpoints, settings: ProxySettings, metrics: ProxyMetrics) -> Upstreams:
-    """How the pool's models are called, each behind its in-flight limit and cooldown."""
-    limits = UpstreamLimits(
-        settings.max_in_flight_per_model,
-        settings.cooldown_failures,
-        settings.cooldown_window_s,
-        settings.cooldown_s,
-    )
-    return Upstreams(
-        endpoints, limits, settings.upstream, settings.upstream_timeout_s,
-        registry=metrics.registry,
-    )  # fmt: skip
-
-
 def create_app(
     service,
     pool: Pool,
@@ -112,7 +97,10 @@ def create_app(
         max_batch=settings.max_batch,
         after_batch=lambda: metrics.record_cache(service.query_cache()),
     )
-    upstreams = _upstreams(endpoints, settings, metrics)
+    upstreams = Upstreams(
+        endpoints, settings.upstream_limits(), settings.upstream, settings.upstream_timeout_s,
+        registry=metrics.registry,
+    )  # fmt: skip
     guard = upstreams.guard
     planner = Planner(
         batcher,

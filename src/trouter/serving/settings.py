@@ -27,3 +27,12 @@ class ProxySettings:
     cooldown_failures: int = UpstreamLimits.cooldown_failures
     cooldown_window_s: float = UpstreamLimits.cooldown_window_s
     cooldown_s: float = UpstreamLimits.cooldown_s
+
+    def upstream_limits(self) -> UpstreamLimits:
+        """Each pool model's in-flight limit and cooldown, as the upstream guard takes them."""
+        return UpstreamLimits(
+            self.max_in_flight_per_model,
+            self.cooldown_failures,
+            self.cooldown_window_s,
+            self.cooldown_s,
+        )
