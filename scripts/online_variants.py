@@ -15,6 +15,7 @@ is fitted on the other tasks. The comparisons:
 * ``first-look`` (base ``auto``): the first of the doubling looks at 8 or at 12 labels;
 * ``confidence`` (base ``auto``): the tests' confidence (one minus the error rate spread
   over the doubling looks), 0.95, 0.9 or 0.8;
+* ``drift`` (base ``auto``): level shifts (online_drift) off, or found at z 4.5 or 4;
 * ``challenge`` (base ``auto``): the share of the queries where the base's proposal differs
   from the anchor served the proposal, as a served A/B test: 0 (off), 5%, 10% or 20%.
 
@@ -80,6 +81,14 @@ COMPARISONS = {
             "online-conf95": {"confidence": 0.95},
             "online-conf90": {"confidence": 0.9},
             "online-conf80": {"confidence": 0.8},
+        },
+    ),
+    "drift": (
+        "auto",
+        {
+            "online-drift-off": {"drift_z": None},
+            "online-drift45": {"drift_z": 4.5},
+            "online-drift4": {"drift_z": 4.0},
         },
     ),
     "challenge": (

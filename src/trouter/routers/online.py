@@ -18,12 +18,11 @@ discounting (``half_life``, in units of ``t``) is by event time. Costs are norma
 in [0, 1], as in every :class:`Prediction`; a missing cost is taken as predicted.
 
 Serving (:mod:`online_posterior`) is guarded: with no evidence the router serves what its
-base serves, and it switches to another model only when the posterior gain is significant.
-Exploration is off by default (``explore`` > 0 turns on a capped share, limited to models
-that plausibly beat the served one and whose expected loss is small), and so is the served
-A/B test of the base's proposals against the anchor (``challenge``: online_challenge).
-:meth:`decide` returns every decision with its propensity and whether the query deserves a
-background label (:func:`label_priority`; the caller's
+base serves, and it switches only when the posterior gain is significant. Exploration
+(``explore``) and the served A/B test (``challenge``: online_challenge) are off by default.
+A model whose quality or price changes is re-ranked from its own observations
+(``drift_z``: online_drift). :meth:`decide` returns every decision with its propensity and
+whether the query deserves a background label (:func:`label_priority`; the caller's
 :class:`~trouter.routers.online_labels.LabelBudget` decides whether to spend one).
 """
 
@@ -48,6 +47,7 @@ from trouter.routers.base import (
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.online_anchor import AnchorTests
 from trouter.routers.online_challenge import ChallengeTests, arm_fields
+from trouter.routers.online_drift import LevelShifts
 from trouter.routers.online_events import EventLearning
 from trouter.routers.online_labels import label_priority, label_targets
 from trouter.routers.online_posterior import Decisions, Rule, decide
@@ -68,7 +68,7 @@ PRICE_TILT = 0.1
 
 
 @register("online")
-class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
+class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Router):
     """A posterior per (cell, model) around a base router's predictions (see module)."""
 
     default_encoder = "static"
@@ -97,6 +97,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
         looks: str = "doubling",
         first_look: float | None = None,
         challenge: float = 0.0,
+        drift_z: float | None = 4.5,
         **params: Any,
     ) -> None:
         super().__init__(
@@ -122,6 +123,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
             looks=str(looks),
             first_look=None if first_look is None else float(first_look),
             challenge=float(challenge),
+            drift_z=None if drift_z is None else float(drift_z),
             **params,
         )
         if anchor not in ANCHORS:
@@ -132,11 +134,12 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
             raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
         if not 0 <= challenge <= 0.5:
             raise ValueError(f"online challenge must be in [0, 0.5], got {challenge}")
-        if half_life is not None and half_life <= 0:
-            raise ValueError(f"half_life must be positive, got {half_life}")
+        if any(v is not None and v <= 0 for v in (half_life, drift_z)):
+            raise ValueError(f"half_life, drift_z must be > 0 or None: {half_life}, {drift_z}")
         self._base: Router | None = None
         self._seen: set[str] = set()
         self._cached: dict[tuple[str, float, float, int], Any] = {}  # see _memo
+        self._init_drift(0)
 
     @property
     def rule(self) -> Rule:
@@ -184,15 +187,13 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
         self._cached = {}
         self._init_challenge()
         m = len(self.models_)
-        self.label_perf_ = np.zeros((0, m))
-        self.label_cost_ = np.zeros((0, m))
-        self.label_prior_perf_ = np.zeros((0, m))
-        self.label_prior_cost_ = np.zeros((0, m))
-        self.label_time_ = np.zeros(0)
-        self.label_cell_ = np.zeros(0)
-        self.label_guard_ = np.zeros(0)
-        self.label_proposal_ = np.zeros(0)
+        # the labels kept (online_anchor.Labels): per model, then one value per label
+        for name in ("label_perf_", "label_cost_", "label_prior_perf_", "label_prior_cost_"):
+            setattr(self, name, np.zeros((0, m)))
+        for name in ("label_time_", "label_cell_", "label_guard_", "label_proposal_"):
+            setattr(self, name, np.zeros(0))
         self.joined_late_ = np.zeros(m)  # 1: added by add_model, after fitting
+        self._init_drift(m)
         return self
 
     def add_model(self, name: str, cost: float) -> None:
@@ -218,6 +219,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
             setattr(self, name, np.pad(array, ((0, 0), (0, 1)), constant_values=fill))
         self._cached = {}
         self.stats_.add_model()
+        self._drift_add_model()
 
     # ----- features: the base's prediction and the cell of each query --------------------
     def price_prior(self) -> tuple[np.ndarray, np.ndarray]:
@@ -230,14 +232,14 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
     def best_single(self, weights: Weights) -> int:
         """The model with the best mean utility on the base's training rows (price prior for a
         model added since, or when the rows lack its scores)."""
-        # asked on every decision; it changes only when a model joins
+        # asked on every decision; it changes only when a model joins or shifts (_memo)
         return self._memo("best", weights, len(self.models_), lambda: self._best_single(weights))
 
     def _best_single(self, weights: Weights) -> int:
         perf_prior, cost_prior = self.price_prior()
         perf = np.where(np.isnan(self.anchor_performance_), perf_prior, self.anchor_performance_)
         cost = np.where(np.isnan(self.anchor_cost_), cost_prior, self.anchor_cost_)
-        utility = weights.utility(perf, cost)
+        utility = weights.utility(*self.shifted_means(perf, cost))
         return int(np.argmax(utility - 1e-12 * cost))
 
     def features(self, queries: Queries, weights: Weights | None = None) -> dict[str, np.ndarray]:
@@ -374,7 +376,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
         state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "stats_"}
         state["stats_"] = self.stats_.to_state()
         state["base_state"] = None if self._base is None else self._base.get_state()
-        return state
+        return {**state, **self.drift_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         state = dict(state)
@@ -383,8 +385,10 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, Router):
         state.setdefault("label_proposal_", np.full(len(state["label_time_"]), -1.0))
         state.setdefault("joined_late_", np.zeros(len(state["models_"])))
         self._init_challenge()  # saved before the served A/B test existed: no arms yet
+        drift = {k: state.pop(k) for k in list(state) if k.startswith("drift_")}
         self.__dict__.update(state)
         self.models_ = list(self.models_)
+        self.load_drift(drift)
         self.seen_ids_ = list(self.seen_ids_)
         self._seen = set(self.seen_ids_)
         self._cached = {}

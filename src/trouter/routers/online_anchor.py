@@ -16,7 +16,7 @@ comparison is paired on the same queries), discounted like every other statistic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,10 @@ def snapshot(router, first: int | None = None) -> Labels:
     )  # fmt: skip
     n = min(len(a) for a in arrays)
     n = n if first is None else min(n, first)
-    return Labels(*(a[:n] for a in arrays))
+    labels = Labels(*(a[:n] for a in arrays))
+    # at each model's current level: labels taken before a shift moved by it (online_drift)
+    perf, cost = router.shift_label_arrays(labels.perf, labels.cost, labels.time)
+    return replace(labels, perf=perf, cost=cost)
 
 
 def first_look(params: dict) -> int:
@@ -193,10 +196,11 @@ class AnchorTests:
     def _memo(self, kind: str, weights: Weights, evidence: int, compute) -> Any:
         """``compute()`` once per (kind, weights) for the current ``evidence`` (a count
         that changes whenever what ``compute`` reads does)."""
-        key = (kind, float(weights.performance), float(weights.cost), evidence)
+        stamp = (evidence, self._drift_version)  # a level shift (online_drift) changes all
+        key = (kind, float(weights.performance), float(weights.cost), stamp)
         if key not in self._cached:
             # request threads share this cache: pop, never del, and iterate over a copy
-            for old in [k for k in list(self._cached) if k[0] == kind and k[3] != evidence]:
+            for old in [k for k in list(self._cached) if k[0] == kind and k[3] != stamp]:
                 self._cached.pop(old, None)
             self._cached[key] = compute()
         return self._cached[key]

@@ -31,6 +31,7 @@ class EventLearning:
                 event["prior_cost"] = feats["cost"][i]
                 event["cell"] = int(feats["cell"][i])
         index = {name: j for j, name in enumerate(models)}
+        touched: set[int] = set()
         for event in fresh:
             key = str(event["id"])
             if key in self._seen:  # repeated within this batch
@@ -42,7 +43,7 @@ class EventLearning:
             if event.get("kind", "served") == "label":
                 perf = self._prior_vector(event["prior_performance"], 0)
                 cost = self._prior_vector(event["prior_cost"], 1)
-                self._apply_label(event, index, perf, cost, cell, weight)
+                touched |= self._apply_label(event, index, perf, cost, cell, weight)
             elif event["model"] in index:
                 j = index[event["model"]]
                 perf_j = self._prior_at(event["prior_performance"], j, 0)
@@ -51,10 +52,16 @@ class EventLearning:
                 cost_j = prior_cost_j if observed_cost is None else float(observed_cost)
                 score = float(event["score"])
                 self.stats_.add(cell, j, score - perf_j, cost_j - prior_cost_j, weight)
+                seen_cost = np.nan if observed_cost is None else cost_j
+                self._observe_served(
+                    j, event.get("t", 0.0), score - perf_j, seen_cost, prior_cost_j
+                )
+                touched.add(j)
                 if "ab_arm" in event:
                     self._learn_arm(event, score, cost_j, weight)
             else:
                 self.skipped_events_ += 1
+        self._detect_drift(touched)
         return self
 
     def _prior_at(self, values: Sequence[float], j: int, which: int) -> float:
@@ -70,7 +77,8 @@ class EventLearning:
         out[: len(given)] = given
         return out
 
-    def _apply_label(self, event, index, perf, cost, cell, weight) -> None:
+    def _apply_label(self, event, index, perf, cost, cell, weight) -> set[int]:
+        """Keep one label; returns the models it observed."""
         m = len(index)
         scores, costs = np.full(m, np.nan), np.full(m, np.nan)
         for name, score in event["scores"].items():
@@ -82,7 +90,7 @@ class EventLearning:
         observed = ~np.isnan(scores)
         if not observed.any():
             self.skipped_events_ += 1
-            return
+            return set()
         cost_residual = np.where(np.isnan(costs), 0.0, costs - cost)
         self.stats_.add_full(cell, scores - perf, cost_residual, observed, weight)
         self.label_perf_ = np.vstack([self.label_perf_, scores])
@@ -95,3 +103,4 @@ class EventLearning:
         proposal = index.get(event.get("proposal_model"), -1)
         self.label_proposal_ = np.append(self.label_proposal_, proposal)
         self._cached = {}
+        return self._observe_label(float(event.get("t", 0.0)), scores - perf, costs, cost)
