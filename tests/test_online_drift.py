@@ -154,3 +154,15 @@ def test_change_point_finds_the_split_and_ignores_too_short_segments():
     z, shift, since = change_point(times, values, np.zeros(3), (30, 30, 0.01))
     assert z > 5 and shift == pytest.approx(-0.3, abs=0.08) and abs(since - 200) <= 10
     assert change_point(times[:40], values[:40], np.zeros(3), (30, 30, 0.01))[2] == np.inf
+
+
+def test_a_price_cut_of_the_served_model_is_found_in_its_served_costs(arc_fold):
+    router = _router(arc_fold)
+    anchor = router.anchor_choice(BALANCED)
+    router.partial_fit(_served(arc_fold, anchor, 0, passes=1))
+    assert not router.shifts.any
+    cheaper = _served(arc_fold, anchor, len(arc_fold.test), passes=1)
+    router.partial_fit([{**e, "cost": e["cost"] * 0.1} for e in cheaper[:60]])
+    assert router.shifts.cost[anchor] == pytest.approx(0.1, rel=0.2)
+    assert router.shifts.cost_since[anchor] == pytest.approx(len(arc_fold.test), abs=2)
+    assert np.isinf(router.shifts.perf_since).all()  # the scores did not change
