@@ -3,11 +3,13 @@
 Prints microseconds per served event, per background label, per decision on precomputed
 features (what the proxy pays on top of its base router), and per full ``route`` call of
 one query with a best-single base (encoder included). Run:
-``TROUTER_DATA_DIR=tests/fixtures/data .venv/bin/python scripts/online_bench.py``.
+``TROUTER_DATA_DIR=tests/fixtures/data .venv/bin/python scripts/online_bench.py``
+(``--no-drift``: level shifts off, to see what they cost).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -34,11 +36,14 @@ def report(label: str, times: tuple[float, float]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-drift", action="store_true", help="level shifts off (drift_z None)")
+    drift = {"drift_z": None} if parser.parse_args().no_drift else {}
     weights = SCENARIOS["balanced"]
     (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
     stream, names = fold.test, fold.test.model_names
     base = make_router("best-single").fit(fold.train)
-    router = OnlineRouter.around(base, fold.train, cells=8, half_life=500.0)
+    router = OnlineRouter.around(base, fold.train, cells=8, half_life=500.0, **drift)
     feats = router.features(list(stream.texts), weights)
     served, labels = [], []
     for t in range(len(stream)):

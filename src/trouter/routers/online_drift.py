@@ -175,6 +175,8 @@ def _level(
     start = int(np.searchsorted(times, since, side="left")) if np.isfinite(since) else 0
     base = np.zeros(3) if np.isfinite(since) else summary
     searched = values[start:]
+    if not np.isfinite(since) and base[0] + len(searched) < split[0] + split[1]:
+        return 0.0, np.inf  # too few to split (NaN counted: a bound, not the count)
     if split[3]:  # ranks within the searched part (older, summed values have none)
         searched, base = _ranks(searched), np.zeros(3)
     z, _, found = change_point(times[start:], searched, base, split[:3])
