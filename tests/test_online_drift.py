@@ -166,3 +166,9 @@ def test_a_price_cut_of_the_served_model_is_found_in_its_served_costs(arc_fold):
     assert router.shifts.cost[anchor] == pytest.approx(0.1, rel=0.2)
     assert router.shifts.cost_since[anchor] == pytest.approx(len(arc_fold.test), abs=2)
     assert np.isinf(router.shifts.perf_since).all()  # the scores did not change
+    # still known once the answers from before the cut have left the window
+    later = _served(arc_fold, anchor, 2 * len(arc_fold.test), passes=12)
+    for start in range(0, len(later), 60):
+        router.partial_fit([{**e, "cost": e["cost"] * 0.1} for e in later[start : start + 60]])
+    assert router._logs["served"][anchor].rows[0, 0] > len(arc_fold.test)  # window: all after
+    assert router.shifts.cost[anchor] == pytest.approx(0.1, rel=0.2)

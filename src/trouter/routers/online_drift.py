@@ -48,8 +48,10 @@ SPLITS = {
 #: A price change counts only from this factor on (log): smaller ones are answer lengths.
 MIN_PRICE_CHANGE = float(np.log(1.5))
 #: Summary block per model: (count, sum, sum of squares) of perf, then of cost, the latest
-#: time summed, and the start of the latest perf and cost change found (inf: none).
-SUMMARY = 9
+#: time summed, the start of the latest perf and cost change found (inf: none), and the
+#: perf and cost level before the first change (NaN: none; kept, as the observations
+#: before it leave the window).
+SUMMARY = 11
 #: Cost floor in the log ratio (normalised costs may be 0).
 COST_FLOOR = 1e-6
 
@@ -113,7 +115,7 @@ class ModelLog:
         self.rows = np.empty((3, 2 * WINDOW))  # time, perf residual, cost log ratio
         self.n = 0
         self.summary = np.zeros(SUMMARY)
-        self.summary[6:] = (-np.inf, np.inf, np.inf)
+        self.summary[6:] = (-np.inf, np.inf, np.inf, np.nan, np.nan)
         self.pending = 0  # observations added since the last search
         self.outcome = (0.0, np.inf, 1.0, np.inf)
 
@@ -148,10 +150,13 @@ class ModelLog:
         self.pending = 0
         times, perf, cost = self.rows[:, : self.n]
         perf_split, cost_split = SPLITS[self.channel]
-        perf_shift, self.summary[7] = _level(times, perf, self.summary[0:3], perf_split,
-                                             threshold, self.summary[7])  # fmt: skip
-        cost_shift, self.summary[8] = _level(times, cost, self.summary[3:6], cost_split,
-                                             threshold, self.summary[8], robust=True)  # fmt: skip
+        summary = self.summary
+        perf_shift, summary[7], summary[9] = _level(
+            times, perf, summary[0:3], perf_split, threshold, summary[7], summary[9]
+        )
+        cost_shift, summary[8], summary[10] = _level(
+            times, cost, summary[3:6], cost_split, threshold, summary[8], summary[10], robust=True
+        )
         self.outcome = (perf_shift, self.summary[7], float(np.exp(cost_shift)), self.summary[8])
         return self.outcome
 
@@ -163,30 +168,35 @@ def _level(
     split: tuple[int, int, float, bool, float],
     threshold: float,
     since: float,
+    before: float,
     robust: bool = False,
-) -> tuple[float, float]:
-    """(shift, since) of one measure. A change once found is kept (its start time latched:
-    after the switch it causes, the changed model is seldom observed, and a z that drifted
-    back under the threshold would switch back); later observations are searched for a
-    newer one, and the shift is the mean since the latest change minus the mean before it.
-    ``robust`` (costs): the shift is the difference of the medians of the window, and a
-    change needs it to be at least :data:`MIN_PRICE_CHANGE` (one long answer among a few is
-    no new price)."""
-    start = int(np.searchsorted(times, since, side="left")) if np.isfinite(since) else 0
-    base = np.zeros(3) if np.isfinite(since) else summary
+) -> tuple[float, float, float]:
+    """(shift, since, level before) of one measure. A change once found is kept (its start
+    time latched: after the switch it causes, the changed model is seldom observed, and a z
+    that drifted back under the threshold would switch back), and so is the level before it;
+    later observations are searched for a newer one. The shift is the level since the
+    latest change minus the level before the first. ``robust`` (costs): levels are medians,
+    and a change needs a shift of at least :data:`MIN_PRICE_CHANGE` (one long answer among
+    a few is no new price)."""
+    latched = np.isfinite(since)
+    start = int(np.searchsorted(times, since, side="left")) if latched else 0
+    base = np.zeros(3) if latched else summary
     searched = values[start:]
-    if not np.isfinite(since) and base[0] + len(searched) < split[0] + split[1]:
-        return 0.0, np.inf  # too few to split (NaN counted: a bound, not the count)
+    if not latched and base[0] + len(searched) < split[0] + split[1]:
+        return 0.0, np.inf, np.nan  # too few to split (NaN counted: a bound, not the count)
     if split[3]:  # ranks within the searched part (older, summed values have none)
         searched, base = _ranks(searched), np.zeros(3)
     z, _, found = change_point(times[start:], searched, base, split[:3])
     if z > threshold + split[4]:
-        shift = _shift(values, int(np.searchsorted(times, found, side="left")), summary, robust)
-        if not robust or abs(shift) >= MIN_PRICE_CHANGE:
-            since = found
+        k = int(np.searchsorted(times, found, side="left"))
+        level = before if latched else _level_of(values[:k], summary, robust)
+        shift = _level_of(values[k:], None, robust) - level
+        if np.isfinite(shift) and (not robust or abs(shift) >= MIN_PRICE_CHANGE):
+            since, before = found, level
     if not np.isfinite(since):
-        return 0.0, np.inf
-    return _shift(values, int(np.searchsorted(times, since, side="left")), summary, robust), since
+        return 0.0, np.inf, np.nan
+    after = _level_of(values[int(np.searchsorted(times, since, side="left")) :], None, robust)
+    return (float(after - before) if np.isfinite(after) else 0.0), since, before
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -198,16 +208,15 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _shift(values: np.ndarray, k: int, summary: np.ndarray, robust: bool) -> float:
-    """Mean (``robust``: median of the window) from ``k`` on minus that before it."""
-    after, before = values[k:], values[:k]
-    after, before = after[~np.isnan(after)], before[~np.isnan(before)]
+def _level_of(values: np.ndarray, summary: np.ndarray | None, robust: bool) -> float:
+    """Mean of the values and of the ``summary``'s (count, sum, ...) (``robust``: the
+    median of the values alone); NaN where there are none."""
+    values = values[~np.isnan(values)]
     if robust:
-        return float(np.median(after) - np.median(before)) if len(after) and len(before) else 0.0
-    count = summary[0] + len(before)
-    if not len(after) or not count:
-        return 0.0
-    return float(after.mean() - (summary[1] + before.sum()) / count)
+        return float(np.median(values)) if len(values) else np.nan
+    count = len(values) + (summary[0] if summary is not None else 0.0)
+    total = values.sum() + (summary[1] if summary is not None else 0.0)
+    return float(total / count) if count else np.nan
 
 
 #: Where a model's observations come from: its served feedback (residuals against the
