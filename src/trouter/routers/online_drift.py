@@ -4,13 +4,15 @@ Discounting (``half_life``) re-learns a changed model only slowly, and the ancho
 on the background labels need dozens of labels for a gain of the size a change opens. A
 change shows sooner in the model's own observations: its served feedback (every served
 query, for the model the anchor serves) and, for a price, a few labels, as costs are near
-deterministic. So per model the router keeps its latest observations on this traffic as
-residuals (score minus predicted performance; log of observed over predicted cost) and
-looks for one change point: the split in time that maximises the two-sample z of the mean
-residual after against before it (pooled variance; older observations beyond the window
-are kept as one summary block at the start). Past ``drift_z``, a stringent level because
-the split is the best of many, the model's level has shifted by the difference of the means
-since the first observation after the split.
+deterministic. So per model the router keeps its latest observations on this traffic in two
+channels (:data:`CHANNELS`): served residuals (score minus predicted performance; log of
+observed over predicted cost) and label residuals taken relative to the other models on the
+same query. In each it looks for one change point: the split in time that maximises the
+two-sample z of the mean after against before it (pooled variance; observations older than
+the window are kept as one summary block at the start; served costs on their ranks). Past
+``drift_z``, a stringent level because the split is the best of many, the change is kept
+with the level before it, and the model's level has shifted by the level since the change
+minus that one.
 
 A shift is applied wherever the router compares models on evidence older than the change:
 the training means from which the anchor's best-single is chosen, and the background labels
@@ -19,14 +21,15 @@ a few dozen served queries or a few labels, with no test on noisy utility differ
 shift is measured against the model's own earlier level on the same traffic, so traffic
 that is harder or cheaper than the training rows for every model is not a shift.
 
-The observations are a pure function of the events applied (sorted by time, the latest
-``WINDOW`` per model kept, older ones summed), so the outcome does not depend on the order
-events arrive in; it is recomputed after each batch of events, off the request path.
+The logs hold the events applied sorted by time, whatever order they arrived in, and the
+search runs after each batch of events, off the request path, once per 1/32 of a model's
+observations. A change once found is kept, so the shifts depend on when the searches ran:
+replaying the event log in its order rebuilds them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.stats import rankdata
@@ -262,12 +265,16 @@ class LevelShifts:
 
     def _observe_served(self, j: int, t: float, perf_residual: float, cost, prior_cost) -> None:
         """Model ``j`` served at ``t`` (``cost`` NaN: not observed)."""
+        if self.params.get("drift_z") is None:  # level shifts off: nothing to keep
+            return
         ratio = float(_log_ratio(cost, prior_cost))
         self._logs["served"][j].add(float(t), float(perf_residual), ratio)
 
     def _observe_label(self, t: float, residuals, costs, prior_costs) -> set[int]:
         """One background label (per model: score minus prior, NaN where not scored);
         returns the models it observed."""
+        if self.params.get("drift_z") is None:
+            return set()
         scored = int((~np.isnan(residuals)).sum())
         if scored < max(3, int(np.ceil(FULL_LABEL * len(residuals)))):
             return set()  # a pair label (a newcomer's): another reference, not comparable
@@ -291,10 +298,8 @@ class LevelShifts:
             perf[j], perf_since[j] = labelled[:2] if np.isfinite(labelled[1]) else served[:2]
             cost[j], cost_since[j] = labelled[2:] if np.isfinite(labelled[3]) else served[2:]
         new = Shifts(perf, perf_since, cost, cost_since)
-        old = self.shifts
-        if any(not np.array_equal(a, b) for a, b in zip(
-                (new.perf, new.perf_since, new.cost, new.cost_since),
-                (old.perf, old.perf_since, old.cost, old.cost_since), strict=True)):  # fmt: skip
+        if any(not np.array_equal(getattr(new, f.name), getattr(self.shifts, f.name))
+               for f in fields(Shifts)):  # fmt: skip
             self.shifts = new  # replaced, never changed in place: request threads read it
             self._drift_version += 1
 
