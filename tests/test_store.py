@@ -103,7 +103,8 @@ def test_rows_are_written_compactly_and_read_back_whole(store) -> None:
     renamed = decision(pool="m-a,m-b", features={"models": ["r-a", "r-b"],
                        "prior_performance": [0.6, 0.4], "prior_cost": [0.9, 0.1]},
                        utilities={"m-a": 0.5, "other": 0.1})  # fmt: skip
-    store.write_decisions([pooled, renamed])
+    limited = decision(pool="m-a,m-b", utilities={"m-b": 0.25})  # m-a excluded by a limit
+    store.write_decisions([pooled, renamed, limited])
     sql = "SELECT features, utilities FROM decisions WHERE request_id = ?"
     feats, utilities = store.backend.fetchall(sql, (pooled.request_id,))[0]
     assert "models" not in json.loads(feats)  # the pool's names: not repeated
@@ -116,6 +117,7 @@ def test_rows_are_written_compactly_and_read_back_whole(store) -> None:
     assert math.isnan(back.features["prior_cost"][1])
     kept = store.decision(renamed.request_id)  # names that are not the pool's stay
     assert kept.features["models"] == ["r-a", "r-b"] and kept.utilities == renamed.utilities
+    assert store.decision(limited.request_id).utilities == {"m-b": 0.25}  # m-a stays absent
 
 
 def test_numpy_features_are_written_as_lists_contiguous_or_not(store) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -106,8 +105,9 @@ def _compact(decision: Decision) -> tuple[Any, Any]:
     feats, utilities = decision.features, decision.utilities
     if names and isinstance(feats, dict) and tuple(feats.get("models", ())) == names:
         feats = {k: v for k, v in feats.items() if k != "models"}
-    if names and isinstance(utilities, dict) and utilities.keys() <= known:
-        utilities = [utilities.get(m, math.nan) for m in names]
+    # only a full pool's: a model the request's limits excluded must read back absent
+    if names and isinstance(utilities, dict) and utilities.keys() == known:
+        utilities = [utilities[m] for m in names]
     return feats, utilities
 
 
