@@ -475,3 +475,34 @@ def test_the_served_ab_arm_travels_through_the_log_back_into_the_router(fold, tm
     assert router.challenge_earned(policy.weights)
     loop.close()
     loop.store.close()
+
+
+def test_the_linear_cells_features_travel_through_the_log_into_the_router(fold, tmp_path):
+    """With ``cell_by="linear"`` each logged decision keeps the query's projected embedding
+    (carried by the route, or recomputed for a bare one); its feedback and its label come
+    back from the store with it, and the router's linear sums learn from both."""
+    base = make_router("best-single").fit(fold.train, fold.validation)
+    router = OnlineRouter.around(base, fold.train, cell_by="linear", linear_dims=8)
+    service = RoutingService(router, prices={m: None for m in router.models_})
+    loop = FeedbackLoop(Store.open(f"sqlite:///{tmp_path / 's.db'}"), service, learn=True)
+    texts, names = list(fold.test.texts[:4]), fold.test.model_names
+    expected = router.features(texts)["embedding"]
+    for i, text in enumerate(texts[:3]):
+        _route(loop, text, f"r{i}")
+    bare = service.route(texts[3])
+    loop.record("r3", replace(bare, logged=None), bare.model, texts[3], None, None, 1.0)
+    for i in range(4):
+        assert loop.log.wait_written(f"r{i}", 5)
+        loop.add_feedback(Feedback(f"r{i}", 1.0))
+    loop.store.add_label("label-0", dict.fromkeys(names, 0.5), request_id="r0", spend_usd=0.01)
+    served = {e["request_id"]: e for e in loop.store.served_events()}
+    for i in range(4):
+        np.testing.assert_allclose(served[f"r{i}"]["embedding"], expected[i], atol=1e-5)
+    (label,) = loop.store.label_events()
+    np.testing.assert_allclose(label["embedding"], expected[0], atol=1e-5)
+    assert router.stats_.lin_count.sum() == 0
+    loop.learner.fold()
+    assert router.stats_.lin_count.sum() == pytest.approx(4 + len(names))
+    np.testing.assert_allclose(router.label_embedding_[0], expected[0], atol=1e-5)
+    loop.close()
+    loop.store.close()

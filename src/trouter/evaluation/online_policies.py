@@ -52,8 +52,8 @@ class OnlinePolicy:
 
     def _row(self, row: int) -> dict[str, np.ndarray]:
         f = self.features
-        keys = ("performance", "cost", "cell", "guard")
-        return {k: f[k][row : row + 1] for k in keys}
+        keys = ("performance", "cost", "cell", "guard", "embedding")
+        return {k: f[k][row : row + 1] for k in keys if k in f}
 
     def choose(self, t: int, row: int) -> tuple[int, float, bool, float]:
         feats = self._row(row)
@@ -86,6 +86,8 @@ class OnlinePolicy:
                 "base_model": names[int(self.features["guard"][row])],
                 "proposal_model": names[self.proposals.get(row, int(self.features["guard"][row]))],
             }
+            if "embedding" in self.features:
+                out["embedding"] = self.features["embedding"][row]
             if event["kind"] == "label":
                 seen = ~np.isnan(event["scores"])
                 out["scores"] = {names[j]: event["scores"][j] for j in np.flatnonzero(seen)}

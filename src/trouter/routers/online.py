@@ -44,15 +44,15 @@ from trouter.routers.base import (
     query_texts,
     register,
 )
-from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.online_anchor import AnchorTests
+from trouter.routers.online_cells import CELL_BY, QueryCells
 from trouter.routers.online_challenge import ChallengeTests, arm_fields
 from trouter.routers.online_drift import LevelShifts
 from trouter.routers.online_events import EventLearning
 from trouter.routers.online_labels import label_priority, label_targets
 from trouter.routers.online_posterior import Decisions, Rule, decide
 from trouter.routers.online_stats import EvidenceStats
-from trouter.routers.tuning import embed, merge
+from trouter.routers.tuning import merge
 
 #: What is served with no evidence: ``best-single`` (the pool's best model on the base's
 #: training rows; the base's choice must earn its way in with evidence) or ``base``.
@@ -68,7 +68,7 @@ PRICE_TILT = 0.1
 
 
 @register("online")
-class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Router):
+class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, QueryCells, Router):
     """A posterior per (cell, model) around a base router's predictions (see module)."""
 
     default_encoder = "static"
@@ -79,6 +79,9 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
         base: str = "auto",
         base_params: dict[str, Any] | None = None,
         cells: int = 1,
+        cell_by: str = "kmeans",
+        linear_dims: int = 32,
+        linear_penalty: float | None = None,
         half_life: float | None = None,
         prior_strength: float = 10.0,
         cell_strength: float = 20.0,
@@ -105,6 +108,9 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
             base=str(base),
             base_params=dict(base_params or {}),
             cells=int(cells),
+            cell_by=str(cell_by),
+            linear_dims=int(linear_dims),
+            linear_penalty=None if linear_penalty is None else float(linear_penalty),
             half_life=None if half_life is None else float(half_life),
             prior_strength=float(prior_strength),
             cell_strength=float(cell_strength),
@@ -130,6 +136,8 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
             raise ValueError(f"online anchor must be one of {ANCHORS}, got {anchor!r}")
         if looks not in LOOKS:
             raise ValueError(f"online looks must be one of {LOOKS}, got {looks!r}")
+        if cell_by not in CELL_BY or linear_dims < 1:
+            raise ValueError(f"online cell_by must be one of {CELL_BY}, linear_dims >= 1")
         if cells < 1 or not 0.5 <= confidence < 1 or not 0 <= explore <= 0.5:
             raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
         if not 0 <= challenge <= 0.5:
@@ -172,26 +180,20 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
         # the anchor is the ``best-single`` router's model: training rows only
         self.anchor_performance_ = np.nanmean(train.performance, axis=0)
         self.anchor_cost_ = np.nanmean(train.normalised_cost, axis=0)
-        cells = self.params["cells"]
-        self.centroids_ = (
-            fit_centroids(embed(pool, self.encoder), cells, self.seed)
-            if cells > 1
-            else np.zeros((1, 1), dtype=np.float32)
-        )
-        self.stats_ = EvidenceStats(
-            len(self.centroids_) if cells > 1 else 0, len(self.models_), self.params["half_life"]
-        )
+        cells = self._fit_cells(train, validation, pool)
+        m = len(self.models_)
+        self.stats_ = EvidenceStats(cells, m, self.params["half_life"], self.linear_dims)
         self.seen_ids_: list[str] = []
         self.skipped_events_ = 0
         self._seen: set[str] = set()
         self._cached = {}
         self._init_challenge()
-        m = len(self.models_)
         # the labels kept (online_anchor.Labels): per model, then one value per label
         for name in ("label_perf_", "label_cost_", "label_prior_perf_", "label_prior_cost_"):
             setattr(self, name, np.zeros((0, m)))
         for name in ("label_time_", "label_cell_", "label_guard_", "label_proposal_"):
             setattr(self, name, np.zeros(0))
+        self.label_embedding_ = np.zeros((0, self.linear_dims))
         self.joined_late_ = np.zeros(m)  # 1: added by add_model, after fitting
         self._init_drift(m)
         return self
@@ -229,19 +231,6 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
         cost = np.nan_to_num(self.pool_cost_, nan=float(np.nanmean(self.pool_cost_)))
         return shared + PRICE_TILT * (cost - cost.mean()), cost
 
-    def best_single(self, weights: Weights) -> int:
-        """The model with the best mean utility on the base's training rows (price prior for a
-        model added since, or when the rows lack its scores)."""
-        # asked on every decision; it changes only when a model joins or shifts (_memo)
-        return self._memo("best", weights, len(self.models_), lambda: self._best_single(weights))
-
-    def _best_single(self, weights: Weights) -> int:
-        perf_prior, cost_prior = self.price_prior()
-        perf = np.where(np.isnan(self.anchor_performance_), perf_prior, self.anchor_performance_)
-        cost = np.where(np.isnan(self.anchor_cost_), cost_prior, self.anchor_cost_)
-        utility = weights.utility(*self.shifted_means(perf, cost))
-        return int(np.argmax(utility - 1e-12 * cost))
-
     def features(self, queries: Queries, weights: Weights | None = None) -> dict[str, np.ndarray]:
         """Per query: prior performance and cost (n, m), cell, and (with ``weights``) the
         guard: the base's own choice (the best price-prior model with no base), which
@@ -264,10 +253,10 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
             prediction = self._base.predict(texts).reorder([models[j] for j in known])
             perf[:, known] = np.asarray(prediction.performance)
             cost[:, known] = np.asarray(prediction.cost)
-        cells = np.zeros(n, dtype=int)
-        if self.params["cells"] > 1 and n:
-            cells = nearest(embed(texts, self.encoder), self.centroids_)
+        cells, embedding = self._cells_of(texts)
         feats = {"performance": perf, "cost": cost, "cell": cells}
+        if embedding is not None:
+            feats["embedding"] = embedding
         return {**feats, "guard": np.full(n, -1)}, prediction, known
 
     def _guarded(
@@ -366,24 +355,29 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
     def logged_prior(self, feats: dict[str, np.ndarray]) -> dict[str, Any]:
         """What a decision keeps of :meth:`features` for its served event: the models, the
         prior (float32: seven digits are far finer than any prediction, and halve the
-        logged text) and the cell, one row per query."""
-        return {"models": list(self.models_), "cell": feats["cell"],
-                "prior_performance": np.asarray(feats["performance"], dtype=np.float32),
-                "prior_cost": np.asarray(feats["cost"], dtype=np.float32)}  # fmt: skip
+        logged text), the cell and the linear cells' features, one row per query."""
+        logged = {"models": list(self.models_), "cell": feats["cell"]}
+        for key, name in (("performance", "prior_performance"), ("cost", "prior_cost"),
+                          ("embedding", "embedding")):  # fmt: skip
+            if key in feats:
+                logged[name] = np.asarray(feats[key], dtype=np.float32)
+        return logged
 
     # ----- persistence: statistics as arrays, the base nested ------------------------------
     def get_state(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "stats_"}
         state["stats_"] = self.stats_.to_state()
         state["base_state"] = None if self._base is None else self._base.get_state()
-        return {**state, **self.drift_state()}
+        return {**state, **self.drift_state(), **self.cells_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         state = dict(state)
         base_state = state.pop("base_state")
+        cells = {"cell_router_state": state.pop("cell_router_state", None)}
         self.stats_ = EvidenceStats.from_state(state.pop("stats_"), self.params["half_life"])
         state.setdefault("label_proposal_", np.full(len(state["label_time_"]), -1.0))
         state.setdefault("joined_late_", np.zeros(len(state["models_"])))
+        state.setdefault("label_embedding_", np.zeros((len(state["label_time_"]), 0)))
         self._init_challenge()  # saved before the served A/B test existed: no arms yet
         drift = {k: state.pop(k) for k in list(state) if k.startswith("drift_")}
         self.__dict__.update(state)
@@ -394,7 +388,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Rout
         self._cached = {}
         self._base = None
         if base_state is not None:
-            self._base = make_router(
-                self.params["base"], seed=self.seed, **self.params["base_params"]
-            )
+            base_params = self.params["base_params"]
+            self._base = make_router(self.params["base"], seed=self.seed, **base_params)
             self._base.set_state(base_state)
+        self.load_cells(cells)

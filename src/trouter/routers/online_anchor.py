@@ -41,6 +41,7 @@ class Labels:
     cell: np.ndarray
     guard: np.ndarray
     proposal: np.ndarray
+    embedding: np.ndarray  # (labels, d): the linear cell structure's features (d 0: none)
 
     def __len__(self) -> int:
         return len(self.time)
@@ -53,7 +54,7 @@ def snapshot(router, first: int | None = None) -> Labels:
     arrays = (
         router.label_perf_, router.label_cost_, router.label_prior_perf_,
         router.label_prior_cost_, router.label_time_, router.label_cell_, router.label_guard_,
-        router.label_proposal_,
+        router.label_proposal_, router.label_embedding_,
     )  # fmt: skip
     n = min(len(a) for a in arrays)
     n = n if first is None else min(n, first)
@@ -205,6 +206,19 @@ class AnchorTests:
             self._cached[key] = compute()
         return self._cached[key]
 
+    def best_single(self, weights: Weights) -> int:
+        """The model with the best mean utility on the base's training rows (price prior for a
+        model added since, or when the rows lack its scores)."""
+        # asked on every decision; it changes only when a model joins or shifts (_memo)
+        return self._memo("best", weights, len(self.models_), lambda: self._best_single(weights))
+
+    def _best_single(self, weights: Weights) -> int:
+        perf_prior, cost_prior = self.price_prior()
+        perf = np.where(np.isnan(self.anchor_performance_), perf_prior, self.anchor_performance_)
+        cost = np.where(np.isnan(self.anchor_cost_), cost_prior, self.anchor_cost_)
+        utility = weights.utility(*self.shifted_means(perf, cost))
+        return int(np.argmax(utility - 1e-12 * cost))
+
     def anchor_choice(self, weights: Weights) -> int:
         """Best-single on this traffic: the training rows' best-single until the background
         labels show another model ahead of it (with ``anchor_learns``;
@@ -291,6 +305,8 @@ class AnchorTests:
             "cell": labels.cell.astype(int),
             "guard": np.where(labels.guard >= 0, labels.guard, fallback).astype(int),
         }
+        if labels.embedding.shape[1]:
+            features["embedding"] = labels.embedding
         # each label's proposal as recorded before it was learned (out of sample); the
         # current one where none was recorded (in sample: optimistic)
         current = decide(self.stats_, features, weights, self.rule).exploit

@@ -30,6 +30,8 @@ class EventLearning:
                 event["prior_performance"] = feats["performance"][i]
                 event["prior_cost"] = feats["cost"][i]
                 event["cell"] = int(feats["cell"][i])
+                if "embedding" in feats:
+                    event["embedding"] = feats["embedding"][i]
         index = {name: j for j, name in enumerate(models)}
         touched: set[int] = set()
         for event in fresh:
@@ -40,10 +42,11 @@ class EventLearning:
             self.seen_ids_.append(key)
             cell = int(event.get("cell", 0)) if self.stats_.total > 0 else 0
             weight = self.stats_.weight(float(event.get("t", 0.0)))
+            x = self._linear_features(event)
             if event.get("kind", "served") == "label":
                 perf = self._prior_vector(event["prior_performance"], 0)
                 cost = self._prior_vector(event["prior_cost"], 1)
-                touched |= self._apply_label(event, index, perf, cost, cell, weight)
+                touched |= self._apply_label(event, index, perf, cost, cell, weight, x)
             elif event["model"] in index:
                 j = index[event["model"]]
                 perf_j = self._prior_at(event["prior_performance"], j, 0)
@@ -51,7 +54,7 @@ class EventLearning:
                 observed_cost = event.get("cost")  # missing: as predicted
                 cost_j = prior_cost_j if observed_cost is None else float(observed_cost)
                 score = float(event["score"])
-                self.stats_.add(cell, j, score - perf_j, cost_j - prior_cost_j, weight)
+                self.stats_.add(cell, j, score - perf_j, cost_j - prior_cost_j, weight, x)
                 seen_cost = np.nan if observed_cost is None else cost_j
                 self._observe_served(
                     j, event.get("t", 0.0), score - perf_j, seen_cost, prior_cost_j
@@ -63,6 +66,15 @@ class EventLearning:
                 self.skipped_events_ += 1
         self._detect_drift(touched)
         return self
+
+    def _linear_features(self, event: dict[str, Any]) -> np.ndarray | None:
+        """The event's features for the linear cell structure, as its decision recorded
+        them (None: not linear, or not recorded: the event feeds the other statistics)."""
+        given = event.get("embedding")
+        if not self.stats_.dims or given is None or len(given) != self.stats_.dims:
+            return None
+        x = np.asarray(given, dtype=float)
+        return x if np.isfinite(x).all() else None
 
     def _prior_at(self, values: Sequence[float], j: int, which: int) -> float:
         """Model ``j``'s recorded prior, or its price prior for a model added since."""
@@ -77,7 +89,7 @@ class EventLearning:
         out[: len(given)] = given
         return out
 
-    def _apply_label(self, event, index, perf, cost, cell, weight) -> set[int]:
+    def _apply_label(self, event, index, perf, cost, cell, weight, x=None) -> set[int]:
         """Keep one label; returns the models it observed."""
         m = len(index)
         scores, costs = np.full(m, np.nan), np.full(m, np.nan)
@@ -92,7 +104,10 @@ class EventLearning:
             self.skipped_events_ += 1
             return set()
         cost_residual = np.where(np.isnan(costs), 0.0, costs - cost)
-        self.stats_.add_full(cell, scores - perf, cost_residual, observed, weight)
+        self.stats_.add_full(cell, scores - perf, cost_residual, observed, weight, x)
+        # a label without recorded features keeps the pool's mean (0), as in the sums it is not
+        features = np.zeros(self.stats_.dims) if x is None else x
+        self.label_embedding_ = np.vstack([self.label_embedding_, features[None, :]])
         self.label_perf_ = np.vstack([self.label_perf_, scores])
         self.label_cost_ = np.vstack([self.label_cost_, np.where(np.isnan(costs), cost, costs)])
         self.label_prior_perf_ = np.vstack([self.label_prior_perf_, perf])

@@ -11,6 +11,8 @@ guarded choice ``g`` (the base's own choice, best-single where its guard falls b
 * the evidence estimate is ``b_j + r_j``, with ``r_j`` the mean residual of ``j`` (observed
   minus predicted utility) over all cells, then per cell; each level is shrunk towards the
   level above with a pseudo-count;
+* with the linear cell structure, a ridge prediction of each model's residual from the
+  query's features is added to that (online_cells.linear_correction);
 * another model ``j*`` (the best posterior mean) replaces ``g`` only when its mean gain is
   above ``margin`` and above ``z`` standard errors, where the standard error is the smaller
   of the independent one and the paired one from full-information rows.
@@ -24,6 +26,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from trouter.evaluation.scenarios import Weights
+from trouter.routers.online_cells import linear_correction
 from trouter.routers.online_stats import EvidenceStats
 
 #: Prior second moment of a performance residual (a 0/1 score around 0.5) and of a cost one.
@@ -44,6 +47,7 @@ class Rule:
     explore: float = 0.0
     explore_max_loss: float = 0.02
     explore_floor: float = 0.2
+    linear_penalty: float | None = None  # the linear cells' ridge penalty (None: cell_strength)
 
 
 @dataclass
@@ -65,7 +69,8 @@ class Decisions:
 
 def posterior(stats: EvidenceStats, features: dict[str, np.ndarray], weights: Weights, rule: Rule):
     """(mean utility (n, m), standard error (n, m), per-model residual variance (m,)) for
-    queries with ``features`` (prior ``performance`` and ``cost``, ``guard``, ``cell``)."""
+    queries with ``features`` (prior ``performance`` and ``cost``, ``guard``, ``cell``, and
+    for the linear cell structure ``embedding``)."""
     perf, cost = features["performance"], features["cost"]
     guard, cells = features["guard"], features["cell"]
     wp, wc = weights.performance, weights.cost
@@ -87,6 +92,10 @@ def posterior(stats: EvidenceStats, features: dict[str, np.ndarray], weights: We
         )
         n1 = rule.cell_strength
         mean = (n1 * mean + cell_count * (base + cell_residual)) / (n1 + cell_count)
+    if stats.dims and "embedding" in features:
+        penalty = rule.cell_strength if rule.linear_penalty is None else rule.linear_penalty
+        slope_perf, slope_cost = linear_correction(stats, features["embedding"], penalty)
+        mean = mean + wp * slope_perf + wc * slope_cost
     v0 = PRIOR_VAR_COUNT
     var_perf = (stats.sq_perf[total] + v0 * PRIOR_VAR_PERF) / (count + v0)
     var_cost = (stats.sq_cost[total] + v0 * PRIOR_VAR_COST) / (count + v0)

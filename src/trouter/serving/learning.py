@@ -153,9 +153,10 @@ def time_ordered_id() -> str:
     return f"{bits:032x}"
 
 
-def _set_prior(decision: Decision, models: list[str], perf, cost, cell) -> None:
+def _set_prior(decision: Decision, models: list[str], perf, cost, cell, embedding=None) -> None:
     """The decision's features become the router's prior (``perf``, ``cost`` over
-    ``models``) and its served A/B arm; written to the store as they are (store/codec.py)."""
+    ``models``; the linear cells' ``embedding``, where it has one) and its served A/B arm;
+    written to the store as they are (store/codec.py)."""
     decision.cell = int(cell)
     arm = {k: v for k, v in (decision.features or {}).items() if k in ARM_FEATURES}
     decision.features = {  # the prior replaces the posterior the route carried
@@ -164,6 +165,8 @@ def _set_prior(decision: Decision, models: list[str], perf, cost, cell) -> None:
         "prior_cost": cost,
         **arm,  # and the served A/B arm stays
     }
+    if embedding is not None:
+        decision.features["embedding"] = embedding
 
 
 class LoopMetrics:
@@ -347,7 +350,7 @@ class FeedbackLoop:
             feats = decision.features or {}
             if "prior_performance" in feats:  # as the route carried them: kept as they are
                 _set_prior(decision, feats["models"], feats["prior_performance"],
-                           feats["prior_cost"], decision.cell)  # fmt: skip
+                           feats["prior_cost"], decision.cell, feats.get("embedding"))  # fmt: skip
             else:
                 missing.append((decision, text))
         if missing:
@@ -356,8 +359,9 @@ class FeedbackLoop:
             with get_encoder(router.encoder).transient():
                 prior = router.logged_prior(router.features([text for _, text in missing]))
             for i, (decision, _) in enumerate(missing):
+                embedding = prior["embedding"][i] if "embedding" in prior else None
                 _set_prior(decision, prior["models"], prior["prior_performance"][i],
-                           prior["prior_cost"][i], prior["cell"][i])  # fmt: skip
+                           prior["prior_cost"][i], prior["cell"][i], embedding)  # fmt: skip
 
     # ----- feedback ----------------------------------------------------------------------------
     def add_feedback(self, feedback: Feedback, wait_s: float = 2.0) -> str:

@@ -67,7 +67,7 @@ ARM_FEATURES = ("ab_arm", "ab_policy")
 DECISION_COLUMNS = [f.name for f in fields(Decision)]
 JSON_COLUMNS = {"weights", "features", "utilities"}
 #: Features holding numbers (a list, or a dict by model), whose nulls read back as NaN.
-_NUMERIC_FEATURES = {"prior_performance", "prior_cost", "performance", "cost"}
+_NUMERIC_FEATURES = {"prior_performance", "prior_cost", "performance", "cost", "embedding"}
 
 
 _row_values = attrgetter(*DECISION_COLUMNS)
@@ -268,8 +268,9 @@ class Store:
                     prior_cost=feats["prior_cost"],
                     cell=int(cell or 0),
                 )
-                # the online router's served A/B arm, where the decision was drawn into it
-                event.update({k: feats[k] for k in ARM_FEATURES if k in feats})
+                # the online router's served A/B arm, where the decision was drawn into it,
+                # and its linear cells' features
+                event.update({k: feats[k] for k in (*ARM_FEATURES, "embedding") if k in feats})
             events.append(event)
         return events
 
@@ -338,6 +339,7 @@ class Store:
                     "prior_cost": feats["prior_cost"],
                     "cell": int(cell or 0),
                     "proposal_model": proposal,
+                    **({"embedding": feats["embedding"]} if "embedding" in feats else {}),
                     "received_at": created,
                     "seq": seq,
                 }

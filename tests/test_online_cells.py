@@ -1,0 +1,142 @@
+"""The online router's cell structures (k-means, TRouter leaves, a linear model), on real
+RouterBench rows (the committed fixture cut)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trouter.data.suites import load_suite
+from trouter.evaluation.folds import Fold
+from trouter.evaluation.online import OnlineConfig, stream_folds
+from trouter.evaluation.scenarios import SCENARIOS
+from trouter.routers.base import Router, make_router
+from trouter.routers.online import OnlineRouter
+from trouter.routers.online_cells import linear_correction, whitened_projection
+
+BALANCED = SCENARIOS["balanced"]
+
+
+@pytest.fixture(scope="module")
+def mbpp_fold() -> Fold:
+    """The mbpp rows streamed; the base knows only ARC-Challenge and WinoGrande."""
+    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
+    return fold
+
+
+def _router(fold: Fold, **params) -> OnlineRouter:
+    base = make_router("best-single").fit(fold.train, fold.validation)
+    return OnlineRouter.around(base, fold.train, **params)
+
+
+def _labels(fold: Fold, rows, scores) -> list[dict]:
+    """Background labels of the stream's ``rows`` with the given score matrix."""
+    names, texts = fold.test.model_names, fold.test.texts
+    return [
+        {
+            "id": f"l{t}",
+            "kind": "label",
+            "t": t,
+            "query": texts[t],
+            "scores": dict(zip(names, scores[t].tolist(), strict=True)),
+            "costs": dict(zip(names, fold.test.normalised_cost[t].tolist(), strict=True)),
+        }
+        for t in rows
+    ]
+
+
+def test_the_projection_is_whitened():
+    x = np.random.default_rng(0).normal(size=(500, 20)) * np.linspace(0.1, 3, 20)
+    components, mean = whitened_projection(x.astype(np.float32), 8)
+    z = (x - mean) @ components.T
+    assert components.shape == (8, 20)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(axis=0, ddof=1), 1, rtol=1e-3)
+
+
+def test_the_linear_cells_recover_a_residual_that_follows_the_query(mbpp_fold):
+    """A model whose score moves with the query's first feature is predicted to move with it
+    on queries it was never labelled on; a model with no labels gets no correction."""
+    router = _router(mbpp_fold, cell_by="linear", linear_dims=8)
+    n = len(mbpp_fold.test)
+    x = router.features(list(mbpp_fold.test.texts))["embedding"]
+    prior = router.features(list(mbpp_fold.test.texts))["performance"]
+    scores = np.array(prior, dtype=float)
+    scores[:, 0] += 0.1 * x[:, 0]  # model 0: above its prior where feature 0 is high
+    half = n // 2
+    router.partial_fit(_labels(mbpp_fold, range(half), scores))
+    truth = 0.1 * (x[half:, 0] - x[:half, 0].mean())
+    slope_perf, _ = linear_correction(router.stats_, x[half:], 1.0)
+    assert np.corrcoef(slope_perf[:, 0], truth)[0, 1] > 0.95
+    assert 0.8 < np.polyfit(truth, slope_perf[:, 0], 1)[0] <= 1.0
+    assert np.abs(slope_perf[:, 1:]).max() < 1e-6  # the others' scores are their priors
+    # within one task the features vary less than over the pool (whose variance is 1): the
+    # default penalty, 20 pseudo-observations, shrinks the slope much more
+    shrunk, _ = linear_correction(router.stats_, x[half:], 20.0)
+    assert 0.2 < np.polyfit(truth, shrunk[:, 0], 1)[0] < 0.5
+
+    fresh = _router(mbpp_fold, cell_by="linear", linear_dims=8)
+    np.testing.assert_array_equal(linear_correction(fresh.stats_, x, 20.0)[0], 0.0)
+
+
+def test_linear_state_is_order_free_and_survives_save_and_load(mbpp_fold, tmp_path):
+    stream = mbpp_fold.test
+    events = _labels(mbpp_fold, range(0, 120, 2), stream.performance)
+    names = stream.model_names
+    events += [
+        {"id": f"s{t}", "kind": "served", "t": t, "query": stream.texts[t], "model": names[1],
+         "score": float(stream.performance[t, 1]), "cost": float(stream.normalised_cost[t, 1])}
+        for t in range(1, 120, 2)
+    ]  # fmt: skip
+    in_order = _router(mbpp_fold, cell_by="linear", half_life=40.0).partial_fit(events)
+    shuffled = [events[i] for i in np.random.default_rng(3).permutation(len(events))]
+    scrambled = _router(mbpp_fold, cell_by="linear", half_life=40.0)
+    for start in range(0, len(shuffled), 9):
+        scrambled.partial_fit(shuffled[start : start + 9])
+    for name in ("lin_count", "lin_x", "lin_xx", "lin_r", "lin_xr"):
+        np.testing.assert_allclose(
+            getattr(in_order.stats_, name), getattr(scrambled.stats_, name), atol=1e-9
+        )
+    assert in_order.stats_.lin_count[1] > in_order.stats_.lin_count[0] > 0
+
+    in_order.save(tmp_path / "linear")
+    loaded = Router.load(tmp_path / "linear")
+    queries = list(stream.texts[120:200])
+    assert loaded.route(queries, BALANCED) == in_order.route(queries, BALANCED)
+    np.testing.assert_allclose(loaded.label_embedding_, in_order.label_embedding_)
+    np.testing.assert_allclose(loaded.stats_.lin_xx, in_order.stats_.lin_xx)
+
+
+def test_an_event_without_recorded_features_feeds_the_totals_only(mbpp_fold):
+    router = _router(mbpp_fold, cell_by="linear")
+    feats = router.features([mbpp_fold.test.texts[0]])
+    event = {
+        "id": "s0", "kind": "served", "t": 0, "model": mbpp_fold.test.model_names[2],
+        "score": 1.0, "cost": 0.1, "cell": 0,
+        "prior_performance": feats["performance"][0], "prior_cost": feats["cost"][0],
+    }  # fmt: skip
+    router.partial_fit([event, {**event, "id": "s1", "embedding": [np.nan] * 32}])
+    assert router.stats_.count[router.stats_.total, 2] == 2
+    assert router.stats_.lin_count.sum() == 0
+
+
+def test_taxonomy_cells_are_the_leaves_of_a_trouter_posterior(mbpp_fold, tmp_path):
+    router = _router(mbpp_fold, cell_by="taxonomy")
+    leaves = router._cell_router
+    assert leaves is not None and leaves.name == "trouter"
+    assert router.stats_.total == len(leaves.leaf_ids_)
+    texts = list(mbpp_fold.test.texts[:60])
+    expected = leaves.posterior(texts).argmax(axis=1)
+    np.testing.assert_array_equal(router.features(texts)["cell"], expected)
+    router.partial_fit(_labels(mbpp_fold, range(40), mbpp_fold.test.performance))
+    assert router.stats_.count[:-1].sum() == pytest.approx(router.stats_.count[-1].sum())
+
+    router.save(tmp_path / "taxonomy")
+    loaded = Router.load(tmp_path / "taxonomy")
+    np.testing.assert_array_equal(loaded.features(texts)["cell"], expected)
+    assert loaded.route(texts, BALANCED) == router.route(texts, BALANCED)
+
+
+def test_an_unknown_cell_structure_is_refused(mbpp_fold):
+    with pytest.raises(ValueError, match="cell_by"):
+        OnlineRouter(cell_by="leaves")
