@@ -4,7 +4,8 @@ Prints microseconds per served event, per background label, per decision on prec
 features (what the proxy pays on top of its base router), and per full ``route`` call of
 one query with a best-single base (encoder included). Run:
 ``TROUTER_DATA_DIR=tests/fixtures/data .venv/bin/python scripts/online_bench.py``
-(``--no-drift``: level shifts off, to see what they cost).
+(``--no-drift``: level shifts off, to see what they cost; ``--cell-by linear`` or
+``taxonomy``: another cell structure than 8 k-means cells).
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ def report(label: str, times: tuple[float, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-drift", action="store_true", help="level shifts off (drift_z None)")
-    drift = {"drift_z": None} if parser.parse_args().no_drift else {}
+    parser.add_argument("--cell-by", default="kmeans", help="kmeans, taxonomy or linear")
+    args = parser.parse_args()
+    drift = {"drift_z": None} if args.no_drift else {}
     weights = SCENARIOS["balanced"]
     (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
     stream, names = fold.test, fold.test.model_names
     base = make_router("best-single").fit(fold.train)
-    router = OnlineRouter.around(base, fold.train, cells=8, half_life=500.0, **drift)
+    cells = {"cells": 8} if args.cell_by == "kmeans" else {"cell_by": args.cell_by}
+    router = OnlineRouter.around(base, fold.train, half_life=500.0, **cells, **drift)
     feats = router.features(list(stream.texts), weights)
     served, labels = [], []
     for t in range(len(stream)):
@@ -53,6 +57,8 @@ def main() -> None:
             "prior_performance": feats["performance"][t],
             "prior_cost": feats["cost"][t],
         }
+        if "embedding" in feats:
+            common["embedding"] = feats["embedding"][t]
         served.append(
             {
                 "id": f"s{t}",
@@ -79,7 +85,8 @@ def main() -> None:
         per_call_us([lambda e=e: router.partial_fit([e]) for e in labels]),
     )
     rows = [
-        {k: feats[k][i : i + 1] for k in ("performance", "cost", "cell", "guard")}
+        {k: feats[k][i : i + 1] for k in ("performance", "cost", "cell", "guard", "embedding")
+         if k in feats}  # fmt: skip
         for i in range(len(stream))
     ]
     report(

@@ -6,6 +6,7 @@ is fitted on the other tasks. The comparisons:
 * ``cells`` (base best-single, cheap, so that only the cells differ): one cell (a per-task
   posterior) against k-means cells (4, 16) on the static embedding, the leaves of a
   TRouter's task-type posterior, and a linear model on the embedding (online_cells);
+  ``cells-auto``: the same with the default base, ``auto``;
 * ``anchor`` (base ``auto``): what is served before the base has earned its choices -
   the training rows' best-single, best-single re-estimated on the background labels, or
   the base itself;
@@ -48,6 +49,15 @@ COMPARISONS = {
             "online-taxonomy": {"cell_by": "taxonomy"},
             "online-linear": {"cell_by": "linear"},
             "online-linear-p2": {"cell_by": "linear", "linear_penalty": 2.0},
+        },
+    ),
+    "cells-auto": (
+        "auto",
+        {
+            "online-cells1": {"cells": 1},
+            "online-cells16": {"cells": 16},
+            "online-taxonomy": {"cell_by": "taxonomy"},
+            "online-linear": {"cell_by": "linear"},
         },
     ),
     "anchor": (

@@ -280,7 +280,8 @@ def _policy(name: str, ctx: dict[str, Any]):
         router = _online(name, ctx["base"], ctx["fold"], ctx["config"])
         # variants on the same base and cells share the stream's features (the base's
         # predictions over the whole stream are the replay's main cost)
-        key = (router._base is None, router.params["cells"])
+        p = router.params
+        key = (router._base is None, p["cells"], p["cell_by"], p["linear_dims"])
         cache = ctx.setdefault("features", {})
         if key not in cache:
             cache[key] = router.features(list(stream.texts), weights)

@@ -43,6 +43,8 @@ class OnlinePolicy:
     def __init__(
         self, router: OnlineRouter, features: dict[str, np.ndarray], weights: Weights, seed: int
     ) -> None:
+        if ("embedding" in features) != bool(router.linear_dims):
+            raise ValueError("features computed for another cell structure than the router's")
         self.router, self.features, self.weights = router, features, weights
         self.rng = np.random.default_rng([seed, 11])
         self.in_flight = 0  # background labels requested and not yet learned from
