@@ -22,7 +22,8 @@ is fitted on the other tasks. The comparisons:
   from the anchor served the proposal, as a served A/B test: 0 (off), 5%, 10% or 20%.
 
 Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
-mean ± std over seeds, at the label budgets given, with the oracle's beside them. Run:
+mean ± std over seeds, at the label budgets given, with the oracle's and random's beside them
+(``--compare fixed``: those two alone). Run:
 ``TROUTER_DATA_DIR=../shared/data .venv/bin/python scripts/online_variants.py routerbench
 --compare cells``.
 """
@@ -40,6 +41,7 @@ from trouter.evaluation.online import OnlineConfig, run_stream, stream_folds
 from trouter.evaluation.scenarios import SCENARIOS
 
 COMPARISONS = {
+    "fixed": ("best-single", {}),
     "cells": (
         "best-single",
         {
@@ -130,7 +132,7 @@ def main() -> None:
     config = OnlineConfig(
         base=base,
         label_budgets=tuple(args.budgets.split(",")),
-        routers=("best-single", "oracle", *variants),
+        routers=("best-single", "oracle", "random", *variants),
         extra_variants=variants,
         tasks=tuple(t for t in args.tasks.split(",") if t),
     )
@@ -156,7 +158,7 @@ def main() -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for (budget, router), per_seed in sorted(results.items()):
-        if router not in variants and router != "oracle":
+        if router not in variants and router not in ("oracle", "random"):
             continue
         gains = [np.mean([g[0] for g in v]) for v in per_seed.values()]
         lasts = [np.mean([g[1] for g in v]) for v in per_seed.values()]
