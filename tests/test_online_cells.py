@@ -115,8 +115,10 @@ def test_an_event_without_recorded_features_feeds_the_totals_only(mbpp_fold):
         "score": 1.0, "cost": 0.1, "cell": 0,
         "prior_performance": feats["performance"][0], "prior_cost": feats["cost"][0],
     }  # fmt: skip
-    router.partial_fit([event, {**event, "id": "s1", "embedding": [np.nan] * 32}])
-    assert router.stats_.count[router.stats_.total, 2] == 2
+    odd = [[np.nan] * 32, [0.1] * 31, "not numbers", [[0.1, 0.2]] * 16]
+    router.partial_fit([event, *({**event, "id": f"s{i + 1}", "embedding": e}
+                                 for i, e in enumerate(odd))])  # fmt: skip
+    assert router.stats_.count[router.stats_.total, 2] == 1 + len(odd)
     assert router.stats_.lin_count.sum() == 0
 
 

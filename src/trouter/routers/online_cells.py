@@ -77,7 +77,7 @@ class QueryCells:
             return np.zeros(0, dtype=int), None
         if by == "taxonomy" and self._cell_router is not None:
             return self._cell_router.posterior(texts).argmax(axis=1), None
-        if by == "linear":
+        if by == "linear" and self.linear_dims:  # 0: the pool had no spread to project on
             x = embed(texts, self.encoder) - self.projection_mean_
             return np.zeros(n, dtype=int), (x @ self.projection_.T).astype(float)
         if self.params["cells"] > 1:

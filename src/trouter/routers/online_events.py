@@ -71,10 +71,13 @@ class EventLearning:
         """The event's features for the linear cell structure, as its decision recorded
         them (None: not linear, or not recorded: the event feeds the other statistics)."""
         given = event.get("embedding")
-        if not self.stats_.dims or given is None or len(given) != self.stats_.dims:
+        if not self.stats_.dims or given is None:
             return None
-        x = np.asarray(given, dtype=float)
-        return x if np.isfinite(x).all() else None
+        try:
+            x = np.asarray(given, dtype=float)
+        except (TypeError, ValueError):  # not numbers: the event feeds the rest
+            return None
+        return x if x.shape == (self.stats_.dims,) and np.isfinite(x).all() else None
 
     def _prior_at(self, values: Sequence[float], j: int, which: int) -> float:
         """Model ``j``'s recorded prior, or its price prior for a model added since."""
