@@ -75,6 +75,15 @@ def test_the_linear_cells_recover_a_residual_that_follows_the_query(mbpp_fold):
     shrunk, _ = linear_correction(router.stats_, x[half:], 20.0)
     assert 0.2 < np.polyfit(truth, shrunk[:, 0], 1)[0] < 0.5
 
+    # a decision record carries the features, so its event needs no query text
+    (record,) = router.decide([mbpp_fold.test.texts[half]], BALANCED)
+    np.testing.assert_allclose(record["embedding"], x[half], atol=1e-6)
+    event = {"id": "s-half", "kind": "served", "t": half, "model": record["model"],
+             "score": 1.0, **{k: record[k] for k in ("cell", "prior_performance",
+                                                    "prior_cost", "embedding")}}  # fmt: skip
+    before = router.stats_.lin_count.sum()
+    assert router.partial_fit([event]).stats_.lin_count.sum() == before + 1
+
     fresh = _router(mbpp_fold, cell_by="linear", linear_dims=8)
     np.testing.assert_array_equal(linear_correction(fresh.stats_, x, 20.0)[0], 0.0)
 

@@ -321,6 +321,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
                 "proposal_model": models[int(proposal[i])],
                 "prior_performance": feats["performance"][i].tolist(),
                 "prior_cost": feats["cost"][i].tolist(),
+                **({"embedding": feats["embedding"][i].tolist()} if "embedding" in feats else {}),
                 **arm_fields(made, i, weights),
             }
             for i in range(len(made.chosen))
