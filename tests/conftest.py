@@ -57,3 +57,14 @@ def full_data_dir(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     root = require_full_data(*(marker.args if marker else ()))
     monkeypatch.setenv("TROUTER_DATA_DIR", str(root))
     return root
+
+
+@pytest.fixture(scope="module")
+def mbpp_fold():
+    """RouterBench's mbpp rows streamed (the committed fixture cut); the base knows only
+    ARC-Challenge and WinoGrande. Shared by the online router's tests."""
+    from trouter.data.suites import load_suite
+    from trouter.evaluation.online import OnlineConfig, stream_folds
+
+    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
+    return fold

@@ -18,14 +18,6 @@ from trouter.routers.online_labels import LabelBudget, parse_budget
 BALANCED = SCENARIOS["balanced"]
 
 
-@pytest.fixture(scope="module")
-def mbpp_fold() -> Fold:
-    """The mbpp rows streamed; the base knows only ARC-Challenge and WinoGrande."""
-    dataset = load_suite("routerbench")
-    (fold,) = stream_folds(dataset, 0, OnlineConfig(tasks=("mbpp",)))
-    return fold
-
-
 def _router(fold: Fold, **params) -> OnlineRouter:
     base = make_router("best-single").fit(fold.train, fold.validation)
     return OnlineRouter.around(base, fold.train, **params)

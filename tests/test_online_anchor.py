@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trouter.data.suites import load_suite
 from trouter.evaluation.folds import Fold
-from trouter.evaluation.online import OnlineConfig, stream_folds
 from trouter.evaluation.scenarios import SCENARIOS
 from trouter.routers.base import make_router
 from trouter.routers.online import OnlineRouter
@@ -16,13 +14,6 @@ from trouter.store import Store
 from trouter.store.store import Decision
 
 BALANCED = SCENARIOS["balanced"]
-
-
-@pytest.fixture(scope="module")
-def mbpp_fold() -> Fold:
-    """The mbpp rows streamed; the base knows only ARC-Challenge and WinoGrande."""
-    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
-    return fold
 
 
 def _router(fold: Fold, base: str = "best-single") -> OnlineRouter:

@@ -6,22 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trouter.data.suites import load_suite
 from trouter.evaluation.folds import Fold
-from trouter.evaluation.online import OnlineConfig, stream_folds
 from trouter.evaluation.scenarios import SCENARIOS
 from trouter.routers.base import Router, make_router
 from trouter.routers.online import OnlineRouter
 from trouter.routers.online_cells import linear_correction, whitened_projection
 
 BALANCED = SCENARIOS["balanced"]
-
-
-@pytest.fixture(scope="module")
-def mbpp_fold() -> Fold:
-    """The mbpp rows streamed; the base knows only ARC-Challenge and WinoGrande."""
-    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
-    return fold
 
 
 def _router(fold: Fold, **params) -> OnlineRouter:

@@ -8,21 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trouter.data.suites import load_suite
 from trouter.evaluation.folds import Fold
-from trouter.evaluation.online import OnlineConfig, stream_folds
 from trouter.evaluation.scenarios import SCENARIOS
 from trouter.routers.base import Router, make_router
 from trouter.routers.online import OnlineRouter
 
 BALANCED = SCENARIOS["balanced"]
 SHARE = 0.2
-
-
-@pytest.fixture(scope="module")
-def mbpp_fold() -> Fold:
-    (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
-    return fold
 
 
 @pytest.fixture(scope="module")
