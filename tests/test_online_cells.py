@@ -10,7 +10,12 @@ from trouter.evaluation.folds import Fold
 from trouter.evaluation.scenarios import SCENARIOS
 from trouter.routers.base import Router, make_router
 from trouter.routers.online import OnlineRouter
-from trouter.routers.online_cells import linear_correction, whitened_projection
+from trouter.routers.online_cells import (
+    linear_coefficients,
+    linear_correction,
+    whitened_projection,
+)
+from trouter.routers.online_stats import EvidenceStats
 
 BALANCED = SCENARIOS["balanced"]
 
@@ -105,6 +110,53 @@ def test_linear_state_is_order_free_and_survives_save_and_load(mbpp_fold, tmp_pa
     assert loaded.route(queries, BALANCED) == in_order.route(queries, BALANCED)
     np.testing.assert_allclose(loaded.label_embedding_, in_order.label_embedding_)
     np.testing.assert_allclose(loaded.stats_.lin_xx, in_order.stats_.lin_xx)
+
+
+def test_the_ridge_solution_is_reused_until_the_sums_change(mbpp_fold):
+    """The solved slopes are cached per change of the linear sums. They equal a solve from
+    the saved sums after each batch of labels and served answers (discounted: a newer event
+    rescales every sum, even one that adds nothing to them), after a late label (it adds
+    without rescaling) and after a new model joins; with nothing new the same solution is
+    served again."""
+    stream, names = mbpp_fold.test, mbpp_fold.test.model_names
+    router = _router(mbpp_fold, cell_by="linear", half_life=30.0)
+    x = router.features(list(stream.texts[150:170]))["embedding"]
+
+    def fresh_solve(penalty: float):
+        rebuilt = EvidenceStats.from_state(router.stats_.to_state(), 30.0)
+        return linear_correction(rebuilt, x, penalty)
+
+    def check(penalty: float = 20.0) -> None:
+        for got, want in zip(linear_correction(router.stats_, x, penalty),
+                             fresh_solve(penalty), strict=True):  # fmt: skip
+            np.testing.assert_allclose(got, want, atol=1e-10)
+
+    for start in range(0, 90, 30):
+        router.partial_fit(_labels(mbpp_fold, range(start, start + 15), stream.performance))
+        router.partial_fit([
+            {"id": f"s{t}", "kind": "served", "t": t, "query": stream.texts[t],
+             "model": names[2], "score": float(stream.performance[t, 2]),
+             "cost": float(stream.normalised_cost[t, 2])}
+            for t in range(start + 15, start + 30)
+        ])  # fmt: skip
+        check()
+        # a later answer logged without the embedding: it rescales the sums, adds nothing
+        feats = router.features([stream.texts[start + 29]])
+        router.partial_fit([
+            {"id": f"bare{start}", "kind": "served", "t": start + 29.5, "model": names[1],
+             "score": 1.0, "cost": 0.1, "cell": 0,
+             "prior_performance": feats["performance"][0], "prior_cost": feats["cost"][0]}
+        ])  # fmt: skip
+        check()
+        late = _labels(mbpp_fold, [100 + start], stream.performance)[0]
+        router.partial_fit([{**late, "id": f"late{start}", "t": start + 1.5}])  # no rescale
+        check()
+        if start == 60:
+            router.add_model("newcomer", 0.5)
+            check()
+    check(penalty=2.0)  # another penalty is another solution
+    assert linear_correction(router.stats_, x, 2.0)[0].shape == (len(x), len(names) + 1)
+    assert linear_coefficients(router.stats_, 2.0) is linear_coefficients(router.stats_, 2.0)
 
 
 def test_an_event_without_recorded_features_feeds_the_totals_only(mbpp_fold):

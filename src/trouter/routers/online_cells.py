@@ -120,8 +120,22 @@ def whitened_projection(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarra
 def linear_correction(stats, x: np.ndarray, penalty: float) -> tuple[np.ndarray, np.ndarray]:
     """Per query and model, the ridge prediction of the (performance, cost) residual's
     deviation from the model's mean residual, from ``stats``' discounted linear sums:
-    ``(x - x_bar) @ theta`` with ``theta = (C_xx + penalty I)^-1 C_xr`` on centred sums
-    (an unpenalised intercept). Shapes (n, m) each; zero for a model with no evidence."""
+    ``(x - x_bar) @ theta`` (:func:`linear_coefficients`). Shapes (n, m) each; zero for a
+    model with no evidence."""
+    theta, offset = linear_coefficients(stats, penalty)
+    prediction = np.einsum("nd,mdk->nmk", x, theta) - offset[None]
+    return prediction[..., 0], prediction[..., 1]
+
+
+def linear_coefficients(stats, penalty: float) -> tuple[np.ndarray, np.ndarray]:
+    """(theta (m, d, 2), offset (m, 2)): ``theta = (C_xx + penalty I)^-1 C_xr`` on centred
+    sums (an unpenalised intercept) and ``x_bar @ theta``. Solved once per change of the
+    sums and cached on ``stats``; the version is read before the sums, so a solve that
+    overlaps an update (the learner thread) is filed under the version it outdates."""
+    stamp = (stats.linear_version, float(penalty))
+    cached = stats.linear_cache
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     count = stats.lin_count
     safe = np.maximum(count, 1e-12)[:, None]
     x_bar = stats.lin_x / safe  # (m, d)
@@ -130,6 +144,6 @@ def linear_correction(stats, x: np.ndarray, penalty: float) -> tuple[np.ndarray,
     cxx = stats.lin_xx - count[:, None, None] * x_bar[:, :, None] * x_bar[:, None, :]
     cxr = stats.lin_xr - stats.lin_x[:, :, None] * r_bar[:, None, :]  # (m, d, 2)
     theta = np.linalg.solve(cxx + penalty * np.eye(d)[None], cxr)  # (m, d, 2)
-    offset = np.einsum("md,mdk->mk", x_bar, theta)
-    prediction = np.einsum("nd,mdk->nmk", x, theta) - offset[None]
-    return prediction[..., 0], prediction[..., 1]
+    solved = theta, np.einsum("md,mdk->mk", x_bar, theta)
+    stats.linear_cache = (stamp, solved)
+    return solved

@@ -57,6 +57,10 @@ class EvidenceStats:
         self.lin_count, self.lin_x = np.zeros(m), np.zeros((m, dims))
         self.lin_xx, self.lin_r = np.zeros((m, dims, dims)), np.zeros((m, 2))
         self.lin_xr = np.zeros((m, dims, 2))
+        # bumped after every change of the linear sums (a rescale included: the ridge penalty
+        # does not scale with them), so that their solution is solved once per change
+        self.linear_version = 0
+        self.linear_cache: tuple[Any, Any] | None = None
 
     @property
     def models(self) -> int:
@@ -77,6 +81,7 @@ class EvidenceStats:
             for name in (*FIELDS, *PAIR_FIELDS, *LINEAR_FIELDS, "arms"):
                 getattr(self, name).__imul__(scale)
             self.reference_time = float(t)
+            self.linear_version += 1
         return 2.0 ** ((t - self.reference_time) / self.half_life)
 
     # ----- updates -------------------------------------------------------------------------
@@ -143,6 +148,7 @@ class EvidenceStats:
         self.lin_xx[models] += weight * np.outer(x, x)
         self.lin_r[models] += weight * residuals
         self.lin_xr[models] += weight * x[None, :, None] * residuals[:, None, :]
+        self.linear_version += 1
 
     def add_model(self) -> None:
         """Room for one more pool model (no evidence yet)."""
@@ -154,6 +160,7 @@ class EvidenceStats:
             setattr(self, name, np.pad(array, [(0, 1)] + [(0, 0)] * (array.ndim - 1)))
         for name in PAIR_FIELDS:
             setattr(self, name, np.pad(getattr(self, name), ((0, 1), (0, 1))))
+        self.linear_version += 1
 
     # ----- persistence ---------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
