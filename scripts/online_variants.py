@@ -19,7 +19,9 @@ is fitted on the other tasks. The comparisons:
   over the doubling looks), 0.95, 0.9 or 0.8;
 * ``drift`` (base ``auto``): level shifts (online_drift) off, or found at z 4.5 or 4;
 * ``challenge`` (base ``auto``): the share of the queries where the base's proposal differs
-  from the anchor served the proposal, as a served A/B test: 0 (off), 5%, 10% or 20%.
+  from the anchor served the proposal, as a served A/B test: 0 (off), 5%, 10% or 20%;
+* ``challenge-margin`` (base ``auto``): at 5%, the gain per drawn query the served test
+  must show: 0, 0.05 or 0.1.
 
 Prints a markdown table of the task-mean gain over best-single and the last-quarter gain,
 mean ± std over seeds, at the label budgets given, with the oracle's and random's beside them
@@ -105,6 +107,15 @@ COMPARISONS = {
             "online-drift-off": {"drift_z": None},
             "online-drift45": {"drift_z": 4.5},
             "online-drift4": {"drift_z": 4.0},
+        },
+    ),
+    "challenge-margin": (
+        "auto",
+        {
+            "online-challenge0": {"challenge": 0.0},
+            "online-challenge5": {"challenge": 0.05},
+            "online-challenge5-m05": {"challenge": 0.05, "challenge_margin": 0.05},
+            "online-challenge5-m10": {"challenge": 0.05, "challenge_margin": 0.1},
         },
     ),
     "challenge": (

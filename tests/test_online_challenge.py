@@ -109,3 +109,41 @@ def test_without_a_share_nothing_is_drawn(mbpp_fold, knn):
     assert all("ab_arm" not in d for d in made)
     with pytest.raises(ValueError, match="challenge"):
         _router(mbpp_fold, knn, challenge=0.9)
+
+
+def test_a_gain_below_the_margin_does_not_pass(mbpp_fold, knn):
+    """The treat arm scored 0.7 and the control 0.5, without noise: a gain per drawn query
+    that passes at margin 0 and never at a margin above it, however long it is drawn."""
+    outcomes = {}
+    for margin in (0.0, 0.3):
+        router = _router(mbpp_fold, knn, challenge_margin=margin)
+        _serve(router, mbpp_fold, range(600), lambda d: 0.7 if d.get("ab_arm") == "treat" else 0.5)
+        gain = router._arm_gain(0, BALANCED)[0]
+        outcomes[margin] = (router.challenge_earned(BALANCED), int(router.ab_looks_[0]), gain)
+    assert outcomes[0.0][0] and outcomes[0.0][1] == 1  # passed at its first look
+    passed, looks, gain = outcomes[0.3]
+    assert not passed and looks >= 3 and 0 < gain < 0.3  # it looked, each time below
+
+
+def test_labels_that_rule_the_base_out_overrule_the_draw(mbpp_fold, knn):
+    """The served test has passed; then background labels on which the base's proposals
+    all lose to the anchor rule the base out: its choices are no longer served, and no
+    more queries are drawn."""
+    router = _router(mbpp_fold, knn)
+    _serve(router, mbpp_fold, range(400), lambda d: float(d.get("ab_arm") == "treat"))
+    assert router.earned(BALANCED)
+    names, texts = router.models_, list(mbpp_fold.test.texts)
+    anchor = names[router.anchor_choice(BALANCED)]
+    made = router.decide(texts, BALANCED)
+    rows = [i for i, d in enumerate(made) if d["proposal_model"] != anchor][:16]
+    assert len(rows) == 16
+    router.partial_fit([
+        {"id": f"l{i}", "kind": "label", "t": 400 + k, "query": texts[i],
+         "proposal_model": made[i]["proposal_model"],
+         "scores": {n: float(n == anchor) for n in names}, "costs": dict.fromkeys(names, 0.5)}
+        for k, i in enumerate(rows)
+    ])  # fmt: skip
+    assert router.base_ruled_out(BALANCED) and router.challenge_earned(BALANCED)
+    assert not router.earned(BALANCED)
+    later = router.decide(texts[:100], BALANCED, np.random.default_rng(3))
+    assert all("ab_arm" not in d and d["model"] == anchor for d in later)

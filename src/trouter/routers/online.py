@@ -100,6 +100,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
         looks: str = "doubling",
         first_look: float | None = None,
         challenge: float = 0.0,
+        challenge_margin: float = 0.0,
         drift_z: float | None = 4.5,
         **params: Any,
     ) -> None:
@@ -129,6 +130,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
             looks=str(looks),
             first_look=None if first_look is None else float(first_look),
             challenge=float(challenge),
+            challenge_margin=float(challenge_margin),
             drift_z=None if drift_z is None else float(drift_z),
             **params,
         )

@@ -326,6 +326,18 @@ class AnchorTests:
         return self._memo("earned", weights, n,
                           lambda: significant(self.base_gain(weights, n), params))  # fmt: skip
 
+    def base_ruled_out(self, weights: Weights) -> bool:
+        """Whether the background labels show, one-sided at ``confidence``, that the base's
+        choice does not beat the anchor by more than ``margin`` (its upper bound at or
+        below it): served traffic need not be spent on testing it (online_challenge)."""
+        n, params = look(len(self.label_time_), self.params)
+        if n < params["min_evidence"]:
+            return False
+        stamp = len(self._seen) if params["looks"] == "every" else n
+        return self._memo("ruled-out", weights, stamp,
+                          lambda: bounds(self.base_gain(weights, n), params)[1]
+                          <= params["margin"])  # fmt: skip
+
     def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
         """What the router would serve with the anchor lifted (``made``: its decisions)."""
         if self.params["anchor"] != "best-single" or self.earned(weights):

@@ -9,8 +9,9 @@ estimates its policy's value on those queries without bias, and the served feedb
 two arms compares them: Welch's test with Student's t, one-sided at half the labels' error
 rate, looked at only when the treat arm's feedback reaches ``first_look`` x 2^k events, the
 k-th look at alpha / 2^(k+2) (as the label tests: online_anchor.look); the outcome stands
-between looks. Once it passes, the base has earned its choices as if the labels had shown
-it.
+between looks. It passes when the gain per drawn query is above ``challenge_margin`` at
+that level. Once it passes, the base has earned its choices as if the labels had shown
+it, unless the background labels rule it out; once they do, nothing more is drawn.
 
 What exploring costs is bounded by the base itself: the share times what its proposals
 lose, on the queries where they differ. The share adapts: it is ``challenge`` times the
@@ -105,8 +106,11 @@ class ChallengeTests:
 
     def earned(self, weights: Weights) -> bool:
         """Whether the base may serve its own choices: shown ahead of the anchor by the
-        background labels or by the served A/B test."""
-        return self.base_earned(weights) or self.challenge_earned(weights)
+        background labels, or by the served A/B test unless the labels rule it out (paired
+        on the same queries, they are the stronger evidence)."""
+        if self.base_earned(weights):
+            return True
+        return self.challenge_earned(weights) and not self.base_ruled_out(weights)
 
     def challenged(
         self,
@@ -119,6 +123,8 @@ class ChallengeTests:
         """``made`` (the anchored decisions for queries with ``features``) with the A/B draw
         applied where the proposal differs from the anchor, each query's arm in ``arm``."""
         if float(self.params.get("challenge", 0.0)) <= 0 or rng is None:
+            return made
+        if self.base_ruled_out(weights):  # the labels have answered what the draw asks
             return made
         proposal = decide(self.stats_, features, weights, self.rule).exploit
         arms = np.zeros(len(made.chosen), dtype=int)
@@ -189,9 +195,10 @@ class ChallengeTests:
         strict = {**self.params, "looks": "doubling", "confidence": 1.0 - alpha}
         _, at = look(first * 2**looks, {**strict, "student_t": True})
         gain, spread, treated, controls = self._arm_gain(slot, Weights(*self.ab_policies_[slot]))
-        passed = (
-            controls >= at["min_evidence"] and bounds((gain, spread, treated), at)[0] > at["margin"]
-        )
+        # challenge_margin: a switch that gains little per query it changes is as likely
+        # to lose a stretch of traffic by chance as to win it (see docs/online.md)
+        margin = max(at["margin"], float(at.get("challenge_margin", 0.0)))
+        passed = controls >= at["min_evidence"] and bounds((gain, spread, treated), at)[0] > margin
         self.ab_looks_, self.ab_passed_ = self.ab_looks_.copy(), self.ab_passed_.copy()
         self.ab_looks_[slot] += 1
         self.ab_passed_[slot] = float(passed)
