@@ -147,3 +147,26 @@ def test_labels_that_rule_the_base_out_overrule_the_draw(mbpp_fold, knn):
     assert not router.earned(BALANCED)
     later = router.decide(texts[:100], BALANCED, np.random.default_rng(3))
     assert all("ab_arm" not in d and d["model"] == anchor for d in later)
+
+
+def test_labels_against_the_proposals_drain_the_share_before_any_test(mbpp_fold, knn):
+    """Four background labels (below the tests' eight) on which the proposals lose to the
+    anchor leave the draw almost nothing; four on which they win leave it its share."""
+    shares = {}
+    for proposals_win in (False, True):
+        router = _router(mbpp_fold, knn)
+        names, texts = router.models_, list(mbpp_fold.test.texts)
+        anchor = names[router.anchor_choice(BALANCED)]
+        made = router.decide(texts, BALANCED)
+        rows = [i for i, d in enumerate(made) if d["proposal_model"] != anchor][:4]
+        router.partial_fit([
+            {"id": f"l{i}", "kind": "label", "t": k, "query": texts[i],
+             "proposal_model": made[i]["proposal_model"],
+             "scores": {n: float((n == anchor) != proposals_win) for n in names},
+             "costs": dict.fromkeys(names, 0.5)}
+            for k, i in enumerate(rows)
+        ])  # fmt: skip
+        assert not router.base_ruled_out(BALANCED)  # too few labels for the tests
+        shares[proposals_win] = router.challenge_share(BALANCED)
+    assert shares[False] < 0.01 * SHARE
+    assert shares[True] == pytest.approx(SHARE / 2)  # no served feedback yet: half

@@ -15,8 +15,9 @@ it, unless the background labels rule it out; once they do, nothing more is draw
 
 What exploring costs is bounded by the base itself: the share times what its proposals
 lose, on the queries where they differ. The share adapts: it is ``challenge`` times the
-chance, on the arms' feedback so far, that the proposals are ahead (a half before any), so
-proposals that lose stop being drawn after a few draws. Statistics are kept per policy
+chance that the proposals are ahead, on the arms' feedback so far (a half before any) or on
+the background labels, whichever is lower, so proposals that lose stop being drawn after a
+few draws. Statistics are kept per policy
 weights (the first :data:`MAX_POLICIES` seen), discounted like every other (``half_life``), in
 :class:`~trouter.routers.online_stats.EvidenceStats`'s ``arms`` array.
 """
@@ -73,6 +74,14 @@ def arm_moments(
     centred = max(second - mean * mean, 0.0)
     variance = (n * centred + prior_count * prior_var) / (n + prior_count)
     return mean, variance / n, n
+
+
+def _chance_ahead(gain: float, spread: float) -> float:
+    """The normal chance that a gain estimated at ``gain`` +/- ``spread`` is positive (a
+    half with no estimate)."""
+    if not np.isfinite(spread) or spread <= 0:
+        return 0.5
+    return float(ndtr(gain / spread))
 
 
 class ChallengeTests:
@@ -147,17 +156,18 @@ class ChallengeTests:
         )  # fmt: skip
 
     def challenge_share(self, weights: Weights) -> float:
-        """The draw's share now: ``challenge`` times the chance, on the arms' feedback so
-        far, that the proposals beat the anchor (a half before any), so that proposals the
-        served feedback finds worse stop costing traffic after a few draws."""
+        """The draw's share now: ``challenge`` times the chance that the proposals beat the
+        anchor, on the arms' feedback so far (a half before any) or on the background
+        labels, whichever finds it lower, so that proposals either finds worse stop costing
+        traffic after a few draws."""
         share = float(self.params["challenge"])
         slot = self._policy_slot((weights.performance, weights.cost), add=False)
-        if slot is None:
-            return share * 0.5
-        gain, spread, _, _ = self._arm_gain(slot, weights)
-        if not np.isfinite(spread) or spread <= 0:
-            return share * 0.5
-        return share * float(ndtr(gain / spread))
+        chance = 0.5 if slot is None else _chance_ahead(*self._arm_gain(slot, weights)[:2])
+        labelled = 1.0  # no labels: no objection
+        if len(self.label_time_):
+            labelled = self._memo("label-chance", weights, len(self.label_time_),
+                                  lambda: _chance_ahead(*self.base_gain(weights)[:2]))  # fmt: skip
+        return share * min(chance, labelled)
 
     def _arm_gain(self, slot: int, weights: Weights) -> tuple[float, float, float, float]:
         """(treat minus control mean utility, its standard error, treat weight, control
