@@ -3,8 +3,8 @@
 # three seeds (stream orders); every routerbench task; two llmrouter tasks (gsm8k, mmlu); one
 # routerdc task (MATH_prealgebra, out-of-distribution); the local pool's real questions.
 #   bash scripts/online_runs.sh [all|full|rerun|weights|changes]
-# full: every router (about an hour); rerun: only the online variants, merged into the full
-# records (minutes: the fixed routers and the peers do not depend on the online router);
+# full: every router (about an hour); rerun: only the online variants, merged into every
+# record (the fixed routers and the peers do not depend on the online router);
 # weights: performance-first and cost-first on routerbench, cost-first on the local pool;
 # changes: drift and a new model.
 # Then scripts/online_table.py renders results/online/table.md from the records.
@@ -18,7 +18,7 @@ run() { .venv/bin/trouter eval --setting online --seeds 3 --base auto --no-progr
 rerun() {  # rerun FILE ARGS...: the online variants of FILE's streams, merged into it
     local file=$1
     shift
-    run "$@" --routers "$ONLINE" --json /tmp/online-rerun.json
+    run "$@" --routers "${RERUN_ROUTERS:-$ONLINE}" --json /tmp/online-rerun.json
     .venv/bin/python scripts/online_merge.py "$file" /tmp/online-rerun.json
 }
 LOCAL=(--train-file results/local-pool/synthetic.jsonl --test-file results/local-pool/real.jsonl)
@@ -42,6 +42,19 @@ if [ "$PART" = rerun ]; then
     rerun "$OUT/routerdc.json" --suite routerdc --tasks MATH_prealgebra --label-budget 0,25/500,100
     rerun "$OUT/local-pool.json" "${LOCAL[@]}" --label-budget 0,25/500
     rerun "$OUT/routerbench-noisy.json" "${NOISY[@]}"
+    for weights in performance-first cost-first; do
+        rerun "$OUT/routerbench-$weights.json" --suite routerbench --scenario "$weights" \
+            --label-budget 0,25/500,100
+    done
+    rerun "$OUT/local-pool-cost-first.json" "${LOCAL[@]}" --scenario cost-first \
+        --label-budget 0,25/500
+    for change in score-drop@400 price-drop@400 new-model@300; do
+        bound=()
+        [ "${change%@*}" = new-model ] && bound=(--change-models 5)
+        RERUN_ROUTERS=online,online-base rerun "$OUT/routerbench-${change%@*}.json" \
+            --suite routerbench --label-budget 25per1000 --change "$change" "${bound[@]}" \
+            --param online.half_life=500
+    done
 fi
 if [ "$PART" = all ] || [ "$PART" = weights ]; then
     for weights in performance-first cost-first; do

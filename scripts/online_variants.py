@@ -113,7 +113,7 @@ COMPARISONS = {
         "auto",
         {
             "online-challenge0": {"challenge": 0.0},
-            "online-challenge5": {"challenge": 0.05},
+            "online-challenge5": {"challenge": 0.05, "challenge_margin": 0.0},
             "online-challenge5-m05": {"challenge": 0.05, "challenge_margin": 0.05},
             "online-challenge5-m10": {"challenge": 0.05, "challenge_margin": 0.1},
         },

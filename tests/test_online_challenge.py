@@ -170,3 +170,34 @@ def test_labels_against_the_proposals_drain_the_share_before_any_test(mbpp_fold,
         shares[proposals_win] = router.challenge_share(BALANCED)
     assert shares[False] < 0.01 * SHARE
     assert shares[True] == pytest.approx(SHARE / 2)  # no served feedback yet: half
+
+
+def _arm_answer(router: OnlineRouter, text: str, t: int, arm: str, score: float, model: int):
+    """A served answer of the A/B test's ``arm`` by pool model ``model``, at one price for
+    every model (only the scores differ between the arms)."""
+    feats = router.features([text], BALANCED)
+    return {"id": f"{arm}{t}", "kind": "served", "t": t, "model": router.models_[model],
+            "score": score, "cost": 0.3, "cell": 0,
+            "prior_performance": feats["performance"][0], "prior_cost": feats["cost"][0],
+            "ab_arm": arm, "ab_policy": [BALANCED.performance, BALANCED.cost]}  # fmt: skip
+
+
+def test_a_look_that_finds_the_proposals_behind_ends_the_draw(mbpp_fold, knn):
+    """Noisy feedback keeps the adaptive share from draining: the arms' first look (8 treat
+    answers, 40% scored 1 against the control's 60%) finds the proposals behind, and no
+    query is drawn after it; the same arms with the treat arm at 60% are not ended."""
+    text = mbpp_fold.test.texts[0]
+    for treat_rate, ends in ((0.4, True), (0.6, False)):
+        router = _router(mbpp_fold, knn, challenge_margin=0.0)
+        anchor = router.anchor_choice(BALANCED)
+        rival = (anchor + 1) % len(router.models_)
+        control = [_arm_answer(router, text, t, "control", float(t % 5 < 3), anchor)
+                   for t in range(40)]  # fmt: skip
+        treat = [_arm_answer(router, text, 100 + t, "treat", float(t % 5 < 5 * treat_rate), rival)
+                 for t in range(8)]  # fmt: skip
+        router.partial_fit(control + treat)
+        assert router.ab_looks_[0] == 1
+        assert bool(router.ab_futile_[0]) == ends
+        assert (router.challenge_share(BALANCED) == 0.0) == ends
+        made = router.decide(list(mbpp_fold.test.texts), BALANCED, np.random.default_rng(0))
+        assert any("ab_arm" in d for d in made) != ends

@@ -19,7 +19,8 @@ Routers of one run (all on the same streams and orders):
   label budget (what in-stream labelling must beat);
 * ``online`` (active labels), ``online-random`` (random labels), ``online-nobase`` (no base:
   price prior), ``online-base`` (anchored at the base's choice instead of best-single),
-  each with the same budget and feedback;
+  ``online-explore`` (exploring 5%), ``online-challenge`` (the served A/B test at 5%), each
+  with the same budget and feedback;
 * the bandit peers ``linucb``, ``thompson``, ``eps-greedy`` (served feedback only).
 
 With a change (:mod:`online_changes`: drift or a new model at query ``T``) every router is

@@ -100,7 +100,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
         looks: str = "doubling",
         first_look: float | None = None,
         challenge: float = 0.0,
-        challenge_margin: float = 0.0,
+        challenge_margin: float = 0.1,
         drift_z: float | None = 4.5,
         **params: Any,
     ) -> None:

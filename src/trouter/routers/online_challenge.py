@@ -10,8 +10,11 @@ two arms compares them: Welch's test with Student's t, one-sided at half the lab
 rate, looked at only when the treat arm's feedback reaches ``first_look`` x 2^k events, the
 k-th look at alpha / 2^(k+2) (as the label tests: online_anchor.look); the outcome stands
 between looks. It passes when the gain per drawn query is above ``challenge_margin`` at
-that level. Once it passes, the base has earned its choices as if the labels had shown
-it, unless the background labels rule it out; once they do, nothing more is drawn.
+that level; a look that finds the proposals behind (a gain at or below zero) ends the draw
+for those weights, so that a base worse than the anchor costs about ``first_look`` drawn
+queries' loss, not a share of the stream. Once it passes, the base has earned its
+choices as if the labels had shown it, unless the background labels rule it out; once
+they do, nothing more is drawn.
 
 What exploring costs is bounded by the base itself: the share times what its proposals
 lose, on the queries where they differ. The share adapts: it is ``challenge`` times the
@@ -93,6 +96,7 @@ class ChallengeTests:
         self.ab_treated_ = np.zeros(MAX_POLICIES)  # treat-arm feedback events, undiscounted
         self.ab_looks_ = np.zeros(MAX_POLICIES)  # looks taken
         self.ab_passed_ = np.zeros(MAX_POLICIES)  # the last look's outcome
+        self.ab_futile_ = np.zeros(MAX_POLICIES)  # 1: a look found the proposals behind
 
     def _policy_slot(self, weights: tuple[float, float], add: bool) -> int | None:
         """The statistics slot of policy ``weights`` (a new one with ``add``; None when
@@ -142,6 +146,9 @@ class ChallengeTests:
             made.arm, made.proposal = arms, proposal
             return made
         share = self.challenge_share(weights)  # only where some query is drawn
+        if share <= 0:  # the draw has ended (a look found the proposals behind)
+            made.arm, made.proposal = arms, proposal
+            return made
         rows = np.arange(len(arms))
         treat = differs & (rng.random(len(arms)) < share)
         arms[differs] = CONTROL
@@ -162,6 +169,8 @@ class ChallengeTests:
         traffic after a few draws."""
         share = float(self.params["challenge"])
         slot = self._policy_slot((weights.performance, weights.cost), add=False)
+        if slot is not None and self.ab_futile_[slot]:
+            return 0.0
         chance = 0.5 if slot is None else _chance_ahead(*self._arm_gain(slot, weights)[:2])
         labelled = 1.0  # no labels: no objection
         if len(self.label_time_):
@@ -212,4 +221,7 @@ class ChallengeTests:
         self.ab_looks_, self.ab_passed_ = self.ab_looks_.copy(), self.ab_passed_.copy()
         self.ab_looks_[slot] += 1
         self.ab_passed_[slot] = float(passed)
+        if gain <= 0:  # behind at a look: the draw ends (stopping costs no safety)
+            self.ab_futile_ = self.ab_futile_.copy()
+            self.ab_futile_[slot] = 1.0
         self._cached = {}
