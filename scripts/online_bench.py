@@ -5,7 +5,10 @@ features (what the proxy pays on top of its base router), and per full ``route``
 one query with a best-single base (encoder included). Run:
 ``TROUTER_DATA_DIR=tests/fixtures/data .venv/bin/python scripts/online_bench.py``
 (``--no-drift``: level shifts off, to see what they cost; ``--cell-by linear`` or
-``taxonomy``: another cell structure than 8 k-means cells).
+``taxonomy``: another cell structure than 8 k-means cells; ``--base knn``: another base).
+The last lines time what the proxy does to draw (exploration, the served A/B test): route
+a new text, then decide it again, with the features remembered from routing or computed
+anew.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-drift", action="store_true", help="level shifts off (drift_z None)")
     parser.add_argument("--cell-by", default="kmeans", help="kmeans, taxonomy or linear")
+    parser.add_argument("--base", default="best-single", help="the base router (e.g. knn)")
     args = parser.parse_args()
     drift = {"drift_z": None} if args.no_drift else {}
     weights = SCENARIOS["balanced"]
     (fold,) = stream_folds(load_suite("routerbench"), 0, OnlineConfig(tasks=("mbpp",)))
     stream, names = fold.test, fold.test.model_names
-    base = make_router("best-single").fit(fold.train)
+    base = make_router(args.base).fit(fold.train, fold.validation)
     cells = {"cells": 8} if args.cell_by == "kmeans" else {"cell_by": args.cell_by}
     router = OnlineRouter.around(base, fold.train, half_life=500.0, **cells, **drift)
     feats = router.features(list(stream.texts), weights)
@@ -99,6 +103,21 @@ def main() -> None:
         "route 1 query p50/p90 us",
         per_call_us([lambda q=q: router.route([q], weights) for q in texts[:100]]),
     )
+    rng = np.random.default_rng(0)
+
+    def route_then_draw(query: str, forget: bool) -> None:
+        """What the proxy does to draw: route a new text, then decide it again."""
+        router._recent.clear()  # a text never seen
+        router.route([query], weights)
+        if forget:  # as before the features were remembered
+            router._recent.clear()
+        router.decide([query], weights, rng)
+
+    for forget, label in ((False, "remembered"), (True, "asked again")):
+        report(
+            f"route + draw, {label} p50/p90 us",
+            per_call_us([lambda q=q, f=forget: route_then_draw(q, f) for q in texts[100:200]]),
+        )
 
 
 if __name__ == "__main__":

@@ -387,3 +387,27 @@ def test_tenth_labels_spend_a_rate_budget_exactly():
 
     budget = budget_for("25per1000", 1000, "active", 0)
     assert sum(budget.take(t, priority=3.0, cost=0.1) for t in range(1000)) == 250
+
+
+def test_a_decision_right_after_routing_does_not_ask_the_base_again(mbpp_fold):
+    """The proxy routes a batch, then decides one of its texts again to draw: the second
+    call reads the remembered features (the batch's, so the draw sees what routing saw)
+    instead of calling the base; an unseen text, or any text after a new model joins, asks
+    again."""
+    base = make_router("knn").fit(mbpp_fold.train, mbpp_fold.validation)
+    router, calls = OnlineRouter.around(base, mbpp_fold.train), []
+    ask = base.predict
+    base.predict = lambda texts: (calls.append(len(texts)), ask(texts))[1]
+    texts = list(mbpp_fold.test.texts[:40])
+    router.route(texts, BALANCED)
+    (remembered,) = router.decide([texts[7]], BALANCED)
+    assert calls == [40]
+    router._recent.clear()
+    (fresh,) = router.decide([texts[7]], BALANCED)
+    assert calls == [40, 1] and remembered["model"] == fresh["model"]
+    for key in ("prior_performance", "prior_cost"):  # the batch's float32 rounding, or one's
+        np.testing.assert_allclose(remembered[key], fresh[key], rtol=1e-5)
+    router.decide([mbpp_fold.test.texts[60]], BALANCED)
+    router.add_model("newcomer", 0.5)
+    (after,) = router.decide([texts[7]], BALANCED)
+    assert calls == [40, 1, 1, 1] and len(after["prior_performance"]) == len(router.models_)
