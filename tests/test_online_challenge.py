@@ -109,6 +109,9 @@ def test_without_a_share_nothing_is_drawn(mbpp_fold, knn):
     assert all("ab_arm" not in d for d in made)
     with pytest.raises(ValueError, match="challenge"):
         _router(mbpp_fold, knn, challenge=0.9)
+    for margin in (float("nan"), -0.1):
+        with pytest.raises(ValueError, match="challenge_margin"):
+            _router(mbpp_fold, knn, challenge_margin=margin)
 
 
 def test_a_gain_below_the_margin_does_not_pass(mbpp_fold, knn):

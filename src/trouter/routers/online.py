@@ -143,8 +143,10 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
             raise ValueError(f"online cell_by must be one of {CELL_BY}, linear_dims >= 1")
         if cells < 1 or not 0.5 <= confidence < 1 or not 0 <= explore <= 0.5:
             raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
-        if not 0 <= challenge <= 0.5:
-            raise ValueError(f"online challenge must be in [0, 0.5], got {challenge}")
+        share, margin = self.params["challenge"], self.params["challenge_margin"]
+        if not 0 <= share <= 0.5 or not margin >= 0:  # NaN fails too
+            raise ValueError(f"online challenge must be in [0, 0.5] and challenge_margin >= 0, "
+                             f"got {share}, {margin}")  # fmt: skip
         if any(v is not None and v <= 0 for v in (half_life, drift_z)):
             raise ValueError(f"half_life, drift_z must be > 0 or None: {half_life}, {drift_z}")
         self._base: Router | None = None
@@ -360,17 +362,6 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
             list(models), np.clip(perf, 0, 1), np.clip(cost, 0, 1), override, list(models),
             extras=self.logged_prior(feats),
         )  # fmt: skip
-
-    def logged_prior(self, feats: dict[str, np.ndarray]) -> dict[str, Any]:
-        """What a decision keeps of :meth:`features` for its served event: the models, the
-        prior (float32: seven digits are far finer than any prediction, and halve the
-        logged text), the cell and the linear cells' features, one row per query."""
-        logged = {"models": list(self.models_), "cell": feats["cell"]}
-        for key, name in (("performance", "prior_performance"), ("cost", "prior_cost"),
-                          ("embedding", "embedding")):  # fmt: skip
-            if key in feats:
-                logged[name] = np.asarray(feats[key], dtype=np.float32)
-        return logged
 
     # ----- persistence: statistics as arrays, the base nested ------------------------------
     def get_state(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The online router's learning from events: ``partial_fit`` and how a label is kept.
+"""The online router's events: what a decision logs for them, ``partial_fit``, and how a
+label is kept.
 
 A mixin of :class:`~trouter.routers.online.OnlineRouter` (it reads and updates the router's
 statistics, labels and seen ids); the event format is the router module's.
@@ -14,6 +15,17 @@ import numpy as np
 
 class EventLearning:
     """``partial_fit`` of :class:`~trouter.routers.online.OnlineRouter` (see its module)."""
+
+    def logged_prior(self, feats: dict[str, np.ndarray]) -> dict[str, Any]:
+        """What a decision keeps of :meth:`features` for its served event: the models, the
+        prior (float32: seven digits are far finer than any prediction, and halve the
+        logged text), the cell and the linear cells' features, one row per query."""
+        logged = {"models": list(self.models_), "cell": feats["cell"]}
+        for key, name in (("performance", "prior_performance"), ("cost", "prior_cost"),
+                          ("embedding", "embedding")):  # fmt: skip
+            if key in feats:
+                logged[name] = np.asarray(feats[key], dtype=np.float32)
+        return logged
 
     def seen(self, event_id: str) -> bool:
         """Whether an event of this id has been applied (events are idempotent by id)."""
