@@ -316,27 +316,27 @@ class AnchorTests:
         diff = observed[rows, proposal] - observed[rows, anchor]
         return paired_gain(diff, labels.time, self.params["half_life"])
 
+    def _base_gain_at_look(self, weights: Weights) -> tuple[tuple[float, float, float], dict, int]:
+        """:meth:`base_gain` on the labels the tests read now, the parameters they run at
+        and the count read: computed once per look (with ``looks="every"``, once per event:
+        any event may change the fallback proposals) and weights, for both tests below."""
+        n, params = look(len(self.label_time_), self.params)
+        stamp = len(self._seen) if self.params["looks"] == "every" else n
+        return self._memo("base-gain", weights, stamp,
+                          lambda: (self.base_gain(weights, n), params, n))  # fmt: skip
+
     def base_earned(self, weights: Weights) -> bool:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
         choice beats the anchor (and the base may then serve, and switch, as it would)."""
-        n, params = look(len(self.label_time_), self.params)
-        if self.params["looks"] == "every":  # any event may change the fallback proposals
-            return self._memo("earned", weights, len(self._seen),
-                              lambda: significant(self.base_gain(weights), params))  # fmt: skip
-        return self._memo("earned", weights, n,
-                          lambda: significant(self.base_gain(weights, n), params))  # fmt: skip
+        gain, params, _ = self._base_gain_at_look(weights)
+        return significant(gain, params)
 
     def base_ruled_out(self, weights: Weights) -> bool:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
         choice does not beat the anchor by more than ``margin`` (its upper bound at or
         below it): served traffic need not be spent on testing it (online_challenge)."""
-        n, params = look(len(self.label_time_), self.params)
-        if n < params["min_evidence"]:
-            return False
-        stamp = len(self._seen) if params["looks"] == "every" else n
-        return self._memo("ruled-out", weights, stamp,
-                          lambda: bounds(self.base_gain(weights, n), params)[1]
-                          <= params["margin"])  # fmt: skip
+        gain, params, n = self._base_gain_at_look(weights)
+        return n >= params["min_evidence"] and bounds(gain, params)[1] <= params["margin"]
 
     def proposal(self, features: dict[str, np.ndarray], weights: Weights, made: Decisions):
         """What the router would serve with the anchor lifted (``made``: its decisions)."""

@@ -142,11 +142,9 @@ class ChallengeTests:
         proposal = decide(self.stats_, features, weights, self.rule).exploit
         arms = np.zeros(len(made.chosen), dtype=int)
         differs = (proposal != anchor) & (made.chosen == anchor) & ~made.explored
-        if not differs.any():
-            made.arm, made.proposal = arms, proposal
-            return made
-        share = self.challenge_share(weights)  # only where some query is drawn
-        if share <= 0:  # the draw has ended (a look found the proposals behind)
+        # the share only where some query could be drawn; 0 once a look found them behind
+        share = self.challenge_share(weights) if differs.any() else 0.0
+        if share <= 0:
             made.arm, made.proposal = arms, proposal
             return made
         rows = np.arange(len(arms))
