@@ -15,6 +15,9 @@ is fitted on the other tasks. The comparisons:
 * ``looks`` (base ``auto``): the tests re-run after every label, or only at doubling label
   counts with the error rate split over the looks;
 * ``first-look`` (base ``auto``): the first of the doubling looks at 8 or at 12 labels;
+* ``plan`` (base ``auto``): with a fixed label budget, the doubling looks alone, or a last
+  look at the budget's total that spends the error rate they left (``label_plan``, what
+  ``trouter eval --setting online`` gives the router for a budget of N or N/WINDOW);
 * ``confidence`` (base ``auto``): the tests' confidence (one minus the error rate spread
   over the doubling looks), 0.95, 0.9 or 0.8;
 * ``drift`` (base ``auto``): level shifts (online_drift) off, or found at z 4.5 or 4;
@@ -91,6 +94,13 @@ COMPARISONS = {
         {
             "online-first8": {"first_look": 8},
             "online-first12": {"first_look": 12},
+        },
+    ),
+    "plan": (
+        "auto",
+        {
+            "online-noplan": {"label_plan": None},
+            "online-plan": {},
         },
     ),
     "confidence": (

@@ -166,3 +166,43 @@ def test_doubling_looks_move_the_anchor_only_at_their_label_counts(mbpp_fold):
     assert moves["doubling"] and set(moves["doubling"]) <= {8, 16, 32, 64, 128}
     assert len(moves["doubling"]) < len(moves["every"])
     assert moves["every"][0] <= moves["doubling"][0]
+
+
+def test_a_planned_label_count_gets_the_last_look_and_the_error_rate_left(mbpp_fold):
+    """With a fixed batch of labels (``label_plan``) the doubling looks before the plan keep
+    their error rates, the look at the plan spends the rest (the whole stays alpha), and
+    labels past the plan change no test; a newcomer's pairs and a rate keep doubling."""
+    from trouter.routers.online_anchor import look
+
+    params = {"min_evidence": 8.0, "confidence": 0.9, "looks": "doubling", "label_plan": 25.0}
+    spent = []
+    for n in (8, 16, 25):
+        at, used = look(n, params)
+        assert at == n
+        spent.append(1 - used["confidence"])
+    assert spent == pytest.approx([0.05, 0.025, 0.025]) and sum(spent) == pytest.approx(0.1)
+    assert look(24, params)[0] == 16 and look(60, params)[0] == 25  # stands after the plan
+    assert 1 - look(100, {**params, "label_plan": 100.0})[1]["confidence"] == pytest.approx(
+        0.1 / 16
+    )
+    assert look(60, {**params, "label_plan": None})[0] == 32
+    # on the fixture's mbpp rows in file order the doubling looks first move the anchor at
+    # 32 labels; planned at 25, the last look moves it at 25 and not before
+    fitted = make_router("best-single").fit(mbpp_fold.train, mbpp_fold.validation)
+    moved = {}
+    for plan in (None, 25):
+        router = OnlineRouter.around(fitted, mbpp_fold.train, label_plan=plan)
+        trained = router.anchor_choice(BALANCED)
+        for t in range(40):
+            router.partial_fit([_label(mbpp_fold, t)])
+            if router.anchor_choice(BALANCED) != trained:
+                moved[plan] = t + 1
+                break
+    assert moved == {None: 32, 25: 25}
+
+
+@pytest.mark.parametrize("field", ["label_plan", "half_life", "drift_z"])
+@pytest.mark.parametrize("value", [float("nan"), 0.0, -5.0])
+def test_counts_and_half_lives_that_are_not_positive_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        OnlineRouter(base="best-single", **{field: value})

@@ -32,7 +32,6 @@ stays the training rows' choice among the models available at the start.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +58,13 @@ from trouter.evaluation.online_policies import (
     ThompsonCells,
     projection,
 )
+from trouter.evaluation.online_replay import Feedback, replay
 from trouter.evaluation.scenarios import Weights
 from trouter.routers.base import Prediction, Router, make_router
 from trouter.routers.cluster import fit_centroids, nearest
 from trouter.routers.guard import AUTO_MEMBERS
 from trouter.routers.online import OnlineRouter
-from trouter.routers.online_labels import LabelBudget, budget_for, budget_size, label_cost
+from trouter.routers.online_labels import LabelBudget, budget_for, budget_size
 from trouter.routers.tuning import embed, merge
 
 #: Online variants: extra parameters of each (``online-random`` differs in label selection).
@@ -81,17 +81,6 @@ PEERS = ("linucb", "thompson", "eps-greedy")
 FIXED = ("best-single", "oracle", "random", "skyline", "few-shot")
 ALL_ROUTERS = FIXED + ONLINE_ROUTERS + PEERS
 ENCODER = "static"
-
-
-@dataclass
-class Feedback:
-    """How served outcomes reach the policy: the share that carries a score, the share of
-    those (and of labels) whose score is wrong (a 0/1 score flipped, else redrawn uniformly),
-    and the delay in queries."""
-
-    rate: float = 1.0
-    noise: float = 0.0
-    delay: int = 0
 
 
 @dataclass
@@ -191,83 +180,13 @@ def few_shot_choices(
     return world.choose(pred, weights)
 
 
-# ----- the replay ------------------------------------------------------------------------
-def _noisy(score: float, noise: float, rng: np.random.Generator) -> float:
-    if noise <= 0 or np.isnan(score) or rng.random() >= noise:
-        return score
-    return 1.0 - score if score in (0.0, 1.0) else float(rng.random())
-
-
-def replay(
-    policy,
-    stream: RoutingDataset,
-    order: np.ndarray,
-    weights: Weights,
-    feedback: Feedback,
-    budget: LabelBudget | None,
-    seed: int,
-    arrival: tuple[int, int] | None = None,
-) -> dict[str, np.ndarray]:
-    """Serve ``stream`` rows in ``order``; events reach ``policy`` ``feedback.delay`` later.
-    ``arrival`` (query, model): the model joins the pool there (``policy.add_model``)."""
-    rng = np.random.default_rng([seed, 19])
-    perf, cost = stream.performance, stream.normalised_cost
-    n = len(order)
-    chosen, explored = np.zeros(n, int), np.zeros(n, bool)
-    called = np.zeros((n, perf.shape[1]), bool)  # the models each background label called
-    available = None if arrival is None else np.arange(perf.shape[1]) != arrival[1]
-    propensity = np.zeros(n)
-    pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for t, row in enumerate(order):
-        if arrival is not None and t == arrival[0]:
-            available = None
-            if hasattr(policy, "add_model"):
-                policy.add_model(arrival[1])
-        if t in pending:
-            policy.learn(pending.pop(t))
-        model, propensity[t], explored[t], priority = policy.choose(t, row)
-        chosen[t] = model
-        events = []
-        pool = np.ones(perf.shape[1], bool) if available is None else available
-        targets = getattr(policy, "label_targets", None)
-        targets = pool if targets is None else targets
-        if budget is not None and budget.take(t, priority, label_cost(targets, model, pool.sum())):
-            called[t] = targets
-            if hasattr(policy, "label_requested"):
-                policy.label_requested()
-            scores = np.array([_noisy(s, feedback.noise, rng) for s in perf[row]])
-            scores[~targets] = np.nan
-            events.append(
-                {
-                    "id": f"l{t}",
-                    "kind": "label",
-                    "t": t,
-                    "row": row,
-                    "scores": scores,
-                    "costs": cost[row].copy(),
-                }
-            )
-        if rng.random() < feedback.rate:
-            score = _noisy(float(perf[row, model]), feedback.noise, rng)
-            events.append(
-                {
-                    "id": f"s{t}",
-                    "kind": "served",
-                    "t": t,
-                    "row": row,
-                    "model": model,
-                    "score": score,
-                    "cost": float(cost[row, model]),
-                }
-            )
-        if events:
-            pending[t + 1 + feedback.delay].extend(events)
-    return {"chosen": chosen, "explored": explored, "labelled": called.any(axis=1),
-            "label_called": called, "propensity": propensity}  # fmt: skip
-
-
-def _online(name: str, base: Router | None, fold: Fold, config: OnlineConfig) -> OnlineRouter:
-    params = {"encoder": ENCODER, **config.online_params, **config.variants().get(name, {})}
+def _online(
+    name: str, base: Router | None, fold: Fold, config: OnlineConfig, plan: int | None = None
+) -> OnlineRouter:
+    """``plan``: the labels the budget holds in all, when it is a fixed number (not a rate):
+    the router's ``label_plan``, unless the variant or ``--param`` sets it."""
+    params = {"encoder": ENCODER, "label_plan": plan, **config.online_params,
+              **config.variants().get(name, {})}  # fmt: skip
     if name == "online-nobase" or base is None:
         router = OnlineRouter(base="none", seed=base.seed if base else 0, **params)
         return router.fit(fold.train, fold.validation)
@@ -278,7 +197,7 @@ def _policy(name: str, ctx: dict[str, Any]):
     stream, weights, seed = ctx["stream"], ctx["weights"], ctx["seed"]
     m = len(stream.models)
     if name in ctx["config"].variants():
-        router = _online(name, ctx["base"], ctx["fold"], ctx["config"])
+        router = _online(name, ctx["base"], ctx["fold"], ctx["config"], ctx.get("label_plan"))
         # variants on the same base and cells share the stream's features (the base's
         # predictions over the whole stream are the replay's main cost)
         p = router.params
@@ -390,6 +309,8 @@ def run_stream(
                 continue
             mode = "random" if name == "online-random" else "active"
             budget = budget_for(spec, len(order), mode, seed)
+            fixed_total = budget is not None and budget.rate is None
+            ctx["label_plan"] = budget.total if fixed_total else None
             traces[name] = _trace(name, ctx, order, budget)
         context_now = context | {"task": fold.task, "seed": seed, "label_budget": spec}
         records.extend(stream_metrics(traces, stream, order, utility, context_now, world))
@@ -424,4 +345,4 @@ def run_online(
     return records
 
 
-__all__ = ["Feedback", "OnlineConfig", "run_online", "run_stream"]
+__all__ = ["Feedback", "OnlineConfig", "replay", "run_online", "run_stream"]

@@ -100,6 +100,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
         student_t: bool = False,
         looks: str = "doubling",
         first_look: float | None = None,
+        label_plan: float | None = None,
         challenge: float = 0.0,
         challenge_margin: float = 0.1,
         drift_z: float | None = 4.5,
@@ -130,6 +131,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
             student_t=bool(student_t),
             looks=str(looks),
             first_look=None if first_look is None else float(first_look),
+            label_plan=None if label_plan is None else float(label_plan),
             challenge=float(challenge),
             challenge_margin=float(challenge_margin),
             drift_z=None if drift_z is None else float(drift_z),
@@ -147,8 +149,9 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
         if not 0 <= share <= 0.5 or not margin >= 0:  # NaN fails too
             raise ValueError(f"online challenge must be in [0, 0.5] and challenge_margin >= 0, "
                              f"got {share}, {margin}")  # fmt: skip
-        if any(v is not None and v <= 0 for v in (half_life, drift_z)):
-            raise ValueError(f"half_life, drift_z must be > 0 or None: {half_life}, {drift_z}")
+        limits = {"half_life": half_life, "drift_z": drift_z, "label_plan": label_plan}
+        if any(v is not None and not v > 0 for v in limits.values()):  # NaN fails too
+            raise ValueError(f"online {limits} must each be > 0 or None")
         self._base: Router | None = None
         self._seen: set[str] = set()
         self._cached: dict[tuple[str, float, float, int], Any] = {}  # see _memo

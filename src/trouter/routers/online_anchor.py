@@ -75,10 +75,19 @@ def look(n: int, params: dict) -> tuple[int, dict]:
     only at ``first_look`` x 2^k labels (``min_evidence`` when unset), the k-th look at
     error rate alpha / 2^(k+1)
     (alpha = 1 - confidence), so that over every look of a stream the chance of a false move
-    stays within alpha; between looks the outcome of the last one stands."""
+    stays within alpha; between looks the outcome of the last one stands. With a planned
+    number of labels (``label_plan``: a fixed batch, not a rate) the last look is at the
+    plan and spends the error rate the doubling looks before it left; labels past the plan
+    are not tested."""
     first = first_look(params)
     if params["looks"] == "every" or n < first:
         return n, params
+    plan = params.get("label_plan")
+    if plan is not None and plan >= first and n >= plan:
+        # looks before the plan: first x 2^k < plan, for k < before; what is left: alpha/2^before
+        before = int(np.ceil(np.log2(plan / first)))
+        alpha = (1.0 - params["confidence"]) * 2.0**-before
+        return int(plan), {**params, "confidence": 1.0 - alpha}
     k = int(np.floor(np.log2(n / first)))
     alpha = (1.0 - params["confidence"]) * 2.0 ** -(k + 1)
     return first * 2**k, {**params, "confidence": 1.0 - alpha}
@@ -250,7 +259,7 @@ class AnchorTests:
         out = {}
         for j in np.flatnonzero(np.asarray(self.joined_late_, dtype=bool)):
             scored = np.flatnonzero(~np.isnan(self.label_perf_[:, j]))
-            m, at = look(len(scored), self.params)
+            m, at = look(len(scored), {**self.params, "label_plan": None})  # pairs: no plan
             if m:
                 out[int(j)] = (int(scored[m - 1]) + 1, at)
         return out

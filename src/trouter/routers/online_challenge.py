@@ -209,7 +209,8 @@ class ChallengeTests:
         # half the labels' error rate, and Student's t: two unpaired arms of a few dozen
         # 0/1 scores estimate their spread poorly, and a false pass hands over the traffic
         alpha = (1.0 - self.params["confidence"]) / 2
-        strict = {**self.params, "looks": "doubling", "confidence": 1.0 - alpha}
+        strict = {**self.params, "looks": "doubling", "confidence": 1.0 - alpha,
+                  "label_plan": None}  # fmt: skip
         _, at = look(first * 2**looks, {**strict, "student_t": True})
         gain, spread, treated, controls = self._arm_gain(slot, Weights(*self.ab_policies_[slot]))
         # challenge_margin: a switch that gains little per query it changes is as likely
