@@ -30,7 +30,8 @@ Prints a markdown table of the task-mean gain over best-single and the last-quar
 mean ± std over seeds, at the label budgets given, with the oracle's and random's beside them
 (``--compare fixed``: those two alone). Run:
 ``TROUTER_DATA_DIR=../shared/data .venv/bin/python scripts/online_variants.py routerbench
---compare cells``.
+--compare cells`` (``--scenario`` and ``--feedback-rate/-noise/-delay`` as for ``trouter eval
+--setting online``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 
 from trouter.data.suites import load_suite
 from trouter.evaluation.folds import Fold
-from trouter.evaluation.online import OnlineConfig, run_stream, stream_folds
+from trouter.evaluation.online import Feedback, OnlineConfig, run_stream, stream_folds
 from trouter.evaluation.scenarios import SCENARIOS
 
 COMPARISONS = {
@@ -147,6 +148,10 @@ def main() -> None:
     parser.add_argument("--budgets", default="25/500,100")
     parser.add_argument("--tasks", default="")
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="cells")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="balanced")
+    parser.add_argument("--feedback-rate", type=float, default=1.0)
+    parser.add_argument("--feedback-noise", type=float, default=0.0)
+    parser.add_argument("--feedback-delay", type=int, default=0)
     args = parser.parse_args()
     dataset = load_suite(args.suite)
     base, variants = COMPARISONS[args.compare]
@@ -156,6 +161,7 @@ def main() -> None:
         routers=("best-single", "oracle", "random", *variants),
         extra_variants=variants,
         tasks=tuple(t for t in args.tasks.split(",") if t),
+        feedback=Feedback(args.feedback_rate, args.feedback_noise, args.feedback_delay),
     )
     results: dict[tuple[str, str], dict[int, list[tuple[float, ...]]]] = defaultdict(
         lambda: defaultdict(list)
@@ -168,11 +174,12 @@ def main() -> None:
             if len(rows) < 100:
                 continue
             val_fold = Fold(fold.task, fold.train, fold.validation, rows, 0, 0)
-            for r in run_stream(val_fold, config, SCENARIOS["balanced"], seed, {}):
+            for r in run_stream(val_fold, config, SCENARIOS[args.scenario], seed, {}):
                 results[(r["label_budget"], r["router"])][seed].append(
                     (r["gain_vs_best_single"], r["last_quarter_gain"], r["worst_window_gap"])
                 )
-    print(f"### {args.suite}: {args.compare} on validation streams (train + validation rows)\n")
+    print(f"### {args.suite}: {args.compare} on validation streams (train + validation rows), "
+          f"{args.scenario}, feedback {vars(config.feedback)}\n")
     print(
         "| label budget | variant | tasks | gain vs best-single | last-quarter gain "
         "| worst stream gain | worst 200-window gap |"
