@@ -18,6 +18,8 @@ is fitted on the other tasks. The comparisons:
 * ``plan`` (base ``auto``): with a fixed label budget, the doubling looks alone, or a last
   look at the budget's total that spends the error rate they left (``label_plan``, what
   ``trouter eval --setting online`` gives the router for a budget of N or N/WINDOW);
+* ``keep`` (base ``auto``): each look decides afresh on the labels it reads, or a move an
+  earlier look made stands until the labels rule it out (``keep_moves``);
 * ``confidence`` (base ``auto``): the tests' confidence (one minus the error rate spread
   over the doubling looks), 0.95, 0.9 or 0.8;
 * ``drift`` (base ``auto``): level shifts (online_drift) off, or found at z 4.5 or 4;
@@ -102,6 +104,13 @@ COMPARISONS = {
         {
             "online-noplan": {"label_plan": None},
             "online-plan": {},
+        },
+    ),
+    "keep": (
+        "auto",
+        {
+            "online-fresh": {"keep_moves": False},
+            "online-keep": {"keep_moves": True},
         },
     ),
     "confidence": (

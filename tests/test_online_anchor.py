@@ -206,3 +206,55 @@ def test_a_planned_label_count_gets_the_last_look_and_the_error_rate_left(mbpp_f
 def test_counts_and_half_lives_that_are_not_positive_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         OnlineRouter(base="best-single", **{field: value})
+
+
+def _won_then_lost(fold: Fold, keep: bool, rivals: int, read) -> list:
+    """32 paired labels: a rival (of ``rivals``, in turn; each label also records it as the
+    proposal) wins the first 8 against the training rows' best-single and loses the rest,
+    at one price. ``read(router)`` after 8, 16, 31 and 32 labels."""
+    names = fold.test.model_names
+    fitted = make_router("best-single").fit(fold.train, fold.validation)
+    router = OnlineRouter.around(fitted, fold.train, keep_moves=keep)
+    trained = names[router.best_single(BALANCED)]
+    others = [name for name in names if name != trained][:rivals]
+    seen = []
+    for t in range(32):
+        rival, won = others[t % rivals], t < 8
+        event = _label(fold, t, {trained: float(not won), rival: float(won)}, proposal=rival)
+        event["costs"] = {trained: 0.1, rival: 0.1}
+        router.partial_fit([event])
+        seen.append(read(router))
+    return [trained, others[0]] + [seen[n - 1] for n in (8, 16, 31, 32)]
+
+
+def test_with_keep_moves_a_move_stands_until_the_labels_rule_it_out(mbpp_fold):
+    """A rival wins the first 8 paired labels (the look at 8 moves the anchor), then loses
+    8: at 16 nothing is shown ahead, and deciding afresh goes back, while a kept move stands
+    (its gain, 0, is still possibly above the margin); 16 more losses rule it out by 32."""
+    from trouter.routers.online_anchor import look_counts
+
+    params = {"min_evidence": 8.0, "looks": "doubling", "label_plan": None}
+    assert look_counts(7, params) == [] and look_counts(40, params) == [8, 16, 32]
+    assert look_counts(40, {**params, "label_plan": 25.0}) == [8, 16, 25]
+    names = mbpp_fold.test.model_names
+
+    def anchor(router):
+        return names[router.anchor_choice(BALANCED)]
+
+    trained, rival, *afresh = _won_then_lost(mbpp_fold, False, 1, anchor)
+    assert afresh == [rival, trained, trained, trained]
+    assert _won_then_lost(mbpp_fold, True, 1, anchor)[2:] == [rival, rival, rival, trained]
+
+
+def test_with_keep_moves_an_earned_base_stands_until_the_labels_rule_it_out(mbpp_fold):
+    """The recorded proposals (three rivals in turn) win the first 8 labels against the
+    anchor and lose the next 24; no single rival is ever shown ahead of the anchor."""
+    names = mbpp_fold.test.model_names
+
+    def earned(router):
+        return names[router.anchor_choice(BALANCED)], router.base_earned(BALANCED)
+
+    for keep, expected in ((False, [True, False, False, False]), (True, [True, True, True, False])):
+        trained, _, *seen = _won_then_lost(mbpp_fold, keep, 3, earned)
+        assert [anchor for anchor, _ in seen] == [trained] * 4
+        assert [flag for _, flag in seen] == expected

@@ -93,6 +93,18 @@ def look(n: int, params: dict) -> tuple[int, dict]:
     return first * 2**k, {**params, "confidence": 1.0 - alpha}
 
 
+def look_counts(n: int, params: dict) -> list[int]:
+    """The label counts of the doubling looks taken by the time ``n`` labels are in (the
+    plan's last look included), in order."""
+    first, plan = first_look(params), params.get("label_plan")
+    planned = plan is not None and plan >= first
+    counts, count = [], first
+    while count <= n and not (planned and count >= plan):
+        counts.append(int(count))
+        count *= 2
+    return counts + [int(plan)] if planned and n >= plan else counts
+
+
 def paired_gain(
     diff: np.ndarray, times: np.ndarray, half_life: float | None
 ) -> tuple[float, float, float]:
@@ -245,10 +257,32 @@ class AnchorTests:
             for j, (rows, at) in own.items():
                 gain = self._gain_over(weights, j, trained, rows)
                 tested[j] = (gain[0], significant(gain, at, share[j]))
-            return traffic_best_single(snapshot(self, n), trained, weights, params,
-                                       self.joined_late_, tested)  # fmt: skip
+            fresh = traffic_best_single(snapshot(self, n), trained, weights, params,
+                                        self.joined_late_, tested)  # fmt: skip
+            return fresh if fresh != trained else self._kept_anchor(weights, trained, n)
 
         return self._memo("anchor", weights, (n, *_rows(own)), compute)
+
+    def _kept(self) -> bool:
+        return bool(self.params.get("keep_moves")) and self.params["looks"] == "doubling"
+
+    def _kept_anchor(self, weights: Weights, trained: int, n: int) -> int:
+        """With ``keep_moves``, where the look at ``n`` shows no model ahead: the move an
+        earlier look made, replayed look by look, each kept while the labels of the next
+        look leave it possibly ahead (its upper bound at the unsplit ``confidence`` above
+        ``margin``); a move that is ruled out goes back to ``trained``."""
+        counts = look_counts(n, self.params)
+        if not self._kept() or len(counts) < 2 or counts[-1] != n:
+            return trained
+        choice, margin = trained, self.params["margin"]
+        for count in counts:
+            labels, at = snapshot(self, count), look(count, self.params)[1]
+            fresh = traffic_best_single(labels, trained, weights, at, self.joined_late_)
+            if fresh == trained and choice != trained:
+                gain = gains_over(labels, weights, trained, at["half_life"], [choice])[0]
+                fresh = choice if bounds(gain, self.params)[1] > margin else trained
+            choice = fresh
+        return choice
 
     def _own_looks(self) -> dict[int, tuple[int, dict]]:
         """With doubling looks, each model that joined late is tested on its own schedule:
@@ -337,8 +371,20 @@ class AnchorTests:
     def base_earned(self, weights: Weights) -> bool:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
         choice beats the anchor (and the base may then serve, and switch, as it would)."""
-        gain, params, _ = self._base_gain_at_look(weights)
-        return significant(gain, params)
+        gain, params, n = self._base_gain_at_look(weights)
+        if significant(gain, params) or not self._kept():
+            return significant(gain, params)
+        return self._memo("base-kept", weights, n, lambda: self._base_kept(weights, n))
+
+    def _base_kept(self, weights: Weights, n: int) -> bool:
+        """With ``keep_moves``: whether an earlier look passed the base and every look since
+        leaves its gain possibly above ``margin`` (as :meth:`_kept_anchor`)."""
+        earned = False
+        for count in look_counts(n, self.params):
+            gain, at = self.base_gain(weights, count), look(count, self.params)[1]
+            passed = significant(gain, at)
+            earned = passed or (earned and bounds(gain, self.params)[1] > self.params["margin"])
+        return earned
 
     def base_ruled_out(self, weights: Weights) -> bool:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
