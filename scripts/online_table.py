@@ -1,7 +1,8 @@
 """Render results/online/table.md from replay records (``trouter eval --setting online --json``).
 
 Usage: ``.venv/bin/python scripts/online_table.py results/online/*.json --out
-results/online/table.md`` (``--compact``: print only the one-table summary the docs carry).
+results/online/table.md`` (``--compact``: print only the one-table summary the docs carry;
+``--headline 25/500,100``: README's narrower one, at those label budgets).
 Three parts: the summary per suite and label budget (task means,
 then mean ± std over seeds), the safety check per stream (every task and seed), and the
 utility per window of the stream.
@@ -83,15 +84,20 @@ def with_regime(record: dict) -> dict:
 
 COMPACT = ["skyline", "few-shot", "online", "online-base", "online-random", "linucb",
            "thompson", "eps-greedy"]  # fmt: skip
+#: README's cut: the references, few-shot, the default router and the strongest peer
+HEADLINE = ["skyline", "few-shot", "online", "eps-greedy"]
 WITH_SHARE = ("few-shot", "online", "online-base", "online-random")
 
 
-def compact_table(records: list[dict]) -> str:
-    """One row per suite and label budget: best-single's utility, every other router's gain
-    over it (whole stream; for the label users, the last quarter's share of the skyline's
-    gain in brackets), and the worst stream and 200-window of ``online``."""
+def compact_table(
+    records: list[dict], columns: list[str] = COMPACT, budgets: list[str] | None = None
+) -> str:
+    """One row per suite and label budget (``budgets`` only, when given): best-single's
+    utility, every other router's gain over it (whole stream; for the label users, the last
+    quarter's share of the skyline's gain in brackets), and the worst stream and 200-window
+    of ``online``."""
     summary = summarise(records)
-    head = ["suite, label budget", "best-single", "oracle", "random", *COMPACT,
+    head = ["suite, label budget", "best-single", "oracle", "random", *columns,
             "`online` worst stream", "`online` worst 200-window"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     worst = defaultdict(list)
@@ -101,8 +107,10 @@ def compact_table(records: list[dict]) -> str:
     for (suite, budget), routers in summary.items():
         if not any(name in routers for name in ("online", "online-base")):
             continue
+        if budgets is not None and budget not in budgets:
+            continue
         cells = [f"{suite}, {budget}", f"{routers['best-single']['utility'][0]:.4f}"]
-        for name in ["oracle", "random", *COMPACT]:
+        for name in ["oracle", "random", *columns]:
             if name not in routers:
                 cells.append("–")
                 continue
@@ -124,8 +132,13 @@ def main() -> None:
     parser.add_argument("records", nargs="+", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--compact", action="store_true", help="print the docs' table only")
+    parser.add_argument("--headline", default=None, metavar="BUDGETS",
+                        help="print README's table only: these label budgets (e.g. 25/500,100)")
     args = parser.parse_args()
     records = [with_regime(r) for path in args.records for r in json.loads(path.read_text())]
+    if args.headline:
+        print(compact_table(records, HEADLINE, args.headline.split(",")))
+        return
     if args.compact:
         print(compact_table(records))
         return
