@@ -79,18 +79,13 @@ def look(n: int, params: dict) -> tuple[int, dict]:
     number of labels (``label_plan``: a fixed batch, not a rate) the last look is at the
     plan and spends the error rate the doubling looks before it left; labels past the plan
     are not tested."""
-    first = first_look(params)
-    if params["looks"] == "every" or n < first:
+    counts = look_counts(n, params)
+    if params["looks"] == "every" or not counts:
         return n, params
-    plan = params.get("label_plan")
-    if plan is not None and plan >= first and n >= plan:
-        # looks before the plan: first x 2^k < plan, for k < before; what is left: alpha/2^before
-        before = int(np.ceil(np.log2(plan / first)))
-        alpha = (1.0 - params["confidence"]) * 2.0**-before
-        return int(plan), {**params, "confidence": 1.0 - alpha}
-    k = int(np.floor(np.log2(n / first)))
-    alpha = (1.0 - params["confidence"]) * 2.0 ** -(k + 1)
-    return first * 2**k, {**params, "confidence": 1.0 - alpha}
+    # the k-th doubling look spends alpha/2^(k+1); a look at the plan, all that is left
+    k, planned = len(counts) - 1, counts[-1] == params.get("label_plan")
+    alpha = (1.0 - params["confidence"]) * 2.0 ** -(k + (not planned))
+    return counts[-1], {**params, "confidence": 1.0 - alpha}
 
 
 def look_counts(n: int, params: dict) -> list[int]:
