@@ -152,8 +152,9 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
             raise ValueError(f"online challenge must be in [0, 0.5] and challenge_margin >= 0, "
                              f"got {share}, {margin}")  # fmt: skip
         limits = {"half_life": half_life, "drift_z": drift_z, "label_plan": label_plan}
-        if any(v is not None and not v > 0 for v in limits.values()):  # NaN fails too
-            raise ValueError(f"online {limits} must each be > 0 or None")
+        bad = {k: v for k, v in limits.items() if v is not None and not v > 0}  # NaN too
+        if bad:
+            raise ValueError(f"online {', '.join(bad)} must be > 0 or None, got {bad}")
         self._base: Router | None = None
         self._seen: set[str] = set()
         self._cached: dict[tuple[str, float, float, int], Any] = {}  # see _memo
