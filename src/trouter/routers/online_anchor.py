@@ -266,8 +266,8 @@ class AnchorTests:
         earlier look made, replayed look by look, each kept while the labels of the next
         look leave it possibly ahead (its upper bound at the unsplit ``confidence`` above
         ``margin``); a move that is ruled out goes back to ``trained``."""
-        counts = look_counts(n, self.params)
-        if not self._kept() or len(counts) < 2 or counts[-1] != n:
+        counts = look_counts(n, self.params) if self._kept() else []
+        if len(counts) < 2 or counts[-1] != n:
             return trained
         choice, margin = trained, self.params["margin"]
         for count in counts:
@@ -367,8 +367,9 @@ class AnchorTests:
         """Whether the background labels show, one-sided at ``confidence``, that the base's
         choice beats the anchor (and the base may then serve, and switch, as it would)."""
         gain, params, n = self._base_gain_at_look(weights)
-        if significant(gain, params) or not self._kept():
-            return significant(gain, params)
+        shown = significant(gain, params)
+        if shown or not self._kept():
+            return shown
         return self._memo("base-kept", weights, n, lambda: self._base_kept(weights, n))
 
     def _base_kept(self, weights: Weights, n: int) -> bool:
