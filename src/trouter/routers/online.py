@@ -68,6 +68,23 @@ RULE_FIELDS = tuple(f.name for f in fields(Rule))
 PRICE_TILT = 0.1
 
 
+def _check(p: dict[str, Any]) -> None:
+    """Refuse parameters the router cannot run with, naming them (NaN fails every test)."""
+    for name, allowed in (("anchor", ANCHORS), ("looks", LOOKS), ("cell_by", CELL_BY)):
+        if p[name] not in allowed:
+            raise ValueError(f"online {name} must be one of {allowed}, got {p[name]!r}")
+    if min(p["cells"], p["linear_dims"]) < 1 or not 0.5 <= p["confidence"] < 1:
+        raise ValueError("online needs cells >= 1, linear_dims >= 1, confidence in [0.5, 1)")
+    share, margin, explore = p["challenge"], p["challenge_margin"], p["explore"]
+    if not (0 <= share <= 0.5 and 0 <= explore <= 0.5 and margin >= 0):
+        raise ValueError(f"online challenge and explore must be in [0, 0.5] and challenge_margin "
+                         f">= 0, got {share}, {explore}, {margin}")  # fmt: skip
+    limits = {k: p[k] for k in ("half_life", "drift_z", "label_plan")}
+    bad = {k: v for k, v in limits.items() if v is not None and not v > 0}
+    if bad:
+        raise ValueError(f"online {', '.join(bad)} must be > 0 or None, got {bad}")
+
+
 @register("online")
 class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, QueryCells, Router):
     """A posterior per (cell, model) around a base router's predictions (see module)."""
@@ -139,22 +156,7 @@ class OnlineRouter(EventLearning, AnchorTests, ChallengeTests, LevelShifts, Quer
             drift_z=None if drift_z is None else float(drift_z),
             **params,
         )
-        if anchor not in ANCHORS:
-            raise ValueError(f"online anchor must be one of {ANCHORS}, got {anchor!r}")
-        if looks not in LOOKS:
-            raise ValueError(f"online looks must be one of {LOOKS}, got {looks!r}")
-        if cell_by not in CELL_BY or linear_dims < 1:
-            raise ValueError(f"online cell_by must be one of {CELL_BY}, linear_dims >= 1")
-        if cells < 1 or not 0.5 <= confidence < 1 or not 0 <= explore <= 0.5:
-            raise ValueError("online needs cells >= 1, confidence in [0.5, 1), explore <= 0.5")
-        share, margin = self.params["challenge"], self.params["challenge_margin"]
-        if not 0 <= share <= 0.5 or not margin >= 0:  # NaN fails too
-            raise ValueError(f"online challenge must be in [0, 0.5] and challenge_margin >= 0, "
-                             f"got {share}, {margin}")  # fmt: skip
-        limits = {"half_life": half_life, "drift_z": drift_z, "label_plan": label_plan}
-        bad = {k: v for k, v in limits.items() if v is not None and not v > 0}  # NaN too
-        if bad:
-            raise ValueError(f"online {', '.join(bad)} must be > 0 or None, got {bad}")
+        _check(self.params)
         self._base: Router | None = None
         self._seen: set[str] = set()
         self._cached: dict[tuple[str, float, float, int], Any] = {}  # see _memo
