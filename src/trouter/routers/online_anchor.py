@@ -79,8 +79,8 @@ def look(n: int, params: dict) -> tuple[int, dict]:
     number of labels (``label_plan``: a fixed batch, not a rate) the last look is at the
     plan and spends the error rate the doubling looks before it left; labels past the plan
     are not tested."""
-    counts = look_counts(n, params)
-    if params["looks"] == "every" or not counts:
+    counts = [] if params["looks"] == "every" else look_counts(n, params)
+    if not counts:
         return n, params
     # the k-th doubling look spends alpha/2^(k+1); a look at the plan, all that is left
     k, planned = len(counts) - 1, counts[-1] == params.get("label_plan")
@@ -270,9 +270,10 @@ class AnchorTests:
         if len(counts) < 2 or counts[-1] != n:
             return trained
         choice, margin = trained, self.params["margin"]
-        for count in counts:
+        for count in counts:  # the look at n itself showed none ahead (the caller's)
             labels, at = snapshot(self, count), look(count, self.params)[1]
-            fresh = traffic_best_single(labels, trained, weights, at, self.joined_late_)
+            fresh = trained if count == n else traffic_best_single(
+                labels, trained, weights, at, self.joined_late_)  # fmt: skip
             if fresh == trained and choice != trained:
                 gain = gains_over(labels, weights, trained, at["half_life"], [choice])[0]
                 fresh = choice if bounds(gain, self.params)[1] > margin else trained
@@ -370,14 +371,16 @@ class AnchorTests:
         shown = significant(gain, params)
         if shown or not self._kept():
             return shown
-        return self._memo("base-kept", weights, n, lambda: self._base_kept(weights, n))
+        return self._memo("base-kept", weights, n, lambda: self._base_kept(weights, n, gain))
 
-    def _base_kept(self, weights: Weights, n: int) -> bool:
+    def _base_kept(self, weights: Weights, n: int, gain_now: tuple) -> bool:
         """With ``keep_moves``: whether an earlier look passed the base and every look since
-        leaves its gain possibly above ``margin`` (as :meth:`_kept_anchor`)."""
+        leaves its gain possibly above ``margin`` (as :meth:`_kept_anchor`; ``gain_now``:
+        the gain the look at ``n`` read)."""
         earned = False
         for count in look_counts(n, self.params):
-            gain, at = self.base_gain(weights, count), look(count, self.params)[1]
+            gain = gain_now if count == n else self.base_gain(weights, count)
+            at = look(count, self.params)[1]
             passed = significant(gain, at)
             earned = passed or (earned and bounds(gain, self.params)[1] > self.params["margin"])
         return earned
