@@ -19,12 +19,13 @@ from pathlib import Path
 from trouter.evaluation.report import fmt, summarise
 
 TOLERANCE = 0.005
-REFERENCES = ("oracle", "best-single", "random")
+REFERENCES = ("best-single", "oracle", "random")
 
 
 def main(root: Path) -> None:
-    print("| suite | setting | scenario | router | seeds | MiniLM | static | Δ |")
-    print("|---|---|---|---|---|---:|---:|---:|")
+    print("| suite | setting | scenario | best-single | oracle | random | router | seeds | MiniLM "
+          "| static | Δ |")  # fmt: skip
+    print("|---|---|---|---:|---:|---:|---|---|---:|---:|---:|")
     for path in sorted((root / "static").glob("*-*-*.json")):
         static_records = json.loads(path.read_text())
         suite, setting = static_records[0]["suite"], static_records[0]["setting"]
@@ -34,6 +35,7 @@ def main(root: Path) -> None:
         routers = {r["router"] for r in static_records} - set(REFERENCES)
         seeds = {r["seed"] for r in baseline if r["router"] in routers}
         static_rows = summarise(r for r in static_records if r["seed"] in seeds)
+        refs = {(r["router"], r["scenario"]): r for r in static_rows if r["router"] in REFERENCES}
         for row in static_rows:
             key = (row["router"], row["scenario"])
             if row["router"] in REFERENCES:
@@ -43,8 +45,12 @@ def main(root: Path) -> None:
             verdict = (
                 "" if abs(delta) <= TOLERANCE else (" **better**" if delta > 0 else " **worse**")
             )
+            columns = (refs.get((name, row["scenario"])) for name in REFERENCES)
+            beside = " | ".join(
+                fmt(ref["utility_mean"], ref["utility_std"]) if ref else "n/a" for ref in columns
+            )
             print(
-                f"| {suite} | {setting} | {row['scenario']} | {row['router']} | "
+                f"| {suite} | {setting} | {row['scenario']} | {beside} | {row['router']} | "
                 f"{row['seeds']} | "
                 f"{fmt(old['utility_mean'], old['utility_std']) if old else 'n/a'} | "
                 f"{fmt(row['utility_mean'], row['utility_std'])} | {delta:+.4f}{verdict} |"
