@@ -128,7 +128,7 @@ def replay(fold, seed: int, explore: float = 0.0) -> dict:
     from standin import StandIn
     from test_proxy import serving
 
-    from trouter.serving.background import BackgroundSettings
+    from trouter.serving.background_settings import BackgroundSettings
     from trouter.serving.learning import FeedbackLoop
     from trouter.serving.proxy import ProxySettings, create_app
     from trouter.store import Store

@@ -21,7 +21,7 @@ from test_proxy import KEY, KEY_ENV, serving, write_pool
 import trouter
 from trouter.llm.pool import Pool
 from trouter.serving.api import RoutingService
-from trouter.serving.background import BackgroundSettings, parse_daily_budget
+from trouter.serving.background_settings import BackgroundSettings, parse_daily_budget
 from trouter.serving.learning import FeedbackLoop, price_prior_router
 from trouter.serving.proxy import ProxySettings, create_app
 from trouter.store import Store

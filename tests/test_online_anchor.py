@@ -11,7 +11,7 @@ from trouter.evaluation.scenarios import SCENARIOS
 from trouter.routers.base import make_router
 from trouter.routers.online import OnlineRouter
 from trouter.store import Store
-from trouter.store.store import Decision
+from trouter.store.records import Decision
 
 BALANCED = SCENARIOS["balanced"]
 
@@ -142,7 +142,7 @@ def test_a_rival_with_a_few_lucky_labels_does_not_hide_one_shown_ahead(mbpp_fold
 def test_doubling_looks_move_the_anchor_only_at_their_label_counts(mbpp_fold):
     """With looks="doubling" the anchor is decided at 8, 16, 32, ... labels, each look at a
     smaller error rate, and stands in between; with every look it may move at any label."""
-    from trouter.routers.online_anchor import look
+    from trouter.routers.online_tests import look
 
     params = {"min_evidence": 8.0, "confidence": 0.95, "looks": "doubling"}
     assert look(5, params) == (5, params)
@@ -172,7 +172,7 @@ def test_a_planned_label_count_gets_the_last_look_and_the_error_rate_left(mbpp_f
     """With a fixed batch of labels (``label_plan``) the doubling looks before the plan keep
     their error rates, the look at the plan spends the rest (the whole stays alpha), and
     labels past the plan change no test; a newcomer's pairs and a rate keep doubling."""
-    from trouter.routers.online_anchor import look
+    from trouter.routers.online_tests import look
 
     params = {"min_evidence": 8.0, "confidence": 0.9, "looks": "doubling", "label_plan": 25.0}
     spent = []
@@ -231,7 +231,7 @@ def test_with_keep_moves_a_move_stands_until_the_labels_rule_it_out(mbpp_fold):
     """A rival wins the first 8 paired labels (the look at 8 moves the anchor), then loses
     8: at 16 nothing is shown ahead, and deciding afresh goes back, while a kept move stands
     (its gain, 0, is still possibly above the margin); 16 more losses rule it out by 32."""
-    from trouter.routers.online_anchor import look_counts
+    from trouter.routers.online_tests import look_counts
 
     params = {"min_evidence": 8.0, "looks": "doubling", "label_plan": None}
     assert look_counts(7, params) == [] and look_counts(40, params) == [8, 16, 32]

@@ -69,7 +69,13 @@ def user_message(err: BaseException) -> str | None:
 
 def report(err: BaseException) -> None:
     """Print the message as plain text (a path with brackets is not Rich markup)."""
-    Console(stderr=True).print(Text.assemble(("error: ", "red"), user_message(err) or ""))
+    fail(user_message(err) or "")
+
+
+def fail(message: str, code: int = EXPECTED_EXIT_CODE) -> typer.Exit:
+    """Print ``error: message`` as plain text and return the exit for the caller to raise."""
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "red"), message))
+    return typer.Exit(code)
 
 
 class ExpectedErrorsGroup(TyperGroup):

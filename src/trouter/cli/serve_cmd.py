@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import ipaddress
 import json
 import logging
 import os
@@ -14,14 +13,11 @@ from pathlib import Path
 
 import typer
 
+from trouter.cli.errors import fail
+from trouter.cli.serve_exposure import check_exposure
+
 #: How ``serve --workers N`` hands its configuration to the worker processes uvicorn spawns.
 WORKER_CONFIG_ENV = "TROUTER_SERVE_CONFIG"
-LOOPBACK_NAMES = ("localhost",)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _load(model_dir: Path, pool_file: Path | None, allow_partial_pool: bool):
@@ -36,7 +32,7 @@ def _load(model_dir: Path, pool_file: Path | None, allow_partial_pool: bool):
             pool = Pool.load(pool_file)
         service = load(model_dir, pool, allow_partial_pool=allow_partial_pool)
     except (OSError, ValueError, KeyError) as err:
-        _fail(str(err))
+        raise fail(str(err)) from None
     return service, pool
 
 
@@ -46,22 +42,24 @@ def _feedback_config(model_dir, router, store, learn, log_text, retention) -> di
     from trouter.store.traffic import parse_span
 
     if router not in (None, "online"):
-        _fail(
+        raise fail(
             f"--router takes 'online' (a trained router is served with --model-dir), not {router!r}"
         )
     if (model_dir is None) == (router is None):
-        _fail("give one of --model-dir DIR (a trained router) or --router online (the pool alone)")
+        raise fail(
+            "give one of --model-dir DIR (a trained router) or --router online (the pool alone)"
+        )
     if router == "online" and store is None:
         store = "sqlite:///trouter-store.db"
         typer.echo(f"--router online: decisions and feedback go to {store}", err=True)
     if store is None:
         if learn or log_text:
-            _fail("--learn and --log-text need --store sqlite:///file.db or postgresql://...")
+            raise fail("--learn and --log-text need --store sqlite:///file.db or postgresql://...")
         return None
     try:
         ttl_s = parse_span(retention)
     except ValueError as err:
-        _fail(f"--retention: {err}")
+        raise fail(f"--retention: {err}") from None
     return {
         "store": store,
         "ttl_s": ttl_s,
@@ -72,18 +70,18 @@ def _feedback_config(model_dir, router, store, learn, log_text, retention) -> di
 
 def _background_config(judge, budget, judge_rate, feedback) -> dict | None:
     """``--judge``'s settings checked (labels and judge feedback go to the store)."""
-    from trouter.serving.background import parse_daily_budget
+    from trouter.serving.background_settings import parse_daily_budget
 
     if judge is None:
         if judge_rate:
-            _fail("--judge-rate needs --judge MODEL")
+            raise fail("--judge-rate needs --judge MODEL")
         return None
     if feedback is None:
-        _fail("--judge needs a store: --store sqlite:///file.db or --router online")
+        raise fail("--judge needs a store: --store sqlite:///file.db or --router online")
     try:
         usd = parse_daily_budget(budget)
     except ValueError as err:
-        _fail(f"--label-budget-usd: {err}")
+        raise fail(f"--label-budget-usd: {err}") from None
     return {"judge": judge, "budget_usd_per_day": usd, "judge_rate": judge_rate}
 
 
@@ -94,7 +92,7 @@ def _key_ring(config: dict):
     try:
         return load_key_ring(Path(keys_file) if keys_file else None)
     except KeysFileError as err:
-        _fail(str(err))
+        raise fail(str(err)) from None
 
 
 def _build_app(config: dict):
@@ -125,7 +123,7 @@ def _build_app(config: dict):
             service, pool, settings, _key_ring(config), feedback, _background(config)
         )
     except ValueError as err:
-        _fail(str(err))
+        raise fail(str(err)) from None
     service.route("warm-up: load the encoder before the first request")
     torch = sys.modules.get("torch")  # the minilm encoder's; the static encoder has none
     if torch is not None and config["torch_threads"] > 0:
@@ -139,7 +137,7 @@ def _build_app(config: dict):
 
 
 def _background(config: dict):
-    from trouter.serving.background import BackgroundSettings
+    from trouter.serving.background_settings import BackgroundSettings
 
     chosen = config.get("background")
     return BackgroundSettings(**chosen) if chosen else None
@@ -150,41 +148,6 @@ def worker_app():
     config = json.loads(os.environ[WORKER_CONFIG_ENV])
     logging.basicConfig(level=config["log_level"].upper())
     return _build_app(config)[1]
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(host: str, keys_enabled: bool, no_auth: bool, allowed: list[str]) -> list[str]:
-    """The Host allow-list for this bind address; exit 2 for an open, unauthenticated bind."""
-    from trouter.serving.limits import LOOPBACK_HOSTS
-
-    if is_loopback(host):
-        return allowed or list(LOOPBACK_HOSTS)
-    if not keys_enabled and not no_auth:
-        _fail(
-            f"--host {host} accepts connections from other machines, and no client keys are "
-            "configured: anyone who reaches the port would spend the pool's API keys. Give "
-            "--api-keys FILE (see 'trouter keys add') or TROUTER_API_KEYS, or --no-auth if "
-            "another layer authenticates clients."
-        )
-    if allowed:
-        return allowed
-    try:
-        if ipaddress.ip_address(host).is_unspecified:
-            _fail(
-                f"--host {host} listens on every interface; name the host names clients use "
-                "with --allowed-host (repeatable; '*' allows any)"
-            )
-    except ValueError:
-        pass
-    return [host, *LOOPBACK_HOSTS]
 
 
 def register(app: typer.Typer) -> None:
@@ -215,11 +178,11 @@ def keys_add(
         try:
             parse_policy(policy)
         except ProxyError as err:
-            _fail(f"--policy: {err.message}")
+            raise fail(f"--policy: {err.message}") from None
     try:
         key = add_key(file, name, policy, daily_budget_usd)
     except KeysFileError as err:
-        _fail(str(err))
+        raise fail(str(err)) from None
     typer.echo(key)
     typer.echo(f"stored the hash of {name!r}'s key in {file}; it is not shown again", err=True)
 
@@ -313,7 +276,7 @@ def serve(
     from trouter.serving.limits import Limits
 
     if upstream not in ("auto", "httpx", "litellm"):
-        _fail(f"--upstream must be auto, httpx or litellm, not {upstream!r}")
+        raise fail(f"--upstream must be auto, httpx or litellm, not {upstream!r}")
     feedback = _feedback_config(model_dir, router, store, learn, log_text, retention)
     config = {
         "model_dir": str(model_dir.resolve()) if model_dir else None,
@@ -338,7 +301,7 @@ def serve(
     }
     keys = _key_ring(config)
     if workers > 1 and any(c.daily_budget_usd is not None for c in keys.clients):
-        _fail(
+        raise fail(
             "daily budgets are counted in the serving process; with --workers N each "
             "worker would allow the whole budget. Use --workers 1 with daily budgets."
         )

@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from trouter.cli.errors import fail
 from trouter.cli.options import comma_list, default_pool_model
 from trouter.cli.synth_gen import holds_output_lock
 
@@ -31,11 +32,6 @@ synth_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _resolve(pool_path: Path | None, judge: str | None, models: str | None) -> tuple[list, Any]:
     """(answering endpoints, judge endpoint) from the pool, errors naming file and model.
     Without ``--judge``: the pool's model (:func:`~trouter.cli.options.default_pool_model`)
@@ -46,18 +42,18 @@ def _resolve(pool_path: Path | None, judge: str | None, models: str | None) -> t
     try:
         pool = command_pool(pool_path)
     except (ValueError, RuntimeError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err), EXIT_FAILED) from None
     if judge is None and pool_path is not None:
         try:
             judge = default_pool_model(pool, "--judge", "judge")
         except ValueError as err:
-            raise _fail(str(err), 2) from None
+            raise fail(str(err), 2) from None
     judge = judge or DEFAULT_JUDGE
     names = comma_list(models) if models else pool.names
     try:
         return [pool.endpoint(n) for n in names], pool.endpoint(judge)
     except KeyError as err:
-        raise _fail(str(err.args[0])) from None
+        raise fail(str(err.args[0]), EXIT_FAILED) from None
 
 
 @holds_output_lock  # before anything else: a second run on --out refuses at once
@@ -112,9 +108,9 @@ def label_command(
         chosen = parse_filters(filters)
         check_generators(rows, [m.name for m in answering], chosen)
     except MalformedDataError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err), EXIT_FAILED) from None
     except FilterError as err:  # a wrong option, not a failed run
-        raise _fail(str(err), 2) from None
+        raise fail(str(err), 2) from None
     settings = LabelSettings(
         max_cost_usd=max_cost,
         answer_max_tokens=answer_max_tokens,
@@ -132,7 +128,7 @@ def label_command(
     try:  # a torn last line is repaired (and reported) by the run itself
         done, _ = done_ids(out, repair=False)
     except MalformedDataError as err:
-        raise _fail(f"cannot resume from {out}: {err}") from None
+        raise fail(f"cannot resume from {out}: {err}", EXIT_FAILED) from None
     if dry_run:
         _dry_run(client, answering, judge_endpoint, rows, done, out, settings)
         return
@@ -140,12 +136,12 @@ def label_command(
         try:
             endpoint.api_key()
         except MissingAPIKeyError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err), EXIT_FAILED) from None
     todo = len(rows) - len([r for r in rows if r["id"] in done])
     try:
         report = _run_with_bars(client, answering, judge_endpoint, rows, out, settings, todo)
     except OutputWriteError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err), EXIT_FAILED) from None
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     typer.echo(
@@ -168,9 +164,9 @@ def label_command(
             highlight=False,
         )
     if report.aborted:
-        raise _fail(report.aborted)
+        raise fail(report.aborted, EXIT_FAILED)
     if report.stopped_by_budget:
-        raise _fail(
+        raise fail(
             f"stopped: the next question or call could take spending past --max-cost "
             f"${max_cost:.6f} (spent ${report.spent_usd:.6f}); {report.abandoned} questions "
             "left undone. Rerun with a higher --max-cost to continue (finished calls are "

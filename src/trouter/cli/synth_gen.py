@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBars
 
+from trouter.cli.errors import fail
 from trouter.cli.options import default_pool_model
 from trouter.synthesis.budget import BudgetExceededError, CostMeter
 
@@ -68,11 +69,6 @@ def _bars() -> RichBars:
     )
 
 
-def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def holds_output_lock(command: Callable[..., None]) -> Callable[..., None]:
     """Run a command holding ``--out``'s exclusive write lock (``synth qa``, ``label``).
 
@@ -90,7 +86,7 @@ def holds_output_lock(command: Callable[..., None]) -> Callable[..., None]:
             with exclusive_output(options["out"]):
                 return command(**options)
         except OutputLockedError as err:
-            raise _fail(str(err), EXIT_USAGE) from None
+            raise fail(str(err), EXIT_USAGE) from None
 
     return locked
 
@@ -105,16 +101,16 @@ def _generator(pool_path: Path | None, name: str | None) -> tuple[Any, Any]:
     try:
         pool = command_pool(pool_path)
     except (OSError, ValueError, RuntimeError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err), EXIT_FAILED) from None
     if pool_path is not None and name is None:
         try:
             name = default_pool_model(pool, "--generator", "generator")
         except ValueError as err:
-            raise _fail(str(err), EXIT_USAGE) from None
+            raise fail(str(err), EXIT_USAGE) from None
     try:
         return pool, pool.get(name or DEFAULT_GENERATOR)
     except KeyError as err:
-        raise _fail(str(err.args[0] if err.args else err)) from None
+        raise fail(str(err.args[0] if err.args else err), EXIT_FAILED) from None
 
 
 def _price(endpoint: Any):
@@ -178,7 +174,7 @@ def taxonomy_command(
         )
         settings.check()
     except TaxonomyBuildError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err), EXIT_FAILED) from None
     if dry_run:
         n_domains = len(profiles) if profiles and not queries else max_domains
         estimate = estimate_taxonomy(
@@ -215,10 +211,10 @@ def taxonomy_command(
             )
         except BudgetExceededError as err:
             kept = f" (progress kept in {checkpoint})" if checkpoint.exists() else ""
-            raise _fail(f"{err}{kept}", EXIT_BUDGET) from None
+            raise fail(f"{err}{kept}", EXIT_BUDGET) from None
         except (TaxonomyBuildError, MalformedOutputError, LLMError) as err:
             kept = f" (finished node sets kept in {checkpoint})" if checkpoint.exists() else ""
-            raise _fail(f"{err}{kept}") from None
+            raise fail(f"{err}{kept}", EXIT_FAILED) from None
     taxonomy.save(out)
     checkpoint.unlink(missing_ok=True)
     leaves = taxonomy.leaves()
@@ -281,7 +277,7 @@ def qa_command(
     try:
         tax = Taxonomy.default() if str(taxonomy) == DEFAULT_TAXONOMY else Taxonomy.load(taxonomy)
     except TaxonomyError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err), EXIT_FAILED) from None
     _, endpoint = _generator(pool, generator)
     leaf_ids = tax.leaf_ids()[:leaves_limit] if leaves_limit else tax.leaf_ids()
     max_calls = max_calls_per_leaf or default_max_calls(per_leaf, per_call)
@@ -316,11 +312,11 @@ def qa_command(
                 )
             )
         except BudgetExceededError as err:
-            raise _fail(f"{err} (rows so far are in {out})", EXIT_BUDGET) from None
+            raise fail(f"{err} (rows so far are in {out})", EXIT_BUDGET) from None
         except (QAFileError, LLMError) as err:
-            raise _fail(f"{err} (rows so far are in {out})") from None
+            raise fail(f"{err} (rows so far are in {out})", EXIT_FAILED) from None
         except OutputWriteError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err), EXIT_FAILED) from None
     kept = sum(r.kept for r in report.leaves)
     typer.echo(
         f"wrote {out}: {report.added} new rows, {kept} in total over {len(report.leaves)} "

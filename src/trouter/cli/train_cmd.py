@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from trouter.cli.errors import fail
 from trouter.encoders import unicode_problem
 
 #: Longest query passed to the encoder. MiniLM reads only its first 256 word pieces, so
@@ -44,11 +45,6 @@ def parse_router_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    return typer.Exit(code)
-
-
 def validation_mse(router, validation) -> float:
     """Masked MSE of predicted performance plus that of normalised cost (any router)."""
     prediction = router.predict(list(validation.texts))
@@ -71,7 +67,7 @@ def _drop_unobserved_models(train, validation):
     if seen.all():
         return train, validation
     if not seen.any():
-        raise _fail(f"{train.name}: no model has any observed performance in the train split", 1)
+        raise fail(f"{train.name}: no model has any observed performance in the train split", 1)
     missing = [name for name, ok in zip(train.model_names, seen, strict=True) if not ok]
     typer.secho(
         f"warning: leaving out {', '.join(missing)}: no observed performance in the "
@@ -224,9 +220,9 @@ def train_command(
     try:
         model = make_router(router, seed=seed, **params)
     except KeyError as err:
-        raise _fail(str(err.args[0]), 2) from None
+        raise fail(str(err.args[0]), 2) from None
     except (TypeError, ValueError) as err:
-        raise _fail(f"bad parameters for {router!r}: {err}", 2) from None
+        raise fail(f"bad parameters for {router!r}: {err}", 2) from None
     try:
         if suite is not None:
             from trouter.data.suites import load_suite
@@ -236,17 +232,17 @@ def train_command(
             from trouter.data.labelled import load_labelled
 
             if not train_file.is_file():
-                raise _fail(f"--train-file {train_file} does not exist", 2)
+                raise fail(f"--train-file {train_file} does not exist", 2)
             data = load_labelled(train_file, seed=seed, filters=parse_filters(filters))
     except KeyError as err:
-        raise _fail(str(err.args[0]), 2) from None
+        raise fail(str(err.args[0]), 2) from None
     except FilterError as err:
-        raise _fail(str(err), 2) from None
+        raise fail(str(err), 2) from None
     except MalformedDataError as err:  # missing data: exit 2 with the fetch command (cli)
-        raise _fail(str(err), 1) from None
+        raise fail(str(err), 1) from None
     train, validation = data.split("train"), data.split("validation")
     if len(train) == 0:
-        raise _fail(f"{data.name}: no training rows", 1)
+        raise fail(f"{data.name}: no training rows", 1)
     train, validation = _drop_unobserved_models(train, validation)
     typer.echo(
         f"training {router} on {data.name}: {len(train)} train / {len(validation)} "
@@ -256,7 +252,7 @@ def train_command(
     try:
         model.fit(train, validation if len(validation) else None)
     except (ValueError, KeyError, FileNotFoundError) as err:
-        raise _fail(f"fitting {router} failed: {err}", 1) from None
+        raise fail(f"fitting {router} failed: {err}", 1) from None
     typer.echo(f"fit in {time.perf_counter() - start:.1f} s")
     if len(validation):
         typer.echo(f"validation MSE (performance + cost): {validation_mse(model, validation):.4f}")
@@ -276,7 +272,7 @@ def train_command(
     try:
         saved = model.save(out)
     except OSError as err:
-        raise _fail(f"cannot save the router to {out}: {err.strerror or err}", 1) from None
+        raise fail(f"cannot save the router to {out}: {err.strerror or err}", 1) from None
     typer.echo(f"saved to {saved}")
 
 
@@ -330,15 +326,15 @@ def route_command(
                 raise InputError("give a query argument or pipe queries on stdin")
             queries = parse_stdin(stdin.read())
     except InputError as err:
-        raise _fail(str(err), 2) from None
+        raise fail(str(err), 2) from None
     try:
         service = load(model_dir, pool)
     except (RouterFileError, PoolConfigError, PoolMismatchError) as err:
-        raise _fail(str(err), 2) from None
+        raise fail(str(err), 2) from None
     try:
         results = service.route_batch(queries, chosen)
     except RoutingRequestError as err:  # e.g. no model within --max-cost-usd
-        raise _fail(str(err), 2) from None
+        raise fail(str(err), 2) from None
     if as_json:
         for result in results:
             typer.echo(json.dumps(result.to_dict()))

@@ -10,6 +10,7 @@ from trouter.routers import (
     online,  # noqa: F401
     reference,  # noqa: F401
     trouter,  # noqa: F401
+    trouter_plus,  # noqa: F401
 )
 from trouter.routers.base import ROUTERS, Prediction, Router, make_router, register
 

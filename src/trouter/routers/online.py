@@ -59,7 +59,7 @@ from trouter.routers.tuning import merge
 #: training rows; the base's choice must earn its way in with evidence) or ``base``.
 ANCHORS = ("best-single", "base")
 #: When the anchor's and the base's tests look at the labels: at ``doubling`` label counts
-#: with the error rate split over the looks (online_anchor.look; safer on every validation
+#: with the error rate split over the looks (online_tests.look; safer on every validation
 #: suite), or after ``every`` label at the full rate (learns faster on RouterBench).
 LOOKS = ("every", "doubling")
 #: The decision rule's parameters, read from the router's.

@@ -8,7 +8,7 @@ the anchor (arm *control*). The draw ignores the query, so each arm's mean serve
 estimates its policy's value on those queries without bias, and the served feedback of the
 two arms compares them: Welch's test with Student's t, one-sided at half the labels' error
 rate, looked at only when the treat arm's feedback reaches ``first_look`` x 2^k events, the
-k-th look at alpha / 2^(k+2) (as the label tests: online_anchor.look); the outcome stands
+k-th look at alpha / 2^(k+2) (as the label tests: online_tests.look); the outcome stands
 between looks. It passes when the gain per drawn query is above ``challenge_margin`` at
 that level; a look that finds the proposals behind (a gain at or below zero) ends the draw
 for those weights, so that a base worse than the anchor costs about ``first_look`` drawn
@@ -33,15 +33,15 @@ import numpy as np
 from scipy.special import ndtr
 
 from trouter.evaluation.scenarios import Weights
-from trouter.routers.online_anchor import (
+from trouter.routers.online_posterior import Decisions, decide
+from trouter.routers.online_stats import MAX_POLICIES
+from trouter.routers.online_tests import (
     GAIN_PRIOR_COUNT,
     GAIN_PRIOR_VAR,
     bounds,
     first_look,
     look,
 )
-from trouter.routers.online_posterior import Decisions, decide
-from trouter.routers.online_stats import MAX_POLICIES
 
 #: Arm codes of a decision: not in the test, served the anchor, served the proposal.
 NO_ARM, CONTROL, TREAT = 0, 1, 2
@@ -54,7 +54,7 @@ def arm_fields(made: Decisions, i: int, weights: Weights) -> dict[str, Any]:
     arm = None if made.arm is None else ARM_NAMES.get(int(made.arm[i]))
     if arm is None:
         return {}
-    # the keys of trouter.store.store.ARM_FEATURES (the store's layer sits below this one)
+    # the keys of trouter.store.records.ARM_FEATURES (the store's layer sits below this one)
     return {"ab_arm": arm, "ab_policy": [weights.performance, weights.cost]}
 
 

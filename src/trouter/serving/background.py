@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from trouter.evaluation.scenarios import SCENARIOS, Weights
 from trouter.labelling.judge import VerdictError, judge_messages, parse_verdict
@@ -48,6 +48,7 @@ from trouter.llm.pool import ModelEndpoint
 from trouter.routers.online import OnlineRouter
 from trouter.routers.online_labels import LabelBudget
 from trouter.serving import upstream
+from trouter.serving.background_settings import BackgroundMetrics, BackgroundSettings
 from trouter.store import Feedback
 
 log = logging.getLogger("trouter.serving")
@@ -64,57 +65,6 @@ DAY_S = 86_400.0
 _WEIGHTS = re.compile(r"weights\(([^,]+),([^)]+)\)")
 
 Complete = Callable[[ModelEndpoint, list[dict], dict], Awaitable[dict]]
-
-
-@dataclass
-class BackgroundSettings:
-    judge: str
-    budget_usd_per_day: float
-    judge_rate: float = 0.0
-    #: label priority a query needs (``label_priority``: 3 a model short of labels, 2 a cell,
-    #: else twice the chance that a rival beats the served model)
-    threshold: float = 1.0
-    #: labels per 1,000 routed queries at most (None: only the USD budget caps them)
-    label_rate: float | None = None
-    max_concurrency: int = 4
-    max_queue: int = 256
-    judge_max_tokens: int = 16
-
-
-def parse_daily_budget(text: str) -> float:
-    """``5/day`` or ``5`` -> 5.0 USD per UTC day."""
-    head, sep, tail = str(text).strip().partition("/")
-    try:
-        value = float(head.strip().lstrip("$"))
-    except ValueError:
-        value = -1.0
-    if value < 0 or value != value or (sep and tail.strip() not in ("day", "d")):
-        raise ValueError(f"label budget {text!r} is not USD per day, e.g. 5/day")
-    return value
-
-
-class BackgroundMetrics:
-    def __init__(self, registry: CollectorRegistry | None) -> None:
-        r = registry or CollectorRegistry()
-        self.calls = Counter(
-            "trouter_background_calls",
-            "Background upstream calls by kind (answer, judge) and outcome (ok, error, "
-            "unparsed: a judge reply without a readable verdict).",
-            ["kind", "outcome"],
-            registry=r,
-        )
-        self.spend = Counter(
-            "trouter_background_spend_usd",
-            "USD spent by background labelling and judging (apart from served spend).",
-            registry=r,
-        )
-        self.jobs = Counter(
-            "trouter_background_jobs",
-            "Background jobs by kind (label, judge) and outcome (done, failed, dropped: the "
-            "queue was full, over_budget: the day's budget was spent).",
-            ["kind", "outcome"],
-            registry=r,
-        )
 
 
 @dataclass

@@ -34,7 +34,7 @@ from trouter.serving.learner import Learner
 from trouter.serving.newcomers import TYPICAL_CALL_TOKENS
 from trouter.serving.score_watch import ScoreWatch
 from trouter.store import Decision, DecisionLog, Feedback, Store
-from trouter.store.store import ARM_FEATURES
+from trouter.store.records import ARM_FEATURES
 from trouter.store.writer import Item
 
 log = logging.getLogger("trouter.serving")

@@ -36,7 +36,7 @@ from typing import Any
 from trouter.llm.pool import MissingAPIKeyError, ModelEndpoint
 from trouter.serving.isolation import origin
 from trouter.serving.scrub import public, scrub_secrets
-from trouter.serving.upstream import UpstreamError
+from trouter.serving.upstream import UpstreamError, has_delta, status_error
 
 log = logging.getLogger("trouter.serving.upstream")
 
@@ -177,7 +177,7 @@ class OpenAIClient:
         chunks = self._events(endpoint, lines, close)
         head: list[dict[str, Any]] = []
         try:
-            while not any(_has_delta(chunk) for chunk in head):
+            while not any(has_delta(chunk) for chunk in head):
                 chunk = await anext(chunks, None)
                 if chunk is None:
                     raise UpstreamError(
@@ -377,38 +377,3 @@ def make_client(
     if kind in transports:
         return transports[kind](timeout, max_connections, host_limits)
     raise ValueError(f"unknown upstream client {kind!r}; choose from {', '.join(CLIENTS)}")
-
-
-def _has_delta(chunk: dict[str, Any]) -> bool:
-    return any(choice.get("delta") for choice in chunk.get("choices") or [])
-
-
-def status_error(
-    endpoint: ModelEndpoint, status: int, text: str, retry_after: str | None = None
-) -> UpstreamError:
-    """Classify an upstream HTTP error status (with its body's message) like LiteLLM's errors.
-
-    The message is scrubbed of keys and addresses before it is cut.
-    """
-    model = endpoint.name
-    message = public(_error_message(text) or f"HTTP {status}", [endpoint])
-    if status == 429:
-        return UpstreamError(model, "rate_limit", 429, message, False, retry_after)
-    if status in (401, 403):
-        return UpstreamError(model, "auth", 502, f"upstream refused the key: {message}", True)
-    if status == 404:
-        return UpstreamError(model, "server", 502, f"upstream has no such model: {message}", True)
-    if 400 <= status < 500:
-        return UpstreamError(model, "bad_request", 400, message, False)
-    return UpstreamError(model, "server", 502, f"HTTP {status}: {message}", True)
-
-
-def _error_message(text: str) -> str:
-    """The ``error.message`` of an OpenAI error body, else the whole text (uncut)."""
-    try:
-        error = json.loads(text).get("error")
-    except (ValueError, AttributeError):
-        return text
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)

@@ -38,7 +38,8 @@ from starlette.requests import ClientDisconnect
 from trouter.llm.pool import ModelEndpoint, Pool
 from trouter.serving import upstream
 from trouter.serving.auth import ClientKey, KeyRing
-from trouter.serving.background import BackgroundLabeller, BackgroundSettings, labeller_for
+from trouter.serving.background import BackgroundLabeller, labeller_for
+from trouter.serving.background_settings import BackgroundSettings
 from trouter.serving.batching import RouteBatcher
 from trouter.serving.capabilities import pool_capabilities
 from trouter.serving.conversation import Sessions

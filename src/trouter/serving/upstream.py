@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -200,7 +201,7 @@ async def open_stream(
         raise classify(endpoint, err) from err
     iterator = aiter(stream)
     head: list[dict[str, Any]] = []
-    while not any(_has_delta(chunk) for chunk in head):
+    while not any(has_delta(chunk) for chunk in head):
         chunk = await next_chunk()
         if chunk is None:
             raise UpstreamError(endpoint.name, "malformed", 502, "stream without content", True)
@@ -220,7 +221,7 @@ async def open_stream(
     return head, rest()
 
 
-def _has_delta(chunk: dict[str, Any]) -> bool:
+def has_delta(chunk: dict[str, Any]) -> bool:
     return any(choice.get("delta") for choice in chunk.get("choices") or [])
 
 
@@ -229,3 +230,34 @@ def usage_cost(endpoint: ModelEndpoint, usage: dict[str, Any] | None) -> float |
     if not usage:
         return None
     return endpoint.cost(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+
+
+def status_error(
+    endpoint: ModelEndpoint, status: int, text: str, retry_after: str | None = None
+) -> UpstreamError:
+    """Classify an upstream HTTP error status (with its body's message) like LiteLLM's errors.
+
+    The message is scrubbed of keys and addresses before it is cut.
+    """
+    model = endpoint.name
+    message = public(_error_message(text) or f"HTTP {status}", [endpoint])
+    if status == 429:
+        return UpstreamError(model, "rate_limit", 429, message, False, retry_after)
+    if status in (401, 403):
+        return UpstreamError(model, "auth", 502, f"upstream refused the key: {message}", True)
+    if status == 404:
+        return UpstreamError(model, "server", 502, f"upstream has no such model: {message}", True)
+    if 400 <= status < 500:
+        return UpstreamError(model, "bad_request", 400, message, False)
+    return UpstreamError(model, "server", 502, f"HTTP {status}: {message}", True)
+
+
+def _error_message(text: str) -> str:
+    """The ``error.message`` of an OpenAI error body, else the whole text (uncut)."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return text
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)

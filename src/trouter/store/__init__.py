@@ -2,7 +2,8 @@
 events and background labels, on SQLite (embedded) or PostgreSQL (shared by replicas)."""
 
 from trouter.store.backends import StoreError, StoreUnavailable, open_backend
-from trouter.store.store import DEFAULT_TTL_S, SOURCES, Decision, Feedback, Store, query_hash
+from trouter.store.records import Decision, query_hash
+from trouter.store.store import DEFAULT_TTL_S, SOURCES, Feedback, Store
 from trouter.store.writer import DecisionLog
 
 __all__ = [

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from trouter.store.store import Decision
+from trouter.store.records import Decision
 
 #: the weight, in labels, of a model's overall label mean in its per-cell direct model
 CELL_PRIOR_LABELS = 5.0

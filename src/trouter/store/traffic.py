@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from trouter.store.off_policy import logged, off_policy
-from trouter.store.store import Decision, Store
+from trouter.store.records import Decision
+from trouter.store.store import Store
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable
 
 from trouter.config import TrouterError
-from trouter.store.store import Decision, Store, query_hash
+from trouter.store.records import Decision, query_hash
+from trouter.store.store import Store
 
 log = logging.getLogger("trouter.store")
 
