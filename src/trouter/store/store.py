@@ -1,12 +1,13 @@
-"""The decision log, feedback events and background labels: records and their queries.
+"""The decision log, feedback events and background labels: their queries and retention.
 
-A *decision* is what the proxy did for one request (router, policy, the routing features,
-every candidate's predicted utility, the chosen model and its propensity, tokens, cost,
-latency, upstream status). A *feedback event* scores one decision in [0, 1]. A *label* is a
-full-information row: several models' scores on one query, never served. Every row carries
-an expiry (the retention TTL, 7 days by default); :meth:`Store.purge` first blanks an
-expired decision's query and features (what could identify it) and deletes it one TTL
-later, so late feedback on it is answered "expired", not "unknown".
+A *decision* (:mod:`trouter.store.records`) is what the proxy did for one request (router,
+policy, the routing features, every candidate's predicted utility, the chosen model and its
+propensity, tokens, cost, latency, upstream status). A *feedback event* scores one decision
+in [0, 1]. A *label* is a full-information row: several models' scores on one query, never
+served. Every row carries an expiry (the retention TTL, 7 days by default);
+:meth:`Store.purge` first blanks an expired decision's query and features (what could
+identify it) and deletes it one TTL later, so late feedback on it is answered "expired",
+not "unknown".
 """
 
 from __future__ import annotations
