@@ -18,6 +18,9 @@ is fitted on the other tasks. The comparisons:
 * ``plan`` (base ``auto``): with a fixed label budget, the doubling looks alone, or a last
   look at the budget's total that spends the error rate they left (``label_plan``, what
   ``trouter eval --setting online`` gives the router for a budget of N or N/WINDOW);
+* ``favourite`` (base ``auto``): every rival tested against the anchor at the same
+  Bonferroni level, or the rival the base predicts best named in advance and tested at
+  half the error rate, the others sharing the other half (``favourite``);
 * ``keep`` (base ``auto``): each look decides afresh on the labels it reads, or a move an
   earlier look made stands until the labels rule it out (``keep_moves``);
 * ``confidence`` (base ``auto``): the tests' confidence (one minus the error rate spread
@@ -104,6 +107,13 @@ COMPARISONS = {
         {
             "online-noplan": {"label_plan": None},
             "online-plan": {},
+        },
+    ),
+    "favourite": (
+        "auto",
+        {
+            "online-bonferroni": {"favourite": False},
+            "online-favourite": {"favourite": True},
         },
     ),
     "keep": (

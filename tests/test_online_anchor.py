@@ -258,3 +258,41 @@ def test_with_keep_moves_an_earned_base_stands_until_the_labels_rule_it_out(mbpp
         trained, _, *seen = _won_then_lost(mbpp_fold, keep, 3, earned)
         assert [anchor for anchor, _ in seen] == [trained] * 4
         assert [flag for _, flag in seen] == expected
+
+
+def _labels(diff_of: dict[int, np.ndarray], favourite: int, models: int = 11):
+    """Labels of ``models`` free models where model j scores ``diff_of[j]`` above model 0
+    (the others tie with it), and the base predicts ``favourite`` best of the rivals."""
+    from trouter.routers.online_anchor import Labels
+
+    n = len(next(iter(diff_of.values())))
+    perf = np.full((n, models), 0.5)
+    for j, diff in diff_of.items():
+        perf[:, 0] = np.where(diff < 0, 1.0, 0.5)
+        perf[:, j] = np.where(diff > 0, 1.0, 0.5)
+    prior = np.full((n, models), 0.5)
+    prior[:, favourite] = 0.6
+    zeros = np.zeros((n, models))
+    return Labels(perf, zeros, prior, zeros, np.arange(n, dtype=float), np.zeros(n),
+                  np.full(n, -1.0), np.full(n, -1.0), np.zeros((n, 0)))  # fmt: skip
+
+
+def test_the_base_s_favourite_rival_is_tested_at_half_the_error_rate():
+    """Weighted Bonferroni: the rival the base predicts best is named before any score is
+    seen, so it is tested at alpha / 2 and the other nine at alpha / 18, not all ten at
+    alpha / 10. A gain at z 2.6 (16 paired labels) then moves the anchor when the favourite
+    shows it, and not when another rival does."""
+    from trouter.routers.online_anchor import traffic_best_single
+
+    diff = np.array([1.0] * 9 + [-1.0] * 2 + [0.0] * 5)
+    params = {"min_evidence": 8.0, "confidence": 0.975, "margin": 0.0, "half_life": None,
+              "student_t": False}  # fmt: skip
+    on = {**params, "favourite": True}
+    favourite_ahead = _labels({1: diff}, favourite=1)
+    other_ahead = _labels({2: diff}, favourite=1)
+    assert traffic_best_single(favourite_ahead, 0, BALANCED, params) == 0  # alpha / 10
+    assert traffic_best_single(favourite_ahead, 0, BALANCED, on) == 1  # alpha / 2
+    assert traffic_best_single(other_ahead, 0, BALANCED, on) == 0  # alpha / 18
+    # a stronger gain passes for any rival either way
+    strong = np.array([1.0] * 12 + [0.0] * 4)
+    assert traffic_best_single(_labels({2: strong}, favourite=1), 0, BALANCED, on) == 2

@@ -84,6 +84,35 @@ def gains_over(
     ]
 
 
+def prior_favourite(labels: Labels, weights: Weights, reference: int) -> int | None:
+    """The rival the base predicts best on the labelled queries (its mean predicted
+    utility; the observed scores play no part, so naming it in advance costs no error
+    rate), None where no rival has a prediction."""
+    if not len(labels):
+        return None
+    prior = weights.utility(labels.prior_perf, labels.prior_cost)
+    counted = (~np.isnan(prior)).sum(axis=0)
+    mean = np.where(counted > 0, np.nansum(prior, axis=0) / np.maximum(counted, 1), -np.inf)
+    mean[reference] = -np.inf
+    best = int(np.argmax(mean))
+    return best if np.isfinite(mean[best]) else None
+
+
+def named_rivals(
+    labels: Labels, weights: Weights, reference: int, params: dict, late: np.ndarray | None
+) -> np.ndarray:
+    """The rivals named in advance, which share half the error rate (:func:`divisors`):
+    the models that joined late, else, with ``favourite``, the base's favourite rival (so
+    that a newcomer's share of the error rate is the same with it or without)."""
+    named = np.zeros(labels.prior_perf.shape[1], dtype=bool)
+    if late is not None:
+        named |= np.asarray(late, dtype=bool)
+    favourite = prior_favourite(labels, weights, reference) if params.get("favourite") else None
+    if favourite is not None and not named.any():
+        named[favourite] = True
+    return named
+
+
 def traffic_best_single(
     labels: Labels,
     trained: int,
@@ -101,7 +130,7 @@ def traffic_best_single(
     if len(labels) < params["min_evidence"]:
         return max(shown)[1] if shown else trained
     gains = gains_over(labels, weights, trained, params["half_life"])
-    share = divisors(len(gains), trained, late)
+    share = divisors(len(gains), trained, named_rivals(labels, weights, trained, params, late))
     # each rival tested at its Bonferroni level, the best mean among those that pass taken
     # (a rival with a few lucky labels must not hide one that is shown ahead on many)
     shown += [
@@ -213,7 +242,8 @@ class AnchorTests:
 
     def anchor_comparison_open(self, weights: Weights) -> np.ndarray:
         """Per model, whether the labels leave its gain over the anchor open: neither above
-        ``margin`` (:func:`significant`) nor ruled out (its upper bound at or below it)."""
+        ``margin`` (:func:`significant`) nor ruled out (its upper bound at or below it); for
+        label priority, so every rival at the plain Bonferroni level, ``favourite`` or not."""
 
         n, params = look(len(self.label_time_), self.params)
         own = self._own_looks()
