@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from trouter.cli.errors import fail
 from trouter.cli.options import comma_list
 from trouter.cli.progress import stage_bars
 
@@ -58,8 +59,7 @@ def local_pool(
         try:
             shot_list = [int(k) for k in comma_list(shots)]
         except ValueError:
-            console.print(f"[red]error:[/red] --shots {shots!r}: give numbers like 0,10,25")
-            raise typer.Exit(2) from None
+            raise fail(f"--shots {shots!r}: give numbers like 0,10,25") from None
         from trouter.local.pool_eval import SYNTHETIC_ROUTERS
 
         chosen = comma_list(routers) or list(SYNTHETIC_ROUTERS)
@@ -75,14 +75,12 @@ def local_pool(
         )
         return
     if stage not in ("real", "synthetic"):
-        console.print(f"[red]error:[/red] unknown stage {stage!r}; choose real, synthetic, export")
-        raise typer.Exit(2)
+        raise fail(f"unknown stage {stage!r}; choose real, synthetic, export")
     try:
         wanted = comma_list(formats) or None
         leaf_ids = release_leaf_ids(Taxonomy.default(), wanted)
     except ValueError as err:
-        console.print(f"[red]error:[/red] --formats {formats!r}: {err}")
-        raise typer.Exit(2) from None
+        raise fail(f"--formats {formats!r}: {err}") from None
     # read the questions before any server starts: a missing data file fails at once
     real = interleaved_real_questions(n_gsm8k, n_humaneval, n_choice) if stage == "real" else []
     with resolve_pool(pool) as running_pool, stage_bars(console) as bars:

@@ -16,6 +16,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from trouter.cli.errors import fail
+
 data_app = typer.Typer(help="Public routing data: fetch (verified) and list.", no_args_is_help=True)
 console = Console(stderr=True)
 
@@ -49,14 +51,11 @@ def fetch_command(
     from trouter.data.fetch import fetch, resolve_names
 
     if not names and not everything:
-        console.print("[red]error:[/red] name a data set (e.g. `trouter data fetch routerbench`) "
-                      "or pass --all")  # fmt: skip
-        raise typer.Exit(2)
+        raise fail("name a data set (e.g. `trouter data fetch routerbench`) or pass --all")
     try:
         chosen = resolve_names(names or [], everything)
     except KeyError as err:
-        console.print(f"[red]error:[/red] {err.args[0]}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(err.args[0])) from None
     root = _root(directory)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())  # fmt: skip

@@ -67,13 +67,9 @@ def user_message(err: BaseException) -> str | None:
     return None
 
 
-def report(err: BaseException) -> None:
-    """Print the message as plain text (a path with brackets is not Rich markup)."""
-    fail(user_message(err) or "")
-
-
 def fail(message: str, code: int = EXPECTED_EXIT_CODE) -> typer.Exit:
-    """Print ``error: message`` as plain text and return the exit for the caller to raise."""
+    """Print ``error: message`` to stderr as plain text (a path with brackets is not Rich
+    markup) and return the exit for the caller to raise: every command's one way out."""
     Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "red"), message))
     return typer.Exit(code)
 
@@ -89,5 +85,4 @@ class ExpectedErrorsGroup(TyperGroup):
         except Exception as err:  # noqa: BLE001 - re-raised unless it is an expected error
             if user_message(err) is None:
                 raise
-            report(err)
-            raise typer.Exit(EXPECTED_EXIT_CODE) from None
+            raise fail(str(user_message(err))) from None

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from trouter.cli.errors import fail
 from trouter.cli.options import comma_list, parse_params
 
 #: Routers shown in every report, whatever was requested: the bounds (the oracle per query and
@@ -230,8 +231,7 @@ def eval_command(
             test_file=test_file,
         )
     except (MalformedDataError, ValueError, KeyError) as err:  # missing data: exit 2 (cli)
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from err
+        raise fail(str(err), 1) from err
     for table in rich_tables(summarise(records)):
         console.print(table)
     if json_path is not None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
+from trouter.cli.errors import fail
 from trouter.cli.options import comma_list, parse_params
 
 
@@ -110,8 +111,7 @@ def run_online_eval(options: dict[str, Any], console: Console) -> None:
 
         records = run_online(dataset, config, weights, seeds, context, source, announce)
     except (MalformedDataError, ValueError, KeyError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from err
+        raise fail(str(err), 1) from err
     _report(records, list(config.routers), budgets, options, console)
 
 

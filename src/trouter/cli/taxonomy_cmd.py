@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.tree import Tree
 
+from trouter.cli.errors import fail
 from trouter.taxonomy.model import Taxonomy, TaxonomyError
 
 taxonomy_app = typer.Typer(
@@ -21,8 +22,7 @@ def _load(file: Path | None) -> Taxonomy:
     try:
         return Taxonomy.load(file) if file is not None else Taxonomy.default()
     except TaxonomyError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(err), 1) from None
 
 
 def build_tree(taxonomy: Taxonomy, definitions: bool = False, depth: int = 4) -> Tree:
