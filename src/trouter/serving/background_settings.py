@@ -1,6 +1,6 @@
 """Settings, the daily budget's syntax and the Prometheus counters of background labelling.
 
-Kept apart from :mod:`trouter.serving.background` so that the CLI can check ``--label-budget``
+Kept apart from :mod:`trouter.serving.background` so that the CLI can check ``--label-budget-usd``
 and build the settings without importing the labeller.
 """
 
