@@ -298,22 +298,23 @@ def few_shot_checks_markdown(
 ) -> str:
     """Per suite and scenario, the few-shot checks of ``router`` against best-single.
 
-    K=0: the mean over held-out tasks (mean over seeds) beside best-single's, and the
+    K=0: the mean over held-out tasks (mean over seeds) beside best-single's and the
+    oracle's, and the
     held-out tasks where the router is below best-single by more than ``tolerance`` (per
     task, mean over seeds). K=25 / K=100: the share of the router's own K=all gain over
     best-single (K=0) that it reaches, as in :func:`learning_curve_markdown`.
     """
     per_task: dict[tuple, list[float]] = {}
     for r in records:
-        if r.get("setting") != "few-shot" or r["router"] not in (router, "best-single"):
+        if r.get("setting") != "few-shot" or r["router"] not in (router, "best-single", "oracle"):
             continue
         key = (r["suite"], r["scenario"], r["router"], r.get("shots"), r["task"])
         per_task.setdefault(key, []).append(r["utility"])
     mean = {key: float(np.mean(values)) for key, values in per_task.items()}
     lines = [
-        f"| suite | scenario | K=0 {router} | K=0 best-single | tasks below by > {tolerance} "
-        "| share K=25 | share K=100 |",
-        "|---|---|---:|---:|---|---:|---:|",
+        f"| suite | scenario | K=0 {router} | K=0 best-single | K=0 oracle "
+        f"| tasks below by > {tolerance} | share K=25 | share K=100 |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
     ]
     runs = dict.fromkeys((suite, scenario) for suite, scenario, *_ in mean)
     for suite, scenario in runs:
@@ -335,6 +336,7 @@ def few_shot_checks_markdown(
 
         lines.append(
             f"| {suite} | {scenario} | {get(router, 0):.3f} | {base:.3f} | "
+            f"{get('oracle', 0):.3f} | "
             f"{len(below)} of {len(tasks)}{': ' + ', '.join(below) if below else ''} | "
             f"{share(25)} | {share(100)} |"
         )
