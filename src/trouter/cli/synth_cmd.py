@@ -19,10 +19,7 @@ from rich.console import Console
 
 from trouter.cli.errors import fail
 from trouter.cli.options import comma_list, default_pool_model
-from trouter.cli.synth_gen import holds_output_lock
-
-EXIT_FAILED = 1
-EXIT_BUDGET = 3
+from trouter.cli.synth_gen import EXIT_BUDGET, EXIT_FAILED, holds_output_lock
 
 console = Console(stderr=True)
 
